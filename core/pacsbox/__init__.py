@@ -1,0 +1,67 @@
+"""pacsbox: an Orthanc-compatible DICOM server in Python, built on plugins.
+
+This module is the **public API for plugin authors**; import only from here.
+
+Quick start: a plugin is a module of hook implementations, advertised by an entry point
+in the group ``pacsbox.plugins`` of your distribution's ``pyproject.toml``::
+
+    [project.entry-points."pacsbox.plugins"]
+    hello = "pacsbox_hello.plugin"
+
+``pacsbox_hello/plugin.py``::
+
+    from pacsbox import RouteSpec, hookimpl, send_json
+
+    class Hello:
+        def __init__(self, ctx):
+            self.ctx = ctx
+
+        def on_get(self, req, resp):
+            send_json(resp, {"Hello": self.ctx.config["Name"]})
+
+    @hookimpl
+    def register_routes(ctx):
+        return [RouteSpec("/hello", Hello)]
+
+After ``pip install``, ``pacsbox plugins`` lists it and ``GET /hello`` answers. Every hook
+is documented in :mod:`pacsbox.hookspecs`; job types subclass :class:`Job` (or
+:class:`InstancesJob`), metrics are declared with :class:`MetricSpec` and recorded with
+``ctx.metrics``; errors are raised as :class:`OrthancError`.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+import pluggy as _pluggy
+
+from .hookspecs import PROJECT_NAME as _PROJECT
+
+#: Marker for hook implementations: ``@hookimpl`` (see :mod:`pacsbox.hookspecs`).
+hookimpl = _pluggy.HookimplMarker(_PROJECT)
+
+from .app import PacsboxApp, create_app  # noqa: E402
+from .config import Config, ConfigError  # noqa: E402
+from .context import ServerContext  # noqa: E402
+from .dicom.ids import is_orthanc_id, orthanc_id  # noqa: E402
+from .dicom.matching import compile_query  # noqa: E402
+from .dicom.tags import dataset_to_json, element_text, parse_tag, tag_to_key  # noqa: E402
+from .errors import ErrorCode, OrthancError, not_found, refused  # noqa: E402
+from .web import (dumps, query_flag, read_body, read_json_body, read_json_object, send_json,  # noqa: E402
+                   send_text)
+from .index.index import Attachment, Resource  # noqa: E402
+from .jobs.base import InstancesJob, Job, JobInfo, JobOutput, JobState, StepResult  # noqa: E402
+from .jobs.engine import StartupError, request_mode  # noqa: E402
+from .metrics import MetricSpec  # noqa: E402
+from .rest.tools import find_resources  # noqa: E402
+from .routing.registry import RouteSpec  # noqa: E402
+from .storage.area import StorageArea  # noqa: E402
+
+__all__ = [
+    "__version__", "hookimpl", "create_app", "PacsboxApp", "Config", "ConfigError", "ServerContext",
+    "ErrorCode", "OrthancError", "not_found", "refused",
+    "Job", "InstancesJob", "JobInfo", "JobOutput", "JobState", "StepResult", "StartupError", "request_mode",
+    "RouteSpec", "MetricSpec", "StorageArea", "Resource", "Attachment",
+    "send_json", "send_text", "read_body", "read_json_body", "read_json_object", "query_flag", "dumps",
+    "orthanc_id", "is_orthanc_id", "parse_tag", "tag_to_key", "element_text", "dataset_to_json",
+    "compile_query", "find_resources",
+]

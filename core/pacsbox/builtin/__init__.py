@@ -1,0 +1,1 @@
+"""Built-in job types (modify/anonymize, split/merge), registered like any plugin."""

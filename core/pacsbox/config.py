@@ -1,0 +1,277 @@
+"""Orthanc-style JSON configuration, with comments, defaults and no module globals.
+
+The file format is Orthanc's: a JSON object whose keys are Orthanc's option names
+(``HttpPort``, ``DicomAet``, ``ConcurrentJobs``...), with ``//`` and ``/* */`` comments
+allowed. A directory argument merges every ``*.json`` in it, in name order. Unknown
+options are kept: plugins read them with :meth:`Config.get` or
+:meth:`Config.plugin_config`.
+
+Source: Orthanc Book "Configuration"; ``shared/reference/rest-api.md`` Appendix D.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+#: pacsbox's defaults: Orthanc 1.10.1's defaults, except where a pacsbox default is stated
+#: (HTTP on 127.0.0.1:8042, DICOM AET ``PACSBOX``, data in ``./pacsbox-data``).
+DEFAULTS: dict[str, Any] = {
+    "Name": "pacsbox",
+    "StorageDirectory": "pacsbox-data",
+    "IndexDirectory": None,          # None: same as StorageDirectory
+    "StorageCompression": False,
+    "MaximumStorageSize": 0,
+    "MaximumPatientCount": 0,
+    "HttpServerEnabled": True,
+    "HttpPort": 8042,
+    "HttpBindAddress": "127.0.0.1",   # pacsbox option; Orthanc binds all interfaces
+    "HttpThreadsCount": 50,
+    "HttpDescribeErrors": True,
+    "HttpCompressionEnabled": False,
+    "HttpTimeout": 60,
+    "HttpRequestTimeout": 30,
+    "KeepAlive": True,
+    "RemoteAccessAllowed": False,
+    "AuthenticationEnabled": None,    # None: true iff RemoteAccessAllowed
+    "RegisteredUsers": {},
+    "DicomServerEnabled": True,
+    "DicomAet": "PACSBOX",
+    "DicomPort": 4242,
+    "DicomCheckCalledAet": False,
+    "DicomModalities": {},
+    "OrthancPeers": {},
+    "StableAge": 60,
+    "OverwriteInstances": False,
+    "StoreMD5ForAttachments": True,
+    "SyncStorageArea": True,
+    "DefaultEncoding": "Latin1",
+    "CaseSensitivePN": False,
+    "LimitFindResults": 0,
+    "LimitFindInstances": 0,
+    "LogExportedResources": False,
+    "ConcurrentJobs": 2,
+    "JobsHistorySize": 10,
+    "SaveJobs": True,
+    "MediaArchiveSize": 1,
+    "SynchronousZipStream": True,
+    "ZipLoaderThreads": 0,
+    "MetricsEnabled": True,
+    "DeidentifyLogs": True,
+    "DefaultPrivateCreator": "",
+    "Dictionary": {},
+    "Plugins": [],
+    "PluginsBlocklist": [],           # pacsbox option: entry-point names not to load
+}
+
+#: Environment variable holding a comma-separated blocklist of plugin names.
+BLOCKLIST_ENV = "PACSBOX_DISABLE_PLUGINS"
+
+
+class ConfigError(ValueError):
+    """A configuration file cannot be read; the message names the file and the line."""
+
+
+def strip_json_comments(text: str) -> str:
+    """Remove ``//`` and ``/* */`` comments outside JSON strings, keeping line numbers.
+
+    Parameters
+    ----------
+    text : str
+        The raw configuration text.
+
+    Returns
+    -------
+    str
+        The same text with comments replaced by spaces (newlines kept, so that
+        :class:`json.JSONDecodeError` line numbers still point into the original file).
+    """
+    out: list[str] = []
+    i, n = 0, len(text)
+    in_str = False
+    while i < n:
+        c = text[i]
+        if in_str:
+            out.append(c)
+            if c == "\\" and i + 1 < n:
+                out.append(text[i + 1])
+                i += 2
+                continue
+            if c == '"':
+                in_str = False
+            i += 1
+        elif c == '"':
+            in_str = True
+            out.append(c)
+            i += 1
+        elif text.startswith("//", i):
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+            out.append(" " * (j - i))
+            i = j
+        elif text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            out.append("".join(ch if ch == "\n" else " " for ch in text[i:j]))
+            i = j
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def parse_config_text(text: str, source: str = "<config>") -> dict[str, Any]:
+    """Parse one Orthanc-style JSON configuration text.
+
+    Parameters
+    ----------
+    text : str
+        JSON with optional comments.
+    source : str
+        Name used in error messages (the file path).
+
+    Returns
+    -------
+    dict
+        The top-level object.
+
+    Raises
+    ------
+    ConfigError
+        When the text is not valid JSON (the message names the source, line and column)
+        or its top level is not an object.
+    """
+    try:
+        data = json.loads(strip_json_comments(text))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{source}: line {e.lineno}, column {e.colno}: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the configuration must be a JSON object")
+    return data
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a configuration file, or every ``*.json`` of a directory merged in name order.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    ConfigError
+        Unreadable file or invalid JSON (with the line number).
+    """
+    p = Path(path)
+    files = sorted(p.glob("*.json")) if p.is_dir() else [p]
+    merged: dict[str, Any] = {}
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"{f}: cannot read the configuration file: {e.strerror}") from None
+        merged.update(parse_config_text(text, str(f)))
+    return merged
+
+
+class Config(Mapping[str, Any]):
+    """Typed, read-only view of the Orthanc-style configuration.
+
+    Parameters
+    ----------
+    values : mapping, optional
+        Options given by the user; missing options take :data:`DEFAULTS`.
+    base_dir : path-like, optional
+        Directory against which relative paths (``StorageDirectory``) are resolved;
+        defaults to the current directory.
+
+    Notes
+    -----
+    Unknown options are kept and returned by :meth:`get` and :meth:`plugin_config`.
+    """
+
+    def __init__(self, values: Mapping[str, Any] | None = None, *, base_dir: str | os.PathLike | None = None):
+        self._values = dict(DEFAULTS)
+        self._user = dict(values or {})
+        self._values.update(self._user)
+        self.base_dir = Path(base_dir or os.getcwd())
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike | None) -> "Config":
+        """Build a :class:`Config` from a file or directory (or the defaults when None).
+
+        Raises
+        ------
+        ConfigError
+            See :func:`load_config_file`.
+        """
+        if path is None:
+            return cls({})
+        return cls(load_config_file(path), base_dir=os.getcwd())
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def is_set(self, key: str) -> bool:
+        """bool: whether the user's configuration gave ``key`` explicitly."""
+        return key in self._user
+
+    def plugin_config(self, name: str, default: Any = None) -> Any:
+        """The configuration section of a plugin (an unknown top-level option).
+
+        Parameters
+        ----------
+        name : str
+            The section name, e.g. ``"Archive"`` or a third-party plugin's own key.
+        default : any
+            Returned when the section is absent.
+        """
+        return self._values.get(name, default)
+
+    def path(self, key: str) -> Path:
+        """An option holding a path, resolved against :attr:`base_dir`."""
+        value = self._values.get(key)
+        if key == "IndexDirectory" and not value:
+            value = self._values["StorageDirectory"]
+        p = Path(value)
+        return p if p.is_absolute() else self.base_dir / p
+
+    def int(self, key: str) -> int:
+        """An integer option (numeric strings accepted)."""
+        return int(self._values[key])
+
+    def bool(self, key: str) -> bool:
+        """A boolean option (``"true"``/``"false"`` strings accepted)."""
+        v = self._values[key]
+        if isinstance(v, str):
+            return v.strip().lower() in ("1", "true", "yes", "on")
+        return bool(v)
+
+    @property
+    def authentication_enabled(self) -> bool:
+        """bool: ``AuthenticationEnabled`` if set, else true iff ``RemoteAccessAllowed``."""
+        v = self._values.get("AuthenticationEnabled")
+        if v is None:
+            return self.bool("RemoteAccessAllowed")
+        return bool(v)
+
+    def with_overrides(self, **overrides: Any) -> "Config":
+        """A copy with some options replaced (used by tests and the CLI)."""
+        merged = dict(self._user)
+        merged.update(overrides)
+        return Config(merged, base_dir=self.base_dir)
+
+    def as_dict(self) -> dict[str, Any]:
+        """dict: every option, defaults included."""
+        return dict(self._values)

@@ -1,0 +1,1 @@
+"""pydicom helpers: identifiers, tags, the fast scanner, anonymization profiles."""

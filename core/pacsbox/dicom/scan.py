@@ -1,0 +1,342 @@
+"""A fast, strict scanner of DICOM Part-10 files for the ingest path.
+
+It walks the element headers of a file (DICOM PS3.10 section 7, PS3.5 section 7) without
+building a full :class:`pydicom.Dataset`: it checks that every element, item and
+delimiter fits in the file (a truncated file is refused), finds the transfer syntax and
+the offset of the Pixel Data, and keeps the raw values of a requested set of top-level
+tags. Those values are then decoded by pydicom (:func:`pydicom.dataelem.convert_raw_data_element`
+through a small :class:`pydicom.Dataset`), so character sets and value
+representations follow pydicom exactly.
+
+Why: a full ``dcmread`` costs about 1 ms for a 40 KB CT with 260 elements; the scan costs
+a fraction of it, and ingest throughput is a stated goal.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from pydicom import Dataset
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
+from pydicom.uid import UID
+
+_EXPLICIT_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_VALID_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"OB",
+              b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM",
+              b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV"}
+
+IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+DEFLATED_LE = "1.2.840.10008.1.2.1.99"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
+
+UNDEFINED = 0xFFFFFFFF
+ITEM = 0xFFFEE000
+ITEM_DELIM = 0xFFFEE00D
+SEQ_DELIM = 0xFFFEE0DD
+PIXEL_DATA = 0x7FE00010
+SPECIFIC_CHARACTER_SET = 0x00080005
+
+
+class DicomFormatError(ValueError):
+    """The bytes are not a complete, well-formed DICOM Part-10 file."""
+
+
+@dataclass
+class ScanResult:
+    """What the scanner learnt about one file.
+
+    Attributes
+    ----------
+    transfer_syntax : str
+        (0002,0010) *Transfer Syntax UID*.
+    meta : dict of int to bytes
+        Raw values of the group-0002 elements (padding kept).
+    raw : dict of int to RawDataElement
+        Raw top-level elements whose tag was requested.
+    pixel_data_offset : int or None
+        Byte offset of the Pixel Data element's header in the file (Orthanc metadata
+        ``PixelDataOffset``), None when absent or inside a deflated dataset.
+    little_endian, implicit_vr : bool
+        Encoding of the dataset.
+    """
+
+    transfer_syntax: str
+    meta: dict[int, bytes]
+    raw: dict[int, RawDataElement] = field(default_factory=dict)
+    pixel_data_offset: int | None = None
+    little_endian: bool = True
+    implicit_vr: bool = False
+
+    def dataset(self, default_charset: str | None = None) -> Dataset:
+        """A pydicom Dataset of the requested top-level elements, decoded lazily by pydicom.
+
+        Parameters
+        ----------
+        default_charset : str, optional
+            Python codec used when the file has no (0008,0005) *Specific Character Set*
+            (Orthanc option ``DefaultEncoding``, e.g. ``"latin_1"``).
+        """
+        ds = Dataset(dict(self.raw))
+        ds.set_original_encoding(self.implicit_vr, self.little_endian,
+                                 None if SPECIFIC_CHARACTER_SET in self.raw else (default_charset or "latin_1"))
+        if SPECIFIC_CHARACTER_SET not in self.raw and default_charset:
+            ds._character_set = [default_charset]  # noqa: SLF001 - pydicom's decode hook
+        return ds
+
+
+def _meta_value(meta: dict[int, bytes], tag: int) -> str:
+    v = meta.get(tag)
+    if v is None:
+        return ""
+    return v.rstrip(b"\x00 ").decode("ascii", "replace")
+
+
+def scan(data: bytes | memoryview, wanted: Iterable[int] | frozenset[int] = ()) -> ScanResult:
+    """Scan a Part-10 file.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file: 128-byte preamble, ``DICM``, the meta group, the dataset. A file
+        without preamble but starting with a group-0002 element is accepted too.
+    wanted : set of int
+        Top-level tags (``0xGGGGEEEE``) whose raw values to keep.
+
+    Returns
+    -------
+    ScanResult
+
+    Raises
+    ------
+    DicomFormatError
+        Empty input, no ``DICM`` magic, a header or value running past the end, an
+        unknown VR in explicit encoding, or an unknown transfer syntax encoding.
+    """
+    n = len(data)
+    if n == 0:
+        raise DicomFormatError("Received an empty DICOM file")
+    if n >= 132 and data[128:132] == b"DICM":
+        pos = 132
+    elif n >= 8 and data[0:2] == b"\x02\x00":
+        pos = 0
+    elif n >= 8 and data[0:2] == b"\x08\x00":
+        # a bare dataset without preamble nor meta information (DCMTK reads these too)
+        pos = 0
+    else:
+        raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes)")
+    wanted = wanted if isinstance(wanted, (set, frozenset)) else frozenset(wanted)
+    # --- meta information group: always explicit VR little endian
+    meta: dict[int, bytes] = {}
+    unpack_from = struct.unpack_from
+    while pos + 8 <= n:
+        group, elem = unpack_from("<HH", data, pos)
+        if group != 2:
+            break
+        vr = bytes(data[pos + 4:pos + 6])
+        if vr in _EXPLICIT_LONG_VRS:
+            if pos + 12 > n:
+                raise _truncated(n)
+            (length,) = unpack_from("<I", data, pos + 8)
+            vpos = pos + 12
+        else:
+            if vr not in _VALID_VRS:
+                raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes)")
+            (length,) = unpack_from("<H", data, pos + 6)
+            vpos = pos + 8
+        if length == UNDEFINED or vpos + length > n:
+            raise _truncated(n)
+        meta[(group << 16) | elem] = bytes(data[vpos:vpos + length])
+        pos = vpos + length
+    ts = _meta_value(meta, 0x00020010)
+    if not ts:
+        # no Transfer Syntax UID: guess like DCMTK, explicit VR LE when a valid VR follows
+        if pos == n:
+            raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes): no dataset")
+        ts = EXPLICIT_LE if bytes(data[pos + 4:pos + 6]) in _VALID_VRS else IMPLICIT_LE
+    result = ScanResult(ts, meta)
+    if ts == IMPLICIT_LE:
+        result.implicit_vr, result.little_endian = True, True
+    elif ts == EXPLICIT_BE:
+        result.implicit_vr, result.little_endian = False, False
+    else:
+        result.implicit_vr, result.little_endian = False, True
+    body: bytes | memoryview = data
+    if ts == DEFLATED_LE:
+        try:
+            body = zlib.decompress(bytes(data[pos:]), -15)
+        except zlib.error:
+            raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes): bad deflate stream") from None
+        pos = 0
+        deflated = True
+    else:
+        deflated = False
+    try:
+        _Walker(body, result, wanted, deflated).run(pos)
+    except _BadVR:
+        if result.implicit_vr or not result.little_endian:
+            raise
+        # explicit VR announced, implicit VR written (seen in the wild; DCMTK and pydicom cope)
+        result.raw.clear()
+        result.pixel_data_offset = None
+        result.implicit_vr = True
+        _Walker(body, result, wanted, deflated).run(pos)
+    return result
+
+
+def _truncated(n: int) -> DicomFormatError:
+    return DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes): truncated")
+
+
+class _Walker:
+    """Walks element headers; ``implicit`` is passed down because the content of an
+    undefined-length UN element is implicit VR little endian (PS3.5 section 6.2.2)."""
+
+    __slots__ = ("data", "n", "res", "wanted", "fmt_tag", "fmt_short", "fmt_long", "deflated", "le")
+
+    def __init__(self, data, res: ScanResult, wanted, deflated: bool):
+        self.data = data
+        self.n = len(data)
+        self.res = res
+        self.wanted = wanted
+        self.le = res.little_endian
+        p = "<" if res.little_endian else ">"
+        self.fmt_tag = p + "HH"
+        self.fmt_short = p + "H"
+        self.fmt_long = p + "I"
+        self.deflated = deflated
+
+    def run(self, pos: int) -> None:
+        end = self._dataset(pos, self.n, self.res.implicit_vr, top=True)
+        if end != self.n:
+            raise _truncated(self.n)
+
+    def _header(self, pos: int, implicit: bool):
+        """Return (tag, vr, length, value_pos) of the element at ``pos``."""
+        data, n = self.data, self.n
+        if pos + 8 > n:
+            raise _truncated(n)
+        group, elem = struct.unpack_from(self.fmt_tag, data, pos)
+        tag = (group << 16) | elem
+        if implicit or group == 0xFFFE:  # items and delimiters have no VR
+            (length,) = struct.unpack_from(self.fmt_long, data, pos + 4)
+            return tag, None, length, pos + 8
+        vr = bytes(data[pos + 4:pos + 6])
+        if vr in _EXPLICIT_LONG_VRS:
+            if pos + 12 > n:
+                raise _truncated(n)
+            (length,) = struct.unpack_from(self.fmt_long, data, pos + 8)
+            return tag, vr, length, pos + 12
+        if vr not in _VALID_VRS:
+            raise _BadVR(f"Cannot parse an invalid DICOM file (size: {n} bytes): bad VR")
+        (length,) = struct.unpack_from(self.fmt_short, data, pos + 6)
+        return tag, vr, length, pos + 8
+
+    def _dataset(self, pos: int, end: int, implicit: bool, top: bool = False) -> int:
+        """Walk elements in [pos, end) (or until an item delimiter); return the position after."""
+        wanted = self.wanted
+        n = self.n
+        while pos < end:
+            tag, vr, length, vpos = self._header(pos, implicit)
+            if tag == ITEM_DELIM:
+                return vpos
+            if length == UNDEFINED:
+                if tag == PIXEL_DATA and top and not self.deflated:
+                    self.res.pixel_data_offset = pos
+                if vr not in (None, b"SQ", b"UN", b"OB", b"OW"):
+                    raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes): undefined length")
+                pos = self._undefined_sequence(vpos, implicit or vr == b"UN")
+                continue
+            nxt = vpos + length
+            if nxt > end:
+                raise _truncated(n)
+            if top:
+                if tag in wanted:
+                    if vr is None or vr == b"UN":
+                        vr_s = dictionary_VR_or_un(tag)
+                    else:
+                        vr_s = vr.decode("ascii")
+                    self.res.raw[tag] = RawDataElement(tag, vr_s, length, bytes(self.data[vpos:nxt]), vpos,
+                                                       implicit, self.le, True, False)
+                if tag == PIXEL_DATA and not self.deflated:
+                    self.res.pixel_data_offset = pos
+            elif vr == b"SQ" or (vr is None and length and _is_sequence(tag)):
+                self._defined_sequence(vpos, nxt, implicit)
+            pos = nxt
+        if pos != end and not top:
+            raise _truncated(n)
+        return pos
+
+    def _defined_sequence(self, pos: int, end: int, implicit: bool) -> None:
+        """Check the items of a defined-length sequence fit in [pos, end)."""
+        while pos < end:
+            tag, _vr, length, vpos = self._header(pos, True)
+            if tag != ITEM:
+                raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {self.n} bytes): bad item")
+            if length == UNDEFINED:
+                pos = self._dataset(vpos, end, implicit)
+            else:
+                if vpos + length > end:
+                    raise _truncated(self.n)
+                self._dataset(vpos, vpos + length, implicit)
+                pos = vpos + length
+
+    def _undefined_sequence(self, pos: int, implicit: bool) -> int:
+        """Walk items of an undefined-length sequence (or encapsulated pixel data) to its delimiter."""
+        n = self.n
+        while True:
+            tag, _vr, length, vpos = self._header(pos, True)
+            if tag == SEQ_DELIM:
+                return vpos
+            if tag != ITEM:
+                raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes): bad item")
+            if length == UNDEFINED:
+                pos = self._dataset(vpos, n, implicit)
+                if pos >= n:
+                    raise _truncated(n)
+            else:
+                if vpos + length > n:
+                    raise _truncated(n)
+                pos = vpos + length
+
+
+class _BadVR(DicomFormatError):
+    """An explicit-VR header holds no valid VR (the file may really be implicit VR)."""
+
+
+_SQ_CACHE: dict[int, bool] = {}
+
+
+def _is_sequence(tag: int) -> bool:
+    r = _SQ_CACHE.get(tag)
+    if r is None:
+        try:
+            r = dictionary_VR(tag) == "SQ"
+        except KeyError:
+            r = False
+        _SQ_CACHE[tag] = r
+    return r
+
+
+def dictionary_VR_or_un(tag: int) -> str:
+    """The dictionary VR of ``tag`` for implicit-VR files, ``"UN"`` when unknown."""
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+    if " or " in vr:
+        return vr.split(" or ")[-1] if tag != PIXEL_DATA else "OW"
+    return vr
+
+
+def sop_class_from_meta(res: ScanResult) -> str:
+    """(0002,0002) *Media Storage SOP Class UID*, padding stripped."""
+    return _meta_value(res.meta, 0x00020002)
+
+
+def transfer_syntax_uid(res: ScanResult) -> UID:
+    """(0002,0010) *Transfer Syntax UID* as a pydicom UID."""
+    return UID(res.transfer_syntax)

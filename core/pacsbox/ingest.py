@@ -1,0 +1,253 @@
+"""The single path by which a new instance enters pacsbox (REST, C-STORE, jobs).
+
+``parse (scanner + pydicom) → filters → storage area → index → notifications``
+
+Nothing is half-stored: the file is written under a fresh UUID before the index commit;
+if the commit fails or finds the instance already stored, the new file is removed again.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
+
+import pydicom
+
+from .dicom import tags as T
+from .dicom.ids import hierarchy_ids
+from .dicom.scan import DicomFormatError, scan, sop_class_from_meta
+from .errors import ErrorCode, OrthancError
+from .index.index import Attachment, NewInstance, now_stamp
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .context import ServerContext
+
+log = logging.getLogger("pacsbox.ingest")
+
+_IDENT_TAGS = (0x00100020, 0x0020000D, 0x0020000E, 0x00080018)
+
+_DEFAULT_ENCODINGS = {
+    "Ascii": "ascii", "Utf8": "utf_8", "Latin1": "latin_1", "Latin2": "iso8859_2", "Latin3": "iso8859_3",
+    "Latin4": "iso8859_4", "Latin5": "iso8859_9", "Cyrillic": "iso_ir_144", "Windows1251": "cp1251",
+    "Arabic": "iso_ir_127", "Greek": "iso_ir_126", "Hebrew": "iso_ir_138", "Thai": "iso_ir_166",
+    "Japanese": "shift_jis", "Chinese": "GB18030", "Korean": "euc_kr", "JapaneseKanji": "iso2022_jp",
+    "SimplifiedChinese": "GB18030",
+}
+
+
+@dataclass
+class StoreResult:
+    """Outcome of :meth:`Ingest.store`: the ``POST /instances`` answer and more.
+
+    Attributes
+    ----------
+    status : str
+        ``"Success"``, ``"AlreadyStored"`` or ``"FilteredOut"``.
+    ids : tuple of 4 str or None
+        Orthanc IDs of patient, study, series, instance.
+    changes : list of dict
+        Change-log entries written.
+    """
+
+    status: str
+    ids: tuple[str, str, str, str] | None = None
+    changes: list[dict] = field(default_factory=list)
+
+    def answer(self) -> dict[str, Any]:
+        """The JSON object answered by ``POST /instances`` (reference section 2.1)."""
+        if self.ids is None:
+            return {"Status": self.status}
+        p, st, se, i = self.ids
+        return {"ID": i, "ParentPatient": p, "ParentSeries": se, "ParentStudy": st,
+                "Path": f"/instances/{i}", "Status": self.status}
+
+
+def expected_instances(series_tags: Mapping[str, str]) -> int | None:
+    """Expected number of instances of a series (Orthanc ``GetExpectedNumberOfInstances``).
+
+    ``ImagesInAcquisition × NumberOfTemporalPositions``, else ``NumberOfSlices ×
+    NumberOfTimeSlices``, else ``CardiacNumberOfImages``; None when unknown.
+    """
+    def num(k):
+        v = series_tags.get(k)
+        try:
+            return int(float(str(v).strip())) if v not in (None, "") else None
+        except ValueError:
+            return None
+    a, b = num("ImagesInAcquisition"), num("NumberOfTemporalPositions")
+    if a and a > 0:
+        return a * (b if b and b > 0 else 1)
+    a, b = num("NumberOfSlices"), num("NumberOfTimeSlices")
+    if a and a > 0:
+        return a * (b if b and b > 0 else 1)
+    a = num("CardiacNumberOfImages")
+    if a and a > 0:
+        return a
+    return None
+
+
+class Ingest:
+    """The ingest service (``ctx.ingest``).
+
+    Parameters
+    ----------
+    ctx : ServerContext
+    """
+
+    def __init__(self, ctx: "ServerContext") -> None:
+        self.ctx = ctx
+        cfg = ctx.config
+        self.overwrite = cfg.bool("OverwriteInstances")
+        self.store_md5 = cfg.bool("StoreMD5ForAttachments")
+        self.default_encoding = _DEFAULT_ENCODINGS.get(str(cfg.get("DefaultEncoding", "Latin1")), "latin_1")
+
+    def parse_main(self, data: bytes):
+        """Scan ``data`` and decode its main tags.
+
+        Returns
+        -------
+        (ScanResult, Dataset, list of str)
+            The scan, a pydicom Dataset of the main tags, the character-set codecs.
+
+        Raises
+        ------
+        OrthancError
+            ``BAD_FILE_FORMAT`` (400) when ``data`` is not a complete DICOM file.
+        """
+        try:
+            res = scan(data, T.INGEST_TAGS)
+        except DicomFormatError as e:
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, str(e)) from None
+        ds = res.dataset()
+        encodings = T.dataset_encodings(ds, self.default_encoding)
+        return res, ds, encodings
+
+    def store(self, data: bytes, origin: Mapping[str, Any] | None = None) -> StoreResult:
+        """Store one DICOM file.
+
+        Parameters
+        ----------
+        data : bytes
+            A DICOM Part-10 file.
+        origin : mapping, optional
+            ``Origin`` (``"RestApi"`` by default, ``"DicomProtocol"``, ``"Plugins"``),
+            ``RemoteIP``, ``RemoteAET``, ``CalledAET``, ``HttpUsername``: written as
+            instance metadata and given to ``filter_received_instance``.
+
+        Returns
+        -------
+        StoreResult
+
+        Raises
+        ------
+        OrthancError
+            400 ``BAD_FILE_FORMAT`` for non-DICOM, truncated or empty input, or empty
+            identifiers; 404 ``INEXISTENT_TAG`` when StudyInstanceUID, SeriesInstanceUID
+            or SOPInstanceUID is absent (reference section 1). Nothing is stored then.
+        """
+        t0 = time.perf_counter()
+        ctx = self.ctx
+        origin = dict(origin or {})
+        origin.setdefault("Origin", "RestApi")
+        res, ds, enc = self.parse_main(data)
+        idents = []
+        for i, tag in enumerate(_IDENT_TAGS):
+            el = ds.get_item(tag)
+            if el is None:
+                if i == 0:
+                    idents.append("")
+                    continue
+                raise OrthancError(ErrorCode.INEXISTENT_TAG)
+            v = T.element_text(el, enc)
+            v = (v or "").strip()
+            if not v and i > 0:
+                raise OrthancError(ErrorCode.BAD_FILE_FORMAT,
+                                   "missing StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID")
+            idents.append(v)
+        if ctx.notifier.has_listeners("filter_received_instance"):
+            full = pydicom.dcmread(io.BytesIO(data), force=True)
+            if not ctx.hooks.filter_received_instance(full, origin):
+                return StoreResult("FilteredOut")
+        ids = hierarchy_ids(*idents)
+        index = ctx.index
+        existing = index.lookup(ids[3], 3) if not self.overwrite else None
+        if existing is not None:
+            return StoreResult("AlreadyStored", ids)
+
+        levels = [T.main_tags(ds, lvl, enc) for lvl in T.LEVELS]
+        identifiers = ({"PatientID": idents[0]},
+                       {"StudyInstanceUID": idents[1], **({"AccessionNumber": levels[1]["AccessionNumber"]}
+                                                           if "AccessionNumber" in levels[1] else {})},
+                       {"SeriesInstanceUID": idents[2]},
+                       {"SOPInstanceUID": idents[3]})
+        index_in_series = None
+        for kw in ("InstanceNumber", "ImageIndex"):
+            v = levels[3].get(kw)
+            if v not in (None, ""):
+                try:
+                    index_in_series = int(float(v.split("\\")[0]))
+                    break
+                except ValueError:
+                    pass
+        metadata = {
+            "ReceptionDate": now_stamp(),
+            "RemoteAET": str(origin.get("RemoteAET", "")),
+            "Origin": str(origin["Origin"]),
+            "TransferSyntax": res.transfer_syntax,
+            "SopClassUid": self._sop_class(ds, res),
+        }
+        if origin.get("RemoteIP") is not None:
+            metadata["RemoteIP"] = str(origin["RemoteIP"])
+        if origin.get("CalledAET") is not None:
+            metadata["CalledAET"] = str(origin["CalledAET"])
+        if origin.get("HttpUsername") is not None:
+            metadata["HttpUsername"] = str(origin["HttpUsername"])
+        if index_in_series is not None:
+            metadata["IndexInSeries"] = str(index_in_series)
+        if res.pixel_data_offset is not None:
+            metadata["PixelDataOffset"] = str(res.pixel_data_offset)
+        for k, v in (origin.get("Metadata") or {}).items():
+            metadata[str(k)] = str(v)
+
+        att_uuid = str(uuidlib.uuid4())
+        md5 = hashlib.md5(data).hexdigest() if self.store_md5 else None
+        att = Attachment(1, att_uuid, len(data), len(data), md5)
+        t1 = time.perf_counter()
+        ctx.storage.create(att_uuid, data, 1)
+        t2 = time.perf_counter()
+        try:
+            outcome = index.store_instance(NewInstance(
+                ids=ids, main_tags=tuple(levels), identifiers=identifiers, metadata=metadata, attachment=att,
+                index_in_series=index_in_series, expected_instances=expected_instances(levels[2])),
+                overwrite=self.overwrite)
+        except BaseException:
+            ctx.storage.remove(att_uuid, 1)
+            raise
+        if outcome.status != "Success":
+            ctx.storage.remove(att_uuid, 1)
+            return StoreResult(outcome.status, ids)
+        for a in outcome.removed_attachments:
+            ctx.storage.remove(a.uuid, a.content_type)
+        m = ctx.metrics
+        m.record_duration("orthanc_storage_create_duration_ms", t2 - t1)
+        m.increment("orthanc_storage_written_bytes", len(data))
+        m.record_duration("orthanc_store_dicom_duration_ms", time.perf_counter() - t0)
+        notifier = ctx.notifier
+        for ch in outcome.changes:
+            notifier.emit("change_recorded", ctx=ctx, change=ch)
+        notifier.emit("instance_stored", _lazy={"dataset": lambda: pydicom.dcmread(io.BytesIO(data), force=True)},
+                      ctx=ctx, instance_id=ids[3])
+        return StoreResult("Success", ids, outcome.changes)
+
+    @staticmethod
+    def _sop_class(ds, res) -> str:
+        el = ds.get_item(0x00080016)
+        if el is not None:
+            v = T.element_text(el, ["ascii"])
+            if v:
+                return v
+        return sop_class_from_meta(res)

@@ -1,0 +1,1 @@
+"""The jobs engine (reference section 3)."""

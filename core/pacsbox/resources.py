@@ -1,0 +1,233 @@
+"""Resource helpers shared by the REST API, the jobs and the plugins (``ctx.resources``).
+
+- resolve an Orthanc ID (at a level, or at any level) with Orthanc's errors;
+- expand a resource into the JSON object of ``GET /{level}/{id}`` (reference section 2.3);
+- list the instances below any set of resources, in index order;
+- read an instance's file or parsed dataset.
+"""
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Sequence
+
+import pydicom
+
+from .dicom import tags as T
+from .dicom.ids import is_orthanc_id
+from .errors import ErrorCode, OrthancError, not_found
+from .index.index import LEVEL_NAMES, PLURAL, Resource
+from .ingest import expected_instances
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .context import ServerContext
+
+LEVEL_BY_PLURAL = {"patients": 0, "studies": 1, "series": 2, "instances": 3}
+
+
+def series_status(expected: int | None, indexes: Sequence[str | None]) -> str:
+    """Series ``Status`` (Orthanc ``GetSeriesStatus``).
+
+    Parameters
+    ----------
+    expected : int or None
+        ``ExpectedNumberOfInstances``.
+    indexes : sequence of str or None
+        ``IndexInSeries`` of every instance.
+
+    Returns
+    -------
+    str
+        ``"Unknown"``, ``"Complete"``, ``"Missing"`` or ``"Inconsistent"``.
+    """
+    if expected is None:
+        return "Unknown"
+    seen: set[int] = set()
+    for v in indexes:
+        if v is None:
+            return "Unknown"
+        try:
+            i = int(v)
+        except ValueError:
+            return "Unknown"
+        if i < 1 or i > expected or i in seen:
+            return "Inconsistent"
+        seen.add(i)
+    return "Complete" if len(seen) == expected else "Missing"
+
+
+class Resources:
+    """Resource helpers bound to one app (``ctx.resources``)."""
+
+    def __init__(self, ctx: "ServerContext") -> None:
+        self.ctx = ctx
+
+    # ---- resolution -------------------------------------------------------------------
+    def get(self, level: int | str, public_id: str) -> Resource:
+        """The resource ``public_id`` at ``level`` (int or ``"studies"``/``"Study"``).
+
+        Raises
+        ------
+        OrthancError
+            Unknown: 404 with an empty body (as Orthanc's GET handlers).
+        """
+        lvl = level if isinstance(level, int) else _level(level)
+        res = self.ctx.index.lookup(public_id, lvl)
+        if res is None:
+            raise not_found()
+        return res
+
+    def find(self, public_id: str, level: int | str | None = None) -> Resource | None:
+        """The resource ``public_id`` (optionally at ``level``), or None."""
+        lvl = None if level is None else (level if isinstance(level, int) else _level(level))
+        return self.ctx.index.lookup(public_id, lvl)
+
+    def resolve_many(self, ids: Iterable[Any]) -> list[Resource]:
+        """Resolve IDs of any level, as the ``Resources`` field of job routes.
+
+        Raises
+        ------
+        OrthancError
+            400 ``BAD_FILE_FORMAT`` "Expected a list of strings (Orthanc identifiers)" for a
+            non-string item; 400 "This string is not a valid Orthanc identifier: ..." for a
+            malformed one; 404 ``UNKNOWN_RESOURCE`` for an unknown one.
+        """
+        out = []
+        for item in ids:
+            if not isinstance(item, str):
+                raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Expected a list of strings (Orthanc identifiers)")
+            s = item.strip()
+            if not is_orthanc_id(s):
+                raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"This string is not a valid Orthanc identifier: {item}")
+            res = self.ctx.index.lookup(s)
+            if res is None:
+                raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Unknown resource: {s}")
+            out.append(res)
+        return out
+
+    def instances_of(self, resources: Iterable[Resource]) -> list[Resource]:
+        """Every instance below the given resources, in index order, without duplicates."""
+        seen: set[int] = set()
+        out: list[Resource] = []
+        for res in resources:
+            for inst in self.ctx.index.descendant_instances(res.internal_id, res.level):
+                if inst.internal_id not in seen:
+                    seen.add(inst.internal_id)
+                    out.append(inst)
+        return out
+
+    # ---- files --------------------------------------------------------------------------
+    def read_file(self, instance: Resource | str) -> bytes:
+        """The stored DICOM bytes of an instance.
+
+        Raises
+        ------
+        OrthancError
+            404 when the instance or its file is unknown.
+        """
+        att = self._attachment(instance)
+        import time
+        t0 = time.perf_counter()
+        try:
+            data = self.ctx.storage.read(att.uuid, 1)
+        except FileNotFoundError:
+            raise OrthancError(ErrorCode.INEXISTENT_FILE, f"Missing file of instance") from None
+        m = self.ctx.metrics
+        m.record_duration("orthanc_storage_read_duration_ms", time.perf_counter() - t0)
+        m.increment("orthanc_storage_read_bytes", len(data))
+        return data
+
+    def open_file(self, instance: Resource | str) -> tuple[BinaryIO, int]:
+        """Open an instance's file for streaming; returns ``(file, size in bytes)``."""
+        att = self._attachment(instance)
+        try:
+            f = self.ctx.storage.open(att.uuid, 1)
+        except FileNotFoundError:
+            raise OrthancError(ErrorCode.INEXISTENT_FILE, "Missing file of instance") from None
+        return f, att.uncompressed_size
+
+    def _attachment(self, instance: Resource | str):
+        index = self.ctx.index
+        if isinstance(instance, str):
+            att = index.attachment_by_public_id(instance, 1)
+        else:
+            att = index.attachment(instance.internal_id, 1)
+        if att is None:
+            raise not_found()
+        return att
+
+    def read_dataset(self, instance: Resource | str, stop_before_pixels: bool = False) -> pydicom.Dataset:
+        """The parsed dataset of an instance (pydicom, file meta included)."""
+        data = self.read_file(instance)
+        return pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=stop_before_pixels)
+
+    # ---- expansion ------------------------------------------------------------------------
+    def expand(self, res: Resource, *, tag_format: str = "simplify") -> dict[str, Any]:
+        """The JSON object of ``GET /{level}/{id}`` for ``res``.
+
+        Parameters
+        ----------
+        res : Resource
+        tag_format : {"simplify", "short", "full"}
+            Key format of ``MainDicomTags`` (``/tools/find`` ``Short``/``Full``).
+        """
+        index = self.ctx.index
+        d: dict[str, Any] = {"ID": res.public_id, "MainDicomTags": _fmt_tags(res.main_tags, tag_format),
+                             "Type": res.level_name}
+        meta = index.metadata(res.internal_id) if res.level < 3 else None
+        if res.level < 3:
+            d["IsStable"] = res.is_stable
+            d["LastUpdate"] = res.last_update
+        if res.level == 0:
+            d["Studies"] = index.children_public_ids(res.internal_id)
+        elif res.level == 1:
+            parent = index.get_by_internal(res.parent_internal)
+            d["ParentPatient"] = parent.public_id if parent else None
+            d["PatientMainDicomTags"] = _fmt_tags(parent.main_tags if parent else {}, tag_format)
+            d["Series"] = index.children_public_ids(res.internal_id)
+        elif res.level == 2:
+            d["ParentStudy"] = index.public_id_of(res.parent_internal)
+            rows = index.series_instances_with_index(res.internal_id)
+            d["Instances"] = [r[0] for r in rows]
+            expected = expected_instances(res.main_tags)
+            d["ExpectedNumberOfInstances"] = expected
+            d["Status"] = series_status(expected, [r[1] for r in rows])
+        else:
+            d["ParentSeries"] = index.public_id_of(res.parent_internal)
+            att = index.attachment(res.internal_id, 1)
+            meta = index.metadata(res.internal_id)
+            d["FileSize"] = att.uncompressed_size if att else 0
+            d["FileUuid"] = att.uuid if att else None
+            iis = meta.get("IndexInSeries")
+            d["IndexInSeries"] = int(iis) if iis not in (None, "") else None
+        if meta:
+            for key in ("AnonymizedFrom", "ModifiedFrom"):
+                if key in meta:
+                    d[key] = meta[key]
+        return d
+
+    def path(self, res: Resource) -> str:
+        """``/{plural}/{id}`` of a resource."""
+        return f"/{PLURAL[res.level]}/{res.public_id}"
+
+
+def _level(name: str) -> int:
+    n = name.strip()
+    if n in LEVEL_BY_PLURAL:
+        return LEVEL_BY_PLURAL[n]
+    for i, ln in enumerate(LEVEL_NAMES):
+        if ln.lower() == n.lower():
+            return i
+    raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown resource level: {name}")
+
+
+def _fmt_tags(tags: dict[str, str], fmt: str) -> dict[str, Any]:
+    if fmt == "simplify":
+        return dict(tags)
+    out: dict[str, Any] = {}
+    for kw, v in tags.items():
+        try:
+            key = T.tag_to_key(T.parse_tag(kw))
+        except KeyError:
+            key = kw
+        out[key] = v if fmt == "short" else {"Name": kw, "Type": "String", "Value": v}
+    return out

@@ -1,0 +1,1 @@
+"""Built-in REST resources, registered as default plugins."""

@@ -1,0 +1,185 @@
+"""``POST /instances`` and the instance content routes (reference sections 2.1 and 2.5)."""
+from __future__ import annotations
+
+import io
+import logging
+import zipfile
+from typing import Any
+
+import falcon
+import pydicom
+
+from ..dicom import tags as T
+from ..errors import ErrorCode, OrthancError, not_found
+from ..web import read_body, send_json, send_text
+from ..routing.registry import RouteSpec
+from .resources_api import tag_format
+
+log = logging.getLogger("pacsbox.rest")
+
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+class UploadResource:
+    """``GET /instances`` (listing) and ``POST /instances`` (upload: DICOM, gzip or ZIP)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        from .resources_api import ListResource
+        self._list = ListResource(ctx, 3)
+
+    def on_get(self, req, resp):
+        self._list.on_get(req, resp)
+
+    def on_post(self, req, resp):
+        data = read_body(req)
+        origin = {"Origin": "RestApi", "RemoteIP": req.remote_addr or "",
+                  "HttpUsername": getattr(req.context, "username", None) or ""}
+        if data[:4] == ZIP_MAGIC:
+            send_json(resp, self._store_zip(data, origin))
+            return
+        if not data:
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Received an empty DICOM file")
+        result = self.ctx.ingest.store(data, origin)
+        send_json(resp, result.answer())
+
+    def _store_zip(self, data: bytes, origin: dict) -> list[dict[str, Any]]:
+        try:
+            zf = zipfile.ZipFile(io.BytesIO(data))
+        except zipfile.BadZipFile:
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Cannot read the ZIP archive") from None
+        answers = []
+        with zf:
+            for info in zf.infolist():
+                if info.is_dir():
+                    continue
+                base = info.filename.replace("\\", "/").rsplit("/", 1)[-1]
+                if base.upper() == "DICOMDIR":
+                    log.info("skipping DICOMDIR in ZIP upload: %s", info.filename)
+                    continue
+                entry = zf.read(info)
+                try:
+                    answers.append(self.ctx.ingest.store(entry, origin).answer())
+                except OrthancError as e:
+                    log.info("skipping ZIP entry %s: %s", info.filename, e)
+        return answers
+
+
+class FileResource:
+    """``GET /instances/{id}/file``: the stored bytes, streamed from the storage area."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp, id):
+        att = self.ctx.index.attachment_by_public_id(id, 1)
+        if att is None:
+            raise not_found()
+        accept = req.get_header("Accept") or ""
+        if "application/dicom+json" in accept:
+            data = self.ctx.resources.read_file(id)
+            ds = pydicom.dcmread(io.BytesIO(data), force=True)
+            resp.content_type = "application/dicom+json"
+            resp.text = ds.to_json()
+            return
+        try:
+            f = self.ctx.storage.open(att.uuid, 1)
+        except FileNotFoundError:
+            raise OrthancError(ErrorCode.INEXISTENT_FILE) from None
+        self.ctx.metrics.increment("orthanc_storage_read_bytes", att.uncompressed_size)
+        resp.content_type = "application/dicom"
+        resp.set_header("Content-Disposition", f'filename="{att.uuid}.dcm"')
+        resp.set_stream(f, att.uncompressed_size)
+
+
+class TagsResource:
+    """``/instances/{id}/tags`` (``?simplify``, ``?short``) and ``/simplified-tags``."""
+
+    def __init__(self, ctx, default_format: str = "full"):
+        self.ctx, self.default = ctx, default_format
+
+    def on_get(self, req, resp, id):
+        ds = self.ctx.resources.read_dataset(id)
+        fmt = tag_format(req, self.default)
+        enc = T.dataset_encodings(ds, self.ctx.ingest.default_encoding)
+        send_json(resp, T.dataset_to_json(ds, fmt, enc))
+
+
+class HeaderResource:
+    """``/instances/{id}/header``: the meta-information group 0002."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp, id):
+        ds = self.ctx.resources.read_dataset(id, stop_before_pixels=True)
+        meta = getattr(ds, "file_meta", None) or pydicom.Dataset()
+        send_json(resp, T.dataset_to_json(meta, tag_format(req), ["ascii"]))
+
+
+class ContentResource:
+    """``/instances/{id}/content[/gggg-eeee[/index[/gggg-eeee...]]]``."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp, id):
+        ds = self.ctx.resources.read_dataset(id)
+        send_json(resp, [f"{int(el.tag) >> 16:04x}-{int(el.tag) & 0xFFFF:04x}" for el in ds])
+
+    def on_get_path(self, req, resp, id, path):
+        ds = self.ctx.resources.read_dataset(id)
+        enc = T.dataset_encodings(ds, self.ctx.ingest.default_encoding)
+        parts = [p for p in path.split("/") if p]
+        cur: Any = ds
+        elem = None
+        i = 0
+        while i < len(parts):
+            try:
+                tag = T.parse_tag(parts[i])
+            except KeyError:
+                raise not_found() from None
+            if not isinstance(cur, pydicom.Dataset) or tag not in cur:
+                raise not_found()
+            elem = cur[tag]
+            i += 1
+            if elem.VR == "SQ":
+                if i == len(parts):
+                    send_json(resp, [str(k) for k in range(len(elem.value))])
+                    return
+                try:
+                    cur = elem.value[int(parts[i])]
+                except (ValueError, IndexError):
+                    raise not_found() from None
+                i += 1
+                if i == len(parts):
+                    send_json(resp, [f"{int(e.tag) >> 16:04x}-{int(e.tag) & 0xFFFF:04x}" for e in cur])
+                    return
+                elem = None
+        if elem is None:
+            raise not_found()
+        raw = ds.get_item(elem.tag) if cur is ds else None
+        resp.content_type = "application/octet-stream"
+        if raw is not None and hasattr(raw, "value") and isinstance(raw.value, (bytes, bytearray)) and \
+                elem.VR in T.BINARY_VRS:
+            resp.data = bytes(raw.value)
+            return
+        text = T.element_text(elem, enc)
+        if text is None:
+            v = elem.value
+            resp.data = bytes(v) if isinstance(v, (bytes, bytearray)) else b""
+        else:
+            resp.data = text.encode("utf-8")
+
+
+def routes(ctx) -> list[RouteSpec]:
+    """Route declarations of this module."""
+    return [
+        RouteSpec("/instances", UploadResource),
+        RouteSpec("/instances/{id}/file", FileResource),
+        RouteSpec("/instances/{id}/tags", TagsResource),
+        RouteSpec("/instances/{id}/simplified-tags", lambda c: TagsResource(c, "simplify")),
+        RouteSpec("/instances/{id}/header", HeaderResource),
+        RouteSpec("/instances/{id}/content", ContentResource),
+        RouteSpec("/instances/{id}/content/{path:path}", ContentResource, suffix="path"),
+    ]

@@ -1,0 +1,342 @@
+"""``/system``, ``/statistics``, ``/changes``, ``/exports``, ``/plugins`` and ``/tools/...``
+(reference sections 2.7-2.9)."""
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import falcon
+from pydicom.uid import generate_uid
+
+from .. import __version__
+from ..dicom import tags as T
+from ..dicom.ids import new_uuid
+from ..dicom.matching import compile_query
+from ..errors import ErrorCode, OrthancError, not_found
+from ..web import query_flag, read_body, read_json_body, send_json, send_text
+from ..index.index import LEVEL_NAMES, PLURAL
+from ..plugins import list_plugins
+from ..routing.registry import RouteSpec
+
+#: The Orthanc REST API level pacsbox implements (the reference, Orthanc 1.10.1).
+ORTHANC_VERSION = "1.10.1"
+API_VERSION = 16
+
+#: Roots of generated UIDs (pacsbox's own; Orthanc uses DCMTK's 1.2.276.0.7230010.3).
+UID_ROOT = "1.2.826.0.1.3680043.10.1404."
+
+
+class SystemResource:
+    """``GET /system``."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        cfg = self.ctx.config
+        send_json(resp, {
+            "ApiVersion": API_VERSION,
+            "CheckRevisions": False,
+            "DatabaseBackendPlugin": None,
+            "DatabaseVersion": 6,
+            "DicomAet": cfg["DicomAet"],
+            "DicomPort": cfg.int("DicomPort"),
+            "HttpPort": cfg.int("HttpPort"),
+            "IsHttpServerSecure": not self.ctx.insecure,
+            "Name": cfg["Name"],
+            "PluginsEnabled": True,
+            "StorageAreaPlugin": None,
+            "Version": ORTHANC_VERSION,
+            "Product": "pacsbox",
+            "ProductVersion": __version__,
+        })
+
+
+class StatisticsResource:
+    """``GET /statistics``."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        s = self.ctx.index.statistics()
+        send_json(resp, {
+            "CountInstances": s["CountInstances"], "CountPatients": s["CountPatients"],
+            "CountSeries": s["CountSeries"], "CountStudies": s["CountStudies"],
+            "TotalDiskSize": str(s["TotalDiskSize"]), "TotalDiskSizeMB": s["TotalDiskSize"] // 1048576,
+            "TotalUncompressedSize": str(s["TotalUncompressedSize"]),
+            "TotalUncompressedSizeMB": s["TotalUncompressedSize"] // 1048576,
+        })
+
+
+def _int_param(req, name: str, default: int) -> int:
+    v = req.params.get(name)
+    if v is None:
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Bad value for \"{name}\": {v}") from None
+
+
+class ChangesResource:
+    """``GET``/``DELETE /changes`` (``since``, ``limit``, ``last``)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        index = self.ctx.index
+        if query_flag(req, "last"):
+            changes = index.last_change()
+            send_json(resp, {"Changes": changes, "Done": True, "Last": changes[-1]["Seq"] if changes else 0})
+            return
+        since = _int_param(req, "since", 0)
+        limit = _int_param(req, "limit", 100)
+        changes, done, last = index.get_changes(since, limit)
+        send_json(resp, {"Changes": changes, "Done": done, "Last": last})
+
+    def on_delete(self, req, resp):
+        self.ctx.index.clear_changes()
+        send_json(resp, {}, content_type="application/json")
+
+
+class ExportsResource:
+    """``GET``/``DELETE /exports``."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        since = _int_param(req, "since", 0)
+        limit = _int_param(req, "limit", 100)
+        exports, done, last = self.ctx.index.get_exports(since, limit)
+        send_json(resp, {"Exports": exports, "Done": done, "Last": last})
+
+    def on_delete(self, req, resp):
+        self.ctx.index.clear_exports()
+        send_json(resp, {}, content_type="application/json")
+
+
+def find_resources(ctx, level: int, query: dict[str, Any], *, case_sensitive: bool | None = None,
+                   limit: int = 0, since: int = 0):
+    """Match the index against a C-FIND style query (``/tools/find``, C-FIND SCP).
+
+    Parameters
+    ----------
+    ctx : ServerContext
+    level : int
+        0 patient ... 3 instance.
+    query : dict of str to str
+        Keys are keywords or ``gggg,eeee``; values use C-FIND matching
+        (:mod:`pacsbox.dicom.matching`). Tags that are not main DICOM tags are matched
+        against the stored file of one instance of each candidate.
+    case_sensitive : bool, optional
+        PN case sensitivity (default: option ``CaseSensitivePN``).
+    limit, since : int
+        Paging of the matches (0 = no limit).
+
+    Returns
+    -------
+    list of Resource
+        Matching resources of ``level``, in index order.
+
+    Raises
+    ------
+    OrthancError
+        400 for an unknown tag in ``query``.
+    """
+    if case_sensitive is None:
+        case_sensitive = ctx.config.bool("CaseSensitivePN")
+    try:
+        constraints = compile_query({k: v for k, v in query.items()}, case_sensitive)
+    except KeyError as e:
+        raise OrthancError(ErrorCode.UNKNOWN_DICOM_TAG, f"Unknown DICOM tag: {e.args[0]}",
+                           http_status=400) from None
+    exact: dict[str, str] = {}
+    main_of_level: list[tuple[int, Any]] = []   # (depth, constraint) matched on main tags
+    modalities = None
+    file_checks = []
+    for c in constraints:
+        if c.is_universal:
+            continue
+        if c.keyword == "ModalitiesInStudy" and level == 1:
+            modalities = c
+            continue
+        if c.keyword in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
+                         "AccessionNumber") and "*" not in c.pattern and "?" not in c.pattern \
+                and "\\" not in c.pattern:
+            tag_level = {"PatientID": 0, "StudyInstanceUID": 1, "AccessionNumber": 1,
+                         "SeriesInstanceUID": 2, "SOPInstanceUID": 3}[c.keyword]
+            if tag_level <= level:
+                exact[c.keyword] = c.pattern
+                continue
+        for lvl in range(level, -1, -1):
+            if c.keyword in T.MAIN_TAGS[LEVEL_NAMES[lvl]]:
+                main_of_level.append((level - lvl, c))
+                break
+        else:
+            file_checks.append(c)
+    out = []
+    skipped = 0
+    index = ctx.index
+    for res, ancestors in index.find_candidates(level, exact):
+        chain = [res] + ancestors
+        ok = True
+        for depth, c in main_of_level:
+            if not c.matches(chain[depth].main_tags.get(c.keyword)):
+                ok = False
+                break
+        if not ok:
+            continue
+        if modalities is not None:
+            mods = {s.main_tags.get("Modality", "") for s in index.children(res.internal_id)}
+            if not any(modalities.matches(m) for m in mods):
+                continue
+        if file_checks and not _match_file(ctx, res, file_checks):
+            continue
+        if since and skipped < since:
+            skipped += 1
+            continue
+        out.append(res)
+        if limit and len(out) >= limit:
+            break
+    return out
+
+
+def _match_file(ctx, res, constraints) -> bool:
+    index = ctx.index
+    ids = index.descendant_ids(res.internal_id, res.level, 3) if res.level < 3 else [res.internal_id]
+    if not ids:
+        return False
+    inst = index.get_by_internal(ids[0])
+    ds = ctx.resources.read_dataset(inst, stop_before_pixels=True)
+    enc = T.dataset_encodings(ds, ctx.ingest.default_encoding)
+    for c in constraints:
+        el = ds.get_item(c.tag)
+        value = T.element_text(el, enc) if el is not None else None
+        if not c.matches(value):
+            return False
+    return True
+
+
+class FindResource:
+    """``POST /tools/find``."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_post(self, req, resp):
+        body = read_json_body(req)
+        if not isinstance(body, dict):
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body must be a JSON object")
+        level_name = body.get("Level")
+        if not isinstance(level_name, str):
+            raise OrthancError(ErrorCode.BAD_REQUEST, "Field \"Level\" is missing, or should be a string")
+        try:
+            level = [n.lower() for n in LEVEL_NAMES].index(level_name.strip().lower())
+        except ValueError:
+            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown resource level: {level_name}") from None
+        query = body.get("Query")
+        if not isinstance(query, dict):
+            raise OrthancError(ErrorCode.BAD_REQUEST, "Field \"Query\" is missing, or should be a JSON object")
+        for k, v in query.items():
+            if not isinstance(v, str):
+                raise OrthancError(ErrorCode.BAD_REQUEST, f"Tag \"{k}\" should be associated with a string")
+        case = body.get("CaseSensitive")
+        limit = body.get("Limit", 0) or 0
+        since = body.get("Since", 0) or 0
+        if not isinstance(limit, int) or not isinstance(since, int) or limit < 0 or since < 0:
+            raise OrthancError(ErrorCode.BAD_REQUEST, "Fields \"Limit\" and \"Since\" must be positive integers")
+        cfg_limit = self.ctx.config.int("LimitFindInstances" if level == 3 else "LimitFindResults")
+        if cfg_limit and (not limit or limit > cfg_limit):
+            limit = cfg_limit
+        found = find_resources(self.ctx, level, query, case_sensitive=case if isinstance(case, bool) else None,
+                               limit=limit, since=since)
+        if body.get("Expand"):
+            fmt = "full" if body.get("Full") else "short" if body.get("Short") else "simplify"
+            expand = self.ctx.resources.expand
+            send_json(resp, [expand(r, tag_format=fmt) for r in found])
+        else:
+            send_json(resp, [r.public_id for r in found])
+
+
+class LookupResource:
+    """``POST /tools/lookup``: resources whose DICOM identifier equals the body."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_post(self, req, resp):
+        value = read_body(req).decode("utf-8", "replace").strip()
+        out = [{"ID": r.public_id, "Path": f"/{PLURAL[r.level]}/{r.public_id}", "Type": r.level_name}
+               for r in self.ctx.index.lookup_identifier(value)]
+        send_json(resp, out)
+
+
+class GenerateUidResource:
+    """``GET /tools/generate-uid?level=patient|study|series|instance``."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        level = (req.params.get("level") or "").lower()
+        if level == "patient":
+            send_text(resp, new_uuid())
+        elif level in ("study", "series", "instance"):
+            send_text(resp, generate_uid(prefix=UID_ROOT))
+        else:
+            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE,
+                               "Argument \"level\" must be \"patient\", \"study\", \"series\" or \"instance\"")
+
+
+class NowResource:
+    """``GET /tools/now`` (UTC) and ``/tools/now-local``."""
+
+    def __init__(self, ctx, local: bool = False):
+        self.local = local
+
+    def on_get(self, req, resp):
+        t = datetime.now() if self.local else datetime.utcnow()
+        send_text(resp, t.strftime("%Y%m%dT%H%M%S"))
+
+
+class PluginsResource:
+    """``GET /plugins`` and ``GET /plugins/{id}``."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        send_json(resp, [p["ID"] for p in list_plugins(self.ctx.pm)])
+
+    def on_get_one(self, req, resp, id):
+        for p in list_plugins(self.ctx.pm):
+            if p["ID"] == id:
+                routes = self.ctx.routes.by_plugin().get(id, [])
+                out = dict(p)
+                out["Routes"] = routes
+                out["JobTypes"] = self.ctx.job_types.by_plugin().get(id, [])
+                out["Metrics"] = [s.name for s in self.ctx.metrics.specs() if s.plugin == id]
+                send_json(resp, out)
+                return
+        raise not_found()
+
+
+def routes(ctx) -> list[RouteSpec]:
+    """Route declarations of this module."""
+    return [
+        RouteSpec("/system", SystemResource),
+        RouteSpec("/statistics", StatisticsResource),
+        RouteSpec("/changes", ChangesResource),
+        RouteSpec("/exports", ExportsResource),
+        RouteSpec("/tools/find", FindResource),
+        RouteSpec("/tools/lookup", LookupResource),
+        RouteSpec("/tools/generate-uid", GenerateUidResource),
+        RouteSpec("/tools/now", NowResource),
+        RouteSpec("/tools/now-local", lambda c: NowResource(c, True)),
+        RouteSpec("/plugins", PluginsResource),
+        RouteSpec("/plugins/{id}", PluginsResource, suffix="one"),
+    ]

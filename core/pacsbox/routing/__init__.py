@@ -1,0 +1,1 @@
+"""Route registry and HTTP middleware."""

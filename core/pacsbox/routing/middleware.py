@@ -1,0 +1,122 @@
+"""HTTP middleware applied to every route, plugin routes included.
+
+In order: the remote-access check (``RemoteAccessAllowed``), HTTP Basic authentication
+(``AuthenticationEnabled``, ``RegisteredUsers``), the ``filter_incoming_http_request``
+veto hook, and the REST metrics (``orthanc_rest_api_active_requests``,
+``orthanc_rest_api_duration_ms`` and the ``pacsbox_rest_api_request_duration_seconds``
+histogram). Source: reference section 12.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+import time
+from typing import Any
+
+import falcon
+
+log = logging.getLogger("pacsbox.http")
+
+_REALM = {"WWW-Authenticate": 'Basic realm="Orthanc Secure Area"'}
+
+
+class SecurityMiddleware:
+    """Remote access, authentication and request filters.
+
+    Parameters
+    ----------
+    ctx : ServerContext
+    """
+
+    def __init__(self, ctx: Any) -> None:
+        cfg = ctx.config
+        self.ctx = ctx
+        self.remote_allowed = cfg.bool("RemoteAccessAllowed")
+        self.auth = cfg.authentication_enabled
+        users = dict(cfg.get("RegisteredUsers") or {})
+        if self.auth and not users and self.remote_allowed and not cfg.is_set("AuthenticationEnabled"):
+            log.warning("Remote access is enabled without registered users: creating the default user "
+                        "orthanc/orthanc. Your setup is INSECURE")
+            users = {"orthanc": "orthanc"}
+            ctx.insecure = True
+        if self.remote_allowed and not self.auth:
+            log.warning("Remote access is allowed without authentication: POSSIBLY INSECURE")
+            ctx.insecure = True
+        self.users = {str(k): str(v) for k, v in users.items()}
+        self._accepted: dict[str, str] = {}
+        self.has_filters = False
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Refuse with 401 (empty body, ``WWW-Authenticate``) or 403 before routing."""
+        if not self.remote_allowed:
+            addr = req.remote_addr
+            if addr != "127.0.0.1" and addr != "::1" and addr != "::ffff:127.0.0.1":
+                raise falcon.HTTPUnauthorized(headers=_REALM)
+        username = None
+        if self.auth:
+            header = req.get_header("Authorization")
+            if not header:
+                raise falcon.HTTPUnauthorized(headers=_REALM)
+            username = self._accepted.get(header)
+            if username is None:
+                username = self._check(header)
+                if username is None:
+                    raise falcon.HTTPUnauthorized(headers=_REALM)
+                if len(self._accepted) < 1024:
+                    self._accepted[header] = username
+        req.context.username = username
+        if self.has_filters:
+            try:
+                results = self.ctx.hooks.filter_incoming_http_request(
+                    method=req.method, uri=req.path, ip=req.remote_addr or "", username=username,
+                    headers={k.lower(): v for k, v in req.headers.items()})
+            except Exception:  # noqa: BLE001 - a broken filter fails closed
+                log.exception("filter_incoming_http_request raised; refusing %s %s", req.method, req.path)
+                results = [False]
+            if any(r is False for r in results):
+                raise falcon.HTTPForbidden()
+
+    def _check(self, header: str) -> str | None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            user, _, password = base64.b64decode(value.strip()).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        if user in self.users and self.users[user] == password:
+            return user
+        return None
+
+
+class MetricsMiddleware:
+    """Records REST request metrics into ``ctx.metrics`` (a few microseconds per request)."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.metrics = ctx.metrics
+        self._active = 0
+        self._lock = threading.Lock()
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Count the request as active and start its clock."""
+        req.context.t0 = time.perf_counter()
+        with self._lock:
+            self._active += 1
+            active = self._active
+        self.metrics.set_max("orthanc_rest_api_active_requests", active)
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         req_succeeded: bool) -> None:
+        """Record the duration (max over 10 s, and the per-route histogram)."""
+        t0 = getattr(req.context, "t0", None)
+        if t0 is None:
+            return
+        with self._lock:
+            self._active -= 1
+        dt = time.perf_counter() - t0
+        m = self.metrics
+        m.set_max("orthanc_rest_api_duration_ms", round(dt * 1000.0, 3))
+        m.observe("pacsbox_rest_api_request_duration_seconds", dt,
+                  {"method": req.method, "route": req.uri_template or "unmatched"})

@@ -1,0 +1,1 @@
+"""Storage areas: where DICOM files and attachments live, addressed by UUID."""

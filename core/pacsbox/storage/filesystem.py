@@ -1,0 +1,104 @@
+"""The default storage area: one file per attachment in a two-level folder tree.
+
+Layout (as Orthanc's): ``<StorageDirectory>/ab/cd/abcd....-....`` where ``ab`` and ``cd``
+are the first four hex digits of the UUID. Writes go to a temporary file in the target
+folder, are flushed and fsync'ed (option ``SyncStorageArea``, default true), then renamed
+over the final name, so a crash never leaves a half-written file under a real name.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+from ..hookspecs import PROJECT_NAME
+import pluggy
+
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+class FilesystemStorageArea:
+    """Attachments as files under ``root``.
+
+    Parameters
+    ----------
+    root : path-like
+        The storage directory (created when missing).
+    sync : bool, default True
+        fsync each file before the rename (Orthanc ``SyncStorageArea``).
+    """
+
+    def __init__(self, root: str | os.PathLike, sync: bool = True) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.sync = sync
+        self._dirs: set[str] = set()
+
+    def path(self, uuid: str) -> Path:
+        """Path: the file holding attachment ``uuid``."""
+        return self.root / uuid[0:2] / uuid[2:4] / uuid
+
+    def create(self, uuid: str, data: bytes, content_type: int = 1) -> None:
+        """Write ``data`` atomically under ``uuid`` (see the module docstring)."""
+        final = self.path(uuid)
+        d = str(final.parent)
+        if d not in self._dirs:
+            os.makedirs(d, exist_ok=True)
+            self._dirs.add(d)
+        tmp = f"{final}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if self.sync:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        os.close(fd)
+        os.replace(tmp, final)
+
+    def read(self, uuid: str, content_type: int = 1) -> bytes:
+        """Return the bytes of ``uuid``; raises FileNotFoundError when absent."""
+        with open(self.path(uuid), "rb") as f:
+            return f.read()
+
+    def open(self, uuid: str, content_type: int = 1) -> BinaryIO:
+        """Open ``uuid`` for reading; raises FileNotFoundError when absent."""
+        return open(self.path(uuid), "rb")
+
+    def remove(self, uuid: str, content_type: int = 1) -> None:
+        """Delete ``uuid`` (a missing file is ignored)."""
+        try:
+            os.unlink(self.path(uuid))
+        except FileNotFoundError:
+            pass
+
+    def cleanup_temporary_files(self) -> int:
+        """Remove ``*.tmp`` leftovers of writes interrupted by a crash.
+
+        Returns
+        -------
+        int
+            Number of files removed.
+        """
+        n = 0
+        for p in self.root.glob("??/??/*.tmp"):
+            try:
+                p.unlink()
+                n += 1
+            except OSError:
+                pass
+        return n
+
+
+@hookimpl(trylast=True)
+def get_storage_area(config):
+    """Default provider: :class:`FilesystemStorageArea` on ``StorageDirectory``."""
+    return FilesystemStorageArea(config.path("StorageDirectory"), sync=config.bool("SyncStorageArea"))

@@ -1,0 +1,128 @@
+"""Shared fixtures: apps built with explicit plugin lists, a falcon test client, a real
+waitress server on a free loopback port, and real DICOM files (pydicom's test files and
+the pydicom-data package)."""
+from __future__ import annotations
+
+import glob
+import os
+import socket
+import threading
+import time
+import warnings
+
+import falcon.testing
+import pytest
+
+warnings.filterwarnings("ignore", module="pydicom")
+
+from pacsbox import create_app  # noqa: E402
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    """Factory: ``make_app(config=None, plugins=(), load_entrypoints=False)`` → app (closed at teardown)."""
+    apps = []
+
+    def factory(config=None, plugins=(), load_entrypoints=False, **kw):
+        cfg = {"StorageDirectory": str(tmp_path / f"data{len(apps)}"), "StableAge": 60}
+        cfg.update(config or {})
+        app = create_app(cfg, plugins=list(plugins), load_entrypoints=load_entrypoints, **kw)
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.close()
+
+
+@pytest.fixture
+def app(make_app):
+    """An app with the core plugins only."""
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    """falcon TestClient of :func:`app`."""
+    return falcon.testing.TestClient(app)
+
+
+class LiveServer:
+    """A real waitress server running an app in a thread, on a free loopback port."""
+
+    def __init__(self, app, port: int):
+        from waitress.server import create_server
+        self.app = app
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = create_server(app, host="127.0.0.1", port=port, threads=8, channel_request_lookahead=1,
+                                    outbuf_high_watermark=4 * 1024 * 1024)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+
+    def close(self):
+        self.server.close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def live_server(make_app):
+    """Factory: ``live_server(config=None, plugins=())`` → :class:`LiveServer`."""
+    servers = []
+
+    def factory(config=None, plugins=(), **kw):
+        port = free_port()
+        cfg = {"HttpPort": port}
+        cfg.update(config or {})
+        s = LiveServer(make_app(cfg, plugins=plugins, **kw), port)
+        servers.append(s)
+        return s
+
+    yield factory
+    for s in servers:
+        s.close()
+
+
+def pydicom_test_files() -> list[str]:
+    """Paths of pydicom's bundled test files (``*.dcm``)."""
+    from pydicom.data import get_testdata_files
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sorted(get_testdata_files("*.dcm"))
+
+
+def pydicom_data_files() -> list[str]:
+    """Paths of every file of the pydicom-data package."""
+    import data_store
+    return sorted(glob.glob(os.path.join(os.path.dirname(data_store.__file__), "data", "*.dcm")))
+
+
+def testfile(name: str) -> str:
+    """Path of one pydicom test file by name (bundled or pydicom-data)."""
+    from pydicom.data import get_testdata_file
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = get_testdata_file(name)
+    if p is None:
+        raise FileNotFoundError(name)
+    return p
+
+
+def read(name: str) -> bytes:
+    """Bytes of one pydicom test file."""
+    with open(testfile(name), "rb") as f:
+        return f.read()
