@@ -5,8 +5,8 @@ indexes, engines and metrics.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 import threading
 import time
 from typing import Any, Iterable, Mapping
@@ -18,10 +18,11 @@ from .context import HookCaller, ServerContext
 from .errors import install_error_handlers
 from .index import create_index
 from .ingest import Ingest
+from .jobs.base import Job
 from .jobs.engine import JobsEngine, JobTypeRegistry, StartupError
 from .metrics import MetricSpec, MetricsStore
 from .notify import Notifier
-from .plugins import build_plugin_manager
+from .plugins import PacsboxPluginManager, build_plugin_manager
 from .resources import Resources
 from .routing.middleware import MetricsMiddleware, SecurityMiddleware
 from .routing.registry import RouteRegistry, RouteSpec
@@ -47,11 +48,7 @@ class PacsboxApp(falcon.App):
         stop = getattr(ctx, "_stop_event", None)
         if stop is not None:
             stop.set()
-        for impl in reversed(ctx.pm.hook.shutdown.get_hookimpls()):
-            try:
-                impl.function(ctx)
-            except Exception:  # noqa: BLE001
-                log.exception("plugin %r failed in shutdown", impl.plugin_name)
+        ctx.pm.call_isolated("shutdown", {"ctx": ctx})
         try:
             ctx.jobs.stop()
         finally:
@@ -59,58 +56,91 @@ class PacsboxApp(falcon.App):
             ctx.index.close()
 
 
-def _call_each(hook, **kwargs) -> Iterable[tuple[str, Any]]:
-    """Call every implementation of a collect-all hook, yielding ``(plugin name, result)``.
+def _declarations(pm: PacsboxPluginManager, hook_name: str, kind: type, ctx: ServerContext,
+                  *, classes: bool = False) -> list[tuple[str, Any]]:
+    """Collect the declarations of a registration hook, checking their type.
+
+    Returns
+    -------
+    list of (str, object)
+        ``(plugin name, declaration)`` in pluggy's call order.
 
     Raises
     ------
     StartupError
-        An implementation raised (the message names the plugin and the hook).
+        An implementation raised, returned something that is not a sequence, or a
+        declaration of the wrong type (the message names the plugin and the hook).
     """
-    for impl in reversed(hook.get_hookimpls()):
-        try:
-            result = impl.function(*[kwargs[a] for a in impl.argnames])
-        except Exception as e:
-            raise StartupError(f"plugin {impl.plugin_name!r} failed in hook {hook.name}: "
-                               f"{type(e).__name__}: {e}") from e
-        if result is not None:
-            yield impl.plugin_name, result
+    out = []
+    for plugin, result in pm.call_collect(hook_name, ctx=ctx):
+        if isinstance(result, (str, bytes, Mapping)) or not isinstance(result, Iterable):
+            raise StartupError(f"plugin {plugin!r}: hook {hook_name} must return a list, "
+                               f"not {type(result).__name__}")
+        for item in result:
+            ok = isinstance(item, type) and issubclass(item, kind) if classes else isinstance(item, kind)
+            if not ok:
+                want = f"subclass of {kind.__name__}" if classes else kind.__name__
+                raise StartupError(f"plugin {plugin!r}: hook {hook_name} returned {item!r}, expected a {want}")
+            out.append((plugin, item))
+    return out
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Iterable[Any] | None = None,
                load_entrypoints: bool = True, load_jobs: bool = True, start_jobs: bool = True) -> PacsboxApp:
-    """Build a pacsbox WSGI application.
+    """Build a pacsbox WSGI application with its own plugin manager and services.
+
+    Steps: build the plugin manager (:func:`pacsbox.plugins.build_plugin_manager`:
+    hookspecs, blocklist, entry points, ``DEFAULT_PLUGINS``, ``plugins``,
+    ``check_pending()``); call ``configure``; get the storage area
+    (``get_storage_area``); open the index; collect ``register_job_types``,
+    ``register_routes`` and ``register_metrics``; mount the routes; start the
+    notification dispatcher; call ``startup``; reload saved jobs; start the job workers.
 
     Parameters
     ----------
     config : Config or mapping, optional
         Orthanc-style options (defaults when None).
     plugins : iterable, optional
-        Extra plugin objects/modules registered for this app only (tests).
-    load_entrypoints : bool
-        Load installed ``pacsbox.plugins`` entry points (False in most tests).
-    load_jobs : bool
+        Extra plugin objects/modules registered for this app only (tests, embedding).
+    load_entrypoints : bool, default True
+        Load the installed ``pacsbox.plugins`` entry points (tests usually pass False
+        and list their plugins explicitly).
+    load_jobs : bool, default True
         Reload the saved jobs registry (``pacsbox serve --no-jobs`` sets False).
-    start_jobs : bool
+    start_jobs : bool, default True
         Start the job workers.
 
     Returns
     -------
     PacsboxApp
-        A falcon app; ``app.ctx`` is its :class:`ServerContext`; call ``app.close()``.
+        A falcon WSGI app; ``app.ctx`` is its :class:`ServerContext`; call
+        ``app.close()`` to stop it.
 
     Raises
     ------
-    StartupError
-        Duplicate route or job type (both plugins named), or a plugin failing in a
-        registration hook.
     PluginLoadError
-        An entry point cannot be imported.
+        An entry point cannot be imported (names the entry point and its distribution),
+        or two distributions advertise the same plugin name.
+    StartupError
+        Duplicate route or job type (both plugins named); a plugin raising in
+        ``add_hookspecs``, ``configure``, ``get_storage_area``, a registration hook or
+        ``startup``, or returning a declaration of the wrong type (the plugin and the
+        hook named); no storage area.
+    pluggy.PluginValidationError
+        An implementation does not match its spec or implements an unknown hook.
+    ConfigError
+        A malformed option.
+
+    Notes
+    -----
+    Nothing is module-global: two apps in one process have separate plugin managers,
+    indexes, job engines, metrics and notification threads. When the start-up fails
+    after the index was opened, the index is closed again.
     """
     if not isinstance(config, Config):
         config = Config(config or {})
     pm = build_plugin_manager(config, plugins=plugins, load_entrypoints=load_entrypoints)
-    pm.hook.configure.call_historic(kwargs={"config": config})
+    pm.call_historic("configure", config=config)
 
     ctx = ServerContext(config)
     ctx.started_at = time.time()
@@ -118,37 +148,53 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
     ctx.hooks = HookCaller(pm)
     ctx.metrics = MetricsStore(enabled=config.bool("MetricsEnabled"))
     ctx.notifier = Notifier(pm)
-    storage = pm.hook.get_storage_area(config=config)
+    storage = pm.call_first("get_storage_area", config=config)
     if storage is None:
-        raise StartupError("no plugin provided a storage area")
+        raise StartupError("no plugin provided a storage area (hook get_storage_area)")
     ctx.storage = storage
     ctx.index = create_index(config)
+    try:
+        app = _build(ctx, pm, config)
+        ctx.notifier.start()
+        pm.call_collect("startup", ctx=ctx)
+    except BaseException:
+        ctx.notifier.stop()
+        ctx.index.close()
+        raise
+    if load_jobs and config.bool("SaveJobs"):
+        n = ctx.jobs.load()
+        if n:
+            log.info("reloaded %d saved jobs", n)
+    if start_jobs:
+        ctx.jobs.start()
+    _start_stability_monitor(ctx)
+    return app
+
+
+def _build(ctx: ServerContext, pm: PacsboxPluginManager, config: Config) -> PacsboxApp:
+    """Services, registrations (job types, routes, metrics) and the falcon app."""
     ctx.ingest = Ingest(ctx)
     ctx.resources = Resources(ctx)
 
     job_types = JobTypeRegistry()
-    for plugin, classes in _call_each(pm.hook.register_job_types, ctx=ctx):
-        for cls in classes:
-            job_types.add(cls, plugin)
+    for plugin, cls in _declarations(pm, "register_job_types", Job, ctx, classes=True):
+        job_types.add(cls, plugin)
     ctx.job_types = job_types
     ctx.jobs = JobsEngine(ctx, job_types, concurrent_jobs=config.int("ConcurrentJobs"),
                           history_size=config.int("JobsHistorySize"), save_jobs=config.bool("SaveJobs"))
 
     routes = RouteRegistry()
-    for plugin, specs in _call_each(pm.hook.register_routes, ctx=ctx):
-        for spec in specs:
-            routes.add(RouteSpec(spec.path, spec.factory, spec.suffix, plugin))
+    for plugin, spec in _declarations(pm, "register_routes", RouteSpec, ctx):
+        routes.add(dataclasses.replace(spec, plugin=plugin))
     ctx.routes = routes
-    for plugin, specs in _call_each(pm.hook.register_metrics, ctx=ctx):
-        for spec in specs:
-            try:
-                ctx.metrics.declare(MetricSpec(spec.name, spec.kind, spec.help, spec.unit, spec.labels,
-                                               spec.buckets, plugin))
-            except ValueError as e:
-                raise StartupError(str(e)) from e
+    for plugin, spec in _declarations(pm, "register_metrics", MetricSpec, ctx):
+        try:
+            ctx.metrics.declare(dataclasses.replace(spec, plugin=plugin))
+        except ValueError as e:
+            raise StartupError(str(e)) from e
 
     security = SecurityMiddleware(ctx)
-    security.has_filters = bool(pm.hook.filter_incoming_http_request.get_hookimpls())
+    security.has_filters = pm.has_impls("filter_incoming_http_request")
     app = PacsboxApp(middleware=[MetricsMiddleware(ctx), security], media_type=falcon.MEDIA_JSON)
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.keep_blank_qs_values = True
@@ -157,17 +203,6 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
     routes.mount(app, ctx)
     app.ctx = ctx
     ctx.app = app
-
-    ctx.notifier.start()
-    for plugin, _ in _call_each(pm.hook.startup, ctx=ctx):
-        pass
-    if load_jobs and config.bool("SaveJobs"):
-        n = ctx.jobs.load()
-        if n:
-            log.info("reloaded %d saved jobs", n)
-    if start_jobs:
-        ctx.jobs.start()
-    _start_stability_monitor(ctx)
     return app
 
 

@@ -6,40 +6,66 @@ module globals.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pluggy
-
     from .config import Config
     from .index.index import Index
     from .ingest import Ingest
     from .jobs.engine import JobsEngine, JobTypeRegistry
     from .metrics import MetricsStore
     from .notify import Notifier
+    from .plugins import PacsboxPluginManager
     from .resources import Resources
+    from .routing.registry import RouteRegistry
     from .storage.area import StorageArea
 
 
 class HookCaller:
-    """Typed facade over ``pm.hook`` for the calls the core makes."""
+    """Typed facade over the plugin manager for the hook calls the core makes at run time.
 
-    def __init__(self, pm: "pluggy.PluginManager") -> None:
+    Parameters
+    ----------
+    pm : PacsboxPluginManager
+        The app's plugin manager.
+    """
+
+    def __init__(self, pm: "PacsboxPluginManager") -> None:
         self._pm = pm
 
-    def filter_received_instance(self, dataset: Any, origin: dict) -> bool:
-        """True unless an implementation returned False (or raised: fails closed)."""
-        import logging
-        try:
-            results = self._pm.hook.filter_received_instance(dataset=dataset, origin=origin)
-        except Exception:  # noqa: BLE001
-            logging.getLogger("pacsbox.ingest").exception("filter_received_instance raised; refusing the instance")
-            return False
-        return not any(r is False for r in results)
+    def filter_received_instance(self, dataset: Any, origin: Mapping[str, Any]) -> bool:
+        """Run the ``filter_received_instance`` veto filters.
 
-    def filter_incoming_http_request(self, **kwargs: Any) -> list:
-        """Results of every ``filter_incoming_http_request`` implementation."""
-        return self._pm.hook.filter_incoming_http_request(**kwargs)
+        Parameters
+        ----------
+        dataset : pydicom.Dataset
+            The parsed instance.
+        origin : mapping
+            ``Origin``, ``RemoteIP``, ``RemoteAET``, ``CalledAET``, ``HttpUsername``.
+
+        Returns
+        -------
+        bool
+            False when an implementation returned False or raised (logged with the
+            plugin's name: a broken filter fails closed).
+        """
+        return self._pm.call_veto("filter_received_instance", dataset=dataset, origin=origin)
+
+    def filter_incoming_http_request(self, **kwargs: Any) -> list[bool]:
+        """Run the ``filter_incoming_http_request`` veto filters.
+
+        Parameters
+        ----------
+        **kwargs
+            ``method``, ``uri``, ``ip``, ``username``, ``headers`` (see the hook spec).
+
+        Returns
+        -------
+        list of bool
+            ``[True]`` when the request is accepted, ``[False]`` when an implementation
+            returned False or raised (logged with the plugin's name).
+        """
+        return [self._pm.call_veto("filter_incoming_http_request", **kwargs)]
 
 
 class ServerContext:
@@ -49,8 +75,8 @@ class ServerContext:
     ----------
     config : Config
         Orthanc-style configuration (unknown options kept).
-    pm : pluggy.PluginManager
-        The app's plugin manager.
+    pm : PacsboxPluginManager
+        The app's plugin manager (a :class:`pluggy.PluginManager`).
     hooks : HookCaller
         Typed calls of the core's hooks.
     index : Index
@@ -62,6 +88,9 @@ class ServerContext:
     jobs : JobsEngine
         ``ctx.jobs.submit(job, priority)``, ``run_request(job, body)``...
     job_types : JobTypeRegistry
+        Registered job types by ``Type`` name (``ctx.job_types.names()``).
+    routes : RouteRegistry
+        Every mounted :class:`~pacsbox.RouteSpec`, with its plugin (``by_plugin()``).
     metrics : MetricsStore
         ``ctx.metrics.set_value/increment/set_max/observe``.
     notifier : Notifier
@@ -72,16 +101,21 @@ class ServerContext:
         Epoch seconds when the app was built.
     insecure : bool
         True when the HTTP setup is insecure (``IsHttpServerSecure`` false).
+    stash : dict
+        Per-app state of plugins; key it by your plugin's name (``ctx.stash["example"]``).
+    app : PacsboxApp
+        The falcon app (set once it is built, before ``startup``).
     """
 
     config: "Config"
-    pm: "pluggy.PluginManager"
+    pm: "PacsboxPluginManager"
     hooks: HookCaller
     index: "Index"
     storage: "StorageArea"
     ingest: "Ingest"
     jobs: "JobsEngine"
     job_types: "JobTypeRegistry"
+    routes: "RouteRegistry"
     metrics: "MetricsStore"
     notifier: "Notifier"
     resources: "Resources"

@@ -21,8 +21,13 @@ class Notifier:
 
     Parameters
     ----------
-    pm : pluggy.PluginManager
+    pm : PacsboxPluginManager
         The app's plugin manager.
+
+    Notes
+    -----
+    Events are delivered in the order they were emitted, one at a time, on the thread
+    named ``pacsbox-notify``. :meth:`emit` never blocks on a plugin.
     """
 
     def __init__(self, pm) -> None:
@@ -40,7 +45,7 @@ class Notifier:
 
     def has_listeners(self, hook_name: str) -> bool:
         """Whether any plugin implements ``hook_name``."""
-        return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
+        return self.pm.has_impls(hook_name)
 
     def emit(self, hook_name: str, _lazy: dict[str, Callable[[], Any]] | None = None, **kwargs: Any) -> None:
         """Queue a notification; returns at once.
@@ -83,13 +88,12 @@ class Notifier:
                         self._idle.notify_all()
 
     def call_isolated(self, hook_name: str, kwargs: dict[str, Any]) -> None:
-        """Call every implementation of ``hook_name``, logging and skipping failures."""
-        hook = getattr(self.pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):
-            try:
-                impl.function(*[kwargs[a] for a in impl.argnames])
-            except Exception:  # noqa: BLE001
-                log.exception("plugin %r failed in hook %s", impl.plugin_name, hook_name)
+        """Call every implementation of ``hook_name``, logging and skipping failures.
+
+        Each failure is logged on ``pacsbox.plugins`` with the plugin's name and the
+        traceback (see :meth:`PacsboxPluginManager.call_isolated`).
+        """
+        self.pm.call_isolated(hook_name, kwargs)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until every queued notification was delivered (used by tests and shutdown)."""

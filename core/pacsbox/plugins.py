@@ -1,10 +1,30 @@
-"""Plugin discovery: one pluggy manager per app.
+"""Plugin discovery and hook calling: one pluggy manager per app.
 
-:func:`build_plugin_manager` runs, in order: add the core hookspecs; apply the blocklist
-(config option ``PluginsBlocklist`` and environment variable ``PACSBOX_DISABLE_PLUGINS``);
-load the ``pacsbox.plugins`` entry points; register :data:`DEFAULT_PLUGINS` and the
-explicit ``plugins``; ``check_pending()``; enable tracing when ``PACSBOX_TRACE_PLUGINS``
-is set.
+:func:`build_plugin_manager` runs, in order:
+
+1. add the core hookspecs (:mod:`pacsbox.hookspecs`);
+2. apply the blocklist (config option ``PluginsBlocklist`` and the environment variable
+   ``PACSBOX_DISABLE_PLUGINS``, comma-separated); blocked names are never registered;
+3. load the ``pacsbox.plugins`` entry points; an import error stops the start-up with a
+   :class:`PluginLoadError` naming the entry point and its distribution, and two
+   distributions advertising the same entry-point name stop it too;
+4. register :data:`DEFAULT_PLUGINS` (the core's own features, ``trylast``) and the
+   explicit ``plugins`` given by the caller (tests);
+5. call the historic ``add_hookspecs`` hook, then ``check_pending()`` (an implementation of
+   an unknown hook without ``optionalhook=True`` fails, naming the plugin);
+6. refuse ``wrapper``/``hookwrapper`` implementations of the hooks the core calls one
+   implementation at a time (:data:`PER_IMPL_HOOKS`);
+7. enable tracing when ``PACSBOX_TRACE_PLUGINS`` is set (every hook call is logged on the
+   ``pacsbox.plugins.trace`` logger, at WARNING level so that it shows without
+   ``--verbose``).
+
+The manager also carries the calling helpers the core uses
+(:meth:`PacsboxPluginManager.call_collect`, :meth:`~PacsboxPluginManager.call_isolated`,
+:meth:`~PacsboxPluginManager.call_veto`, :meth:`~PacsboxPluginManager.call_first`), so that
+every failing implementation is reported with its plugin's name.
+
+Sources: DESIGN.md section 2 ("How a plugin is discovered"); pluggy ``PluginManager``;
+Orthanc ``PluginsManager`` (``/plugins``).
 """
 from __future__ import annotations
 
@@ -12,125 +32,432 @@ import importlib
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import pluggy
 
 from . import hookspecs
 from .config import BLOCKLIST_ENV, Config
+from .jobs.engine import StartupError
 
 log = logging.getLogger("pacsbox.plugins")
+trace_log = logging.getLogger("pacsbox.plugins.trace")
 
+#: Entry-point group scanned for plugins (PyPA: consumer-defined groups start with the
+#: consumer's name).
 ENTRY_POINT_GROUP = "pacsbox.plugins"
+
+#: Environment variable: when set (non-empty), every hook call is logged.
 TRACE_ENV = "PACSBOX_TRACE_PLUGINS"
 
-#: Built-in features, registered as plugins (defaults are ``trylast``).
+#: Built-in features, registered as plugins (their implementations are ``trylast`` so
+#: that installed plugins can override them).
 DEFAULT_PLUGINS = (
     "pacsbox.storage.filesystem",
     "pacsbox.rest.core",
     "pacsbox.rest.jobs",
+    "pacsbox.rest.plugins",
     "pacsbox.builtin.modify",
 )
 
+#: Hooks that the core calls one implementation at a time (to attribute declarations to
+#: their plugin, or to isolate failures). ``wrapper=True`` implementations of these are
+#: refused at start-up because they would never be run as wrappers.
+PER_IMPL_HOOKS = frozenset({
+    "register_routes", "register_job_types", "register_metrics",
+    "startup", "shutdown",
+    "filter_incoming_http_request", "filter_received_instance",
+    "instance_stored", "change_recorded", "job_state_changed",
+})
 
-class PluginLoadError(RuntimeError):
-    """An entry point could not be imported; the message names it and its distribution."""
+
+class PluginLoadError(StartupError):
+    """An entry point could not be loaded; the message names it and its distribution."""
 
 
-def build_plugin_manager(config: Config, *, plugins: Iterable[Any] | None = None,
-                         load_entrypoints: bool = True) -> pluggy.PluginManager:
-    """Build the app's plugin manager.
+@dataclass(frozen=True)
+class PluginDistInfo:
+    """Where a loaded entry-point plugin comes from.
+
+    Attributes
+    ----------
+    name : str
+        Entry-point name: the plugin's ID in ``/plugins``, the blocklist and the logs.
+    distribution : str
+        Name of the installed distribution advertising the entry point.
+    version : str
+        That distribution's version.
+    module : str
+        Entry-point value (``"pacsbox_example.plugin"``).
+    """
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+
+
+class PacsboxPluginManager(pluggy.PluginManager):
+    """A :class:`pluggy.PluginManager` with pacsbox's calling helpers.
+
+    One is built per app by :func:`build_plugin_manager`; it holds no module-global
+    state.
+
+    Attributes
+    ----------
+    dist_info : dict of str to PluginDistInfo
+        The plugins loaded from entry points, by entry-point name.
+    blocked_names : frozenset of str
+        The blocklist in force.
+    tracing : bool
+        Whether hook calls are logged (``PACSBOX_TRACE_PLUGINS``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT_NAME)
+        self.dist_info: dict[str, PluginDistInfo] = {}
+        self.blocked_names: frozenset[str] = frozenset()
+        self.tracing = False
+
+    # ---- calling helpers ------------------------------------------------------------
+    def _impls(self, hook_name: str) -> list[Any]:
+        # pluggy calls implementations in the reverse of get_hookimpls() order
+        # (tryfirst first, trylast last, otherwise last registered first).
+        return list(reversed(getattr(self.hook, hook_name).get_hookimpls()))
+
+    def _trace(self, hook_name: str, impl: Any) -> None:
+        if self.tracing:
+            trace_log.warning("hook %s -> plugin %r", hook_name, impl.plugin_name)
+
+    def has_impls(self, hook_name: str) -> bool:
+        """bool: whether any registered plugin implements ``hook_name``."""
+        return bool(getattr(self.hook, hook_name).get_hookimpls())
+
+    def call_collect(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call a collect-all start-up hook, keeping each result with its plugin's name.
+
+        Parameters
+        ----------
+        hook_name : str
+            ``"register_routes"``, ``"register_job_types"``, ``"register_metrics"``,
+            ``"startup"``.
+        **kwargs
+            The hook's arguments.
+
+        Returns
+        -------
+        list of (str, object)
+            ``(plugin name, result)`` for every implementation that did not return
+            ``None``, in pluggy's call order.
+
+        Raises
+        ------
+        StartupError
+            An implementation raised; the message names the plugin and the hook.
+        """
+        out = []
+        for impl in self._impls(hook_name):
+            self._trace(hook_name, impl)
+            try:
+                result = impl.function(*[kwargs[a] for a in impl.argnames])
+            except Exception as e:
+                raise StartupError(f"plugin {impl.plugin_name!r} failed in hook {hook_name}: "
+                                   f"{type(e).__name__}: {e}") from e
+            if result is not None:
+                out.append((impl.plugin_name, result))
+        return out
+
+    def call_isolated(self, hook_name: str, kwargs: Mapping[str, Any]) -> int:
+        """Call every implementation; log and skip the ones that raise.
+
+        Used for notifications (on the dispatcher thread) and ``shutdown``.
+
+        Parameters
+        ----------
+        hook_name : str
+        kwargs : mapping
+            The hook's arguments.
+
+        Returns
+        -------
+        int
+            How many implementations raised (each is logged on ``pacsbox.plugins`` with
+            the plugin's name and the traceback).
+        """
+        failed = 0
+        for impl in self._impls(hook_name):
+            self._trace(hook_name, impl)
+            try:
+                impl.function(*[kwargs[a] for a in impl.argnames])
+            except Exception:  # noqa: BLE001 - isolation is the contract
+                failed += 1
+                log.exception("plugin %r failed in hook %s", impl.plugin_name, hook_name)
+        return failed
+
+    def call_veto(self, hook_name: str, **kwargs: Any) -> bool:
+        """Call a veto filter: every implementation runs; any ``False`` refuses.
+
+        Parameters
+        ----------
+        hook_name : str
+            ``"filter_incoming_http_request"`` or ``"filter_received_instance"``.
+        **kwargs
+            The hook's arguments.
+
+        Returns
+        -------
+        bool
+            True when no implementation returned ``False`` and none raised. An
+            implementation that raises is logged with its plugin's name and counts as a
+            refusal (a broken filter fails closed); the others still run.
+        """
+        accepted = True
+        for impl in self._impls(hook_name):
+            self._trace(hook_name, impl)
+            try:
+                result = impl.function(*[kwargs[a] for a in impl.argnames])
+            except Exception:  # noqa: BLE001 - fail closed
+                log.exception("plugin %r failed in hook %s; refusing", impl.plugin_name, hook_name)
+                accepted = False
+                continue
+            if result is False:
+                accepted = False
+        return accepted
+
+    def call_first(self, hook_name: str, **kwargs: Any) -> Any:
+        """Call a ``firstresult`` hook through pluggy (wrappers honoured).
+
+        Returns
+        -------
+        object or None
+            The first non-``None`` result.
+
+        Raises
+        ------
+        StartupError
+            An implementation raised; the message names the plugin found in the
+            traceback.
+        """
+        try:
+            return getattr(self.hook, hook_name)(**kwargs)
+        except Exception as e:
+            raise StartupError(f"plugin {self.culprit(hook_name, e)!r} failed in hook {hook_name}: "
+                               f"{type(e).__name__}: {e}") from e
+
+    def culprit(self, hook_name: str, exc: BaseException) -> str:
+        """The name of the plugin whose implementation of ``hook_name`` raised ``exc``.
+
+        Returns
+        -------
+        str
+            The plugin name of the innermost implementation found in the traceback, or
+            ``"?"``.
+        """
+        codes = {}
+        for impl in getattr(self.hook, hook_name).get_hookimpls():
+            code = getattr(impl.function, "__code__", None)
+            if code is not None:
+                codes[code] = impl.plugin_name
+        found = "?"
+        tb = exc.__traceback__
+        while tb is not None:
+            name = codes.get(tb.tb_frame.f_code)
+            if name is not None:
+                found = name
+            tb = tb.tb_next
+        return found
+
+    def call_historic(self, hook_name: str, **kwargs: Any) -> None:
+        """Call a historic hook (``configure``, ``add_hookspecs``); late plugins catch up.
+
+        Raises
+        ------
+        StartupError
+            An implementation raised; the message names the plugin.
+        """
+        try:
+            getattr(self.hook, hook_name).call_historic(kwargs=kwargs)
+        except Exception as e:
+            raise StartupError(f"plugin {self.culprit(hook_name, e)!r} failed in hook {hook_name}: "
+                               f"{type(e).__name__}: {e}") from e
+
+
+def blocklist(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The plugin names not to load.
 
     Parameters
     ----------
-    config : Config
+    config : mapping
+        ``PluginsBlocklist``: a list of names (a comma-separated string is accepted too).
+    environ : mapping, optional
+        Environment (``os.environ`` by default); ``PACSBOX_DISABLE_PLUGINS=a,b``.
+
+    Returns
+    -------
+    frozenset of str
+        Entry-point names (``"archive"``), default-plugin module names
+        (``"pacsbox.rest.jobs"``) or explicit plugin names.
+
+    Raises
+    ------
+    StartupError
+        ``PluginsBlocklist`` is neither a list of strings nor a string.
+    """
+    environ = os.environ if environ is None else environ
+    value = config.get("PluginsBlocklist") or []
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise StartupError("configuration option \"PluginsBlocklist\" must be a list of plugin names")
+    names = {v.strip() for v in value if v.strip()}
+    names |= {v.strip() for v in environ.get(BLOCKLIST_ENV, "").split(",") if v.strip()}
+    return frozenset(names)
+
+
+def _plugin_name(p: Any) -> str | None:
+    name = getattr(p, "plugin_name", None) or getattr(p, "__name__", None)
+    return name if isinstance(name, str) else None
+
+
+def build_plugin_manager(config: Config | Mapping[str, Any], *, plugins: Iterable[Any] | None = None,
+                         load_entrypoints: bool = True) -> PacsboxPluginManager:
+    """Build the plugin manager of one app.
+
+    Parameters
+    ----------
+    config : Config or mapping
+        Reads ``PluginsBlocklist``.
     plugins : iterable, optional
-        Extra plugin objects or modules (tests register their own this way).
-    load_entrypoints : bool
+        Extra plugin objects or modules registered for this app only (tests). Each is
+        named by its ``plugin_name`` attribute, else its ``__name__``, else a generated
+        name; a named one is subject to the blocklist.
+    load_entrypoints : bool, default True
         Load the installed ``pacsbox.plugins`` entry points.
 
     Returns
     -------
-    pluggy.PluginManager
+    PacsboxPluginManager
 
     Raises
     ------
     PluginLoadError
-        An entry point failed to import.
+        An entry point failed to import (the message names the entry point, its value
+        and its distribution), or two distributions advertise the same entry-point name.
+    StartupError
+        A malformed ``PluginsBlocklist``; a plugin failing in ``add_hookspecs``; a
+        wrapper implementation of a hook in :data:`PER_IMPL_HOOKS`.
     pluggy.PluginValidationError
-        An implementation does not match its spec, or implements an unknown hook.
+        An implementation does not match its spec, or implements an unknown hook without
+        ``optionalhook=True`` (the message names the plugin).
     """
-    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm = PacsboxPluginManager()
     pm.add_hookspecs(hookspecs)
-    blocked = set(config.get("PluginsBlocklist") or [])
-    blocked |= {b.strip() for b in os.environ.get(BLOCKLIST_ENV, "").split(",") if b.strip()}
-    for name in blocked:
+    pm.blocked_names = blocklist(config)
+    for name in pm.blocked_names:
         pm.set_blocked(name)
-    pm.dist_info = {}  # type: ignore[attr-defined]
     if load_entrypoints:
         for ep in _entry_points():
-            if pm.is_blocked(ep.name) or pm.get_plugin(ep.name) is not None:
+            dist = ep.dist.name if ep.dist else "?"
+            version = ep.dist.version if ep.dist else ""
+            if pm.is_blocked(ep.name):
+                log.info("plugin %r (%s %s) is blocked", ep.name, dist, version)
                 continue
+            prev = pm.dist_info.get(ep.name)
+            if prev is not None:
+                raise PluginLoadError(f"plugin name {ep.name!r} is advertised by both distribution "
+                                      f"{prev.distribution!r} ({prev.module}) and distribution {dist!r} "
+                                      f"({ep.value})")
             try:
                 plugin = ep.load()
-            except Exception as e:  # noqa: BLE001
-                dist = ep.dist.name if ep.dist else "?"
+            except Exception as e:  # noqa: BLE001 - any import failure stops the start-up
                 raise PluginLoadError(f"cannot load plugin {ep.name!r} ({ep.value}) of distribution "
-                                      f"{dist!r}: {type(e).__name__}: {e}") from e
+                                      f"{dist!r} {version}: {type(e).__name__}: {e}") from e
             pm.register(plugin, name=ep.name)
-            pm.dist_info[ep.name] = (ep.dist.name if ep.dist else "", ep.dist.version if ep.dist else "",
-                                     ep.value)
+            pm.dist_info[ep.name] = PluginDistInfo(ep.name, dist, version, ep.value)
+            log.debug("loaded plugin %r from %s (distribution %s %s)", ep.name, ep.value, dist, version)
     for modname in DEFAULT_PLUGINS:
         if pm.is_blocked(modname) or pm.get_plugin(modname) is not None:
             continue
         pm.register(importlib.import_module(modname), name=modname)
     for p in plugins or ():
-        name = getattr(p, "plugin_name", None) or getattr(p, "__name__", None) or None
-        if isinstance(name, str) and pm.is_blocked(name):
+        name = _plugin_name(p)
+        if name is not None and pm.is_blocked(name):
             continue
-        pm.register(p, name=name if isinstance(name, str) and pm.get_plugin(name) is None else None)
-    pm.hook.add_hookspecs.call_historic(kwargs={"plugin_manager": pm})
+        if name is not None and pm.get_plugin(name) is not None:
+            name = None  # let pluggy generate a unique name
+        pm.register(p, name=name)
+    pm.call_historic("add_hookspecs", plugin_manager=pm)
     pm.check_pending()
+    _refuse_wrappers(pm)
     if os.environ.get(TRACE_ENV):
+        pm.tracing = True
+
         def before(hook_name, hook_impls, kwargs):
-            print(f"pacsbox hook {hook_name} -> {[i.plugin_name for i in hook_impls]}", file=sys.stderr)
+            trace_log.warning("hook %s -> plugins %s", hook_name, [i.plugin_name for i in reversed(hook_impls)])
 
         def after(outcome, hook_name, hook_impls, kwargs):
             pass
+
         pm.add_hookcall_monitoring(before, after)
     return pm
 
 
-def _entry_points():
-    try:
-        return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
-    except TypeError:  # pragma: no cover - Python < 3.10
-        return list(metadata.entry_points().get(ENTRY_POINT_GROUP, []))
+def _refuse_wrappers(pm: PacsboxPluginManager) -> None:
+    for name in PER_IMPL_HOOKS:
+        for impl in getattr(pm.hook, name).get_hookimpls():
+            if impl.wrapper or impl.hookwrapper:
+                raise StartupError(f"plugin {impl.plugin_name!r}: hook {name} does not accept wrapper "
+                                   f"implementations (the core calls its implementations one by one)")
 
 
-def installed_entry_points() -> list[tuple[str, str, str, str]]:
-    """``(name, distribution, version, module)`` of every installed ``pacsbox.plugins`` entry point."""
-    out = []
-    for ep in _entry_points():
-        out.append((ep.name, ep.dist.name if ep.dist else "", ep.dist.version if ep.dist else "", ep.value))
-    return sorted(out)
+def _entry_points() -> list[metadata.EntryPoint]:
+    return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
 
 
-def list_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
-    """The loaded plugins: ``ID``, ``Name``, ``Version``, ``Description``, ``Distribution``.
+def installed_entry_points() -> list[PluginDistInfo]:
+    """Every installed ``pacsbox.plugins`` entry point, loaded or not, sorted by name.
 
-    Only entry-point plugins (first- and third-party) are listed; the built-in default
-    plugins are part of the core.
+    Returns
+    -------
+    list of PluginDistInfo
+    """
+    return [PluginDistInfo(ep.name, ep.dist.name if ep.dist else "", ep.dist.version if ep.dist else "", ep.value)
+            for ep in _entry_points()]
+
+
+def describe_plugin(pm: PacsboxPluginManager, name: str) -> str:
+    """One-line description of a loaded plugin: the first line of its package docstring.
+
+    The docstring of the package holding the entry-point module is used (e.g.
+    ``pacsbox_example/__init__.py`` for ``pacsbox_example.plugin``), else the module's.
+    """
+    info = pm.dist_info[name]
+    plugin = pm.get_plugin(name)
+    modname = info.module.split(":")[0]
+    pkg = sys.modules.get(modname.rsplit(".", 1)[0]) if "." in modname else None
+    doc = (getattr(pkg, "__doc__", None) or getattr(plugin, "__doc__", None) or "").strip()
+    return doc.split("\n")[0].strip()
+
+
+def list_plugins(pm: PacsboxPluginManager) -> list[dict[str, Any]]:
+    """The loaded entry-point plugins, sorted by ID.
+
+    The built-in :data:`DEFAULT_PLUGINS` and explicit test plugins are part of the app
+    but are not listed (as Orthanc lists only its shared-library plugins).
+
+    Returns
+    -------
+    list of dict
+        ``ID`` (entry-point name), ``Version`` (distribution version), ``Description``,
+        ``Distribution``, ``Module``.
     """
     out = []
-    info = getattr(pm, "dist_info", {})
-    for name, plugin in pm.list_name_plugin():
-        if name not in info or plugin is None:
+    for name, info in sorted(pm.dist_info.items()):
+        if pm.get_plugin(name) is None:
             continue
-        dist, version, value = info[name]
-        pkg = sys.modules.get(value.split(":")[0].rsplit(".", 1)[0])
-        desc = (getattr(pkg, "__doc__", None) or getattr(plugin, "__doc__", None) or "").strip().split("\n")[0]
-        out.append({"ID": name, "Name": name, "Version": version, "Distribution": dist,
-                    "Description": desc, "Module": value})
-    return sorted(out, key=lambda p: p["ID"])
+        out.append({"ID": name, "Version": info.version, "Description": describe_plugin(pm, name),
+                    "Distribution": info.distribution, "Module": info.module})
+    return out
+

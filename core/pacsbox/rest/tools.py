@@ -1,4 +1,4 @@
-"""``/system``, ``/statistics``, ``/changes``, ``/exports``, ``/plugins`` and ``/tools/...``
+"""``/system``, ``/statistics``, ``/changes``, ``/exports`` and ``/tools/...``
 (reference sections 2.7-2.9)."""
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from ..dicom.matching import compile_query
 from ..errors import ErrorCode, OrthancError, not_found
 from ..web import query_flag, read_body, read_json_body, send_json, send_text
 from ..index.index import LEVEL_NAMES, PLURAL
-from ..plugins import list_plugins
 from ..routing.registry import RouteSpec
 
 #: The Orthanc REST API level pacsbox implements (the reference, Orthanc 1.10.1).
@@ -303,28 +302,6 @@ class NowResource:
         send_text(resp, t.strftime("%Y%m%dT%H%M%S"))
 
 
-class PluginsResource:
-    """``GET /plugins`` and ``GET /plugins/{id}``."""
-
-    def __init__(self, ctx):
-        self.ctx = ctx
-
-    def on_get(self, req, resp):
-        send_json(resp, [p["ID"] for p in list_plugins(self.ctx.pm)])
-
-    def on_get_one(self, req, resp, id):
-        for p in list_plugins(self.ctx.pm):
-            if p["ID"] == id:
-                routes = self.ctx.routes.by_plugin().get(id, [])
-                out = dict(p)
-                out["Routes"] = routes
-                out["JobTypes"] = self.ctx.job_types.by_plugin().get(id, [])
-                out["Metrics"] = [s.name for s in self.ctx.metrics.specs() if s.plugin == id]
-                send_json(resp, out)
-                return
-        raise not_found()
-
-
 def routes(ctx) -> list[RouteSpec]:
     """Route declarations of this module."""
     return [
@@ -337,6 +314,4 @@ def routes(ctx) -> list[RouteSpec]:
         RouteSpec("/tools/generate-uid", GenerateUidResource),
         RouteSpec("/tools/now", NowResource),
         RouteSpec("/tools/now-local", lambda c: NowResource(c, True)),
-        RouteSpec("/plugins", PluginsResource),
-        RouteSpec("/plugins/{id}", PluginsResource, suffix="one"),
     ]
