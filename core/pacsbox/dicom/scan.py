@@ -210,9 +210,62 @@ class _Walker:
         self.deflated = deflated
 
     def run(self, pos: int) -> None:
-        end = self._dataset(pos, self.n, self.res.implicit_vr, top=True)
+        if self.le:
+            end = self._top_le(pos, self.res.implicit_vr)
+        else:
+            end = self._dataset(pos, self.n, self.res.implicit_vr, top=True)
         if end != self.n:
             raise _truncated(self.n)
+
+    def _top_le(self, pos: int, implicit: bool) -> int:
+        """The top-level loop for little-endian files, kept tight: it is the ingest hot path.
+
+        Defined-length sequences are skipped by their length (their content is checked by
+        pydicom when the file is read in full); undefined-length ones are walked to their
+        delimiter.
+        """
+        data, n, wanted, raw = self.data, self.n, self.wanted, self.res.raw
+        unpack_from = struct.unpack_from
+        long_vrs, valid = _EXPLICIT_LONG_VRS, _VALID_VRS
+        deflated = self.deflated
+        while pos < n:
+            if pos + 8 > n:
+                raise _truncated(n)
+            if implicit:
+                group, elem, length = unpack_from("<HHI", data, pos)
+                vr = None
+                vpos = pos + 8
+            else:
+                group, elem, vr, length = unpack_from("<HH2sH", data, pos)
+                if vr in long_vrs:
+                    if pos + 12 > n:
+                        raise _truncated(n)
+                    (length,) = unpack_from("<I", data, pos + 8)
+                    vpos = pos + 12
+                elif vr in valid:
+                    vpos = pos + 8
+                elif group == 0xFFFE:
+                    raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes): bad item")
+                else:
+                    raise _BadVR(f"Cannot parse an invalid DICOM file (size: {n} bytes): bad VR")
+            tag = (group << 16) | elem
+            if length == UNDEFINED:
+                if tag == PIXEL_DATA and not deflated:
+                    self.res.pixel_data_offset = pos
+                if vr not in (None, b"SQ", b"UN", b"OB", b"OW"):
+                    raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes): undefined length")
+                pos = self._undefined_sequence(vpos, implicit or vr == b"UN")
+                continue
+            nxt = vpos + length
+            if nxt > n:
+                raise _truncated(n)
+            if tag in wanted:
+                vr_s = dictionary_VR_or_un(tag) if vr is None else vr.decode("ascii")
+                raw[tag] = RawDataElement(tag, vr_s, length, bytes(data[vpos:nxt]), vpos, implicit, True, True, False)
+            elif tag == PIXEL_DATA and not deflated:
+                self.res.pixel_data_offset = pos
+            pos = nxt
+        return pos
 
     def _header(self, pos: int, implicit: bool):
         """Return (tag, vr, length, value_pos) of the element at ``pos``."""
@@ -255,7 +308,7 @@ class _Walker:
                 raise _truncated(n)
             if top:
                 if tag in wanted:
-                    if vr is None or vr == b"UN":
+                    if vr is None:
                         vr_s = dictionary_VR_or_un(tag)
                     else:
                         vr_s = vr.decode("ascii")

@@ -249,6 +249,10 @@ class Index:
                             (public_id, level))
         return self._resource(row) if row else None
 
+    def exists(self, public_id: str) -> bool:
+        """Whether a resource with this Orthanc ID exists (one indexed lookup)."""
+        return self._one("SELECT 1 FROM resources WHERE public_id = ?", (public_id,)) is not None
+
     def get_by_internal(self, internal_id: int) -> Resource | None:
         """Find a resource by its internal row ID."""
         row = self._one(f"SELECT {self._RES_COLS} FROM resources WHERE id = ?", (internal_id,))
@@ -468,9 +472,10 @@ class Index:
                     rid = cur.fetchone()[0]
                     created.append((level, rid, pid))
                     idents = new.identifiers[level]
-                    for tag, value in idents.items():
-                        tx.execute("INSERT INTO identifiers(resource_id, tag, value) VALUES (?, ?, ?)",
-                                   (rid, tag, value))
+                    if idents:
+                        tx.execute("INSERT INTO identifiers(resource_id, tag, value) VALUES "
+                                   + ", ".join(["(?, ?, ?)"] * len(idents)),
+                                   [x for tag, value in idents.items() for x in (rid, tag, value)])
                 else:
                     rid = r[0]
                 internal[level] = rid
@@ -479,8 +484,10 @@ class Index:
             tx.execute("UPDATE resources SET last_update = ?, last_activity = ?, is_stable = 0 WHERE id IN (?, ?, ?)",
                        (stamp, now, internal[0], internal[1], internal[2]))
             iid = internal[3]
-            for name, value in new.metadata.items():
-                tx.execute("INSERT INTO metadata(resource_id, name, value) VALUES (?, ?, ?)", (iid, name, value))
+            if new.metadata:
+                tx.execute("INSERT INTO metadata(resource_id, name, value) VALUES "
+                           + ", ".join(["(?, ?, ?)"] * len(new.metadata)),
+                           [x for name, value in new.metadata.items() for x in (iid, name, value)])
             a = new.attachment
             tx.execute("INSERT INTO attachments(resource_id, content_type, uuid, compressed_size, uncompressed_size, md5)"
                        " VALUES (?, ?, ?, ?, ?, ?)",
