@@ -1,2 +1,44 @@
-"""Hook implementations of the pacsbox_metrics plugin."""
-from pacsbox import hookimpl  # noqa: F401
+"""Hook implementations of the pacsbox_metrics plugin (entry point ``metrics``).
+
+Only hook implementations live here; see ``README.md`` for the routes, the options and
+the metrics, and :mod:`pacsbox_metrics.runtime` for the per-app state.
+"""
+from __future__ import annotations
+
+from pacsbox import MetricSpec, RouteSpec, hookimpl
+
+from .resources import MetricsSwitchResource, PrometheusResource
+from .runtime import STASH_KEY, plugin_state
+from .trimming import METRIC as TRIMMING_METRIC
+
+
+@hookimpl
+def register_routes(ctx):
+    """``/tools/metrics-prometheus`` and ``/tools/metrics`` (reference section 8)."""
+    exposition = plugin_state(ctx).exposition
+    return [
+        RouteSpec("/tools/metrics-prometheus", lambda _ctx: PrometheusResource(exposition)),
+        RouteSpec("/tools/metrics", MetricsSwitchResource),
+    ]
+
+
+@hookimpl
+def register_metrics(ctx):
+    """The memory-trimming duration (Orthanc 1.11.3+), where ``malloc_trim`` exists."""
+    if not plugin_state(ctx).trimmer.available:
+        return []
+    return [MetricSpec(TRIMMING_METRIC, "max10s", "Duration of malloc_trim (max over 10 s)", "ms")]
+
+
+@hookimpl
+def startup(ctx):
+    """Start the memory-trimming thread."""
+    plugin_state(ctx).trimmer.start()
+
+
+@hookimpl
+def shutdown(ctx):
+    """Stop the memory-trimming thread."""
+    state = ctx.stash.get(STASH_KEY)
+    if state is not None:
+        state.trimmer.stop()
