@@ -1,32 +1,48 @@
 """pacsbox: an Orthanc-compatible DICOM server in Python, built on plugins.
 
-This module is the **public API for plugin authors**; import only from here.
+This module is the **public API for plugin authors**: a plugin imports only from here
+(``from pacsbox import ...``), never from ``pacsbox.<module>``.
 
-Quick start: a plugin is a module of hook implementations, advertised by an entry point
-in the group ``pacsbox.plugins`` of your distribution's ``pyproject.toml``::
+Quick start. A plugin is a module of hook implementations, advertised by an entry point
+in the group ``pacsbox.plugins`` of your distribution's ``pyproject.toml``; the
+entry-point name (``hello``) is the plugin's ID in ``/plugins``, ``pacsbox plugins``,
+the logs and the blocklist::
 
     [project.entry-points."pacsbox.plugins"]
     hello = "pacsbox_hello.plugin"
 
 ``pacsbox_hello/plugin.py``::
 
-    from pacsbox import RouteSpec, hookimpl, send_json
+    from pacsbox import MetricSpec, RouteSpec, hookimpl, send_json
 
     class Hello:
-        def __init__(self, ctx):
+        def __init__(self, ctx):          # called once per app, with its services
             self.ctx = ctx
 
-        def on_get(self, req, resp):
+        def on_get(self, req, resp):      # a falcon responder
+            self.ctx.metrics.increment("hello_requests")
             send_json(resp, {"Hello": self.ctx.config["Name"]})
 
     @hookimpl
     def register_routes(ctx):
         return [RouteSpec("/hello", Hello)]
 
-After ``pip install``, ``pacsbox plugins`` lists it and ``GET /hello`` answers. Every hook
-is documented in :mod:`pacsbox.hookspecs`; job types subclass :class:`Job` (or
-:class:`InstancesJob`), metrics are declared with :class:`MetricSpec` and recorded with
-``ctx.metrics``; errors are raised as :class:`OrthancError`.
+    @hookimpl
+    def register_metrics(ctx):
+        return [MetricSpec("hello_requests", "counter", "GET /hello requests")]
+
+After ``pip install``, ``pacsbox plugins`` lists it and ``GET /hello`` answers.
+
+- Every hook is documented in :mod:`pacsbox.hookspecs` (and ``docs/plugins.md``).
+- Job types subclass :class:`Job` (or :class:`InstancesJob`), are declared with the
+  ``register_job_types`` hook and submitted with ``ctx.jobs.run_request(job, body)``.
+- Errors are raised as :class:`OrthancError` (``ErrorCode``); the core renders
+  Orthanc's JSON error body. Never build an error answer by hand.
+- Plugin-owned extension points are declared with :data:`hookspec` in the
+  ``add_hookspecs`` hook.
+- Tests: the pytest plugin :mod:`pacsbox.testing` (fixtures ``pacsbox_make_app``,
+  ``pacsbox_client``, ``pacsbox_live_server``; helper ``inline_plugin``) is active
+  whenever pacsbox is installed.
 """
 from __future__ import annotations
 
@@ -38,6 +54,10 @@ from .hookspecs import PROJECT_NAME as _PROJECT
 
 #: Marker for hook implementations: ``@hookimpl`` (see :mod:`pacsbox.hookspecs`).
 hookimpl = _pluggy.HookimplMarker(_PROJECT)
+
+#: Marker for hook *specifications* of plugin-owned extension points, added through the
+#: ``add_hookspecs`` hook (implementations elsewhere use ``@hookimpl(optionalhook=True)``).
+hookspec = _pluggy.HookspecMarker(_PROJECT)
 
 from .app import PacsboxApp, create_app  # noqa: E402
 from .config import Config, ConfigError  # noqa: E402
@@ -52,12 +72,14 @@ from .index.index import Attachment, Resource  # noqa: E402
 from .jobs.base import InstancesJob, Job, JobInfo, JobOutput, JobState, StepResult  # noqa: E402
 from .jobs.engine import StartupError, request_mode  # noqa: E402
 from .metrics import MetricSpec  # noqa: E402
+from .plugins import PluginLoadError  # noqa: E402
 from .rest.tools import find_resources  # noqa: E402
 from .routing.registry import RouteSpec  # noqa: E402
 from .storage.area import StorageArea  # noqa: E402
 
 __all__ = [
-    "__version__", "hookimpl", "create_app", "PacsboxApp", "Config", "ConfigError", "ServerContext",
+    "__version__", "hookimpl", "hookspec", "create_app", "PacsboxApp", "Config", "ConfigError", "ServerContext",
+    "PluginLoadError",
     "ErrorCode", "OrthancError", "not_found", "refused",
     "Job", "InstancesJob", "JobInfo", "JobOutput", "JobState", "StepResult", "StartupError", "request_mode",
     "RouteSpec", "MetricSpec", "StorageArea", "Resource", "Attachment",

@@ -48,7 +48,8 @@ class PacsboxApp(falcon.App):
         stop = getattr(ctx, "_stop_event", None)
         if stop is not None:
             stop.set()
-        ctx.pm.call_isolated("shutdown", {"ctx": ctx})
+        if getattr(ctx, "_startup_ran", True):
+            ctx.pm.call_isolated("shutdown", {"ctx": ctx})
         try:
             ctx.jobs.stop()
         finally:
@@ -72,7 +73,7 @@ def _declarations(pm: PacsboxPluginManager, hook_name: str, kind: type, ctx: Ser
         declaration of the wrong type (the message names the plugin and the hook).
     """
     out = []
-    for plugin, result in pm.call_collect(hook_name, ctx=ctx):
+    for plugin, result in pm.call_collect(hook_name, {"ctx": ctx}):
         if isinstance(result, (str, bytes, Mapping)) or not isinstance(result, Iterable):
             raise StartupError(f"plugin {plugin!r}: hook {hook_name} must return a list, "
                                f"not {type(result).__name__}")
@@ -86,7 +87,8 @@ def _declarations(pm: PacsboxPluginManager, hook_name: str, kind: type, ctx: Ser
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Iterable[Any] | None = None,
-               load_entrypoints: bool = True, load_jobs: bool = True, start_jobs: bool = True) -> PacsboxApp:
+               load_entrypoints: bool = True, load_jobs: bool = True, start_jobs: bool = True,
+               run_startup: bool = True) -> PacsboxApp:
     """Build a pacsbox WSGI application with its own plugin manager and services.
 
     Steps: build the plugin manager (:func:`pacsbox.plugins.build_plugin_manager`:
@@ -109,6 +111,10 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
         Reload the saved jobs registry (``pacsbox serve --no-jobs`` sets False).
     start_jobs : bool, default True
         Start the job workers.
+    run_startup : bool, default True
+        Call the ``startup`` hooks (and ``shutdown`` at :meth:`PacsboxApp.close`).
+        ``pacsbox plugins`` passes False to list the declarations without starting any
+        plugin service.
 
     Returns
     -------
@@ -153,11 +159,16 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
         raise StartupError("no plugin provided a storage area (hook get_storage_area)")
     ctx.storage = storage
     ctx.index = create_index(config)
+    started: list[str] = []
     try:
         app = _build(ctx, pm, config)
         ctx.notifier.start()
-        pm.call_collect("startup", ctx=ctx)
+        if run_startup:
+            pm.call_collect("startup", {"ctx": ctx}, done=started)
+        ctx._startup_ran = run_startup
     except BaseException:
+        if started:
+            pm.call_isolated("shutdown", {"ctx": ctx}, only=started)
         ctx.notifier.stop()
         ctx.index.close()
         raise

@@ -1,4 +1,14 @@
-"""The ``pacsbox`` command: ``serve``, ``plugins``, ``--version``."""
+"""The ``pacsbox`` command: ``serve``, ``plugins``, ``--version``.
+
+- ``pacsbox serve [--config FILE] [--no-jobs] [--verbose]`` runs the server with waitress
+  until SIGTERM/SIGINT (exit status 0), or exits with status 2 and a message naming the
+  cause (bad configuration, a plugin that cannot be loaded or fails at start-up).
+- ``pacsbox plugins [--config FILE] [--json]`` lists the installed ``pacsbox.plugins``
+  entry points with their distribution, version, state (``loaded``/``blocked``) and the
+  routes, job types and metrics each declares. It builds a throw-away app on a temporary
+  storage directory, without running the ``startup`` hooks (no port is opened).
+- ``pacsbox --version`` prints ``pacsbox <version>``.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +18,8 @@ import signal
 import sys
 import threading
 
+import pluggy
+
 from . import __version__
 
 
@@ -15,7 +27,7 @@ def _serve(args) -> int:
     from .app import create_app
     from .config import Config, ConfigError
     from .jobs.engine import StartupError
-    from .plugins import PluginLoadError
+    from .plugins import list_plugins
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -26,9 +38,11 @@ def _serve(args) -> int:
         return 2
     try:
         app = create_app(config, load_jobs=not args.no_jobs)
-    except (StartupError, PluginLoadError, ConfigError) as e:
+    except (StartupError, ConfigError, pluggy.PluginValidationError) as e:
         print(f"pacsbox: cannot start: {e}", file=sys.stderr)
         return 2
+    logging.getLogger("pacsbox.plugins").info(
+        "plugins: %s", ", ".join(f"{p['ID']} {p['Version']}" for p in list_plugins(app.ctx.pm)) or "none")
     import waitress
     from waitress.server import create_server
 
@@ -64,35 +78,70 @@ def _serve(args) -> int:
     return 0
 
 
+def plugin_rows(ctx) -> list[dict]:
+    """One row per installed entry point: what ``pacsbox plugins`` prints.
+
+    Parameters
+    ----------
+    ctx : ServerContext
+        Context of an app built with the entry points loaded.
+
+    Returns
+    -------
+    list of dict
+        ``ID``, ``Distribution``, ``Version``, ``Module``, ``State`` (``"loaded"`` or
+        ``"blocked"``), ``Routes``, ``JobTypes``, ``Metrics``, sorted by ``ID``.
+    """
+    from .plugins import installed_entry_points
+
+    routes = ctx.routes.by_plugin()
+    jobs = ctx.job_types.by_plugin()
+    metrics: dict[str, list[str]] = {}
+    for s in ctx.metrics.specs():
+        metrics.setdefault(s.plugin, []).append(s.name)
+    rows = []
+    for ep in installed_entry_points():
+        loaded = ep.name in ctx.pm.dist_info
+        rows.append({"ID": ep.name, "Distribution": ep.distribution, "Version": ep.version, "Module": ep.module,
+                     "State": "loaded" if loaded else "blocked",
+                     "Routes": sorted(routes.get(ep.name, [])) if loaded else [],
+                     "JobTypes": sorted(jobs.get(ep.name, [])) if loaded else [],
+                     "Metrics": sorted(metrics.get(ep.name, [])) if loaded else []})
+    return rows
+
+
 def _plugins(args) -> int:
-    from .app import create_app
-    from .config import Config
-    from .plugins import installed_entry_points, list_plugins
+    import json
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Config({"StorageDirectory": tmp, "SaveJobs": False}) if not args.config else \
-            Config.from_file(args.config).with_overrides(StorageDirectory=tmp, SaveJobs=False)
-        app = create_app(config, load_jobs=False, start_jobs=False)
+    from .app import create_app
+    from .config import Config, ConfigError
+    from .jobs.engine import StartupError
+
+    try:
+        base = Config.from_file(args.config)
+    except ConfigError as e:
+        print(f"pacsbox: bad configuration: {e}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="pacsbox-plugins-") as tmp:
+        config = base.with_overrides(StorageDirectory=tmp, IndexDirectory=tmp, SaveJobs=False)
         try:
-            ctx = app.ctx
-            routes = ctx.routes.by_plugin()
-            jobs = ctx.job_types.by_plugin()
-            metrics: dict[str, list[str]] = {}
-            for s in ctx.metrics.specs():
-                metrics.setdefault(s.plugin, []).append(s.name)
-            loaded = {p["ID"] for p in list_plugins(ctx.pm)}
-            for name, dist, version, module in installed_entry_points():
-                state = "loaded" if name in loaded else "blocked"
-                print(f"{name} ({dist} {version}) [{state}] {module}")
-                for r in routes.get(name, []):
-                    print(f"    route   {r}")
-                for j in jobs.get(name, []):
-                    print(f"    job     {j}")
-                for m in metrics.get(name, []):
-                    print(f"    metric  {m}")
+            app = create_app(config, load_jobs=False, start_jobs=False, run_startup=False)
+        except (StartupError, ConfigError, pluggy.PluginValidationError) as e:
+            print(f"pacsbox: cannot load the plugins: {e}", file=sys.stderr)
+            return 2
+        try:
+            rows = plugin_rows(app.ctx)
         finally:
             app.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['ID']} ({row['Distribution']} {row['Version']}) [{row['State']}] {row['Module']}")
+        for kind, key in (("route", "Routes"), ("job", "JobTypes"), ("metric", "Metrics")):
+            for item in row[key]:
+                print(f"    {kind:<7} {item}")
     return 0
 
 
@@ -107,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=_serve)
     p = sub.add_parser("plugins", help="list installed plugins, their routes, job types and metrics")
-    p.add_argument("--config", help="configuration file (for blocklists)")
+    p.add_argument("--config", help="configuration file (its PluginsBlocklist and plugin sections apply)")
+    p.add_argument("--json", action="store_true", help="print a JSON array instead of text")
     p.set_defaults(func=_plugins)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

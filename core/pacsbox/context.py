@@ -49,7 +49,7 @@ class HookCaller:
             False when an implementation returned False or raised (logged with the
             plugin's name: a broken filter fails closed).
         """
-        return self._pm.call_veto("filter_received_instance", dataset=dataset, origin=origin)
+        return self._pm.call_veto("filter_received_instance", {"dataset": dataset, "origin": origin})
 
     def filter_incoming_http_request(self, **kwargs: Any) -> list[bool]:
         """Run the ``filter_incoming_http_request`` veto filters.
@@ -65,7 +65,7 @@ class HookCaller:
             ``[True]`` when the request is accepted, ``[False]`` when an implementation
             returned False or raised (logged with the plugin's name).
         """
-        return [self._pm.call_veto("filter_incoming_http_request", **kwargs)]
+        return [self._pm.call_veto("filter_incoming_http_request", kwargs)]
 
 
 class ServerContext:

@@ -1,22 +1,37 @@
 """The hook specifications of pacsbox: the public extension API for plugins.
 
-Every extension point of the core is declared here, grouped by family. Each spec is an
-empty, typed function whose docstring states its calling convention, its parameters, what
-it returns, what the core does when an implementation raises, and its Orthanc equivalent.
+Every extension point of the core is declared here, grouped by family (init, register,
+provide, filter, notify). Each spec is an empty, typed function whose docstring states
+its calling convention, its parameters, what it returns, what the core does when an
+implementation raises, and its Orthanc equivalent. ``docs/plugins.md`` is generated from
+these docstrings (``python docs/gen_hooks.py``) and a contract test keeps both in step.
 
 Calling conventions used:
 
-- **collect-all**: every implementation is called and the results are gathered
-  (registrations). The core checks the gathered declarations for duplicates.
-- **firstresult**: the first non-``None`` result wins (providers).
-- **veto filter**: every implementation is called; any ``False`` rejects.
-- **notification**: called on the app's background dispatcher thread, off the request
-  path; each implementation is isolated (its exception is logged with the plugin's name
-  and the others still run); return values are ignored.
-- **historic**: late-registered plugins are called too, with the same arguments.
+- **collect-all**: every implementation is called, in pluggy's order (``tryfirst``
+  first, ``trylast`` last, otherwise the last registered first); the results are
+  gathered. For registrations the core checks the gathered declarations (type,
+  duplicates) and names the plugin in any error.
+- **firstresult**: implementations are called until one returns something other than
+  ``None``; that result wins.
+- **veto filter**: every implementation is called; any ``False`` rejects. An
+  implementation that raises is logged with its plugin's name and counts as a rejection
+  (fail closed); the others still run.
+- **notification**: queued, then called on the app's background dispatcher thread
+  (named ``pacsbox-notify``), off the request path, in the order the events happened;
+  each implementation is isolated (its exception is logged on the ``pacsbox.plugins``
+  logger with the plugin's name, and the other implementations still run); return values
+  are ignored.
+- **historic**: a plugin registered after the call (e.g. by a test helper) is called as
+  soon as it is registered, with the same arguments.
+
+The core calls the implementations of collect-all, veto and notification hooks one at a
+time, so ``wrapper=True`` implementations are accepted only on ``get_storage_area``,
+``configure`` and ``add_hookspecs`` (and on plugin-owned hooks); elsewhere they stop the
+start-up with the plugin's name.
 
 Implement a hook with ``from pacsbox import hookimpl``; see :mod:`pacsbox` for the
-quick start.
+quick start and ``docs/plugins.md`` for the guide.
 """
 from __future__ import annotations
 
@@ -48,13 +63,15 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 def add_hookspecs(plugin_manager: pluggy.PluginManager) -> None:
     """Let a plugin declare hook specifications of its own.
 
-    Calling convention: **historic**; a plugin registered later is called as soon as it
-    is registered.
+    Calling convention: **historic**, collect-all (results ignored). Called once every
+    plugin is registered and before ``check_pending()``, so that implementations of the
+    new hooks in other plugins are validated against them.
 
     Parameters
     ----------
     plugin_manager : pluggy.PluginManager
-        The app's plugin manager; call ``plugin_manager.add_hookspecs(module)``.
+        The app's plugin manager; call ``plugin_manager.add_hookspecs(module)`` with a
+        module of ``pluggy.HookspecMarker("pacsbox")``-decorated functions.
 
     Returns
     -------
@@ -62,27 +79,32 @@ def add_hookspecs(plugin_manager: pluggy.PluginManager) -> None:
 
     Raises
     ------
-    Any exception stops the start-up with the plugin's name (a broken extension point
-    is a programming error).
+    StartupError
+        Raised by the core when an implementation raises: the start-up stops and the
+        message names the plugin (a broken extension point is a programming error).
 
     Notes
     -----
     Implementations of plugin-owned hooks in other plugins should use
-    ``@hookimpl(optionalhook=True)`` so that start-up still validates when the providing
-    plugin is absent. Orthanc equivalent: none (Orthanc plugins cannot extend each other).
+    ``@hookimpl(optionalhook=True)`` so that the start-up still validates when the
+    providing plugin is absent or blocked.
+
+    Orthanc equivalent: none (Orthanc plugins cannot extend each other).
     """
 
 
 @hookspec(historic=True)
-def configure(config: "Config") -> None:
-    """Read the configuration before the app is built.
+def configure(config: Config) -> None:
+    """Read and check the configuration before the app's services are built.
 
-    Calling convention: **historic**, collect-all (results ignored).
+    Calling convention: **historic**, collect-all (results ignored). Called once per
+    app, right after the plugin manager is built and before ``get_storage_area``.
 
     Parameters
     ----------
     config : Config
-        The whole Orthanc-style configuration (unknown options included).
+        The whole Orthanc-style configuration, unknown options included
+        (``config.plugin_config("MyPlugin", {})`` reads a plugin's own section).
 
     Returns
     -------
@@ -90,25 +112,33 @@ def configure(config: "Config") -> None:
 
     Raises
     ------
-    Any exception stops the start-up, naming the plugin (e.g. a malformed plugin section).
+    StartupError
+        Raised by the core when an implementation raises (e.g. a malformed plugin
+        section): the start-up stops and the message names the plugin.
 
     Notes
     -----
+    Keep per-app state on ``ctx.stash`` (from ``startup``), not in module globals: two
+    apps may live in one process.
+
     Orthanc equivalent: ``OrthancPluginGetConfiguration`` in ``OrthancPluginInitialize``.
     """
 
 
 @hookspec
-def startup(ctx: "ServerContext") -> None:
+def startup(ctx: ServerContext) -> None:
     """Start the plugin's own services once the app is fully built.
 
-    Calling convention: collect-all, called once, in the thread that builds the app,
-    after routes, job types and metrics are registered and before requests are served.
+    Calling convention: **collect-all** (results ignored), called once, in the thread
+    that builds the app, after routes, job types and metrics are registered and the
+    notification dispatcher is started, and before the saved jobs are reloaded and the
+    job workers start.
 
     Parameters
     ----------
     ctx : ServerContext
-        The app's services (config, index, storage, ingest, jobs, metrics).
+        The app's services (``config``, ``index``, ``storage``, ``ingest``, ``jobs``,
+        ``metrics``, ``stash``, ``app``).
 
     Returns
     -------
@@ -116,24 +146,31 @@ def startup(ctx: "ServerContext") -> None:
 
     Raises
     ------
-    Any exception stops the start-up with the plugin's name.
+    StartupError
+        Raised by the core when an implementation raises: the start-up stops, the
+        message names the plugin, ``shutdown`` is called for the plugins whose
+        ``startup`` had already succeeded, and the index is closed.
 
     Notes
     -----
-    Orthanc equivalent: ``OrthancPluginInitialize`` / ``OrthancStarted`` change.
+    Orthanc equivalent: the end of ``OrthancPluginInitialize``, or the ``OrthancStarted``
+    change of ``OrthancPluginRegisterOnChangeCallback``.
     """
 
 
 @hookspec
-def shutdown(ctx: "ServerContext") -> None:
+def shutdown(ctx: ServerContext) -> None:
     """Stop the plugin's services (close sockets, join threads).
 
-    Calling convention: collect-all, called once when the app closes, before the jobs
-    registry is saved and the index is closed.
+    Calling convention: **collect-all**, each implementation isolated (results ignored).
+    Called once by ``app.close()`` (``pacsbox serve`` calls it on SIGTERM/SIGINT),
+    before the job workers stop, the jobs registry is saved and the index is closed, so
+    ``ctx`` is still fully usable.
 
     Parameters
     ----------
     ctx : ServerContext
+        The app's services.
 
     Returns
     -------
@@ -141,11 +178,13 @@ def shutdown(ctx: "ServerContext") -> None:
 
     Raises
     ------
-    An exception is logged with the plugin's name; the other implementations still run.
+    Exception
+        Never propagated: an exception is logged on ``pacsbox.plugins`` with the
+        plugin's name, and the other implementations still run.
 
     Notes
     -----
-    Orthanc equivalent: ``OrthancPluginFinalize`` / ``OrthancStopped`` change.
+    Orthanc equivalent: ``OrthancPluginFinalize``, or the ``OrthancStopped`` change.
     """
 
 
@@ -154,11 +193,12 @@ def shutdown(ctx: "ServerContext") -> None:
 # ----------------------------------------------------------------------------------------
 
 @hookspec
-def register_routes(ctx: "ServerContext") -> "Sequence[RouteSpec]":
+def register_routes(ctx: ServerContext) -> Sequence[RouteSpec]:
     """Declare REST routes.
 
     Calling convention: **collect-all**. The core gathers every declaration, refuses a
-    duplicate URI template (naming both plugins) and only then mounts the resources.
+    duplicate URI template (the same path up to field names, and the same suffix)
+    naming both plugins, and only then mounts the resources on the falcon app.
 
     Parameters
     ----------
@@ -168,76 +208,100 @@ def register_routes(ctx: "ServerContext") -> "Sequence[RouteSpec]":
     Returns
     -------
     sequence of RouteSpec
-        ``RouteSpec(path, factory)``: ``path`` is a falcon URI template such as
-        ``"/studies/{id}/archive"``; ``factory(ctx)`` returns a falcon resource whose
-        ``on_get``/``on_post``/... responders serve it.
+        ``RouteSpec(path, factory, suffix=None)``: ``path`` is a falcon URI template
+        such as ``"/studies/{id}/archive"``; ``factory(ctx)`` is called once and returns
+        a falcon resource whose ``on_get``/``on_post``/... (or ``on_get_<suffix>``)
+        responders serve it.
 
     Raises
     ------
-    An exception stops the start-up with the plugin's name. Exceptions raised later by the
-    resources become Orthanc JSON errors (``OrthancError`` keeps its code; anything else is
-    500 ``InternalError``). Routes are subject to authentication, remote-access and request
-    filters like the core's.
+    StartupError
+        Raised by the core when an implementation raises, returns something other than
+        a list of :class:`~pacsbox.RouteSpec`, or declares a route already declared by
+        another plugin (both named).
 
     Notes
     -----
+    At run time, exceptions raised by the resources become Orthanc JSON errors through
+    the core's single error handler (an :class:`~pacsbox.OrthancError` keeps its code;
+    anything else is logged and answered 500 ``InternalError``); plugins never build
+    error bodies. Plugin routes are subject to ``RemoteAccessAllowed``, HTTP
+    authentication and ``filter_incoming_http_request`` like the core's, and an unknown
+    method answers 405 with ``Allow``.
+
     Orthanc equivalent: ``OrthancPluginRegisterRestCallback``.
     """
 
 
 @hookspec
-def register_job_types(ctx: "ServerContext") -> "Sequence[type[Job]]":
+def register_job_types(ctx: ServerContext) -> Sequence[type[Job]]:
     """Declare job types, so that jobs can be submitted and reloaded after a restart.
 
-    Calling convention: **collect-all**, keyed by ``Job.type_name``; a duplicate type name
-    stops the start-up naming both plugins.
+    Calling convention: **collect-all**, keyed by ``Job.type_name``; a type name
+    registered by two plugins stops the start-up naming both.
 
     Parameters
     ----------
     ctx : ServerContext
+        The app's services.
 
     Returns
     -------
     sequence of type[Job]
-        Subclasses of :class:`pacsbox.Job` with a unique ``type_name`` (the ``Type`` field
-        of ``/jobs/{id}``, e.g. ``"Archive"``).
+        Subclasses of :class:`pacsbox.Job` (or :class:`pacsbox.InstancesJob`) with a
+        unique ``type_name`` (the ``Type`` field of ``/jobs/{id}``, e.g. ``"Archive"``).
 
     Raises
     ------
-    An exception stops the start-up with the plugin's name.
+    StartupError
+        Raised by the core when an implementation raises, returns something other than
+        a list of ``Job`` subclasses, a class has no ``type_name``, or the type name is
+        already registered by another plugin (both named).
 
     Notes
     -----
+    Only registered types can be submitted (``ctx.jobs.submit`` raises ``ValueError``
+    otherwise). A saved job whose type is no longer registered (plugin removed or
+    blocked) is skipped with a warning when the registry is reloaded.
+
     Orthanc equivalent: ``OrthancPluginRegisterJobsUnserializer``.
     """
 
 
 @hookspec
-def register_metrics(ctx: "ServerContext") -> "Sequence[MetricSpec]":
-    """Declare metrics (description only; values are set at run time through ``ctx.metrics``).
+def register_metrics(ctx: ServerContext) -> Sequence[MetricSpec]:
+    """Declare metrics (description only; values are recorded at run time through ``ctx.metrics``).
 
-    Calling convention: **collect-all**; a name declared twice with a different type
-    stops the start-up naming both plugins.
+    Calling convention: **collect-all**; a name declared again with the same kind is
+    accepted (the first declaration is kept), with a different kind it stops the
+    start-up naming both plugins.
 
     Parameters
     ----------
     ctx : ServerContext
+        The app's services.
 
     Returns
     -------
     sequence of MetricSpec
-        ``MetricSpec(name, kind, help, unit)``; ``kind`` is ``"gauge"``, ``"counter"``,
-        ``"max10s"`` (maximum over the last 10 seconds, Orthanc's duration metrics) or
-        ``"histogram"``.
+        ``MetricSpec(name, kind, help, unit, labels)``; ``kind`` is ``"gauge"``,
+        ``"counter"``, ``"max10s"`` (maximum over the last 10 seconds, Orthanc's
+        duration metrics) or ``"histogram"``. The name is exposed exactly as declared.
 
     Raises
     ------
-    An exception stops the start-up with the plugin's name.
+    StartupError
+        Raised by the core when an implementation raises, returns something other than
+        a list of :class:`~pacsbox.MetricSpec`, or redeclares a metric with another kind
+        (both plugins named).
 
     Notes
     -----
-    A metric appears in the exposition only once a value is recorded.
-    Orthanc equivalent: ``OrthancPluginSetMetricsValue`` names.
+    Record values with ``ctx.metrics.increment(name)``, ``set_value``, ``set_max`` or
+    ``observe``; a metric appears in the exposition only once a value is recorded, and
+    nothing is recorded while ``MetricsEnabled`` is false.
+
+    Orthanc equivalent: the names given to ``OrthancPluginSetMetricsValue``.
     """
 
 
@@ -246,29 +310,37 @@ def register_metrics(ctx: "ServerContext") -> "Sequence[MetricSpec]":
 # ----------------------------------------------------------------------------------------
 
 @hookspec(firstresult=True)
-def get_storage_area(config: "Config") -> "StorageArea | None":
+def get_storage_area(config: Config) -> StorageArea | None:
     """Provide the storage area where DICOM files and attachments are written.
 
-    Calling convention: **firstresult**; the core's filesystem area is registered
-    ``trylast``, so any installed plugin that returns an area wins.
+    Calling convention: **firstresult**, called once per app. The core's filesystem
+    area (``StorageDirectory``) is registered ``trylast``, so any installed plugin that
+    returns an area wins. ``wrapper=True`` implementations are honoured (e.g. to wrap
+    the area with encryption or caching).
 
     Parameters
     ----------
     config : Config
+        The configuration.
 
     Returns
     -------
     StorageArea or None
-        An object with ``create(uuid, data, content_type)``, ``read(uuid, content_type)``,
-        ``open(uuid, content_type)``, ``remove(uuid, content_type)``; ``None`` to defer.
+        An object with ``create(uuid, data, content_type)``, ``read(uuid,
+        content_type)``, ``open(uuid, content_type)`` and ``remove(uuid,
+        content_type)`` (see :class:`pacsbox.StorageArea`); ``None`` to defer to the
+        next implementation.
 
     Raises
     ------
-    An exception stops the start-up with the plugin's name.
+    StartupError
+        Raised by the core when an implementation raises (the plugin named), or when no
+        implementation returns an area.
 
     Notes
     -----
-    Orthanc equivalent: ``OrthancPluginRegisterStorageArea``.
+    Orthanc equivalent: ``OrthancPluginRegisterStorageArea`` (``StorageAreaPlugin`` in
+    ``/system``).
     """
 
 
@@ -281,65 +353,78 @@ def filter_incoming_http_request(method: str, uri: str, ip: str, username: str |
                                  headers: Mapping[str, str]) -> bool | None:
     """Accept or refuse an HTTP request before it is routed.
 
-    Calling convention: **veto filter**: every implementation is called; any ``False``
-    refuses the request with 403 and an empty body. ``None`` or ``True`` accepts.
+    Calling convention: **veto filter**: every implementation is called, in the request
+    thread; any ``False`` refuses the request with 403 and an empty body. ``None`` or
+    ``True`` accepts.
 
     Parameters
     ----------
     method : str
         Upper-case verb (``"GET"``).
     uri : str
-        Path without the query string.
+        Path without the query string (``"/instances"``).
     ip : str
-        Peer address.
+        Peer address (``"127.0.0.1"``).
     username : str or None
-        Authenticated HTTP user, if authentication is on.
+        Authenticated HTTP user, when authentication is on.
     headers : mapping of str to str
-        Request headers (lower-case names).
+        Request headers, with lower-case names.
 
     Returns
     -------
     bool or None
+        ``False`` to refuse.
 
     Raises
     ------
-    An exception is logged with the plugin's name and the request is refused (403), so a
-    broken filter fails closed.
+    Exception
+        Never propagated: an exception is logged with the plugin's name and the request
+        is refused with 403 (a broken filter fails closed); the other implementations
+        still run.
 
     Notes
     -----
-    Runs after authentication and the remote-access check, on every route (plugin routes
-    included). Orthanc equivalent: ``OrthancPluginRegisterIncomingHttpRequestFilter2``.
+    Runs after the remote-access check and HTTP authentication, on every route, plugin
+    routes included. It is on the request path: keep it fast.
+
+    Orthanc equivalent: ``OrthancPluginRegisterIncomingHttpRequestFilter2``.
     """
 
 
 @hookspec
-def filter_received_instance(dataset: "pydicom.Dataset", origin: Mapping[str, Any]) -> bool | None:
+def filter_received_instance(dataset: pydicom.Dataset, origin: Mapping[str, Any]) -> bool | None:
     """Accept or refuse a DICOM instance before it is stored (REST, C-STORE, jobs).
 
-    Calling convention: **veto filter**: any ``False`` refuses; the upload answers
-    ``Status: "FilteredOut"`` (C-STORE: a failure status). Nothing is written.
+    Calling convention: **veto filter**: every implementation is called, in the
+    storing thread, after the instance is parsed and before anything is written; any
+    ``False`` refuses it: the REST upload answers ``"Status": "FilteredOut"``, a
+    C-STORE gets a failure status, and nothing is written.
 
     Parameters
     ----------
     dataset : pydicom.Dataset
-        The parsed instance (pixel data may be deferred).
+        The fully parsed instance (file meta included).
     origin : mapping
-        ``Origin`` (``"RestApi"``, ``"DicomProtocol"``, ``"Plugins"``), ``RemoteIP``,
-        ``RemoteAET``, ``CalledAET``, ``HttpUsername``.
+        ``Origin`` (``"RestApi"``, ``"DicomProtocol"``, ``"Plugins"``), and when known
+        ``RemoteIP``, ``RemoteAET``, ``CalledAET``, ``HttpUsername``.
 
     Returns
     -------
     bool or None
+        ``False`` to refuse.
 
     Raises
     ------
-    An exception is logged with the plugin's name and the instance is refused.
+    Exception
+        Never propagated: an exception is logged with the plugin's name and the
+        instance is refused (fail closed); the other implementations still run.
 
     Notes
     -----
-    Orthanc equivalent: ``OrthancPluginRegisterIncomingDicomInstanceFilter`` /
-    ``ReceivedInstanceFilter``.
+    The dataset is parsed only when at least one plugin implements this hook.
+
+    Orthanc equivalent: ``OrthancPluginRegisterIncomingDicomInstanceFilter`` (Lua
+    ``ReceivedInstanceFilter``).
     """
 
 
@@ -348,19 +433,23 @@ def filter_received_instance(dataset: "pydicom.Dataset", origin: Mapping[str, An
 # ----------------------------------------------------------------------------------------
 
 @hookspec
-def instance_stored(ctx: "ServerContext", instance_id: str, dataset: "pydicom.Dataset") -> None:
-    """A new instance was stored (not called for ``AlreadyStored``).
+def instance_stored(ctx: ServerContext, instance_id: str, dataset: pydicom.Dataset) -> None:
+    """A new instance was stored (not called for ``AlreadyStored`` or ``FilteredOut``).
 
-    Calling convention: **notification** on the app's dispatcher thread, off the request
-    path; isolated; return ignored.
+    Calling convention: **notification**: called on the app's dispatcher thread, off
+    the request path, after the instance is committed to the index; isolated; return
+    value ignored.
 
     Parameters
     ----------
     ctx : ServerContext
+        The app's services.
     instance_id : str
-        Orthanc ID of the instance (44 characters).
+        Orthanc ID of the instance (five dash-separated groups of eight hexadecimal
+        digits, 44 characters), as in ``/instances/{id}``.
     dataset : pydicom.Dataset
-        The parsed instance.
+        The stored instance, parsed on the dispatcher thread (only when some plugin
+        implements this hook).
 
     Returns
     -------
@@ -368,25 +457,33 @@ def instance_stored(ctx: "ServerContext", instance_id: str, dataset: "pydicom.Da
 
     Raises
     ------
-    An exception is logged with the plugin's name; other implementations still run.
+    Exception
+        Never propagated: an exception is logged on ``pacsbox.plugins`` with the
+        plugin's name; the other implementations still run; the upload is not affected.
 
     Notes
     -----
+    Ingest latency never depends on a plugin: the upload answers before the hook runs.
+    The instance may already be deleted when the hook runs.
+
     Orthanc equivalent: ``OrthancPluginRegisterOnStoredInstanceCallback``.
     """
 
 
 @hookspec
-def change_recorded(ctx: "ServerContext", change: Mapping[str, Any]) -> None:
+def change_recorded(ctx: ServerContext, change: Mapping[str, Any]) -> None:
     """An entry was written to the change log (``/changes``).
 
-    Calling convention: **notification** (dispatcher thread, isolated, return ignored).
+    Calling convention: **notification** (dispatcher thread, off the request path,
+    isolated, return value ignored), in ``Seq`` order.
 
     Parameters
     ----------
     ctx : ServerContext
+        The app's services.
     change : mapping
-        The entry as ``/changes`` shows it: ``ChangeType``, ``Date``, ``ID``, ``Path``,
+        The entry as ``/changes`` shows it: ``ChangeType`` (``"NewInstance"``,
+        ``"NewSeries"``, ``"StableStudy"``...), ``Date``, ``ID``, ``Path``,
         ``ResourceType``, ``Seq``.
 
     Returns
@@ -395,7 +492,9 @@ def change_recorded(ctx: "ServerContext", change: Mapping[str, Any]) -> None:
 
     Raises
     ------
-    An exception is logged with the plugin's name; other implementations still run.
+    Exception
+        Never propagated: an exception is logged on ``pacsbox.plugins`` with the
+        plugin's name; the other implementations still run.
 
     Notes
     -----
@@ -404,19 +503,22 @@ def change_recorded(ctx: "ServerContext", change: Mapping[str, Any]) -> None:
 
 
 @hookspec
-def job_state_changed(ctx: "ServerContext", job_info: "JobInfo") -> None:
+def job_state_changed(ctx: ServerContext, job_info: JobInfo) -> None:
     """A job changed state (every transition of the jobs state machine, submission included).
 
-    Calling convention: **notification** (dispatcher thread, isolated, return ignored).
+    Calling convention: **notification** (dispatcher thread, off the request path and
+    off the job workers, isolated, return value ignored), in the order of the
+    transitions.
 
     Parameters
     ----------
     ctx : ServerContext
+        The app's services.
     job_info : JobInfo
         Snapshot with ``id``, ``type``, ``state`` (``"Pending"``, ``"Running"``,
         ``"Success"``, ``"Failure"``, ``"Paused"``, ``"Retry"``), ``previous_state``
-        (``None`` at submission), ``priority``, ``progress`` (0-100 percent),
-        ``error_code``.
+        (``None`` at submission), ``priority``, ``progress`` (0-100 percent) and
+        ``error_code`` (Orthanc error code, 0 on success).
 
     Returns
     -------
@@ -424,10 +526,14 @@ def job_state_changed(ctx: "ServerContext", job_info: "JobInfo") -> None:
 
     Raises
     ------
-    An exception is logged with the plugin's name; other implementations still run.
+    Exception
+        Never propagated: an exception is logged on ``pacsbox.plugins`` with the
+        plugin's name; the other implementations still run; the job is not affected.
 
     Notes
     -----
-    Orthanc equivalent: ``OrthancPluginRegisterOnChangeCallback`` with
-    ``JobSubmitted``/``JobSuccess``/``JobFailure`` change types.
+    Jobs reloaded from the saved registry at start-up are not announced.
+
+    Orthanc equivalent: ``OrthancPluginRegisterOnChangeCallback`` with the
+    ``JobSubmitted``, ``JobSuccess`` and ``JobFailure`` change types.
     """

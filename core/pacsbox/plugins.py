@@ -135,7 +135,8 @@ class PacsboxPluginManager(pluggy.PluginManager):
         """bool: whether any registered plugin implements ``hook_name``."""
         return bool(getattr(self.hook, hook_name).get_hookimpls())
 
-    def call_collect(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+    def call_collect(self, hook_name: str, kwargs: Mapping[str, Any], *,
+                     done: list[str] | None = None) -> list[tuple[str, Any]]:
         """Call a collect-all start-up hook, keeping each result with its plugin's name.
 
         Parameters
@@ -143,8 +144,10 @@ class PacsboxPluginManager(pluggy.PluginManager):
         hook_name : str
             ``"register_routes"``, ``"register_job_types"``, ``"register_metrics"``,
             ``"startup"``.
-        **kwargs
+        kwargs : mapping
             The hook's arguments.
+        done : list of str, optional
+            Receives the name of each plugin whose implementation returned.
 
         Returns
         -------
@@ -165,11 +168,14 @@ class PacsboxPluginManager(pluggy.PluginManager):
             except Exception as e:
                 raise StartupError(f"plugin {impl.plugin_name!r} failed in hook {hook_name}: "
                                    f"{type(e).__name__}: {e}") from e
+            if done is not None:
+                done.append(impl.plugin_name)
             if result is not None:
                 out.append((impl.plugin_name, result))
         return out
 
-    def call_isolated(self, hook_name: str, kwargs: Mapping[str, Any]) -> int:
+    def call_isolated(self, hook_name: str, kwargs: Mapping[str, Any], *,
+                      only: Iterable[str] | None = None) -> int:
         """Call every implementation; log and skip the ones that raise.
 
         Used for notifications (on the dispatcher thread) and ``shutdown``.
@@ -179,6 +185,8 @@ class PacsboxPluginManager(pluggy.PluginManager):
         hook_name : str
         kwargs : mapping
             The hook's arguments.
+        only : iterable of str, optional
+            Call only the implementations of these plugins.
 
         Returns
         -------
@@ -186,8 +194,11 @@ class PacsboxPluginManager(pluggy.PluginManager):
             How many implementations raised (each is logged on ``pacsbox.plugins`` with
             the plugin's name and the traceback).
         """
+        allowed = None if only is None else set(only)
         failed = 0
         for impl in self._impls(hook_name):
+            if allowed is not None and impl.plugin_name not in allowed:
+                continue
             self._trace(hook_name, impl)
             try:
                 impl.function(*[kwargs[a] for a in impl.argnames])
@@ -196,14 +207,14 @@ class PacsboxPluginManager(pluggy.PluginManager):
                 log.exception("plugin %r failed in hook %s", impl.plugin_name, hook_name)
         return failed
 
-    def call_veto(self, hook_name: str, **kwargs: Any) -> bool:
+    def call_veto(self, hook_name: str, kwargs: Mapping[str, Any]) -> bool:
         """Call a veto filter: every implementation runs; any ``False`` refuses.
 
         Parameters
         ----------
         hook_name : str
             ``"filter_incoming_http_request"`` or ``"filter_received_instance"``.
-        **kwargs
+        kwargs : mapping
             The hook's arguments.
 
         Returns
