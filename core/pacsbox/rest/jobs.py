@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-import time
+import os
 
 import falcon
 import pluggy
@@ -54,7 +54,12 @@ class JobResource:
 
 
 class JobActionResource:
-    """``POST /jobs/{id}/cancel|pause|resume|resubmit``: 200 ``{}`` or 400 with an empty body."""
+    """``POST /jobs/{id}/cancel|pause|resume|resubmit``: 200 ``{}`` or 400 with an empty body
+    when refused or when the job is unknown (reference section 3.4).
+
+    ``GET`` on these paths is the output route of the reference: 404 "Job has no such
+    output: pause".
+    """
 
     def __init__(self, ctx, action: str):
         self.ctx, self.action = ctx, action
@@ -63,6 +68,9 @@ class JobActionResource:
         if not getattr(self.ctx.jobs, self.action)(id):
             raise refused()
         send_json(resp, {}, content_type="application/json")
+
+    def on_get(self, req, resp, id):
+        JobOutputResource(self.ctx).on_get(req, resp, id, self.action)
 
 
 class JobOutputResource:
@@ -78,7 +86,6 @@ class JobOutputResource:
         resp.content_type = out.mime
         resp.set_header("Content-Disposition", f'filename="{out.filename}"')
         if out.path is not None:
-            import os
             try:
                 f = open(out.path, "rb")
             except FileNotFoundError:
@@ -97,28 +104,44 @@ class JobOutputResource:
 
 
 class JobEventsResource:
-    """``GET /jobs/{id}/events``: Server-Sent Events of the job's state and progress
-    until it ends (pacsbox addition; each event's data is the ``/jobs/{id}`` object)."""
+    """``GET /jobs/{id}/events``: Server-Sent Events of the job's state and progress until
+    it ends (pacsbox addition, not in Orthanc).
+
+    The stream starts with the job's current state, then sends one event per state or
+    progress change; it ends after the ``Success`` or ``Failure`` event. Each event is::
+
+        event: <State>
+        id: <n>
+        data: <the /jobs/{id} JSON object on one line>
+
+    A comment line (``: keep-alive``) is sent after 15 s without a change. Unknown job:
+    404 with an empty body, like ``GET /jobs/{id}``.
+    """
+
+    KEEPALIVE = 15.0
 
     def __init__(self, ctx):
         self.ctx = ctx
 
     def on_get(self, req, resp, id):
-        rec = self.ctx.jobs.get(id)
+        jobs = self.ctx.jobs
+        rec = jobs.get(id)
         if rec is None:
             raise not_found()
-        jobs = self.ctx.jobs
 
         def stream():
-            for snap in jobs.follow(rec):
+            n = 0
+            for snap in jobs.follow(rec, poll=self.KEEPALIVE):
                 if snap is None:
                     yield b": keep-alive\n\n"
                     continue
-                yield (f"event: {snap['State']}\nid: {int(time.time() * 1000)}\n"
+                n += 1
+                yield (f"event: {snap['State']}\nid: {n}\n"
                        f"data: {json.dumps(snap, sort_keys=True)}\n\n").encode("utf-8")
 
-        resp.content_type = "text/event-stream"
+        resp.content_type = "text/event-stream; charset=utf-8"
         resp.set_header("Cache-Control", "no-cache")
+        resp.set_header("X-Accel-Buffering", "no")
         resp.stream = stream()
 
 
