@@ -1,2 +1,33 @@
-"""Hook implementations of the pacsbox_archive plugin."""
-from pacsbox import hookimpl  # noqa: F401
+"""Hook implementations of the pacsbox_archive plugin (entry point ``archive``).
+
+Only hook implementations live here; see ``README.md`` for the routes, options and job
+types.
+"""
+from __future__ import annotations
+
+from pacsbox import RouteSpec, hookimpl
+
+from .jobs import ArchiveJob, MediaJob
+from .resources import ResourceArchive, ToolsArchive
+
+
+@hookimpl
+def register_routes(ctx):
+    """``/{patients,studies,series}/{id}/archive|media`` and ``/tools/create-archive``,
+    ``/tools/create-media``, ``/tools/create-media-extended`` (reference section 4.1)."""
+    specs = []
+    for level, plural in enumerate(("patients", "studies", "series")):
+        specs.append(RouteSpec(f"/{plural}/{{id}}/archive", lambda c, lv=level: ResourceArchive(c, lv, False)))
+        specs.append(RouteSpec(f"/{plural}/{{id}}/media", lambda c, lv=level: ResourceArchive(c, lv, True)))
+    specs += [
+        RouteSpec("/tools/create-archive", lambda c: ToolsArchive(c, False, False)),
+        RouteSpec("/tools/create-media", lambda c: ToolsArchive(c, True, False)),
+        RouteSpec("/tools/create-media-extended", lambda c: ToolsArchive(c, True, True)),
+    ]
+    return specs
+
+
+@hookimpl
+def register_job_types(ctx):
+    """The ``Archive`` and ``Media`` job types (reference section 3.1)."""
+    return [ArchiveJob, MediaJob]

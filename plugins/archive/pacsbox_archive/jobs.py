@@ -1,0 +1,726 @@
+"""The ``Archive`` and ``Media`` job types (Orthanc ``ArchiveJob``), their outputs and
+the plumbing that streams a synchronous archive to its HTTP client.
+
+One step writes one instance, so ``Progress`` advances per instance; a first step
+plans the archive and a last one writes the central directory (and, for media, the
+DICOMDIR). Files are read, transcoded if asked, CRC'd and deflated ahead of the writer
+in a small thread pool (zlib releases the GIL), in order and within a bounded window,
+so memory stays constant whatever the archive's size.
+
+Where the bytes go:
+
+- **synchronous, streamed** (``SynchronousZipStream`` true): into a :class:`StreamSink`,
+  a bounded buffer read by the HTTP response (:class:`ZipResponse`). A client that
+  hangs up closes the sink and cancels the job, whose worker is freed at once.
+- **synchronous, via a file** (``SynchronousZipStream`` false) and **asynchronous**:
+  into a file under ``<IndexDirectory>/pacsbox-archives``. An asynchronous job's file
+  becomes its ``archive`` output, kept in an LRU store of ``MediaArchiveSize`` outputs
+  per server (the oldest is evicted and its file deleted).
+
+Restart (beyond Orthanc, which never saves archive jobs): an asynchronous job
+serializes its plan (instance IDs and entry names), the number of entries safely
+written and the size of the partial file at that point. After a restart the partial
+file is checked entry by entry (:func:`~pacsbox_archive.zipstream.scan_entries`),
+truncated to that point and the job goes on from the next instance; when the file is
+missing or does not match, the job starts its archive again from scratch.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from pacsbox import ErrorCode, Job, JobOutput, OrthancError, StepResult
+
+from .dicomdir import DicomDirBuilder, RecordSource, is_image_sop_class, read_header
+from .dicomfile import FileFacts, is_compressed_syntax, peek
+from .layout import PlanItem, build_plan, reload_plan
+from .transcode import transcode
+from .zipstream import DEFAULT_LEVEL, STREAM_CHUNK, PreparedEntry, ZipWriter, prepare_entry, scan_entries
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pacsbox import ServerContext
+
+log = logging.getLogger("pacsbox.archive")
+
+MEGA = 1024 * 1024
+#: ZIP comment of every archive (as Orthanc's).
+ZIP_COMMENT = b"Created by Orthanc"
+#: Files larger than this (bytes) are streamed through the writer in chunks instead of
+#: being prepared in memory ahead of it.
+LARGE_ENTRY = 64 * MEGA
+#: Bytes gathered before they are handed to the HTTP response or the file.
+CHUNK = 512 * 1024
+_OUTPUTS_KEY = "pacsbox_archive.outputs"
+
+
+class SinkClosed(Exception):
+    """The HTTP client of a streamed archive went away."""
+
+
+class StreamSink:
+    """A bounded byte pipe between a job (producer) and an HTTP response (consumer).
+
+    Parameters
+    ----------
+    max_chunks : int
+        Chunks buffered before :meth:`write` blocks (each up to about :data:`CHUNK`
+        bytes), which bounds the memory of a streamed archive.
+    """
+
+    def __init__(self, max_chunks: int = 8) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._max = max_chunks
+        self._cond = threading.Condition()
+        self._done = False
+        self._error: BaseException | None = None
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` (producer side); blocks while the buffer is full.
+
+        Raises
+        ------
+        SinkClosed
+            The consumer closed the sink.
+        """
+        with self._cond:
+            while len(self._chunks) >= self._max and not self.closed:
+                self._cond.wait(1.0)
+            if self.closed:
+                raise SinkClosed()
+            self._chunks.append(data)
+            self._cond.notify_all()
+
+    def finish(self) -> None:
+        """End of the stream (producer side)."""
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        """Abort the stream with ``error`` (producer side)."""
+        with self._cond:
+            if not self._done:
+                self._error = error
+                self._done = True
+            self._cond.notify_all()
+
+    def read(self, timeout: float | None = None) -> bytes | None:
+        """Next chunk (consumer side); None at the end of the stream.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait; None waits as long as needed.
+
+        Raises
+        ------
+        BaseException
+            The error the producer failed with.
+        TimeoutError
+            Nothing came within ``timeout``.
+        """
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._chunks or self._done or self.closed, timeout):
+                raise TimeoutError("no data from the archive job")
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                self._cond.notify_all()
+                return chunk
+            if self._error is not None:
+                raise self._error
+            return None
+
+    def close(self) -> None:
+        """The consumer goes away: pending and later writes fail with :class:`SinkClosed`."""
+        with self._cond:
+            self.closed = True
+            self._chunks.clear()
+            self._cond.notify_all()
+
+
+class _Coalescer:
+    """Gathers the writer's small writes into chunks of about :data:`CHUNK` bytes."""
+
+    def __init__(self, target: Callable[[bytes], Any]) -> None:
+        self.target = target
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        if len(data) >= CHUNK:
+            self.flush()
+            self.target(data)
+            return
+        self.parts.append(data)
+        self.size += len(data)
+        if self.size >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.parts:
+            data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+            self.parts = []
+            self.size = 0
+            self.target(data)
+
+
+class OutputStore:
+    """The outputs of asynchronous archives of one server, least recently added first,
+    at most ``MediaArchiveSize`` of them (Orthanc's ``SharedArchive``).
+
+    Parameters
+    ----------
+    capacity : int
+        ``MediaArchiveSize`` (at least 1).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, int(capacity))
+        self._items: "OrderedDict[ArchiveJob, str]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, job: "ArchiveJob", path: str) -> None:
+        """Keep ``path`` as the output of ``job``; evict (and delete) the oldest outputs
+        beyond the capacity."""
+        evicted = []
+        with self._lock:
+            self._items[job] = path
+            self._items.move_to_end(job)
+            while len(self._items) > self.capacity:
+                old_job, old_path = self._items.popitem(last=False)
+                old_job.output_path = None
+                evicted.append(old_path)
+        for p in evicted:
+            _unlink(p)
+
+    def get(self, job: "ArchiveJob") -> str | None:
+        """The output file of ``job``, or None (never produced, evicted or deleted)."""
+        with self._lock:
+            return self._items.get(job)
+
+    def remove(self, job: "ArchiveJob") -> bool:
+        """Drop the output of ``job`` and delete its file; returns whether it existed."""
+        with self._lock:
+            path = self._items.pop(job, None)
+        if path is None:
+            return False
+        job.output_path = None
+        _unlink(path)
+        return True
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+def output_store(ctx: "ServerContext") -> OutputStore:
+    """The server's :class:`OutputStore` (created on first use, sized by
+    ``MediaArchiveSize``)."""
+    store = ctx.stash.get(_OUTPUTS_KEY)
+    if store is None:
+        store = ctx.stash.setdefault(_OUTPUTS_KEY, OutputStore(ctx.config.int("MediaArchiveSize")))
+    return store
+
+
+def output_directory(ctx: "ServerContext") -> str:
+    """Folder of archive files: ``<IndexDirectory>/pacsbox-archives`` (created)."""
+    d = os.path.join(str(ctx.config.path("IndexDirectory")), "pacsbox-archives")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def _unlink(path: str | None) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            log.exception("cannot delete archive file %s", path)
+
+
+@dataclass
+class _Prepared:
+    """A file read and made ready ahead of the writer."""
+
+    entry: PreparedEntry | None          # None: large file, streamed by the writer itself
+    facts: FileFacts | None = None
+    header: Any = None                   # pydicom Dataset for non-image SOP classes
+    missing: bool = False                # the file vanished from the storage area
+
+
+class _Pipeline:
+    """Prepares plan items ahead of the writer, in order, ``window`` at a time."""
+
+    def __init__(self, fn: Callable[[PlanItem], _Prepared], plan: list[PlanItem], start: int, workers: int) -> None:
+        self.fn = fn
+        self.plan = plan
+        self.next = start
+        self.window = max(2, 2 * workers)
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="pacsbox-zip")
+        self.futures: dict[int, Future] = {}
+
+    def get(self, i: int) -> _Prepared:
+        while self.next < len(self.plan) and self.next < i + self.window:
+            self.futures[self.next] = self.pool.submit(self.fn, self.plan[self.next])
+            self.next += 1
+        fut = self.futures.pop(i, None)
+        if fut is None:
+            return self.fn(self.plan[i])
+        return fut.result()
+
+    def close(self) -> None:
+        for f in self.futures.values():
+            f.cancel()
+        self.futures.clear()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class ArchiveJob(Job):
+    """``Archive``: a ZIP of the given resources, named as in reference section 4.2.
+
+    Parameters
+    ----------
+    resources : list of str
+        Orthanc IDs of any level, as given in the request (checked by the caller).
+    transcode : str, optional
+        Transfer syntax UID every file is converted to (``Transcode``).
+    extended : bool
+        Media only: SeriesDescription in SERIES records.
+    level : int
+        zlib deflate level.
+    workers : int
+        Threads preparing files ahead of the writer.
+
+    Attributes
+    ----------
+    sink : StreamSink or None
+        Set for a synchronous streamed archive.
+    synchronous : bool
+        A synchronous archive (never saved for a restart).
+    output_path : str or None
+        The finished archive file (asynchronous, or synchronous via a file).
+    """
+
+    type_name = "Archive"
+    media = False
+
+    def __init__(self, resources: list[str], *, transcode: str | None = None, extended: bool = False,
+                 level: int = DEFAULT_LEVEL, workers: int = 2) -> None:
+        super().__init__()
+        self.resources = list(resources)
+        self.transcode = transcode
+        self.extended = bool(extended)
+        self.level = int(level)
+        self.workers = max(1, int(workers))
+        self.sink: StreamSink | None = None
+        self.synchronous = False
+        self.output_path: str | None = None
+        self.plan: list[PlanItem] | None = None
+        self._saved_plan: tuple[list[str], list[str]] | None = None
+        self.position = 0
+        self.committed = (0, 0)          # (entries, bytes) safely in the file
+        self.instances_count = 0
+        self.uncompressed_size = 0
+        self.archive_size = 0
+        self.finished = False
+        self._ctx: "ServerContext | None" = None
+        self._writer: ZipWriter | None = None
+        self._out: _Coalescer | None = None
+        self._file = None
+        self._partial: str | None = None
+        self._pipeline: _Pipeline | None = None
+        self._dicomdir: DicomDirBuilder | None = None
+        self._orphan = False
+
+    # ---- public content ------------------------------------------------------------
+    def public_content(self) -> dict[str, Any]:
+        """``Content`` of ``/jobs/{id}`` (reference section 3.3): Description,
+        InstancesCount, UncompressedSize(MB), ArchiveSize(MB), and Transcode if asked."""
+        d: dict[str, Any] = {
+            "ArchiveSize": str(self.archive_size),
+            "ArchiveSizeMB": self.archive_size // MEGA,
+            "Description": self.description,
+            "InstancesCount": self.instances_count,
+            "UncompressedSize": str(self.uncompressed_size),
+            "UncompressedSizeMB": self.uncompressed_size // MEGA,
+        }
+        if self.transcode:
+            d["Transcode"] = self.transcode
+        return d
+
+    def progress(self) -> float:
+        """Percent of the instances written (the last step writes the directory)."""
+        if self.finished:
+            return 100.0
+        if self.plan is None:
+            return 0.0
+        return 100.0 * self.position / (len(self.plan) + 1)
+
+    # ---- life cycle ------------------------------------------------------------------
+    def start(self, ctx: "ServerContext") -> None:
+        """Plan the archive (first run), open its output, start the file readers."""
+        self._ctx = ctx
+        if self._orphan:
+            raise OrthancError(ErrorCode.BAD_SEQUENCE_OF_CALLS, "Cannot resubmit a synchronous archive")
+        if self.plan is None:
+            if self._saved_plan is not None:
+                ids, names = self._saved_plan
+                self.plan = reload_plan(ctx, ids, names)
+                self._saved_plan = None
+                if len(self.plan) != len(ids):
+                    self.committed = (0, 0)      # instances vanished: the partial file no longer fits
+            else:
+                found = [r for r in (ctx.index.lookup(i) for i in self.resources) if r is not None]
+                if not found:
+                    raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, "The resources of the archive were deleted")
+                self.plan = build_plan(ctx, found, media=self.media)
+                self.position = 0
+            self.instances_count = len(self.plan)
+            self.uncompressed_size = sum(i.size for i in self.plan)
+        if self._writer is None:
+            self._open_output(ctx)
+        if self._pipeline is None:
+            self._pipeline = _Pipeline(self._prepare, self.plan, self.position, self.workers)
+
+    def _open_output(self, ctx: "ServerContext") -> None:
+        if self.sink is not None:
+            if self.position:
+                raise OrthancError(ErrorCode.BAD_SEQUENCE_OF_CALLS, "A streamed archive cannot be resumed")
+            self._out = _Coalescer(self.sink.write)
+            self._writer = ZipWriter(self._out.write, comment=ZIP_COMMENT)
+            self._dicomdir = DicomDirBuilder(extended=self.extended) if self.media else None
+            return
+        if self._partial is None:
+            self._partial = os.path.join(output_directory(ctx), f"{uuid.uuid4()}.zip")
+        records = None
+        position, offset = self.committed
+        if position and os.path.exists(self._partial):
+            with open(self._partial, "rb") as f:
+                records = scan_entries(f, offset)
+            if records is None or len(records) != position or position > len(self.plan or []):
+                log.warning("archive %s cannot be resumed; starting it again", self._partial)
+                records = None
+        if records is None:
+            position = offset = 0
+            records = []
+        self.position = position
+        self.committed = (position, offset)
+        self._file = open(self._partial, "r+b" if offset else "wb", buffering=0)
+        self._file.truncate(offset)
+        self._file.seek(offset)
+        self._out = _Coalescer(self._write_file)
+        self._writer = ZipWriter(self._out.write, comment=ZIP_COMMENT, offset=offset, records=records)
+        self.archive_size = offset
+        if self.media:
+            self._dicomdir = DicomDirBuilder(extended=self.extended)
+            for item in (self.plan or [])[:position]:
+                self._dicomdir.add(self._record_source(item, self._reread(item)))
+
+    def _write_file(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = self._file.write(view)
+            view = view[n:]
+
+    def _reread(self, item: PlanItem) -> _Prepared:
+        """Facts of an already written file (to rebuild DICOMDIR records on resume)."""
+        ctx = self._ctx
+        try:
+            with ctx.storage.open(item.uuid, 1) as f:
+                head = f.read(65536)
+                facts = peek(head)
+                header = None
+                if not is_image_sop_class(facts.sop_class_uid) or not facts.charset_known:
+                    f.seek(0)
+                    header = read_header(f.read())
+        except FileNotFoundError:
+            return _Prepared(None, missing=True)
+        return _Prepared(None, facts, header)
+
+    # ---- preparing files (thread pool) -------------------------------------------------
+    def _prepare(self, item: PlanItem) -> _Prepared:
+        ctx = self._ctx
+        if item.size > LARGE_ENTRY and not self.transcode:
+            if not self.media:
+                return _Prepared(None)
+            return self._reread(item)
+        try:
+            data = ctx.storage.read(item.uuid, 1)
+        except FileNotFoundError:
+            return _Prepared(None, missing=True)
+        if self.transcode:
+            data = transcode(data, self.transcode)
+        facts = peek(data)
+        entry = prepare_entry(item.name, data, compress=not is_compressed_syntax(facts.transfer_syntax_uid),
+                              level=self.level)
+        header = None
+        if self.media and (not is_image_sop_class(facts.sop_class_uid) or not facts.charset_known):
+            header = read_header(data)
+        return _Prepared(entry, facts, header)
+
+    def _record_source(self, item: PlanItem, prep: _Prepared) -> RecordSource:
+        facts = prep.facts or FileFacts()
+        header = prep.header
+        inst = item.instance.main_tags
+        sop_class = facts.sop_class_uid or (str(header.get("SOPClassUID", "")) if header is not None else "")
+        sop_inst = facts.sop_instance_uid or inst.get("SOPInstanceUID", "")
+        ts = facts.transfer_syntax_uid
+        if ts is None and header is not None:
+            ts = str(header.file_meta.get("TransferSyntaxUID", ""))
+        charset = facts.specific_character_set
+        if not facts.charset_known and header is not None:
+            cs = header.get("SpecificCharacterSet")
+            charset = cs if isinstance(cs, str) or cs is None else "\\".join(cs)
+        return RecordSource(
+            file_id=tuple(item.name.split("/")), patient_key=item.patient.public_id,
+            study_key=item.study.public_id, series_key=item.series.public_id,
+            patient=item.patient.main_tags, study=item.study.main_tags, series=item.series.main_tags,
+            instance=inst, sop_class_uid=sop_class, sop_instance_uid=sop_inst,
+            transfer_syntax_uid=ts or "1.2.840.10008.1.2", specific_character_set=charset,
+            dataset=header if header is not None and not is_image_sop_class(sop_class) else None)
+
+    # ---- steps -------------------------------------------------------------------------
+    def step(self, ctx: "ServerContext") -> StepResult:
+        """Write the next instance; after the last one, the directory and the end."""
+        try:
+            if self.position < len(self.plan):
+                self._write_item(ctx, self.plan[self.position])
+                self.position += 1
+                if self.sink is None and self._out.size == 0:
+                    self._commit()
+                return StepResult.CONTINUE
+            self._finalize(ctx)
+            return StepResult.SUCCESS
+        except SinkClosed:
+            if self.stop_requested:
+                return StepResult.CONTINUE       # the engine now applies the cancel
+            raise OrthancError(ErrorCode.NETWORK_PROTOCOL,
+                               "A client has disconnected while creating an archive") from None
+
+    def _write_item(self, ctx: "ServerContext", item: PlanItem) -> None:
+        prep = self._pipeline.get(self.position)
+        if prep.missing:
+            log.warning("instance %s was removed after the archive was planned", item.instance.public_id)
+            return
+        if prep.entry is not None:
+            self._writer.add(prep.entry)
+        else:
+            facts = prep.facts or FileFacts()
+            with ctx.storage.open(item.uuid, 1) as f:
+                if facts.transfer_syntax_uid is None:
+                    facts = peek(f.read(65536))
+                    f.seek(0)
+                chunks = iter(lambda: f.read(STREAM_CHUNK), b"")
+                self._out.flush()
+                self._writer.add_stream(item.name, chunks, size_hint=item.size,
+                                        compress=not is_compressed_syntax(facts.transfer_syntax_uid),
+                                        level=self.level, patch=self._file)
+            prep.facts = facts
+        if self._dicomdir is not None:
+            self._dicomdir.add(self._record_source(item, prep))
+        self.archive_size = self._writer.offset
+
+    def _commit(self) -> None:
+        """Record (entries written, bytes in the file) once they are all in the file."""
+        self.committed = (self.position, self._writer.offset)
+
+    def _finalize(self, ctx: "ServerContext") -> None:
+        if self._dicomdir is not None:
+            self._writer.add(prepare_entry("DICOMDIR", self._dicomdir.encode(), level=self.level))
+        self._writer.close()
+        self._out.flush()
+        self.archive_size = self._writer.offset
+        self.finished = True
+        if self.sink is not None:
+            self.sink.finish()
+            return
+        self._file.close()
+        self._file = None
+        self.output_path, self._partial = self._partial, None
+        if not self.synchronous:
+            output_store(ctx).add(self, self.output_path)
+
+    def stop(self, reason: str) -> None:
+        """Release the file readers. On pause or shutdown the partial file is flushed
+        and its position committed; on failure or cancel it is deleted (and a streamed
+        response is ended with an error)."""
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
+        if reason == "Success":
+            return
+        if reason in ("Paused", "Shutdown"):
+            if self._file is not None:
+                self._out.flush()
+                self._commit()
+            if self.sink is not None and reason == "Shutdown":
+                self.sink.fail(OrthancError(ErrorCode.INTERNAL_ERROR, "The server is stopping"))
+            return
+        if self.sink is not None:
+            code = ErrorCode.CANCELED_JOB if reason == "Canceled" else ErrorCode.INTERNAL_ERROR
+            self.sink.fail(OrthancError(code, "The archive job stopped"))
+        self._close_file(delete=True)
+        self._writer = None
+        self._out = None
+        self._dicomdir = None
+        self.position = 0
+        self.committed = (0, 0)
+        self.archive_size = 0
+
+    def _close_file(self, delete: bool) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+        if delete:
+            _unlink(self._partial)
+            self._partial = None
+
+    def reset(self) -> None:
+        """``POST /jobs/{id}/resubmit``: an asynchronous archive starts again from
+        scratch; a synchronous one fails (its client is gone)."""
+        self._close_file(delete=True)
+        if self.output_path:
+            if self._ctx is not None:
+                output_store(self._ctx).remove(self)
+            _unlink(self.output_path)
+            self.output_path = None
+        self._writer = None
+        self._dicomdir = None
+        self.position = 0
+        self.committed = (0, 0)
+        self.archive_size = 0
+        self.finished = False
+        self.plan = None
+        self._orphan = self.synchronous
+
+    # ---- outputs -------------------------------------------------------------------------
+    def get_output(self, key: str) -> JobOutput | None:
+        """The ``archive`` output of a finished asynchronous archive, while kept."""
+        if key != "archive" or self._ctx is None or self.synchronous:
+            return None
+        path = output_store(self._ctx).get(self)
+        if path is None or not os.path.exists(path):
+            return None
+        return JobOutput(mime="application/zip", filename="archive.zip", path=path)
+
+    def delete_output(self, key: str) -> bool:
+        """``DELETE /jobs/{id}/archive`` (and history eviction): drop the file."""
+        if key != "archive" or self._ctx is None:
+            return False
+        return output_store(self._ctx).remove(self)
+
+    # ---- persistence -----------------------------------------------------------------------
+    def serialize(self) -> dict[str, Any] | None:
+        """State for a restart; None for synchronous archives (their client is gone)."""
+        if self.synchronous:
+            return None
+        d: dict[str, Any] = {
+            "Resources": self.resources, "Transcode": self.transcode, "Extended": self.extended,
+            "Level": self.level, "Workers": self.workers, "Description": self.description,
+            "InstancesCount": self.instances_count, "UncompressedSize": self.uncompressed_size,
+            "ArchiveSize": self.archive_size, "Finished": self.finished,
+        }
+        if self.finished:
+            d["Output"] = self.output_path
+            return d
+        plan = self.plan
+        if plan is not None:
+            position, offset = self.committed
+            d["Instances"] = [i.instance.public_id for i in plan]
+            d["Names"] = [i.name for i in plan]
+            d["Position"] = position
+            d["Offset"] = offset
+            d["Partial"] = self._partial
+        elif self._saved_plan is not None:
+            d["Instances"], d["Names"] = self._saved_plan
+            d["Position"], d["Offset"] = self.committed
+            d["Partial"] = self._partial
+        return d
+
+    @classmethod
+    def from_serialized(cls, data: Mapping[str, Any], ctx: "ServerContext") -> "ArchiveJob":
+        """Rebuild a saved archive job (see the module notes on restarts)."""
+        job = cls(list(data.get("Resources", [])), transcode=data.get("Transcode"),
+                  extended=bool(data.get("Extended", False)), level=int(data.get("Level", DEFAULT_LEVEL)),
+                  workers=int(data.get("Workers", 2)))
+        job.description = data.get("Description", "REST API")
+        job._ctx = ctx
+        job.instances_count = int(data.get("InstancesCount", 0))
+        job.uncompressed_size = int(data.get("UncompressedSize", 0))
+        job.archive_size = int(data.get("ArchiveSize", 0))
+        if data.get("Finished"):
+            job.finished = True
+            out = data.get("Output")
+            if out and os.path.exists(out):
+                job.output_path = out
+                output_store(ctx).add(job, out)
+            return job
+        if "Instances" in data:
+            job._saved_plan = (list(data["Instances"]), list(data.get("Names", [])))
+            job.committed = (int(data.get("Position", 0)), int(data.get("Offset", 0)))
+            job._partial = data.get("Partial")
+        return job
+
+
+class MediaJob(ArchiveJob):
+    """``Media``: files under ``IMAGES/`` plus a DICOMDIR (reference section 4.3)."""
+
+    type_name = "Media"
+    media = True
+
+
+class ZipResponse:
+    """The WSGI body of a streamed synchronous archive.
+
+    It yields the chunks the job writes into its :class:`StreamSink`. When the server
+    closes it before the end (the client hung up: waitress calls ``close()``), the job
+    is canceled and its worker freed.
+
+    Parameters
+    ----------
+    ctx : ServerContext
+    job_id : str
+    sink : StreamSink
+    first : bytes
+        The first chunk, already read by the resource (to report early failures as
+        HTTP errors).
+    """
+
+    def __init__(self, ctx: "ServerContext", job_id: str, sink: StreamSink, first: bytes | None) -> None:
+        self.ctx, self.job_id, self.sink = ctx, job_id, sink
+        self._first = first
+        self._done = first is None
+
+    def __iter__(self) -> "ZipResponse":
+        return self
+
+    def __next__(self) -> bytes:
+        if self._first is not None:
+            chunk, self._first = self._first, None
+            return chunk
+        if self._done:
+            raise StopIteration
+        chunk = self.sink.read()
+        if chunk is None:
+            self._done = True
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        """Called by the server when the response ends, normally or not."""
+        if not self._done:
+            self._done = True
+            log.warning("a client has disconnected while receiving an archive; canceling job %s", self.job_id)
+            self.ctx.jobs.cancel(self.job_id)
+        self.sink.close()
