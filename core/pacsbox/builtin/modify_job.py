@@ -1,0 +1,210 @@
+"""The ``ResourceModification`` job: modify or anonymize every instance of a set of
+resources and store the results as new resources (reference sections 3.3 and 5).
+
+Each instance is rewritten at the byte level (:mod:`pacsbox.dicom.rewrite`) with UIDs
+derived from the job's seed, then stored through ``ctx.ingest`` with the metadata
+``ModifiedFrom`` / ``AnonymizedFrom`` (the series, study and patient get it too when their
+Orthanc ID changed, as in Orthanc). The job saves its position, its seed and what it
+created, so that after a restart it continues with the next chunk and rewrites any instance
+of an interrupted chunk to the same UIDs (``AlreadyStored``, never a duplicate).
+
+If the job fails (an instance cannot be read, rewritten or stored, without
+``Permissive``), the instances it had stored are deleted: no partial new study is left.
+Orthanc 1.10.1 leaves them in place.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Mapping
+
+from pacsbox import ErrorCode, OrthancError
+
+from ..dicom import rewrite as RW
+from ..dicom.modification import SOP_UID, Modification, TagParser, UidMapper
+from .common import ChunkedInstancesJob, ParentsCache
+
+log = logging.getLogger("pacsbox.builtin")
+
+LEVEL_TYPES = ("Patient", "Study", "Series", "Instance")
+PLURALS = ("patients", "studies", "series", "instances")
+
+
+def tag_parser(ctx) -> TagParser:
+    """The tag-name parser of an app (with its ``Dictionary`` option)."""
+    return TagParser(ctx.config.get("Dictionary") or {})
+
+
+def _resource(level: int, public_id: str) -> dict[str, str]:
+    return {"ID": public_id, "Path": f"/{PLURALS[level]}/{public_id}", "Type": LEVEL_TYPES[level]}
+
+
+def rewrite_instance(rewriter: RW.Rewriter, data: bytes, transfer_syntax: str | None = None) -> RW.RewriteResult:
+    """Rewrite one file, then transcode it when asked (keeping the source syntax when
+    pydicom cannot, as Orthanc does).
+
+    Raises
+    ------
+    OrthancError
+        ``BAD_PARAMETER_TYPE`` for a replacement that does not fit its VR,
+        ``BAD_FILE_FORMAT`` for a file that cannot be parsed.
+    """
+    try:
+        res = rewriter.rewrite(data)
+    except RW.ValueTypeError as e:
+        raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, str(e)) from None
+    except (RW.RewriteError, KeyError, IndexError, ValueError) as e:
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Cannot modify a DICOM file: {e}") from None
+    if transfer_syntax and transfer_syntax != res.transfer_syntax:
+        out = RW.transcode(res.data, transfer_syntax)
+        if out is None:
+            log.warning("cannot transcode to %s, keeping the transfer syntax %s", transfer_syntax,
+                        res.transfer_syntax)
+        else:
+            res.data = out
+            res.transfer_syntax = transfer_syntax
+    return res
+
+
+class ResourceModificationJob(ChunkedInstancesJob):
+    """Modification or anonymization of instances (Orthanc ``ResourceModificationJob``).
+
+    Parameters
+    ----------
+    modification : Modification
+    instances : list of str
+        Source instances (Orthanc IDs), in index order.
+    output_level : int or None
+        Level of the single resource of ``/{level}/{id}/modify`` (0-2), whose new ID the
+        content reports (``ID``, ``Path``, ``Type``, ``PatientID``); None for the bulk
+        routes (content ``Resources``).
+    transcode : str or None
+        Target Transfer Syntax UID (``Transcode``).
+    keep_source : bool
+        ``KeepSource`` (default true).
+    origin : dict
+        Origin of the stored instances (``RestApi``, remote IP, user name).
+    """
+
+    type_name = "ResourceModification"
+
+    def __init__(self, modification: Modification, instances: list[str], *, output_level: int | None,
+                 transcode: str | None = None, keep_source: bool = True,
+                 origin: Mapping[str, str] | None = None) -> None:
+        super().__init__(instances, False, keep_source)
+        self.modification = modification
+        self.output_level = output_level
+        self.transcode = transcode
+        self.origin = dict(origin or {"Origin": "RestApi"})
+        self.first: list[str] | None = None
+        self.outputs: list[set[str]] = [set(), set(), set(), set()]
+        self._tagged: set[str] = set()
+        self._lock = threading.Lock()
+        self._rewriter: RW.Rewriter | None = None
+        self._parents: ParentsCache | None = None
+
+    @property
+    def is_anonymization(self) -> bool:
+        """bool: an anonymization (``IsAnonymization``)."""
+        return self.modification.is_anonymization
+
+    # ---- run ---------------------------------------------------------------------------------
+    def start(self, ctx) -> None:
+        """Build the rewriter of this run (rules, seed) and the worker pool."""
+        super().start(ctx)
+        self._rewriter = self.modification.rewriter(UidMapper(self.seed), ctx.ingest.default_encoding)
+        self._parents = ParentsCache(ctx)
+
+    def process_instance(self, ctx, instance_id: str):
+        """Read, rewrite and store one instance; returns ``(status, new ids, source ids)``."""
+        source = self._parents.hierarchy(instance_id)
+        if source is None:
+            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Unknown instance: {instance_id}")
+        data = ctx.resources.read_file(instance_id)
+        res = rewrite_instance(self._rewriter, data, self.transcode)
+        origin = dict(self.origin)
+        origin["Metadata"] = {self.metadata_name: instance_id}
+        stored = ctx.ingest.store(res.data, origin)
+        if stored.status not in ("Success", "AlreadyStored") or stored.ids is None:
+            raise OrthancError(ErrorCode.CANNOT_STORE_INSTANCE,
+                               f"Error while storing a modified instance {instance_id}")
+        return stored.status, stored.ids, source
+
+    @property
+    def metadata_name(self) -> str:
+        """``AnonymizedFrom`` or ``ModifiedFrom``."""
+        return "AnonymizedFrom" if self.is_anonymization else "ModifiedFrom"
+
+    def _regenerates_sop(self) -> bool:
+        m = self.modification
+        return not m.keep_sop and SOP_UID not in m.replacements
+
+    def record(self, ctx, instance_id: str, value) -> None:
+        """Outputs, ``created``, and the metadata of new parents."""
+        status, ids, source = value
+        if ids[3] != instance_id:
+            if status == "Success" or self._regenerates_sop():
+                self.created.append(ids[3])
+            self.sources_done.append(instance_id)
+        index = ctx.index
+        for level in (2, 1, 0):
+            new, old = ids[level], source[level]
+            if new != old and new not in self._tagged:
+                res = index.lookup(new, level)
+                if res is not None:
+                    index.set_metadata(res.internal_id, self.metadata_name, old, log_change=False)
+                self._tagged.add(new)
+        if self.first is None:
+            self.first = list(ids)
+        if self.output_level is None:
+            for level in range(4):
+                self.outputs[level].add(ids[level])
+
+    def cleanup(self, ctx) -> None:
+        """Delete what the failed job stored."""
+        super().cleanup(ctx)
+        self.first = None
+        self.outputs = [set(), set(), set(), set()]
+
+    def reset(self) -> None:
+        """``resubmit``."""
+        super().reset()
+        self.first = None
+        self.outputs = [set(), set(), set(), set()]
+        self._tagged = set()
+
+    # ---- content & state -------------------------------------------------------------------
+    def public_content(self) -> dict[str, Any]:
+        """``Description``, ``InstancesCount``, ``FailedInstancesCount``, ``IsAnonymization``,
+        then ``ID``/``Path``/``Type``/``PatientID`` (single resource) or ``Resources``
+        (bulk), and ``Transcode`` when asked (reference section 3.3)."""
+        c = self.base_content()
+        c["IsAnonymization"] = self.is_anonymization
+        if self.output_level is not None:
+            if self.first is not None:
+                c.update(_resource(self.output_level, self.first[self.output_level]))
+                c["PatientID"] = self.first[0]
+        else:
+            c["Resources"] = [_resource(level, pid) for level in (3, 2, 1, 0) for pid in sorted(self.outputs[level])]
+        if self.transcode:
+            c["Transcode"] = self.transcode
+        return c
+
+    def serialize(self) -> dict[str, Any]:
+        """Everything needed to continue after a restart."""
+        return {**self.chunk_state(), "Modification": self.modification.serialize(),
+                "OutputLevel": self.output_level, "Transcode": self.transcode, "Origin": self.origin,
+                "First": self.first, "Outputs": [sorted(s) for s in self.outputs] if self.output_level is None else None}
+
+    @classmethod
+    def from_serialized(cls, data: Mapping[str, Any], ctx) -> "ResourceModificationJob":
+        """Rebuild a saved job."""
+        m = Modification.deserialize(data["Modification"], tag_parser(ctx))
+        job = cls(m, list(data.get("Instances", [])), output_level=data.get("OutputLevel"),
+                  transcode=data.get("Transcode"), keep_source=bool(data.get("KeepSource", True)),
+                  origin=data.get("Origin"))
+        job.load_chunk_state(data)
+        job.first = data.get("First")
+        if data.get("Outputs"):
+            job.outputs = [set(x) for x in data["Outputs"]]
+        return job

@@ -1,0 +1,725 @@
+"""Modification and anonymization of DICOM instances, as Orthanc's ``DicomModification``.
+
+:class:`Modification` holds what a ``/modify`` or ``/anonymize`` request asks for
+(reference sections 5.2 and 5.3): tags to replace, remove, clear, keep, UIDs to remap,
+private tags, paths into sequences. It parses the request bodies with Orthanc's checks and
+error texts, serializes to JSON (so that a job can be rebuilt after a restart), and
+compiles into the :class:`~pacsbox.dicom.rewrite.Rules` that :mod:`pacsbox.dicom.rewrite`
+applies to the bytes of each file.
+
+New UIDs come from a :class:`UidMapper`: a deterministic function of a per-job random
+seed, the level and the original value (``2.25.<128-bit integer of SHA-256>``, ISO/IEC
+9834-8 form), so that every instance of a job gets the same mapping, and a job re-run
+after a crash rewrites an instance to the very same UIDs (stored again as
+``AlreadyStored``, never as a duplicate).
+
+Sources: Orthanc ``DicomModification.cpp`` (``Apply``, ``RelationshipsVisitor``,
+``ParseModifyRequest``, ``ParseAnonymizationRequest``), ``DicomPath.cpp``; reference
+sections 5.2, 5.3 and Appendix B; profiles in :mod:`pacsbox.dicom.profiles`.
+"""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from .. import __version__
+from ..errors import ErrorCode, OrthancError
+from . import profiles as P
+from . import rewrite as RW
+from .tags import parse_tag as _parse_tag, tag_to_key
+
+PATIENT_ID = 0x00100020
+PATIENT_NAME = 0x00100010
+STUDY_UID = 0x0020000D
+SERIES_UID = 0x0020000E
+SOP_UID = 0x00080018
+DATABASE_KEYS = (PATIENT_ID, STUDY_UID, SERIES_UID, SOP_UID)
+REFERENCED_SOP_INSTANCE_UID = 0x00081155
+REFERENCED_FRAME_OF_REFERENCE_SEQUENCE = 0x30060010
+RT_REFERENCED_STUDY_SEQUENCE = 0x30060012
+
+LEVELS = ("Patient", "Study", "Series", "Instance")
+
+#: Name put before the profile text in (0012,0063) *De-identification Method*; Orthanc
+#: writes ``"Orthanc <version>"`` there.
+DEIDENTIFICATION_SOFTWARE = f"pacsbox {__version__}"
+
+
+def tag_name(tag: int) -> str:
+    """``gggg,eeee`` of a tag."""
+    return tag_to_key(tag)
+
+
+class TagParser:
+    """Parse tag names as Orthanc does (``FromDcmtkBridge::ParseTag``).
+
+    Accepts a DICOM keyword, ``gggg,eeee``, ``gggg-eeee``, ``ggggeeee``, ``(gggg,eeee)``
+    and the names of the ``Dictionary`` configuration option.
+
+    Parameters
+    ----------
+    dictionary : mapping, optional
+        The ``Dictionary`` option (reference section 7.1).
+    """
+
+    def __init__(self, dictionary: Mapping[str, Any] | None = None) -> None:
+        self.names: dict[str, int] = {}
+        self.private_vrs: dict[tuple[int, int, str], str] = {}
+        self.public_vrs: dict[int, str] = {}
+        for key, entry in (dictionary or {}).items():
+            try:
+                g, e = [int(x.strip().replace("0x", ""), 16) for x in str(key).split(",")]
+            except ValueError:
+                continue
+            if not isinstance(entry, list) or len(entry) < 2:
+                continue
+            vr, name = str(entry[0]), str(entry[1])
+            creator = str(entry[4]) if len(entry) >= 5 else ""
+            if g & 1 and creator:
+                self.private_vrs[(g, e & 0xFF, creator)] = vr
+                self.names.setdefault(name, (g << 16) | (0x1000 | (e & 0xFF)))
+            else:
+                self.public_vrs[(g << 16) | e] = vr
+                self.names.setdefault(name, (g << 16) | e)
+
+    def __call__(self, name: str) -> int:
+        """The tag ``0xGGGGEEEE`` named ``name``.
+
+        Raises
+        ------
+        OrthancError
+            ``UNKNOWN_DICOM_TAG`` (500, as Orthanc) for an unknown name.
+        """
+        s = name.strip()
+        if s in self.names:
+            return self.names[s]
+        try:
+            return _parse_tag(s)
+        except KeyError:
+            raise OrthancError(ErrorCode.UNKNOWN_DICOM_TAG) from None
+
+    def vr(self, tag: int, private_creator: str = "") -> str:
+        """VR used for a new element (``UN`` for an unknown private tag)."""
+        if tag in self.public_vrs:
+            return self.public_vrs[tag]
+        return RW.dictionary_vr(tag, private_creator or None, self.private_vrs)
+
+
+# ------------------------------------------------------------------------------------------
+# paths into sequences (dcmodify syntax)
+# ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DicomPath:
+    """A tag, possibly inside sequences: ``ReferencedImageSequence[0].ReferencedSOPInstanceUID``.
+
+    Attributes
+    ----------
+    prefix : tuple of (int, int or None)
+        ``(sequence tag, item index)`` pairs, None for the ``[*]`` wildcard.
+    final : int
+        The tag at the end of the path.
+    """
+
+    prefix: tuple[tuple[int, int | None], ...]
+    final: int
+
+    @classmethod
+    def parse(cls, text: str, parse_tag: Callable[[str], int]) -> "DicomPath":
+        """Parse Orthanc's path syntax (``DicomPath::Parse``).
+
+        Raises
+        ------
+        OrthancError
+            400 ``PARAMETER_OUT_OF_RANGE`` with Orthanc's details for a malformed path;
+            ``UNKNOWN_DICOM_TAG`` for an unknown tag name.
+        """
+        tokens = text.split(".")
+        if not text or not tokens:
+            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, "Empty path to DICOM tags")
+        final = parse_tag(tokens[-1].strip())
+        prefix = []
+        for tok in tokens[:-1]:
+            pos = tok.find("[")
+            if pos < 0:
+                raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, "Parent path doesn't contain an index")
+            left, right = tok[:pos].strip(), tok[pos + 1:].strip()
+            if not left:
+                raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, "Parent path doesn't contain a tag")
+            if not right or right[-1] != "]":
+                raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE,
+                                   "Parent path doesn't contain the end of the index")
+            tag = parse_tag(left)
+            t = right[:-1].strip()
+            if t == "*":
+                prefix.append((tag, None))
+            else:
+                try:
+                    index = int(t)
+                except ValueError:
+                    raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE,
+                                       f"Not a valid index in parent path: [{right}") from None
+                if index < 0:
+                    raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Negative index in parent path: {t}")
+                prefix.append((tag, index))
+        return cls(tuple(prefix), final)
+
+    def format(self) -> str:
+        """``(gggg,eeee)[i].(gggg,eeee)`` (Orthanc ``DicomPath::Format``)."""
+        parts = [f"({tag_name(t)})[{'*' if i is None else i}]" for t, i in self.prefix]
+        return ".".join(parts + [f"({tag_name(self.final)})"])
+
+    def prefix_matches(self, parents: tuple[tuple[int, int], ...]) -> bool:
+        """Whether ``parents`` is exactly this path's prefix (wildcards match any index)."""
+        if len(parents) != len(self.prefix):
+            return False
+        for (t, i), (pt, pi) in zip(self.prefix, parents):
+            if t != pt or (i is not None and i != pi):
+                return False
+        return True
+
+    def covers(self, parents: tuple[tuple[int, int], ...], tag: int) -> bool:
+        """Orthanc ``DicomPath::IsMatch(pattern=self, path=parents+tag)``: the element
+        itself, or an element inside the sequence this path designates."""
+        n = len(self.prefix)
+        if len(parents) < n:
+            return False
+        for (t, i), (pt, pi) in zip(self.prefix, parents):
+            if t != pt or (i is not None and i != pi):
+                return False
+        if len(parents) == n:
+            return tag == self.final
+        return parents[n][0] == self.final
+
+    def leads_into(self, parents: tuple[tuple[int, int], ...], tag: int) -> bool:
+        """Whether the path goes through sequence ``tag`` found under ``parents``."""
+        n = len(parents)
+        if len(self.prefix) <= n:
+            return False
+        for (t, i), (pt, pi) in zip(self.prefix, parents):
+            if t != pt or (i is not None and i != pi):
+                return False
+        return self.prefix[n][0] == tag
+
+
+# ------------------------------------------------------------------------------------------
+# UID mapping
+# ------------------------------------------------------------------------------------------
+
+class UidMapper:
+    """Deterministic original → new identifier mapping for one job.
+
+    Parameters
+    ----------
+    seed : str
+        Random per-job seed (hex), saved with the job.
+    overrides : mapping, optional
+        ``(level, original) → new``: identifiers replaced by the request (Orthanc
+        ``RegisterMappedDicomIdentifier``).
+
+    Notes
+    -----
+    Level 0 (patient) gives a UUID string (new PatientID); levels 1-3 give
+    ``2.25.<decimal>`` UIDs of at most 44 characters. The hash input is
+    ``seed|level|original`` with the original stripped of padding.
+    """
+
+    def __init__(self, seed: str, overrides: Mapping[tuple[int, str], str] | None = None) -> None:
+        self.seed = seed
+        self.overrides = dict(overrides or {})
+        self._cache: dict[tuple[int, str], str] = {}
+
+    def __call__(self, level: int, original: str) -> str:
+        key = (level, original.strip(" \x00"))
+        v = self._cache.get(key)
+        if v is None:
+            v = self.overrides.get(key)
+            if v is None:
+                digest = hashlib.sha256(f"{self.seed}|{key[0]}|{key[1]}".encode("utf-8")).digest()
+                u = uuid.UUID(bytes=digest[:16], version=4)
+                v = str(u) if level == 0 else f"2.25.{u.int}"
+            self._cache[key] = v
+        return v
+
+
+# ------------------------------------------------------------------------------------------
+# the modification
+# ------------------------------------------------------------------------------------------
+
+def _bool(body: Mapping[str, Any], name: str, default: bool) -> bool:
+    if name not in body:
+        return default
+    v = body[name]
+    if not isinstance(v, bool):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Member \"{name}\" should be a Boolean value")
+    return v
+
+
+def _convert_json(value: Any, parse_tag: Callable[[str], int], tag: int) -> Any:
+    """A Replace value with the tag names of nested sequence items parsed to ints."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        out = []
+        for item in value:
+            if not isinstance(item, dict):
+                raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, f"Bad Parameter type for tag {tag_name(tag)}")
+            out.append({parse_tag(k): _convert_json(v, parse_tag, parse_tag(k)) for k, v in item.items()})
+        return out
+    raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, f"Bad Parameter type for tag {tag_name(tag)}")
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [{tag_name(k): _to_json(v) for k, v in item.items()} for item in value]
+    return value
+
+
+class Modification:
+    """What to do to every instance of a modification or anonymization.
+
+    Build it with :meth:`from_modify_request` / :meth:`from_anonymize_request`, check it
+    with :meth:`check_level`, save it with :meth:`serialize`, compile it with
+    :meth:`rules`.
+
+    Parameters
+    ----------
+    tag_parser : TagParser
+    private_creator : str
+        Default private creator (option ``DefaultPrivateCreator``).
+    """
+
+    def __init__(self, tag_parser: TagParser, private_creator: str = "") -> None:
+        self.parse_tag = tag_parser
+        self.is_anonymization = False
+        self.level = 3
+        self.remove_private = False
+        self.private_keep: set[int] = set()
+        self.keep: set[int] = set()
+        self.removals: set[int] = set()
+        self.clearings: set[int] = set()
+        self.uids: set[int] = set()
+        self.ranges: tuple[tuple[int, int, int, int], ...] = ()
+        self.replacements: dict[int, Any] = {}
+        self.keep_study = self.keep_series = self.keep_sop = False
+        self.keep_paths: list[DicomPath] = []
+        self.remove_paths: list[DicomPath] = []
+        self.replace_paths: list[tuple[DicomPath, Any]] = []
+        self.private_creator = private_creator
+        self.deidentification_value: str | None = None
+        self.dicom_version: str | None = None
+
+    # ---- Orthanc's primitive operations ----------------------------------------------
+    def _mark_not_orthanc_anonymization(self) -> None:
+        v = self.replacements.get(P.DEIDENTIFICATION_METHOD_TAG)
+        if v is not None and v == self.deidentification_value:
+            del self.replacements[P.DEIDENTIFICATION_METHOD_TAG]
+
+    def keep_tag(self, tag: int) -> None:
+        """Keep ``tag`` untouched (``Keep``)."""
+        self.keep.add(tag)
+        self.removals.discard(tag)
+        self.clearings.discard(tag)
+        self.uids.discard(tag)
+        self.replacements.pop(tag, None)
+        if tag == STUDY_UID:
+            self.keep_study = True
+        elif tag == SERIES_UID:
+            self.keep_series = True
+        elif tag == SOP_UID:
+            self.keep_sop = True
+        elif tag >> 16 & 1:
+            self.private_keep.add(tag)
+        self._mark_not_orthanc_anonymization()
+
+    def remove_tag(self, tag: int) -> None:
+        """Remove ``tag`` (``Remove``)."""
+        self.removals.add(tag)
+        self.clearings.discard(tag)
+        self.uids.discard(tag)
+        self.replacements.pop(tag, None)
+        self.private_keep.discard(tag)
+        self._mark_not_orthanc_anonymization()
+
+    def replace_tag(self, tag: int, value: Any, safe_for_anonymization: bool = False) -> None:
+        """Replace ``tag`` by ``value``, inserting it when absent (``Replace``)."""
+        self.clearings.discard(tag)
+        self.removals.discard(tag)
+        self.uids.discard(tag)
+        self.private_keep.discard(tag)
+        self.replacements[tag] = value
+        if not safe_for_anonymization:
+            self._mark_not_orthanc_anonymization()
+
+    def keep_path(self, path: DicomPath) -> None:
+        """``Keep`` with a path."""
+        if not path.prefix:
+            self.keep_tag(path.final)
+        self.keep_paths.append(path)
+        self._mark_not_orthanc_anonymization()
+
+    def remove_path(self, path: DicomPath) -> None:
+        """``Remove`` with a path."""
+        if not path.prefix:
+            self.remove_tag(path.final)
+        else:
+            self.remove_paths.append(path)
+            self._mark_not_orthanc_anonymization()
+
+    def replace_path(self, path: DicomPath, value: Any, safe_for_anonymization: bool = False) -> None:
+        """``Replace`` with a path."""
+        if not path.prefix:
+            self.replace_tag(path.final, value, safe_for_anonymization)
+        else:
+            self.replace_paths.append((path, value))
+            if not safe_for_anonymization:
+                self._mark_not_orthanc_anonymization()
+
+    def set_remove_private(self, removed: bool) -> None:
+        """``RemovePrivateTags`` / ``KeepPrivateTags``."""
+        self.remove_private = removed
+        if not removed:
+            self._mark_not_orthanc_anonymization()
+
+    def set_level(self, level: int) -> None:
+        """Modification level (0 patient ... 3 instance)."""
+        self.level = level
+        if level != 0:
+            self._mark_not_orthanc_anonymization()
+
+    def setup_anonymization(self, version: str) -> None:
+        """Load a PS3.15 profile (``SetupAnonymization``).
+
+        Raises
+        ------
+        OrthancError
+            400 ``PARAMETER_OUT_OF_RANGE`` "Unknown specific version of the DICOM standard:
+            <version>".
+        """
+        profile = P.PROFILES.get(version)
+        if profile is None:
+            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE,
+                               f"Unknown specific version of the DICOM standard: {version}")
+        self.is_anonymization = True
+        self.dicom_version = version
+        self.keep.clear()
+        self.removals = set(profile.removals)
+        self.clearings = set(profile.clearings)
+        self.ranges = profile.removed_ranges
+        self.uids = set(profile.uids) | set(P.PATIENT_IDENTIFIERS)
+        self.replacements = {}
+        self.replace_paths, self.remove_paths, self.keep_paths = [], [], []
+        self.remove_private = True
+        self.level = 0
+        self.private_keep.clear()
+        self.deidentification_value = f"{DEIDENTIFICATION_SOFTWARE} - {profile.deidentification_method}"
+        self.replacements[P.DEIDENTIFICATION_METHOD_TAG] = self.deidentification_value
+        self.replacements[P.PATIENT_IDENTITY_REMOVED_TAG] = "YES"
+
+    # ---- request parsing ------------------------------------------------------------------
+    def _parse_list(self, body: Mapping[str, Any], name: str, keep: bool, force: bool) -> None:
+        value = body[name]
+        if not isinstance(value, list):
+            raise OrthancError(ErrorCode.BAD_REQUEST)
+        for item in value:
+            if not isinstance(item, str):
+                raise OrthancError(ErrorCode.BAD_REQUEST)
+            path = DicomPath.parse(item, self.parse_tag)
+            if not path.prefix and not force and path.final in DATABASE_KEYS:
+                raise OrthancError(ErrorCode.BAD_REQUEST, f"Marking tag \"{item}\" as to be "
+                                   f"{'kept' if keep else 'removed'} requires the \"Force\" option to be set to true")
+            if keep:
+                self.keep_path(path)
+            else:
+                self.remove_path(path)
+
+    def _parse_replacements(self, body: Mapping[str, Any], force: bool) -> None:
+        value = body["Replace"]
+        if not isinstance(value, dict):
+            raise OrthancError(ErrorCode.BAD_REQUEST)
+        for name, v in value.items():
+            path = DicomPath.parse(name, self.parse_tag)
+            if not path.prefix and not force and path.final in DATABASE_KEYS:
+                raise OrthancError(ErrorCode.BAD_REQUEST, f"Marking tag \"{name}\" as to be replaced requires the "
+                                   "\"Force\" option to be set to true")
+            self.replace_path(path, _convert_json(v, self.parse_tag, path.final))
+
+    def _parse_private_creator(self, body: Mapping[str, Any]) -> None:
+        if "PrivateCreator" in body:
+            v = body["PrivateCreator"]
+            if not isinstance(v, str):
+                raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "String value expected in field: PrivateCreator")
+            self.private_creator = v
+
+    @classmethod
+    def from_modify_request(cls, body: Mapping[str, Any], tag_parser: TagParser,
+                            private_creator: str = "") -> "Modification":
+        """Parse a ``/modify`` body (``ParseModifyRequest``); the level is set by the caller.
+
+        Raises
+        ------
+        OrthancError
+            Orthanc's 400 errors for malformed fields and for Force-protected tags.
+        """
+        m = cls(tag_parser, private_creator)
+        if not isinstance(body, dict):
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT)
+        force = _bool(body, "Force", False)
+        if _bool(body, "RemovePrivateTags", False):
+            m.set_remove_private(True)
+        if "Remove" in body:
+            m._parse_list(body, "Remove", False, force)
+        if "Replace" in body:
+            m._parse_replacements(body, force)
+        if "Keep" in body:
+            m._parse_list(body, "Keep", True, force)
+        m._parse_private_creator(body)
+        m.force = force
+        return m
+
+    @classmethod
+    def from_anonymize_request(cls, body: Mapping[str, Any], tag_parser: TagParser,
+                               private_creator: str = "") -> tuple["Modification", bool]:
+        """Parse an ``/anonymize`` body (``ParseAnonymizationRequest``).
+
+        Returns
+        -------
+        (Modification, bool)
+            The modification, and whether PatientName was replaced, kept or removed by the
+            request (else the caller replaces it with ``Anonymized<N>``).
+
+        Raises
+        ------
+        OrthancError
+            Orthanc's 400 errors; ``PARAMETER_OUT_OF_RANGE`` for an unknown ``DicomVersion``.
+        """
+        m = cls(tag_parser, private_creator)
+        if not isinstance(body, dict):
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT)
+        force = _bool(body, "Force", False)
+        version = P.DEFAULT_VERSION
+        if "DicomVersion" in body:
+            v = body["DicomVersion"]
+            if not isinstance(v, str):
+                raise OrthancError(ErrorCode.BAD_FILE_FORMAT)
+            version = v
+        m.setup_anonymization(version)
+        if _bool(body, "KeepPrivateTags", False):
+            m.set_remove_private(False)
+        if "Remove" in body:
+            m._parse_list(body, "Remove", False, force)
+        if "Replace" in body:
+            m._parse_replacements(body, force)
+        if "Keep" in body:
+            m._parse_list(body, "Keep", True, force)
+        overridden = PATIENT_NAME not in m.uids
+        m._parse_private_creator(body)
+        m.force = force
+        return m, overridden
+
+    force = False
+
+    def check(self) -> None:
+        """Orthanc's consistency checks on the identifiers (run before the job starts).
+
+        Raises
+        ------
+        OrthancError
+            400 ``BAD_REQUEST``: removing a main identifier; a patient modification
+            without a new PatientID; a study/series/instance modification changing
+            PatientID; a series/instance one changing StudyInstanceUID; an instance one
+            changing SeriesInstanceUID (Orthanc 1.10.1 checks these even with ``Force``).
+        """
+        if any(t in self.removals for t in DATABASE_KEYS):
+            raise OrthancError(ErrorCode.BAD_REQUEST, "It is forbidden to remove one of the main Dicom identifiers")
+        if self.is_anonymization:
+            return
+        replaced_pid = PATIENT_ID in self.replacements or PATIENT_ID in self.uids
+        lvl = self.level
+        texts = {1: "a study", 2: "a series", 3: "an instance"}
+        if lvl == 0 and not replaced_pid:
+            raise OrthancError(ErrorCode.BAD_REQUEST, "When modifying a patient, her PatientID is required to be modified")
+        if lvl >= 1 and replaced_pid:
+            raise OrthancError(ErrorCode.BAD_REQUEST,
+                               f"When modifying {texts[lvl]}, the parent PatientID cannot be manually modified")
+        if lvl >= 2 and STUDY_UID in self.replacements:
+            raise OrthancError(ErrorCode.BAD_REQUEST,
+                               f"When modifying {texts[lvl]}, the parent StudyInstanceUID cannot be manually modified")
+        if lvl == 3 and SERIES_UID in self.replacements:
+            raise OrthancError(ErrorCode.BAD_REQUEST,
+                               "When modifying an instance, the parent SeriesInstanceUID cannot be manually modified")
+
+    def detect_level(self) -> int:
+        """The level implied by the replaced identifiers (``DetectModifyLevel``)."""
+        if PATIENT_ID in self.replacements:
+            return 0
+        if STUDY_UID in self.replacements:
+            return 1
+        if SERIES_UID in self.replacements:
+            return 2
+        return 3
+
+    # ---- serialization ---------------------------------------------------------------------
+    def serialize(self) -> dict[str, Any]:
+        """JSON-serializable state (rebuilt by :meth:`deserialize`)."""
+        tags = lambda s: sorted(tag_name(t) for t in s)  # noqa: E731
+        return {
+            "IsAnonymization": self.is_anonymization, "Level": LEVELS[self.level],
+            "RemovePrivateTags": self.remove_private, "PrivateTagsToKeep": tags(self.private_keep),
+            "Keep": tags(self.keep), "Removals": tags(self.removals), "Clearings": tags(self.clearings),
+            "Uids": tags(self.uids), "RemovedRanges": [list(r) for r in self.ranges],
+            "Replacements": {tag_name(t): _to_json(v) for t, v in sorted(self.replacements.items())},
+            "KeepStudyInstanceUID": self.keep_study, "KeepSeriesInstanceUID": self.keep_series,
+            "KeepSOPInstanceUID": self.keep_sop,
+            "KeepSequences": [p.format() for p in self.keep_paths],
+            "RemoveSequences": [p.format() for p in self.remove_paths],
+            "SequenceReplacements": [[p.format(), _to_json(v)] for p, v in self.replace_paths],
+            "PrivateCreator": self.private_creator, "DeidentificationMethod": self.deidentification_value,
+            "DicomVersion": self.dicom_version, "Force": self.force,
+        }
+
+    @classmethod
+    def deserialize(cls, data: Mapping[str, Any], tag_parser: TagParser) -> "Modification":
+        """Rebuild from :meth:`serialize`'s output."""
+        m = cls(tag_parser, data.get("PrivateCreator", ""))
+        pt = tag_parser
+        tags = lambda k: {pt(x) for x in data.get(k, [])}  # noqa: E731
+        m.is_anonymization = bool(data["IsAnonymization"])
+        m.level = LEVELS.index(data["Level"])
+        m.remove_private = bool(data["RemovePrivateTags"])
+        m.private_keep, m.keep = tags("PrivateTagsToKeep"), tags("Keep")
+        m.removals, m.clearings, m.uids = tags("Removals"), tags("Clearings"), tags("Uids")
+        m.ranges = tuple(tuple(r) for r in data.get("RemovedRanges", []))
+        m.replacements = {pt(k): _convert_json(v, pt, pt(k)) for k, v in data.get("Replacements", {}).items()}
+        m.keep_study = bool(data.get("KeepStudyInstanceUID"))
+        m.keep_series = bool(data.get("KeepSeriesInstanceUID"))
+        m.keep_sop = bool(data.get("KeepSOPInstanceUID"))
+        m.keep_paths = [DicomPath.parse(s, pt) for s in data.get("KeepSequences", [])]
+        m.remove_paths = [DicomPath.parse(s, pt) for s in data.get("RemoveSequences", [])]
+        m.replace_paths = [(DicomPath.parse(s, pt), _convert_json(v, pt, 0)) for s, v in
+                           data.get("SequenceReplacements", [])]
+        m.deidentification_value = data.get("DeidentificationMethod")
+        m.dicom_version = data.get("DicomVersion")
+        m.force = bool(data.get("Force", False))
+        return m
+
+    # ---- compilation -----------------------------------------------------------------------
+    def is_removed(self, tag: int) -> bool:
+        """In the removals or in a removed range (curves, overlays)."""
+        if tag in self.removals:
+            return True
+        g, e = tag >> 16, tag & 0xFFFF
+        for gm, gv, em, ev in self.ranges:
+            if g & gm == gv and e & em == ev:
+                return True
+        return False
+
+    def rules(self) -> "ModificationRules":
+        """The compiled rules for :class:`pacsbox.dicom.rewrite.Rewriter`."""
+        return ModificationRules(self)
+
+    def rewriter(self, mapper: UidMapper, default_codec: str = "latin_1") -> RW.Rewriter:
+        """A :class:`~pacsbox.dicom.rewrite.Rewriter` applying this modification."""
+        creator = self.private_creator
+        parser = self.parse_tag
+        return RW.Rewriter(self.rules(), mapper, lambda t: parser.vr(t, creator), default_codec)
+
+
+class ModificationRules(RW.Rules):
+    """:class:`Modification` compiled for the byte-level rewriter (Orthanc ``Apply``).
+
+    Precedence at the top level follows the order of Orthanc's ``Apply``: private tags
+    removed, clearings, removals, replacements (with insertion), Study/Series/SOP Instance
+    UIDs regenerated at and below the level, then (anonymization only) the relationships:
+    remaining UID-type tags remapped and sequences visited; finally the paths into
+    sequences.
+    """
+
+    def __init__(self, m: Modification) -> None:
+        self.m = m
+        self.replacements = m.replacements
+        top: dict[int, tuple[int, Any]] = {}
+        anon = m.is_anonymization
+        if anon:
+            for t in m.uids:
+                top[t] = (RW.MAP, 0 if t in P.PATIENT_IDENTIFIERS else 3)
+        for t in m.removals:
+            top[t] = (RW.REMOVE, None)
+        for t in m.clearings:
+            top[t] = (RW.CLEAR, None)
+        if m.level <= 1 and not m.keep_study:
+            top[STUDY_UID] = (RW.MAP, 1)
+        if m.level <= 2 and not m.keep_series:
+            top[SERIES_UID] = (RW.MAP, 2)
+        if not m.keep_sop:
+            top[SOP_UID] = (RW.MAP, 3)
+        self._top = top
+        self._anon = anon
+        self._remove_private = m.remove_private
+        self._private_keep = m.private_keep
+        self._path_roots = {p.prefix[0][0] for p in m.remove_paths} | {p.prefix[0][0] for p, _ in m.replace_paths}
+        self._has_paths = bool(m.remove_paths or m.replace_paths)
+        self._keep_paths = m.keep_paths
+
+    def top(self, tag: int, vr: str) -> tuple[int, Any]:
+        if tag >> 16 & 1 and self._remove_private and tag not in self._private_keep:
+            return RW.REMOVE, None
+        a = self._top.get(tag)
+        if a is not None:
+            if a[0] == RW.MAP and vr not in RW.STRING_VRS:
+                return RW.KEEP, None
+            return a
+        if vr == "SQ" and (self._anon or tag in self._path_roots):
+            return RW.DESCEND, None
+        return RW.KEEP, None
+
+    def nested(self, tag: int, vr: str, parents: tuple[tuple[int, int], ...]) -> tuple[int, Any]:
+        m = self.m
+        if self._anon and not any(p.covers(parents, tag) for p in self._keep_paths):
+            if tag >> 16 & 1 and self._remove_private:
+                return RW.REMOVE, None
+            if m.is_removed(tag):
+                return RW.REMOVE, None
+            if tag in m.clearings:
+                return (RW.CLEAR, None) if vr in RW.STRING_VRS else (RW.REMOVE, None)
+            if vr in RW.STRING_VRS:
+                if tag == STUDY_UID:
+                    return self._path_override(tag, parents, (RW.MAP, 1))
+                if tag == SERIES_UID:
+                    return self._path_override(tag, parents, (RW.MAP, 2))
+                if tag == SOP_UID:
+                    return self._path_override(tag, parents, (RW.MAP, 3))
+                if tag in m.uids:
+                    if tag in P.PATIENT_IDENTIFIERS:
+                        level = 0
+                    elif (tag == REFERENCED_SOP_INSTANCE_UID and len(parents) == 2
+                          and parents[0][0] == REFERENCED_FRAME_OF_REFERENCE_SEQUENCE
+                          and parents[1][0] == RT_REFERENCED_STUDY_SEQUENCE):
+                        level = 1
+                    else:
+                        level = 3
+                    return self._path_override(tag, parents, (RW.MAP, level))
+        if self._has_paths and any(p.final == tag and p.prefix_matches(parents) for p in m.remove_paths):
+            return RW.REMOVE, None
+        if vr == "SQ" and self.descend(tag, parents):
+            return RW.DESCEND, None
+        return RW.KEEP, None
+
+    def _path_override(self, tag, parents, action):
+        if self._has_paths and any(p.final == tag and p.prefix_matches(parents) for p in self.m.remove_paths):
+            return RW.REMOVE, None
+        return action
+
+    def descend(self, tag: int, parents: tuple[tuple[int, int], ...]) -> bool:
+        if self._anon:
+            return True
+        m = self.m
+        return any(p.leads_into(parents, tag) for p in m.remove_paths) or \
+            any(p.leads_into(parents, tag) for p, _ in m.replace_paths)
+
+    def inserts(self, parents: tuple[tuple[int, int], ...]) -> Mapping[int, Any]:
+        if not self.m.replace_paths:
+            return {}
+        return {p.final: v for p, v in self.m.replace_paths if p.prefix_matches(parents)}
