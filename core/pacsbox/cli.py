@@ -17,10 +17,35 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import pluggy
 
 from . import __version__
+
+
+#: Seconds that requests in progress get to finish after SIGTERM/SIGINT.
+STOP_GRACE = 10.0
+
+
+def _drain_channels(server, grace: float) -> None:
+    """Close the HTTP connections left once the listening socket is closed.
+
+    waitress's loop runs until its last connection closes, and an idle keep-alive
+    connection would otherwise hold the stop for ``channel_timeout`` seconds. Idle
+    connections are closed at once; those with a request in progress after ``grace``
+    seconds. The loop notices within its poll timeout (1 s).
+    """
+    deadline = time.monotonic() + grace
+    while True:
+        channels = list(server.active_channels.values())
+        if not channels:
+            return
+        late = time.monotonic() > deadline
+        for channel in channels:
+            if late or not channel.requests:
+                channel.will_close = True
+        time.sleep(0.1)
 
 
 def _serve(args) -> int:
@@ -64,6 +89,8 @@ def _serve(args) -> int:
             stopping.set()
             log.info("stopping (signal %s)", signum)
             server.close()
+            threading.Thread(target=_drain_channels, args=(server, STOP_GRACE), name="pacsbox-stop",
+                             daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
