@@ -80,6 +80,27 @@ def check_lines(text: str) -> list[str]:
     return lines
 
 
+def http(method: str, url: str, **kwargs) -> tuple[int, "requests.structures.CaseInsensitiveDict", str]:
+    """Send one request and return ``(status, headers, text)`` without keeping the response.
+
+    A live ``requests`` response keeps its socket open, and ``pacsbox serve`` (waitress)
+    waits for open client connections when it stops; the helpers therefore never hold
+    on to a response.
+    """
+    with requests.Session() as session:
+        r = session.request(method, url, timeout=30, **kwargs)
+        try:
+            return r.status_code, requests.structures.CaseInsensitiveDict(r.headers), r.text
+        finally:
+            r.close()
+            del r
+
+
+def http_get(url: str, **kwargs) -> tuple[int, "requests.structures.CaseInsensitiveDict", str]:
+    """``GET`` with :func:`http`."""
+    return http("GET", url, **kwargs)
+
+
 class ServeProcess:
     """``pacsbox serve --config FILE`` in a subprocess (the installed command), stopped by PID.
 
@@ -117,7 +138,7 @@ class ServeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"pacsbox serve exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.url + "/system", auth=auth, timeout=2).status_code == 200:
+                if http_get(self.url + "/system", auth=auth)[0] == 200:
                     return self
             except requests.RequestException:
                 pass
