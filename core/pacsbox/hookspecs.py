@@ -272,9 +272,9 @@ def register_job_types(ctx: ServerContext) -> Sequence[type[Job]]:
 def register_metrics(ctx: ServerContext) -> Sequence[MetricSpec]:
     """Declare metrics (description only; values are recorded at run time through ``ctx.metrics``).
 
-    Calling convention: **collect-all**; a name declared again with the same kind is
-    accepted (the first declaration is kept), with a different kind it stops the
-    start-up naming both plugins.
+    Calling convention: **collect-all**; a name declared again with the same kind and
+    labels is accepted (the first declaration is kept); with a different kind or other
+    labels it stops the start-up naming both plugins.
 
     Parameters
     ----------
@@ -293,7 +293,7 @@ def register_metrics(ctx: ServerContext) -> Sequence[MetricSpec]:
     StartupError
         Raised by the core when an implementation raises, returns something other than
         a list of :class:`~pacsbox.MetricSpec`, or redeclares a metric with another kind
-        (both plugins named).
+        or other labels (both plugins named).
 
     Notes
     -----
