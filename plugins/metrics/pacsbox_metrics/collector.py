@@ -16,6 +16,7 @@ one process never mix their values) and renders it in the text format of Orthanc
 from __future__ import annotations
 
 import math
+import operator
 import threading
 import time
 from typing import Any, Iterable
@@ -27,6 +28,8 @@ from prometheus_client.utils import floatToGoString
 
 #: Content-Type of the exposition (Prometheus text format 0.0.4, as Orthanc sends it).
 CONTENT_TYPE = "text/plain; version=0.0.4"
+
+_by_name = operator.attrgetter("name")
 
 _PROM_TYPE = {"gauge": "gauge", "counter": "counter", "max10s": "gauge", "histogram": "histogram"}
 
@@ -114,7 +117,7 @@ def render(families: Iterable[Metric]) -> bytes:
         UTF-8 text, families sorted by name, no ``# HELP``/``# TYPE`` lines.
     """
     parts = []
-    for fam in sorted(families, key=lambda f: f.name):
+    for fam in sorted(families, key=_by_name):
         text = getattr(fam, "exposition_text", None)
         parts.append(text if text is not None else render_samples(fam.samples))
     return "".join(parts).encode("utf-8")
@@ -270,17 +273,16 @@ class StoreCollector(Collector):
         """
         with self._lock:  # concurrent scrapes share the cache
             families = []
-            present = set()
+            cache = self._families
             for spec, version, series in self.store.snapshot_since(self._versions):
-                name = spec.name
-                present.add(name)
                 if series is not None:
-                    self._families[name] = self._build(spec, series)
-                    self._versions[name] = version
-                families.append(self._families[name])
-            if len(present) != len(self._families):
-                for name in [n for n in self._families if n not in present]:
-                    del self._families[name]
+                    cache[spec.name] = self._build(spec, series)
+                    self._versions[spec.name] = version
+                families.append(cache[spec.name])
+            if len(cache) != len(families):  # metrics cleared since: forget them
+                present = {f.name for f in families}
+                for name in [n for n in cache if n not in present]:
+                    del cache[name]
                     del self._versions[name]
                     self._lines.pop(name, None)
         return families
