@@ -24,9 +24,8 @@ import logging
 import re
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Mapping
 
 log = logging.getLogger("pacsbox.metrics")
 
@@ -139,6 +138,24 @@ class _Metric:
         self.buckets = spec.buckets
         self.series: dict[tuple[str, ...], Sample] = {}
         self.version = 0  # incremented by every update: lets readers reuse what they rendered
+
+
+class _Timer:
+    """Context manager returned by :meth:`MetricsStore.timer`."""
+
+    __slots__ = ("store", "name", "labels", "t0")
+
+    def __init__(self, store: "MetricsStore", name: str, labels: Mapping[str, str] | None) -> None:
+        self.store, self.name, self.labels, self.t0 = store, name, labels, None
+
+    def __enter__(self) -> "_Timer":
+        if self.store.enabled:
+            self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.t0 is not None:
+            self.store.record_duration(self.name, time.perf_counter() - self.t0, self.labels)
 
 
 class MetricsStore:
@@ -415,15 +432,20 @@ class MetricsStore:
         """
         self.set_max(name, int(seconds * 1_000_000.0) / 1000.0, labels)
 
-    @contextmanager
-    def timer(self, name: str, labels: Mapping[str, str] | None = None) -> Iterator[None]:
-        """Time a block with :func:`time.perf_counter` and :meth:`record_duration` it.
+    def timer(self, name: str, labels: Mapping[str, str] | None = None) -> "_Timer":
+        """A context manager timing its block with :func:`time.perf_counter` into
+        :meth:`record_duration`.
 
         Parameters
         ----------
         name : str
             A ``max10s`` metric in milliseconds, e.g. ``"orthanc_find_scp_duration_ms"``.
         labels : mapping of str to str, optional
+
+        Returns
+        -------
+        context manager
+            Usable once.
 
         Notes
         -----
@@ -436,14 +458,7 @@ class MetricsStore:
         >>> with ctx.metrics.timer("orthanc_find_scp_duration_ms"):  # doctest: +SKIP
         ...     answers = run_query()
         """
-        if not self.enabled:
-            yield
-            return
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.record_duration(name, time.perf_counter() - t0, labels)
+        return _Timer(self, name, labels)
 
     # -- reading -------------------------------------------------------------------------
     def _metrics_by_name(self) -> list[_Metric]:
