@@ -9,7 +9,8 @@ Fixtures
 pacsbox_make_app
     Factory ``pacsbox_make_app(config=None, plugins=(), *, load_entrypoints=False,
     **create_app_kwargs)`` returning a :class:`pacsbox.PacsboxApp` whose storage and
-    index live in the test's ``tmp_path``; every app is closed at teardown. Apps are
+    index live in the test's ``tmp_path`` (defaults: ``SaveJobs`` false, ``DicomPort`` a
+    free port; ``config`` overrides them); every app is closed at teardown. Apps are
     built with an explicit plugin list (installed entry points are ignored unless
     ``load_entrypoints=True``), so a test never depends on what happens to be installed.
 pacsbox_app
