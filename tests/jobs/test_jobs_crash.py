@@ -1,0 +1,203 @@
+"""Crash test (issue 3): ``pacsbox serve`` with ``SaveJobs`` and ``ConcurrentJobs: 1`` is
+killed with SIGKILL while an asynchronous anonymization of a 300-instance study runs (it
+was paused and resumed on the way, so a position in the middle is saved), with a paused
+and a pending job behind it. After a restart the same jobs come back in the
+right states, the anonymization resumes from its last saved step and finishes once, and
+exactly one anonymized study of exactly 300 instances exists (no duplicates, nothing
+half-made)."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pydicom
+import pytest
+import requests
+from pydicom.uid import generate_uid
+
+from conftest import free_port
+from conftest import testfile as sample_path
+
+
+def make_study(n, patient_id, size=128, series=3):
+    """``n`` CT instances of one new study, from pydicom's CT_small.dcm with new UIDs and
+    ``size`` x ``size`` 16-bit pixels (512 gives ~0.5 MB files: slow enough to be killed
+    in the middle of the job)."""
+    template = pydicom.dcmread(sample_path("CT_small.dcm"))
+    template.PatientID = patient_id
+    template.PatientName = f"Crash^{patient_id}"
+    template.StudyInstanceUID = generate_uid()
+    if size != template.Rows:
+        template.Rows = template.Columns = size
+        template.PixelData = (np.arange(size * size, dtype=np.uint16) % 4096).tobytes()
+    series_uids = [generate_uid() for _ in range(series)]
+    out = []
+    for i in range(n):
+        ds = template.copy()
+        ds.SeriesInstanceUID = series_uids[i % series]
+        ds.SeriesNumber = i % series + 1
+        ds.InstanceNumber = i // series + 1
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta = template.file_meta.copy()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        out.append(buf.getvalue())
+    return out
+
+
+def pacsbox_command():
+    exe = shutil.which("pacsbox")
+    return [exe] if exe else [sys.executable, "-m", "pacsbox.cli"]
+
+
+class Server:
+    """``pacsbox serve --config FILE`` in a subprocess."""
+
+    def __init__(self, config_path, log_path):
+        self.config_path, self.log_path = config_path, log_path
+        with open(config_path) as f:
+            self.url = "http://127.0.0.1:%d" % json.load(f)["HttpPort"]
+        self.proc = None
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()[-4000:]
+
+    def start(self):
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(pacsbox_command() + ["serve", "--config", self.config_path],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log()
+            try:
+                if requests.get(self.url + "/system", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("server did not start: " + self.log())
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def server(tmp_path):
+    cfg = {"Name": "crash", "HttpPort": free_port(), "DicomPort": free_port(), "DicomAet": "CRASH",
+           "StorageDirectory": str(tmp_path / "db"), "SaveJobs": True, "ConcurrentJobs": 1,
+           "JobsHistorySize": 10, "StableAge": 60, "RemoteAccessAllowed": False}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    s = Server(str(path), str(tmp_path / "server.log"))
+    yield s
+    s.stop()
+
+
+def get_job(http, url, job_id):
+    r = http.get(f"{url}/jobs/{job_id}", timeout=10)
+    assert r.status_code == 200, (r.status_code, r.text)
+    return r.json()
+
+
+def wait_job(http, url, job_id, pred, timeout=120, interval=0.005):
+    deadline = time.monotonic() + timeout
+    while True:
+        d = get_job(http, url, job_id)
+        if pred(d):
+            return d
+        assert time.monotonic() < deadline, d
+        time.sleep(interval)
+
+
+def anonymize(http, url, study_id):
+    r = http.post(f"{url}/studies/{study_id}/anonymize", json={"Asynchronous": True})
+    assert r.status_code == 200, r.text
+    return r.json()["ID"]
+
+
+def test_sigkill_during_anonymization(server):
+    server.start()
+    with requests.Session() as http:
+        _scenario(server, server.url, http)
+
+
+def _scenario(server, url, http):
+    study = {}
+    for name, n, size in (("big", 300, 512), ("small1", 2, 128), ("small2", 2, 128)):
+        for data in make_study(n, f"CRASH-{name}", size):
+            r = http.post(f"{url}/instances", data=data)
+            assert r.status_code == 200, r.text
+            study[name] = r.json()["ParentStudy"]
+    assert len(http.get(f"{url}/studies/{study['big']}/instances").json()) == 300
+
+    a = anonymize(http, url, study["big"])
+    # pause it in the middle: the registry is saved with its position at that step
+    wait_job(http, url, a, lambda d: d["State"] == "Running" and d["Progress"] >= 25)
+    assert http.post(f"{url}/jobs/{a}/pause").status_code == 200
+    paused = wait_job(http, url, a, lambda d: d["State"] == "Paused")
+    assert 25 <= paused["Progress"] < 80
+    assert http.post(f"{url}/jobs/{a}/resume").status_code == 200
+    wait_job(http, url, a, lambda d: d["State"] == "Running")
+    # behind it: a paused job and a pending job (ConcurrentJobs 1)
+    p = anonymize(http, url, study["small1"])
+    assert http.post(f"{url}/jobs/{p}/pause").status_code == 200
+    q = anonymize(http, url, study["small2"])
+    others = {j: get_job(http, url, j) for j in (p, q)}
+    assert others[p]["State"] == "Paused" and others[q]["State"] == "Pending"
+    time.sleep(0.3)   # submissions and state changes are saved within 0.1 s
+    before = get_job(http, url, a)
+    assert before["State"] == "Running" and before["Progress"] < 95, before
+    server.kill()
+
+    server.start()
+    assert sorted(http.get(f"{url}/jobs").json()) == sorted([a, p, q])
+    after = {j: get_job(http, url, j) for j in (a, p, q)}
+    assert after[p]["State"] == "Paused"
+    assert after[a]["State"] in ("Pending", "Running")
+    # resumed from its saved step: restarted from the first one, it would show a few percent
+    assert after[a]["Progress"] >= paused["Progress"]
+    assert after[q]["State"] == "Pending"                   # still behind it (ConcurrentJobs 1)
+    assert after[a]["CreationTime"] == before["CreationTime"]
+    for j in (p, q):
+        assert after[j]["CreationTime"] == others[j]["CreationTime"]
+    assert {after[j]["Type"] for j in (a, p, q)} == {"ResourceModification"}
+
+    done = wait_job(http, url, a, lambda d: d["State"] in ("Success", "Failure"), interval=0.05)
+    assert done["State"] == "Success", done
+    assert done["Content"]["InstancesCount"] == 300 and done["Content"]["FailedInstancesCount"] == 0
+    assert done["Content"]["IsAnonymization"] is True
+    wait_job(http, url, q, lambda d: d["State"] == "Success", interval=0.05)
+
+    anon_study = done["Content"]["ID"]
+    instances = http.get(f"{url}/studies/{anon_study}/instances").json()
+    assert len(instances) == 300
+    assert len({i["ID"] for i in instances}) == 300
+    assert len({i["MainDicomTags"]["SOPInstanceUID"] for i in instances}) == 300
+    # the sources, one anonymized study from the big one and one from small2: nothing else
+    studies = http.get(f"{url}/studies").json()
+    assert len(studies) == 5 and anon_study in studies
+    assert http.get(f"{url}/statistics").json()["CountInstances"] == 300 + 2 + 2 + 300 + 2
+    # the anonymization finished once; the paused job is still paused
+    time.sleep(0.3)
+    final = get_job(http, url, a)
+    assert final["State"] == "Success" and final["CompletionTime"] == done["CompletionTime"]
+    assert get_job(http, url, p)["State"] == "Paused"
