@@ -111,7 +111,7 @@ def test_unknown_action_is_405(japp, jclient):
     assert r.json["Details"] == "Job has no such output: pause"
     r = jclient.simulate_put(f"/jobs/{rec.id}/pause")
     assert r.status_code == 405
-    assert r.headers["allow"] == "GET, POST"
+    assert r.headers["allow"] == "GET,POST"   # as the reference
 
 
 def test_pause_resume_running_keeps_progress(jobs_app):
