@@ -492,17 +492,7 @@ class MetricsStore:
         before are returned as they are; an exposition checks :attr:`enabled` itself
         (Orthanc answers an empty body then).
         """
-        if self.enabled:
-            self.run_collectors()
-        out = []
-        with self._lock:
-            for m in self._metrics_by_name():
-                if not m.series:
-                    continue
-                out.append((m.spec, {k: Sample(v.value, v.timestamp_ms, list(v.counts) if v.counts else None,
-                                               v.total)
-                                     for k, v in m.series.items()}))
-        return out
+        return [(spec, series) for spec, _, series in self.snapshot_since({})]
 
     def snapshot_since(self, known: Mapping[str, int]) -> list[tuple[MetricSpec, int, dict | None]]:
         """Like :meth:`snapshot`, but without copying what the caller already has.
@@ -536,7 +526,7 @@ class MetricsStore:
                     out.append((m.spec, m.version, None))
                 else:
                     out.append((m.spec, m.version,
-                                {k: Sample(v.value, v.timestamp_ms, list(v.counts) if v.counts else None, v.total)
+                                {k: Sample(v.value, v.timestamp_ms, v.counts and list(v.counts), v.total)
                                  for k, v in m.series.items()}))
         return out
 
