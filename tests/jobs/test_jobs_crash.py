@@ -71,9 +71,9 @@ class Server:
         with open(self.log_path, errors="replace") as f:
             return f.read()[-4000:]
 
-    def start(self):
+    def start(self, *args):
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(pacsbox_command() + ["serve", "--config", self.config_path],
+            self.proc = subprocess.Popen(pacsbox_command() + ["serve", "--config", self.config_path, *args],
                                          stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -201,3 +201,20 @@ def _scenario(server, url, http):
     final = get_job(http, url, a)
     assert final["State"] == "Success" and final["CompletionTime"] == done["CompletionTime"]
     assert get_job(http, url, p)["State"] == "Paused"
+
+    # a clean stop saves the registry; `pacsbox serve --no-jobs` does not reload it, and
+    # its own save at shutdown leaves an empty registry (reference section 3.7)
+    http.close()
+    server.stop()
+    server.start()
+    assert sorted(http.get(f"{url}/jobs").json()) == sorted([a, p, q])
+    assert get_job(http, url, p)["State"] == "Paused"
+    http.close()
+    server.stop()
+    server.start("--no-jobs")
+    assert http.get(f"{url}/jobs").json() == []
+    http.close()
+    server.stop()
+    server.start()
+    assert http.get(f"{url}/jobs").json() == []
+    assert len(http.get(f"{url}/studies").json()) == 5
