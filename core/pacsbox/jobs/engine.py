@@ -130,6 +130,7 @@ class JobRecord:
         self.snapshot_time = 0.0           # time.monotonic() of that snapshot
         self.holds = 0                     # synchronous callers waiting on this record
         self.forgotten = False             # evicted/deleted while held: outputs dropped on release
+        self.serialize_failed = False      # job.serialize() raised (logged once)
 
     @property
     def effective_runtime(self) -> float:
@@ -496,12 +497,9 @@ class JobsEngine:
             if rec.state in (JobState.PENDING, JobState.RETRY):
                 self._set_state(rec, JobState.PAUSED)
                 return True
-            if rec.state != JobState.RUNNING or rec.pause_requested:
-                return True
-            rec.pause_requested = True
-            rec.job._stop_evt.set()  # noqa: SLF001
-            job = rec.job
-        self._safe_interrupt(job)
+            job = self._schedule_stop(rec, "pause_requested")
+        if job is not None:
+            self._safe_interrupt(job)
         return True
 
     def cancel(self, job_id: str) -> bool:
@@ -524,13 +522,21 @@ class JobsEngine:
                 rec.error_details = ""
                 self._finish(rec, JobState.FAILURE)
                 return True
-            if rec.state != JobState.RUNNING or rec.cancel_requested:
-                return True
-            rec.cancel_requested = True
-            rec.job._stop_evt.set()  # noqa: SLF001
-            job = rec.job
-        self._safe_interrupt(job)
+            job = self._schedule_stop(rec, "cancel_requested")
+        if job is not None:
+            self._safe_interrupt(job)
         return True
+
+    @staticmethod
+    def _schedule_stop(rec: JobRecord, flag: str) -> Job | None:
+        """Ask a running job to pause or cancel at its next step boundary (``flag`` is
+        ``"pause_requested"`` or ``"cancel_requested"``); returns the job to interrupt,
+        or None when it is not running or was already asked."""
+        if rec.state != JobState.RUNNING or getattr(rec, flag):
+            return None
+        setattr(rec, flag, True)
+        rec.job._stop_evt.set()  # noqa: SLF001
+        return rec.job
 
     def resume(self, job_id: str) -> bool:
         """``POST /jobs/{id}/resume``: only a ``Paused`` job goes back to ``Pending``.
@@ -876,7 +882,9 @@ class JobsEngine:
                 return None
             return json.dumps({**data, "Type": rec.job.type_name})
         except Exception:  # noqa: BLE001
-            log.exception("job %s (%s) cannot be serialized; it will not be saved", rec.id, rec.job.type_name)
+            if not rec.serialize_failed:   # once per job, not at every capture
+                rec.serialize_failed = True
+                log.exception("job %s (%s) cannot be serialized; it is not saved", rec.id, rec.job.type_name)
             return None
 
     def _mark_dirty(self) -> None:
@@ -1011,9 +1019,9 @@ class JobsEngine:
                 n += 1
             while len(self._history) > self.history_size:
                 old_id, _ = self._history.popitem(last=False)
-                old = self._jobs.pop(old_id, None)
+                old = self._jobs.get(old_id)
                 if old is not None:
-                    old.forgotten = True
+                    self._forget(old)
             self._changed.notify_all()
         return n
 
