@@ -355,6 +355,8 @@ def error_body_bytes(err: OrthancError, method: str, uri: str) -> bytes:
 
 
 def _render(req: falcon.Request, resp: falcon.Response, err: OrthancError, describe: bool) -> None:
+    # Orthanc 1.10.1 sends error answers without Content-Type; WSGI (PEP 3333, wsgiref's
+    # validator) wants one, so they say application/json (clients parse the body anyway)
     resp.status = err.http_status
     if err.empty or not describe:
         resp.content_type = None
@@ -362,6 +364,9 @@ def _render(req: falcon.Request, resp: falcon.Response, err: OrthancError, descr
         return
     resp.content_type = "application/json; charset=utf-8"
     resp.data = error_body_bytes(err, req.method, req.path)
+
+
+_METHOD_ORDER = {"GET": 0, "POST": 1, "PUT": 2, "DELETE": 3}
 
 
 def install_error_handlers(app: falcon.App, *, describe: bool = True) -> None:
@@ -391,8 +396,9 @@ def install_error_handlers(app: falcon.App, *, describe: bool = True) -> None:
         if isinstance(ex, falcon.HTTPMethodNotAllowed):
             allow = (ex.headers or {}).get("Allow", "")
             methods = [m.strip() for m in allow.split(",") if m.strip() and m.strip() != "OPTIONS"]
+            methods.sort(key=lambda m: _METHOD_ORDER.get(m, 9))  # Orthanc: "GET,POST,PUT,DELETE" order
             resp.status = 405
-            resp.set_header("Allow", ", ".join(methods))
+            resp.set_header("Allow", ",".join(methods))  # Orthanc: "GET,POST"
             resp.content_type = None
             resp.data = b""
             return

@@ -121,7 +121,10 @@ class Ingest:
         try:
             res = scan(data, T.INGEST_TAGS)
         except DicomFormatError as e:
-            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, str(e)) from None
+            # Orthanc's wording in the answer; the scanner's reason goes to the log
+            log.info("refused a DICOM file: %s", e)
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Cannot parse an invalid DICOM file (size: {len(data)} bytes)"
+                               if len(data) else "Received an empty DICOM file") from None
         ds = res.dataset()
         encodings = T.dataset_encodings(ds, self.default_encoding)
         return res, ds, encodings
@@ -162,8 +165,7 @@ class Ingest:
                     idents.append("")
                     continue
                 raise OrthancError(ErrorCode.INEXISTENT_TAG)
-            v = T.element_text(el, enc)
-            v = (v or "").strip()
+            v = T.element_text(el, enc) or ""  # trailing padding only is stripped, as in Orthanc
             if not v and i > 0:
                 raise OrthancError(ErrorCode.BAD_FILE_FORMAT,
                                    "missing StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID")
@@ -174,25 +176,26 @@ class Ingest:
                 return StoreResult("FilteredOut")
         ids = hierarchy_ids(*idents)
         index = ctx.index
-        existing = index.lookup(ids[3], 3) if not self.overwrite else None
-        if existing is not None:
+        if not self.overwrite and index.exists(ids[3]):
             return StoreResult("AlreadyStored", ids)
 
         levels = [T.main_tags(ds, lvl, enc) for lvl in T.LEVELS]
+        levels[1].update(levels[0])  # a study keeps its own copy of the patient tags, as in Orthanc
         identifiers = ({"PatientID": idents[0]},
                        {"StudyInstanceUID": idents[1], **({"AccessionNumber": levels[1]["AccessionNumber"]}
                                                            if "AccessionNumber" in levels[1] else {})},
                        {"SeriesInstanceUID": idents[2]},
                        {"SOPInstanceUID": idents[3]})
         index_in_series = None
+        index_text = None  # Orthanc stores the tag's text as IndexInSeries, even when empty
         for kw in ("InstanceNumber", "ImageIndex"):
-            v = levels[3].get(kw)
-            if v not in (None, ""):
+            index_text = levels[3].get(kw)
+            if index_text is not None:
                 try:
-                    index_in_series = int(float(v.split("\\")[0]))
-                    break
+                    index_in_series = int(index_text)
                 except ValueError:
                     pass
+                break
         metadata = {
             "ReceptionDate": now_stamp(),
             "RemoteAET": str(origin.get("RemoteAET", "")),
@@ -206,9 +209,9 @@ class Ingest:
             metadata["CalledAET"] = str(origin["CalledAET"])
         if origin.get("HttpUsername") is not None:
             metadata["HttpUsername"] = str(origin["HttpUsername"])
-        if index_in_series is not None:
-            metadata["IndexInSeries"] = str(index_in_series)
-        if res.pixel_data_offset is not None:
+        if index_text is not None:
+            metadata["IndexInSeries"] = index_text
+        if res.pixel_data_offset is not None and data[128:132] == b"DICM":  # Orthanc: Part-10 files only
             metadata["PixelDataOffset"] = str(res.pixel_data_offset)
         for k, v in (origin.get("Metadata") or {}).items():
             metadata[str(k)] = str(v)

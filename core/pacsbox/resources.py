@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .context import ServerContext
 
 LEVEL_BY_PLURAL = {"patients": 0, "studies": 1, "series": 2, "instances": 3}
+_PATIENT_TAGS = frozenset(T.PATIENT_MAIN_TAGS)
 
 
 def series_status(expected: int | None, indexes: Sequence[str | None]) -> str:
@@ -62,18 +63,27 @@ class Resources:
         self.ctx = ctx
 
     # ---- resolution -------------------------------------------------------------------
-    def get(self, level: int | str, public_id: str) -> Resource:
+    def get(self, level: int | str, public_id: str, *, empty: bool = False) -> Resource:
         """The resource ``public_id`` at ``level`` (int or ``"studies"``/``"Study"``).
+
+        Parameters
+        ----------
+        level : int or str
+        public_id : str
+        empty : bool
+            Answer an unknown ID with an empty 404, as Orthanc's ``GET``/``DELETE
+            /{level}/{id}`` do; otherwise (every sub-route, e.g. ``/{level}/{id}/statistics``)
+            with the JSON error "Unknown resource".
 
         Raises
         ------
         OrthancError
-            Unknown: 404 with an empty body (as Orthanc's GET handlers).
+            404 ``UNKNOWN_RESOURCE`` for an unknown ID.
         """
         lvl = level if isinstance(level, int) else _level(level)
         res = self.ctx.index.lookup(public_id, lvl)
         if res is None:
-            raise not_found()
+            raise not_found() if empty else OrthancError(ErrorCode.UNKNOWN_RESOURCE)
         return res
 
     def find(self, public_id: str, level: int | str | None = None) -> Resource | None:
@@ -152,7 +162,7 @@ class Resources:
         else:
             att = index.attachment(instance.internal_id, 1)
         if att is None:
-            raise not_found()
+            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
         return att
 
     def read_dataset(self, instance: Resource | str, stop_before_pixels: bool = False) -> pydicom.Dataset:
@@ -180,9 +190,12 @@ class Resources:
         if res.level == 0:
             d["Studies"] = index.children_public_ids(res.internal_id)
         elif res.level == 1:
-            parent = index.get_by_internal(res.parent_internal)
-            d["ParentPatient"] = parent.public_id if parent else None
-            d["PatientMainDicomTags"] = _fmt_tags(parent.main_tags if parent else {}, tag_format)
+            d["ParentPatient"] = index.public_id_of(res.parent_internal)
+            # Orthanc keeps, with each study, the patient tags of the instance that created it
+            own = {k: v for k, v in res.main_tags.items() if k in _PATIENT_TAGS}
+            d["MainDicomTags"] = _fmt_tags({k: v for k, v in res.main_tags.items() if k not in _PATIENT_TAGS},
+                                           tag_format)
+            d["PatientMainDicomTags"] = _fmt_tags(own, tag_format)
             d["Series"] = index.children_public_ids(res.internal_id)
         elif res.level == 2:
             d["ParentStudy"] = index.public_id_of(res.parent_internal)
@@ -197,8 +210,7 @@ class Resources:
             meta = index.metadata(res.internal_id)
             d["FileSize"] = att.uncompressed_size if att else 0
             d["FileUuid"] = att.uuid if att else None
-            iis = meta.get("IndexInSeries")
-            d["IndexInSeries"] = int(iis) if iis not in (None, "") else None
+            d["IndexInSeries"] = _int_or_none(meta.get("IndexInSeries"))
         if meta:
             for key in ("AnonymizedFrom", "ModifiedFrom"):
                 if key in meta:
@@ -208,6 +220,14 @@ class Resources:
     def path(self, res: Resource) -> str:
         """``/{plural}/{id}`` of a resource."""
         return f"/{PLURAL[res.level]}/{res.public_id}"
+
+
+def _int_or_none(text: str | None) -> int | None:
+    """An integer metadata value, None when absent or not an integer (as Orthanc)."""
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def _level(name: str) -> int:

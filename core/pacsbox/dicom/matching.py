@@ -1,32 +1,44 @@
-"""C-FIND attribute matching (DICOM PS3.4 section C.2.2.2), as Orthanc applies it in
-``/tools/find`` and its C-FIND SCP.
+"""Attribute matching of ``/tools/find`` and C-FIND queries, as Orthanc 1.10.1 applies it.
 
-Rules: an empty value or ``*`` is universal; ``*`` and ``?`` are wildcards; ``A-B`` is a
-range for DA, TM and DT values (either end may be open); ``A\\B`` is a list (any item
-matches); anything else is a single-value match. PN values match case-insensitively
-(and ignoring accents) unless ``case_sensitive``.
+One query key becomes one :class:`Constraint` (Orthanc ``DatabaseLookup``):
+
+- an empty value is universal: the key is ignored, even for resources without the tag;
+- ``A-B`` on a DA, TM or DT tag is a range, compared as strings, either end may be open
+  (so an empty date matches ``-20221231``);
+- a value holding ``\\`` is a list: any item equal to the value matches (items are not
+  wildcards); ``ModalitiesInStudy`` is always a list;
+- a value holding ``*`` or ``?`` is a wildcard match (``*`` alone requires the tag to be
+  present); wildcards are refused on DA, TM, DT and UI tags (400);
+- anything else is an exact match.
+
+A resource without the tag never matches a non-universal key. Values are compared
+whole (a multi-valued ``ORIGINAL\\PRIMARY`` is one string).
+
+Case: ``/tools/find`` compares every tag case-insensitively unless ``CaseSensitive``;
+C-FIND (``dicom_rules``) follows DICOM: PN per the ``CaseSensitivePN`` option, every other
+VR case-sensitive. Upper-casing keeps accents (``müller*`` matches ``Müller`` but
+``MULLER*`` does not), as Orthanc.
+
+Source: Orthanc 1.10.1 behaviour verified on the reference server; DICOM PS3.4 C.2.2.2.
 """
 from __future__ import annotations
 
 import re
-import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from pydicom.datadict import dictionary_VR
 
-from .tags import parse_tag
+from ..errors import ErrorCode, OrthancError
+from .tags import parse_tag, tag_to_key
 
-RANGE_VRS = {"DA", "TM", "DT"}
-
-
-def _fold(s: str) -> str:
-    s = unicodedata.normalize("NFKD", s)
-    return "".join(c for c in s if not unicodedata.combining(c)).upper()
+RANGE_VRS = frozenset({"DA", "TM", "DT"})
+NO_WILDCARD_VRS = frozenset({"DA", "TM", "DT", "UI"})
+MODALITIES_IN_STUDY = 0x00080061
 
 
 @lru_cache(maxsize=4096)
-def _wildcard_regex(pattern: str, fold: bool) -> re.Pattern:
+def _wildcard_regex(pattern: str) -> re.Pattern:
     out = []
     for ch in pattern:
         if ch == "*":
@@ -38,6 +50,14 @@ def _wildcard_regex(pattern: str, fold: bool) -> re.Pattern:
     return re.compile("".join(out) + r"\Z", re.DOTALL)
 
 
+def _same(s: str) -> str:
+    return s
+
+
+def _upper(s: str) -> str:
+    return s.upper()
+
+
 @dataclass(frozen=True)
 class Constraint:
     """One compiled query key.
@@ -46,10 +66,17 @@ class Constraint:
     ----------
     tag : int
     keyword : str
+        DICOM keyword of the tag (the key as given when unknown to the dictionary).
     pattern : str
         The query value as given.
     vr : str
+        Dictionary VR of the tag.
     case_sensitive : bool
+        Whether letters must match in case.
+    kind : str
+        ``"universal"``, ``"range"``, ``"list"``, ``"wildcard"`` or ``"equal"``.
+    values : tuple of str
+        The items of a list (the pattern itself otherwise).
     """
 
     tag: int
@@ -57,51 +84,39 @@ class Constraint:
     pattern: str
     vr: str
     case_sensitive: bool
+    kind: str = "equal"
+    values: tuple[str, ...] = field(default=())
 
     @property
     def is_universal(self) -> bool:
-        """bool: matches every value, including an absent one."""
-        return self.pattern == "" or self.pattern == "*"
+        """bool: matches every resource, including one without the tag."""
+        return self.kind == "universal"
 
     def matches(self, value: str | None) -> bool:
-        """Whether a resource's value (None when absent) satisfies the constraint.
+        """Whether a resource's value satisfies the constraint.
 
         Parameters
         ----------
         value : str or None
-            The text value as rendered in JSON (multiple values joined by ``\\``).
+            The tag's text as rendered in JSON (several values joined by ``\\``), None
+            when the resource does not have the tag.
         """
-        if self.is_universal:
+        kind = self.kind
+        if kind == "universal":
             return True
         if value is None:
             return False
-        fold = self.vr == "PN" and not self.case_sensitive
-        items = self.pattern.split("\\") if self.vr not in ("LT", "ST", "UT") else [self.pattern]
-        values = value.split("\\") if "\\" in value and self.vr not in ("LT", "ST", "UT", "PN") else [value]
-        for pat in items:
-            for v in values:
-                if self._match_one(pat, v, fold):
-                    return True
-        return False
-
-    def _match_one(self, pat: str, v: str, fold: bool) -> bool:
-        if self.vr in RANGE_VRS and "-" in pat:
-            lo, _, hi = pat.partition("-")
-            lo, hi = lo.strip(), hi.strip()
-            v = v.strip()
-            if not v:
-                return False
-            if self.vr == "TM" or self.vr == "DT":
-                vv = v.split(".")[0]
-                return (not lo or vv >= lo.split(".")[0]) and (not hi or vv <= hi.split(".")[0] + "\uffff")
-            return (not lo or v >= lo) and (not hi or v <= hi)
-        if fold:
-            pat, v = _fold(pat), _fold(v)
-        if "*" in pat or "?" in pat:
-            return _wildcard_regex(pat, fold).match(v) is not None
-        if self.vr == "PN":
-            return pat.strip() == v.strip()
-        return pat == v
+        if kind == "range":
+            lower, _, upper = self.pattern.partition("-")
+            lower, upper = lower.strip(), upper.strip()
+            return (not lower or value >= lower) and (not upper or value <= upper)
+        fold = _same if self.case_sensitive else _upper
+        v = fold(value)
+        if kind == "list":
+            return any(v == fold(item) for item in self.values)
+        if kind == "wildcard":
+            return _wildcard_regex(fold(self.pattern)).match(v) is not None
+        return v == fold(self.pattern)
 
 
 def vr_of(tag: int) -> str:
@@ -113,15 +128,45 @@ def vr_of(tag: int) -> str:
     return vr.split(" or ")[0]
 
 
-def compile_query(query: dict[str, str], case_sensitive: bool = False) -> list[Constraint]:
+def make_constraint(tag: int, keyword: str, pattern: str, case_sensitive: bool) -> Constraint:
+    """Compile one query key (see the module docstring for the rules).
+
+    Raises
+    ------
+    OrthancError
+        400 ``PARAMETER_OUT_OF_RANGE`` "Wildcards are not allowed on tag gggg,eeee" for a
+        wildcard on a DA, TM, DT or UI tag.
+    """
+    vr = vr_of(tag)
+    if pattern == "":
+        kind = "universal"
+    elif vr in RANGE_VRS and "-" in pattern:
+        kind = "range"
+    elif tag == MODALITIES_IN_STUDY or "\\" in pattern:
+        kind = "list"
+    elif "*" in pattern or "?" in pattern:
+        if vr in NO_WILDCARD_VRS:
+            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Wildcards are not allowed on tag {tag_to_key(tag)}")
+        kind = "wildcard"
+    else:
+        kind = "equal"
+    values = tuple(pattern.split("\\")) if kind == "list" else (pattern,)
+    return Constraint(tag, keyword, pattern, vr, case_sensitive, kind, values)
+
+
+def compile_query(query: dict[str, str], case_sensitive: bool = False, *,
+                  dicom_rules: bool = False) -> list[Constraint]:
     """Compile a ``/tools/find`` or C-FIND query.
 
     Parameters
     ----------
     query : dict of str to str
-        Keys are keywords or ``gggg,eeee``.
+        Keys are keywords, ``gggg,eeee`` or ``ggggeeee``.
     case_sensitive : bool
-        PN case sensitivity (``CaseSensitive`` field / ``CaseSensitivePN`` option).
+        ``/tools/find``: the ``CaseSensitive`` field, applied to every tag. C-FIND
+        (``dicom_rules``): the ``CaseSensitivePN`` option, applied to PN tags only.
+    dicom_rules : bool
+        C-FIND case rules: every non-PN tag is case-sensitive.
 
     Returns
     -------
@@ -130,12 +175,15 @@ def compile_query(query: dict[str, str], case_sensitive: bool = False) -> list[C
     Raises
     ------
     KeyError
-        An unknown tag name (the caller answers 400).
+        An unknown tag name (``/tools/find`` answers 500 "Unknown DICOM tag", as Orthanc).
+    OrthancError
+        A wildcard on a DA, TM, DT or UI tag (400).
     """
     from pydicom.datadict import keyword_for_tag
     out = []
     for k, v in query.items():
         tag = parse_tag(k)
         kw = keyword_for_tag(tag) or k
-        out.append(Constraint(tag, kw, "" if v is None else str(v), vr_of(tag), case_sensitive))
+        sensitive = case_sensitive if (not dicom_rules or vr_of(tag) == "PN") else True
+        out.append(make_constraint(tag, kw, "" if v is None else str(v), sensitive))
     return out

@@ -123,8 +123,9 @@ def scan(data: bytes | memoryview, wanted: Iterable[int] | frozenset[int] = ()) 
         pos = 132
     elif n >= 8 and data[0:2] == b"\x02\x00":
         pos = 0
-    elif n >= 8 and data[0:2] == b"\x08\x00":
-        # a bare dataset without preamble nor meta information (DCMTK reads these too)
+    elif n >= 8 and data[0:2] in (b"\x08\x00", b"\x00\x08"):
+        # a bare dataset without preamble nor meta information (DCMTK reads these too,
+        # big endian ones included)
         pos = 0
     else:
         raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes)")
@@ -156,7 +157,10 @@ def scan(data: bytes | memoryview, wanted: Iterable[int] | frozenset[int] = ()) 
         # no Transfer Syntax UID: guess like DCMTK, explicit VR LE when a valid VR follows
         if pos == n:
             raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes): no dataset")
-        ts = EXPLICIT_LE if bytes(data[pos + 4:pos + 6]) in _VALID_VRS else IMPLICIT_LE
+        if bytes(data[pos:pos + 2]) == b"\x00\x08":
+            ts = EXPLICIT_BE
+        else:
+            ts = EXPLICIT_LE if bytes(data[pos + 4:pos + 6]) in _VALID_VRS else IMPLICIT_LE
     result = ScanResult(ts, meta)
     if ts == IMPLICIT_LE:
         result.implicit_vr, result.little_endian = True, True

@@ -15,8 +15,8 @@ from typing import Any, Iterable
 
 from pydicom import Dataset
 from pydicom.charset import decode_bytes, convert_encodings
-from pydicom.datadict import (dictionary_keyword, get_private_entry, keyword_for_tag,
-                              tag_for_keyword, dictionary_VR)
+from pydicom.datadict import (dictionary_is_retired, dictionary_keyword, dictionary_VR, get_private_entry,
+                              tag_for_keyword)
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
@@ -38,7 +38,7 @@ SERIES_MAIN_TAGS = ("SeriesDate", "SeriesTime", "Modality", "Manufacturer", "Sta
                     "ContrastBolusAgent")
 INSTANCE_MAIN_TAGS = ("InstanceCreationDate", "InstanceCreationTime", "AcquisitionNumber", "ImageIndex",
                       "InstanceNumber", "NumberOfFrames", "TemporalPositionIdentifier", "SOPInstanceUID",
-                      "ImagePositionPatient", "ImageComments")
+                      "ImagePositionPatient", "ImageComments", "ImageOrientationPatient")
 
 #: Level name → its main tags (keywords).
 MAIN_TAGS = {
@@ -110,29 +110,236 @@ def parse_tag(name: str) -> int:
 
 
 def keyword(tag: int) -> str:
-    """Orthanc's name for a public tag: its DICOM keyword, or ``"Unknown Tag & Data"``."""
-    try:
-        kw = dictionary_keyword(tag)
-    except KeyError:
-        kw = ""
-    if not kw:
-        if tag & 0xFFFF == 0:
-            return "GenericGroupLength"
-        return "Unknown Tag & Data"
-    return kw
+    """Orthanc's name for a public tag, as DCMTK's dictionary gives it.
+
+    The DICOM keyword; ``"RETIRED_"`` + keyword for a retired tag;
+    ``"GenericGroupLength"`` for a group length (gggg,0000) without keyword;
+    ``"Unknown Tag & Data"`` for a tag missing from the dictionary.
+
+    Parameters
+    ----------
+    tag : int
+        ``0xGGGGEEEE``.
+
+    Returns
+    -------
+    str
+    """
+    name = _KEYWORD_CACHE.get(tag)
+    if name is None:
+        try:
+            kw = dictionary_keyword(tag)
+        except KeyError:
+            kw = ""
+        if not kw:
+            name = "GenericGroupLength" if tag & 0xFFFF == 0 else UNKNOWN_NAME
+        elif tag in _ORTHANC_NAMES:
+            name = _ORTHANC_NAMES[tag]
+        elif dictionary_is_retired(tag) and tag not in _NOT_RETIRED_IN_DCMTK:
+            name = "RETIRED_" + kw
+        else:
+            name = kw
+        _KEYWORD_CACHE[tag] = name
+    return name
 
 
-def _unpack(vr: str, value: bytes, little: bool) -> str:
+_KEYWORD_CACHE: dict[int, str] = {}
+
+#: Orthanc names its main DICOM tags itself (``DicomTag::GetMainTagsName``), whatever the
+#: dictionary says; the only one that matters is this retired tag.
+_ORTHANC_NAMES = {0x00101000: "OtherPatientIDs"}
+
+#: Tags pydicom's dictionary marks retired but DCMTK 3.6.7's (used by the reference) does not.
+_NOT_RETIRED_IN_DCMTK = frozenset({0x00380004, 0x00701807, 0x00701808, 0x30040010, 0x30040012, 0x30060085,
+                                   0x30060088, 0x3008002B, 0x30100090})
+
+#: Name of tags missing from the dictionary (DCMTK's ``DcmTag::getTagName``).
+UNKNOWN_NAME = "Unknown Tag & Data"
+
+
+def _camel(description: str) -> str:
+    """``"ROI Bottom Right"`` → ``"ROIBottomRight"`` (DCMTK's private dictionary style)."""
+    words = "".join(ch if ch.isalnum() else " " for ch in description).split()
+    return "".join(w[0].upper() + w[1:] for w in words)
+
+
+def private_name(tag: int, creator: str | None) -> str:
+    """Orthanc's name for a private tag.
+
+    Parameters
+    ----------
+    tag : int
+        A tag of an odd group.
+    creator : str or None
+        The private creator of its block, None when unknown.
+
+    Returns
+    -------
+    str
+        ``"PrivateCreator"`` for (gggg,0010-00FF), ``"PrivateGroupLength"`` for
+        (gggg,0000), the private dictionary's name when ``creator`` knows the tag, else
+        ``"Unknown Tag & Data"``.
+
+    Notes
+    -----
+    pydicom's private dictionary is used; DCMTK's (used by Orthanc) differs for some
+    vendors, so a few names differ from the reference.
+    """
+    elem = tag & 0xFFFF
+    if 0x0010 <= elem <= 0x00FF:
+        return "PrivateCreator"
+    if elem == 0:
+        return "PrivateGroupLength"
+    if creator:
+        try:
+            name = _camel(get_private_entry(tag, creator)[2])
+        except KeyError:
+            name = ""
+        if name and name != "Unknown":
+            return name
+    return UNKNOWN_NAME
+
+
+def _unpack(vr: str, value: bytes, little: bool) -> str | None:
+    """Numbers of a binary VR as Orthanc writes them; None when the value is empty."""
     fmt, size = _NUMERIC[vr]
     count = len(value) // size
     if count == 0:
-        return ""
+        return None
     vals = struct.unpack(("<" if little else ">") + fmt * count, value[:count * size])
-    if vr == "FL":
-        return "\\".join(format(v, ".9g") for v in vals)
-    if vr == "FD":
+    if vr == "FL" or vr == "FD":
+        # Orthanc prints both with 17 significant digits (boost::lexical_cast of a double)
         return "\\".join(format(v, ".17g") for v in vals)
     return "\\".join(str(v) for v in vals)
+
+
+#: VRs whose values DCMTK hands over as strings (``DcmElement::isaString``).
+STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
+                        "UC", "UI", "UR", "UT"})
+
+#: "US or SS" tags that DCMTK resolves from (0028,0103) *Pixel Representation* when the
+#: file does not say (implicit VR); the other ones stay unresolved and render as null.
+_PIXEL_VALUE_XS = frozenset({0x00280104, 0x00280105, 0x00280106, 0x00280107, 0x00280108, 0x00280109,
+                             0x00280110, 0x00280111, 0x00280120, 0x00280121, 0x00603004, 0x00603006,
+                             0x00409211, 0x00409216})
+
+
+def dictionary_vr(tag: int, creator: str | None = None, pixel_representation: int = 0) -> str:
+    """The VR DCMTK's dictionary gives a tag whose VR the file does not state.
+
+    Parameters
+    ----------
+    tag : int
+    creator : str, optional
+        Private creator of the tag's block.
+    pixel_representation : int
+        (0028,0103) of the dataset, used for "US or SS" pixel-value tags.
+
+    Returns
+    -------
+    str
+        A two-letter VR; ``"UN"`` when unknown or ambiguous.
+    """
+    group, elem = tag >> 16, tag & 0xFFFF
+    if group & 1:
+        if 0x0010 <= elem <= 0x00FF:
+            return "LO"
+        if elem == 0:
+            return "UL"
+        if creator:
+            try:
+                vr = get_private_entry(tag, creator)[0]
+            except KeyError:
+                return "UN"
+            return vr if len(vr) == 2 else "UN"
+        return "UN"
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return "UL" if elem == 0 else "UN"
+    if vr == "US or SS":
+        if tag in _PIXEL_VALUE_XS:
+            return "SS" if pixel_representation == 1 else "US"
+        return "UN"
+    if len(vr) != 2:
+        return "OW" if "OW" in vr else "UN"
+    return vr
+
+
+def un_text(value: bytes | None) -> str:
+    """Text of an explicit-VR ``UN`` element whose dictionary VR is a string.
+
+    Orthanc 1.10.1 keeps such values raw: no charset conversion, padding kept. DCMTK
+    pads an odd-length value with a NUL byte and Orthanc then drops one trailing NUL
+    (verified: ``b"id11111 "`` stays ``"id11111 "``, and is hashed so in the Orthanc
+    identifiers; ``b"Hospital\\0"`` (9 bytes) stays ``"Hospital\\0"``).
+    """
+    if not value:
+        return ""
+    if len(value) % 2 == 0 and value[-1:] == b"\x00":
+        value = value[:-1]
+    return value.decode("latin-1")
+
+
+def _decode_string(vr: str, value: bytes, encodings: list[str]) -> str:
+    if vr in _TEXT_VRS:
+        if vr == "PN":
+            s = decode_bytes(value, encodings, {0x5E, 0x3D, 0x5C})
+        else:
+            s = decode_bytes(value, encodings, {0x5C} if vr not in ("LT", "ST", "UT") else set())
+        return s.rstrip(" \x00")
+    s = value.decode("latin-1")
+    if vr in ("DS", "IS", "UI", "DA", "TM", "DT"):
+        return s.strip(" \x00")
+    return s.rstrip(" \x00")
+
+
+def value_text(tag: int, file_vr: str | None, value: bytes | None, little: bool, encodings: list[str],
+               creator: str | None = None, pixel_representation: int = 0) -> str | None:
+    """Orthanc's text of one undecoded value, or None for binary/unknown (JSON ``null``).
+
+    Parameters
+    ----------
+    tag : int
+    file_vr : str or None
+        The VR written in the file; None for implicit VR.
+    value : bytes or None
+        The raw value bytes.
+    little : bool
+        Byte order of binary numbers.
+    encodings : list of str
+        Python codecs from (0008,0005).
+    creator : str, optional
+        Private creator of the tag's block.
+    pixel_representation : int
+        (0028,0103) of the dataset.
+
+    Returns
+    -------
+    str or None
+        Strings decoded and stripped of their padding, numbers in decimal (several
+        values joined by ``\\``), an attribute tag as ``gggg,eeee`` (first value only, as
+        Orthanc); None for binary VRs, empty numbers and unknown VRs.
+    """
+    if file_vr is None:
+        vr = dictionary_vr(tag, creator, pixel_representation)
+    elif file_vr == "UN":
+        vr = dictionary_vr(tag, creator, pixel_representation)
+        return un_text(value) if vr in STRING_VRS else None
+    else:
+        vr = file_vr
+    if vr in STRING_VRS:
+        return _decode_string(vr, value, encodings) if value else ""
+    if value is None:
+        return None
+    if vr in _NUMERIC:
+        return _unpack(vr, value, little)
+    if vr == "AT":
+        if len(value) < 4:
+            return None
+        g, e = struct.unpack(("<" if little else ">") + "HH", value[:4])
+        return f"{g:04x},{e:04x}"
+    return None
 
 
 def raw_text(raw: RawDataElement, encodings: list[str]) -> str | None:
@@ -141,47 +348,16 @@ def raw_text(raw: RawDataElement, encodings: list[str]) -> str | None:
     Parameters
     ----------
     raw : RawDataElement
-        Undecoded element (``value`` is bytes).
+        Undecoded element (``value`` is bytes; ``VR`` None for implicit VR).
     encodings : list of str
         Python codecs from (0008,0005), as returned by :func:`pydicom.charset.convert_encodings`.
 
     Returns
     -------
     str or None
+        See :func:`value_text`.
     """
-    vr = raw.VR
-    value = raw.value
-    if value is None:
-        return ""
-    if vr == "UN" or vr is None:
-        vr = _dict_vr(raw.tag)
-    if vr in _TEXT_VRS:
-        if vr == "PN":
-            s = decode_bytes(value, encodings, {0x5E, 0x3D, 0x5C})
-        else:
-            s = decode_bytes(value, encodings, {0x5C} if vr not in ("LT", "ST", "UT") else set())
-        return s.rstrip(" \x00")
-    if vr in _ASCII_VRS:
-        return value.decode("latin-1").strip(" \x00") if vr in ("DS", "IS", "UI", "DA", "TM", "DT") \
-            else value.decode("latin-1").rstrip(" \x00")
-    if vr in _NUMERIC:
-        return _unpack(vr, value, raw.is_little_endian)
-    if vr == "AT":
-        little = raw.is_little_endian
-        out = []
-        for i in range(0, len(value) - 3, 4):
-            g, e = struct.unpack(("<" if little else ">") + "HH", value[i:i + 4])
-            out.append(f"{g:04x},{e:04x}")
-        return "\\".join(out)
-    return None
-
-
-def _dict_vr(tag: int) -> str:
-    try:
-        vr = dictionary_VR(tag)
-    except KeyError:
-        return "UN"
-    return vr
+    return value_text(int(raw.tag), raw.VR, raw.value, raw.is_little_endian, encodings)
 
 
 def element_text(elem: DataElement | RawDataElement, encodings: list[str]) -> str | None:
@@ -198,14 +374,14 @@ def element_text(elem: DataElement | RawDataElement, encodings: list[str]) -> st
     v = elem.value
     if vr == "SQ" or vr in BINARY_VRS:
         return None
-    if v is None:
-        return ""
+    if v is None or v == "":
+        return "" if vr in STRING_VRS else None
     if vr == "FL" or vr == "FD":
         vals = v if isinstance(v, (list, tuple, MultiValue)) else [v]
-        return "\\".join(format(float(x), ".9g" if vr == "FL" else ".17g") for x in vals)
+        return "\\".join(format(float(x), ".17g") for x in vals)
     if vr == "AT":
-        vals = v if isinstance(v, (list, tuple)) else [v]
-        return "\\".join(tag_to_key(int(Tag(x))) for x in vals)
+        vals = v if isinstance(v, (list, tuple, MultiValue)) else [v]
+        return tag_to_key(int(Tag(vals[0]))) if vals else None
     if isinstance(v, (bytes, bytearray)):
         return None
     if isinstance(v, str):
@@ -272,7 +448,11 @@ def main_tags(ds: Dataset, level: str, encodings: list[str]) -> dict[str, str]:
         if elem is None:
             continue
         text = element_text(elem, encodings)
-        out[kw] = text if text is not None else ""
+        if text is None:
+            text = ""
+        elif len(text) > MAX_TAG_LENGTH and len(text.encode("utf-8")) > MAX_TAG_LENGTH:
+            continue  # too long: Orthanc does not index it
+        out[kw] = text
     return out
 
 
@@ -283,97 +463,167 @@ _KW_TAG = {kw: int(tag_for_keyword(kw)) for kw in INGEST_KEYWORDS}
 # JSON formats of /tags
 # ------------------------------------------------------------------------------------------
 
-def _private_name(ds: Dataset, tag: int) -> tuple[str, str | None]:
-    group, elem = tag >> 16, tag & 0xFFFF
-    if 0x0010 <= elem <= 0x00FF:
-        return "PrivateCreator", None
-    block = elem >> 8
-    creator_el = ds.get_item((group << 16) | block)
-    creator = None
-    if creator_el is not None:
-        v = creator_el.value
-        if isinstance(v, bytes):
-            creator = v.decode("latin-1").strip(" \x00")
-        elif v is not None:
-            creator = str(v).strip()
-    if creator:
-        try:
-            entry = get_private_entry((group << 16) | elem, creator)
-            name = entry[2]
-            name = "".join(ch for ch in name.title() if ch.isalnum()) if name and " " in name else name
-            return (name or "Unknown Tag & Data"), creator
-        except KeyError:
-            pass
-    return "Unknown Tag & Data", None
+PIXEL_DATA = 0x7FE00010
 
 
-def _element_json(ds: Dataset, elem, encodings, fmt: str, max_len: int):
-    tag = int(elem.tag)
-    vr = elem.VR
-    if vr == "UN" or vr is None:
-        vr = _dict_vr(tag) if not (tag >> 16) & 1 else "UN"
-    if vr == "SQ" or (isinstance(elem, DataElement) and elem.VR == "SQ"):
-        seq = ds[tag].value  # decodes the sequence
-        items = [dataset_to_json(item, fmt, encodings, max_len) for item in seq]
-        if fmt == "full":
-            return {"Type": "Sequence", "Value": items}
-        return items
-    if isinstance(elem, RawDataElement) and vr in ("SQ",):
-        pass
-    text = element_text(elem, encodings) if vr not in BINARY_VRS else None
-    if text is None:
-        return {"Type": "Null", "Value": None} if fmt == "full" else None
-    if max_len and len(text) > max_len:
-        return {"Type": "TooLong", "Value": None} if fmt == "full" else None
-    if fmt == "full":
-        return {"Type": "String", "Value": text}
-    return text
+def _creators(ds: Dataset) -> dict[int, str]:
+    """Private creators of a dataset: ``(group << 8 | block)`` → creator text.
+
+    A creator element written with VR ``UN`` is not used (DCMTK does not register it).
+    """
+    out: dict[int, str] = {}
+    for elem in ds.elements() if hasattr(ds, "elements") else ds:
+        tag = int(elem.tag)
+        group, el = tag >> 16, tag & 0xFFFF
+        if not group & 1 or not 0x0010 <= el <= 0x00FF:
+            continue
+        if elem.VR == "UN":
+            continue
+        v = elem.value
+        if isinstance(v, (bytes, bytearray)):
+            v = bytes(v).decode("latin-1")
+        if isinstance(v, str) and v.strip(" \x00"):
+            out[(group << 8) | el] = v.rstrip(" \x00")
+    return out
+
+
+def _pixel_representation(ds: Dataset) -> int:
+    el = ds.get_item(0x00280103)
+    if el is None:
+        return 0
+    v = el.value
+    if isinstance(v, (bytes, bytearray)):
+        if len(v) < 2:
+            return 0
+        return int.from_bytes(v[:2], "little" if getattr(el, "is_little_endian", True) else "big")
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+_SKIP = object()
+
+
+class _Renderer:
+    """Renders datasets to Orthanc's JSON (``FromDcmtkBridge::DatasetToJson``)."""
+
+    def __init__(self, fmt: str, max_len: int, include_binary: bool, pixel_representation: int):
+        self.fmt = fmt
+        self.max_len = max_len
+        self.include_binary = include_binary
+        self.pixel_representation = pixel_representation
+
+    def dataset(self, ds: Dataset, encodings: list[str], top: bool, skip_pixel_data: bool = False) -> dict:
+        if ds.get_item(0x00080005) is not None:
+            encodings = dataset_encodings(ds, encodings[0] if encodings else "latin_1")
+        creators = _creators(ds)
+        fmt = self.fmt
+        out: dict[str, Any] = {}
+        for elem in ds.elements() if hasattr(ds, "elements") else ds:
+            tag = int(elem.tag)
+            if top and tag >= PIXEL_DATA:
+                # Orthanc stops after the pixel data (DicomToJsonFlags_StopAfterPixelData)
+                if tag > PIXEL_DATA or skip_pixel_data:
+                    continue
+            group = tag >> 16
+            creator = creators.get((group << 8) | ((tag & 0xFFFF) >> 8)) if group & 1 else None
+            node = self.element(ds, elem, tag, encodings, creator)
+            if node is _SKIP:
+                continue
+            if group & 1:
+                name = private_name(tag, creator)
+            else:
+                name = keyword(tag)
+            if fmt == "full":
+                entry = {"Name": name}
+                if creator and (tag & 0xFFFF) > 0x00FF and node["Type"] != "Sequence":
+                    entry["PrivateCreator"] = creator  # leaves only, as Orthanc
+                entry.update(node)
+                out[tag_to_key(tag)] = entry
+            elif fmt == "short":
+                out[tag_to_key(tag)] = node
+            else:  # simplify: keyed by name, a later tag of the same name wins (as JsonCpp)
+                out[name] = node
+        return out
+
+    def element(self, ds: Dataset, elem, tag: int, encodings: list[str], creator: str | None):
+        """The rendering of one element (``_SKIP`` to leave it out)."""
+        if isinstance(elem, RawDataElement):
+            file_vr = elem.VR
+            is_seq = file_vr == "SQ" or (
+                (file_vr is None or (file_vr == "UN" and elem.length == 0xFFFFFFFF))
+                and dictionary_vr(tag, creator) == "SQ")
+            if file_vr is None and elem.length == 0xFFFFFFFF and tag != PIXEL_DATA:
+                is_seq = True
+        else:
+            file_vr = elem.VR
+            is_seq = file_vr == "SQ"
+        if is_seq:
+            try:
+                items = ds[tag].value
+            except Exception:  # noqa: BLE001 - undecodable sequence: rendered as null
+                items = None
+            if isinstance(items, (list, tuple)) or hasattr(items, "__iter__") and not isinstance(items, (bytes, str)):
+                rendered = [self.dataset(item, encodings, top=False) for item in items]
+                return {"Type": "Sequence", "Value": rendered} if self.fmt == "full" else rendered
+            return self._null()
+        binary = False
+        if isinstance(elem, RawDataElement):
+            text = value_text(tag, file_vr, elem.value, elem.is_little_endian, encodings, creator,
+                              self.pixel_representation)
+            if text is None:
+                eff = dictionary_vr(tag, creator, self.pixel_representation) if file_vr in (None, "UN") else file_vr
+                binary = eff not in STRING_VRS and eff not in _NUMERIC and eff != "AT"
+        else:
+            text = element_text(elem, encodings)
+            binary = file_vr in BINARY_VRS
+        if binary and not self.include_binary:
+            return _SKIP
+        if text is None:
+            return self._null()
+        if self.max_len and len(text) > self.max_len and len(text.encode("utf-8")) > self.max_len:
+            return {"Type": "TooLong", "Value": None} if self.fmt == "full" else None
+        return {"Type": "String", "Value": text} if self.fmt == "full" else text
+
+    def _null(self):
+        return {"Type": "Null", "Value": None} if self.fmt == "full" else None
 
 
 def dataset_to_json(ds: Dataset, fmt: str = "full", encodings: list[str] | None = None,
-                    max_len: int = MAX_TAG_LENGTH, *, skip_pixel_data: bool = False) -> dict[str, Any]:
-    """Orthanc's JSON rendering of a dataset (``/instances/{id}/tags``).
+                    max_len: int = MAX_TAG_LENGTH, *, skip_pixel_data: bool = False,
+                    include_binary: bool = True, top: bool = True) -> dict[str, Any]:
+    """Orthanc's JSON rendering of a dataset (``/instances/{id}/tags``, reference section 2.5).
 
     Parameters
     ----------
     ds : Dataset
+        Preferably as read by :func:`pydicom.dcmread`, with its elements still raw: the
+        VR written in the file decides some renderings (implicit VR, ``UN``).
     fmt : {"full", "simplify", "short"}
-        ``full``: ``{"gggg,eeee": {"Name", "Type", "Value"}}`` (plus ``PrivateCreator``);
-        ``simplify``: ``{keyword: value}``; ``short``: ``{"gggg,eeee": value}``.
+        ``full``: ``{"gggg,eeee": {"Name", "Type", "Value"}}`` (plus ``PrivateCreator``
+        for private tags whose creator is known); ``simplify``: ``{name: value}`` (a later
+        tag of the same name overwrites an earlier one, as in Orthanc); ``short``:
+        ``{"gggg,eeee": value}``.
     encodings : list of str, optional
-        Codecs inherited from the parent dataset (sequence items).
+        Codecs inherited from the parent dataset (default: from (0008,0005), else Latin-1).
     max_len : int
-        Strings longer than this become ``TooLong`` (0 = unlimited).
+        Values longer than this many UTF-8 bytes become ``TooLong`` (null in
+        ``simplify``/``short``); 0 = unlimited.
     skip_pixel_data : bool
-        Leave out (7FE0,0010).
+        Leave out (7FE0,0010) *Pixel Data*.
+    include_binary : bool
+        Include binary elements (OB, OW, UN...) as ``Null``; False leaves them out (the
+        ``/header`` route).
+    top : bool
+        ``ds`` is a top-level dataset: elements after (7FE0,0010) are left out, as Orthanc does.
 
     Returns
     -------
     dict
-        Keys sorted (``gggg,eeee`` order for ``full``/``short``).
+        Keys in tag order.
     """
-    if encodings is None or ds.get_item(0x00080005) is not None:
-        encodings = dataset_encodings(ds, encodings[0] if encodings else "latin_1")
-    out: dict[str, Any] = {}
-    for elem in ds.elements() if hasattr(ds, "elements") else ds:
-        tag = int(elem.tag)
-        if skip_pixel_data and tag == 0x7FE00010:
-            continue
-        if tag & 0xFFFF == 0 and tag >> 16 != 0x0002 and tag >> 16 != 0:
-            continue  # group lengths are not reported
-        value = _element_json(ds, elem, encodings, fmt, max_len)
-        if (tag >> 16) & 1:
-            name, creator = _private_name(ds, tag)
-        else:
-            name, creator = keyword(tag), None
-        if fmt == "full":
-            entry = {"Name": name}
-            if creator:
-                entry["PrivateCreator"] = creator
-            entry.update(value)
-            out[tag_to_key(tag)] = entry
-        elif fmt == "simplify":
-            out[name if name not in ("Unknown Tag & Data", "PrivateCreator") else tag_to_key(tag)] = value
-        else:
-            out[tag_to_key(tag)] = value
-    return out
+    if encodings is None:
+        encodings = dataset_encodings(ds, "latin_1")
+    r = _Renderer(fmt, max_len, include_binary, _pixel_representation(ds))
+    return r.dataset(ds, encodings, top=top, skip_pixel_data=skip_pixel_data)

@@ -654,7 +654,9 @@ class Index:
         Yields
         ------
         (Resource, list of Resource)
-            The resource, then its ancestors closest first.
+            The resource, then its ancestors closest first; instances in index order,
+            other levels by increasing Orthanc ID (the order of ``/tools/find`` answers
+            in Orthanc 1.10.1).
         """
         cols = "r0.id, r0.level, r0.public_id, r0.parent_id, r0.main_tags, r0.last_update, r0.is_stable"
         joins = ""
@@ -671,7 +673,8 @@ class Index:
             where += (f" AND EXISTS (SELECT 1 FROM identifiers x{n} WHERE x{n}.resource_id = {alias}.id "
                       f"AND x{n}.tag = ? AND x{n}.value = ?)")
             args += [tag, value]
-        sql = f"SELECT {cols} FROM resources r0{joins} WHERE {where} ORDER BY r0.id"
+        # Orthanc 1.10.1 answers instances in index order, other levels by Orthanc ID
+        sql = f"SELECT {cols} FROM resources r0{joins} WHERE {where} ORDER BY {'r0.id' if level == 3 else 'r0.public_id'}"
         for row in self._all(sql, args):
             res = [self._resource(row[i * 7:(i + 1) * 7]) for i in range(level + 1)]
             yield res[0], res[1:]

@@ -74,7 +74,7 @@ class FileResource:
     def on_get(self, req, resp, id):
         att = self.ctx.index.attachment_by_public_id(id, 1)
         if att is None:
-            raise not_found()
+            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
         accept = req.get_header("Accept") or ""
         if "application/dicom+json" in accept:
             data = self.ctx.resources.read_file(id)
@@ -114,7 +114,8 @@ class HeaderResource:
     def on_get(self, req, resp, id):
         ds = self.ctx.resources.read_dataset(id, stop_before_pixels=True)
         meta = getattr(ds, "file_meta", None) or pydicom.Dataset()
-        send_json(resp, T.dataset_to_json(meta, tag_format(req), ["ascii"]))
+        # Orthanc leaves the binary elements, e.g. (0002,0001), out of the header
+        send_json(resp, T.dataset_to_json(meta, tag_format(req), ["ascii"], include_binary=False, top=False))
 
 
 class ContentResource:
@@ -125,51 +126,45 @@ class ContentResource:
 
     def on_get(self, req, resp, id):
         ds = self.ctx.resources.read_dataset(id)
-        send_json(resp, [f"{int(el.tag) >> 16:04x}-{int(el.tag) & 0xFFFF:04x}" for el in ds])
+        send_json(resp, [f"{int(el.tag) >> 16:04x}-{int(el.tag) & 0xFFFF:04x}" for el in ds.elements()])
 
     def on_get_path(self, req, resp, id, path):
         ds = self.ctx.resources.read_dataset(id)
-        enc = T.dataset_encodings(ds, self.ctx.ingest.default_encoding)
         parts = [p for p in path.split("/") if p]
         cur: Any = ds
-        elem = None
         i = 0
-        while i < len(parts):
+        while True:
             try:
                 tag = T.parse_tag(parts[i])
             except KeyError:
-                raise not_found() from None
-            if not isinstance(cur, pydicom.Dataset) or tag not in cur:
+                raise OrthancError(ErrorCode.UNKNOWN_DICOM_TAG) from None
+            elem = cur.get_item(tag) if isinstance(cur, pydicom.Dataset) else None
+            if elem is None:
                 raise not_found()
-            elem = cur[tag]
             i += 1
-            if elem.VR == "SQ":
-                if i == len(parts):
-                    send_json(resp, [str(k) for k in range(len(elem.value))])
-                    return
-                try:
-                    cur = elem.value[int(parts[i])]
-                except (ValueError, IndexError):
-                    raise not_found() from None
-                i += 1
-                if i == len(parts):
-                    send_json(resp, [f"{int(e.tag) >> 16:04x}-{int(e.tag) & 0xFFFF:04x}" for e in cur])
-                    return
-                elem = None
-        if elem is None:
-            raise not_found()
-        raw = ds.get_item(elem.tag) if cur is ds else None
-        resp.content_type = "application/octet-stream"
-        if raw is not None and hasattr(raw, "value") and isinstance(raw.value, (bytes, bytearray)) and \
-                elem.VR in T.BINARY_VRS:
-            resp.data = bytes(raw.value)
-            return
-        text = T.element_text(elem, enc)
-        if text is None:
-            v = elem.value
-            resp.data = bytes(v) if isinstance(v, (bytes, bytearray)) else b""
-        else:
-            resp.data = text.encode("utf-8")
+            is_seq = elem.VR == "SQ" or (elem.VR in (None, "UN") and cur[tag].VR == "SQ")
+            if not is_seq:
+                if i != len(parts):
+                    raise not_found()
+                # the value as stored in the file: no decoding, padding kept (as Orthanc)
+                value = elem.value
+                if not isinstance(value, (bytes, bytearray)):
+                    value = (T.element_text(elem, T.dataset_encodings(ds)) or "").encode("utf-8")
+                resp.content_type = "application/octet-stream"
+                resp.data = bytes(value)
+                return
+            items = cur[tag].value
+            if i == len(parts):
+                send_json(resp, [str(k) for k in range(len(items))])
+                return
+            try:
+                cur = items[int(parts[i])]
+            except (ValueError, IndexError):
+                raise not_found() from None
+            i += 1
+            if i == len(parts):
+                send_json(resp, [f"{int(e.tag) >> 16:04x}-{int(e.tag) & 0xFFFF:04x}" for e in cur.elements()])
+                return
 
 
 def routes(ctx) -> list[RouteSpec]:

@@ -3,7 +3,7 @@ statistics, deletion, metadata, attachments, shared tags and modules (reference 
 """
 from __future__ import annotations
 
-import io
+import time
 from typing import Any
 
 import falcon
@@ -27,17 +27,29 @@ def tag_format(req: falcon.Request, default: str = "full") -> str:
 
 
 def _since_limit(req: falcon.Request) -> tuple[int | None, int | None]:
+    """``since`` and ``limit`` of a list route: both or neither (Orthanc 1.10.1).
+
+    Raises
+    ------
+    OrthancError
+        400 ``BAD_REQUEST`` when only one is given, 400 ``BAD_PARAMETER_TYPE`` when one is
+        not a non-negative integer.
+    """
     since, limit = req.params.get("since"), req.params.get("limit")
     if since is None and limit is None:
         return None, None
+    uri = req.path.rstrip("/") + "/"  # Orthanc writes the URI of the route with a trailing slash
     if since is None:
-        raise OrthancError(ErrorCode.BAD_REQUEST, f"Missing \"since\" argument for GET request against: {req.path}")
+        raise OrthancError(ErrorCode.BAD_REQUEST, f"Missing \"since\" argument for GET request against: {uri}")
     if limit is None:
-        raise OrthancError(ErrorCode.BAD_REQUEST, f"Missing \"limit\" argument for GET request against: {req.path}")
+        raise OrthancError(ErrorCode.BAD_REQUEST, f"Missing \"limit\" argument for GET request against: {uri}")
     try:
-        return int(since), int(limit)
-    except ValueError:
-        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, "Bad value for \"since\" or \"limit\"") from None
+        values = int(since), int(limit)
+    except (TypeError, ValueError):
+        values = (-1, -1)
+    if min(values) < 0:
+        raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, "Syntax error in some user-supplied data")
+    return values
 
 
 class ListResource:
@@ -63,11 +75,11 @@ class OneResource:
         self.ctx, self.level = ctx, level
 
     def on_get(self, req, resp, id):
-        res = self.ctx.resources.get(self.level, id)
+        res = self.ctx.resources.get(self.level, id, empty=True)
         send_json(resp, self.ctx.resources.expand(res))
 
     def on_delete(self, req, resp, id):
-        res = self.ctx.resources.get(self.level, id)
+        res = self.ctx.resources.get(self.level, id, empty=True)
         send_json(resp, delete_resource(self.ctx, res))
 
 
@@ -79,7 +91,6 @@ def delete_resource(ctx, res) -> dict[str, Any]:
     dict
         ``{"RemainingAncestor": {"ID", "Path", "Type"} or None}``.
     """
-    import time
     remaining, atts = ctx.index.delete_resource(res)
     t0 = time.perf_counter()
     for a in atts:
@@ -92,6 +103,34 @@ def delete_resource(ctx, res) -> dict[str, Any]:
                                   "Type": remaining.level_name}}
 
 
+def children_in_orthanc_order(index, res, target: int):
+    """Descendants of ``res`` at level ``target``, in the order Orthanc 1.10.1 lists them.
+
+    Orthanc walks level by level and *prepends* the children of each parent to the next
+    list (``std::list::splice`` at the beginning), so the groups come out in reverse
+    parent order, each group in index order. Verified: a patient with studies A then B
+    lists B's series before A's.
+    """
+    current = [res]
+    for _level in range(res.level, target):
+        nxt: list = []
+        for parent in current:
+            nxt[0:0] = index.children(parent.internal_id)
+        current = nxt
+    return current
+
+
+def last_instance(index, res):
+    """The instance Orthanc reads for ``/module`` routes: the last child at every level."""
+    cur = res
+    while cur.level < 3:
+        kids = index.children(cur.internal_id)
+        if not kids:
+            raise not_found()
+        cur = kids[-1]
+    return cur
+
+
 class ChildrenResource:
     """``/{level}/{id}/{children}``: expanded descendants at a lower level."""
 
@@ -100,9 +139,7 @@ class ChildrenResource:
 
     def on_get(self, req, resp, id):
         res = self.ctx.resources.get(self.level, id)
-        index = self.ctx.index
-        ids = index.descendant_ids(res.internal_id, self.level, self.target)
-        rows = index.get_many(ids)
+        rows = children_in_orthanc_order(self.ctx.index, res, self.target)
         if "expand" in req.params and not query_flag(req, "expand"):
             send_json(resp, [r.public_id for r in rows])
             return
@@ -136,21 +173,12 @@ class StatisticsResource:
         s = self.ctx.index.resource_statistics(res)
         out: dict[str, Any] = {}
         for k in ("CountStudies", "CountSeries", "CountInstances"):
-            if k in s:
+            if k in s and res.level < 3:
                 out[k] = s[k]
         for k in ("DiskSize", "UncompressedSize", "DicomDiskSize", "DicomUncompressedSize"):
             out[k] = str(s[k])
             out[k + "MB"] = s[k] // (1024 * 1024)
         send_json(resp, out)
-
-
-def _one_instance(ctx, res):
-    if res.level == 3:
-        return res
-    ids = ctx.index.descendant_ids(res.internal_id, res.level, 3)
-    if not ids:
-        raise not_found()
-    return ctx.index.get_by_internal(ids[0])
 
 
 class SharedTagsResource:
@@ -185,7 +213,8 @@ def _reformat(full: dict[str, Any], fmt: str) -> dict[str, Any]:
 
 
 class ModuleResource:
-    """``/{level}/{id}/module`` and ``/studies/{id}/module-patient``."""
+    """``/{level}/{id}/module`` and ``/studies/{id}/module-patient``: the tags of one DICOM
+    module (reference Appendix C), read from the last instance of the resource."""
 
     def __init__(self, ctx, level: int, module_level: int):
         self.ctx, self.level, self.module_level = ctx, level, module_level
@@ -193,20 +222,110 @@ class ModuleResource:
     def on_get(self, req, resp, id):
         ctx = self.ctx
         res = ctx.resources.get(self.level, id)
-        inst = _one_instance(ctx, res)
+        inst = last_instance(ctx.index, res)
         ds = ctx.resources.read_dataset(inst, stop_before_pixels=True)
-        wanted = set(MODULES[self.module_level])
         sub = pydicom.Dataset()
-        if (0x00080005 in ds):
-            sub.add(ds[0x00080005])
-        for el in ds:
-            if int(el.tag) in wanted:
-                sub.add(el)
-        js = T.dataset_to_json(sub, tag_format(req), T.dataset_encodings(ds))
-        if 0x00080005 not in wanted:
-            js.pop("0008,0005", None)
-            js.pop("SpecificCharacterSet", None)
-        send_json(resp, js)
+        for tag in MODULES[self.module_level]:
+            el = ds.get_item(tag)
+            if el is not None:
+                sub[tag] = el
+        enc = T.dataset_encodings(ds, ctx.ingest.default_encoding)
+        send_json(resp, T.dataset_to_json(sub, tag_format(req), enc))
+
+
+#: Orthanc's ``MetadataType`` numbers: ``/metadata`` lists names in this order.
+METADATA_TYPES = {"IndexInSeries": 1, "ReceptionDate": 2, "RemoteAET": 3, "ExpectedNumberOfInstances": 4,
+                  "ModifiedFrom": 5, "AnonymizedFrom": 6, "LastUpdate": 7, "Origin": 8, "TransferSyntax": 9,
+                  "SopClassUid": 10, "RemoteIP": 11, "CalledAET": 12, "HttpUsername": 13,
+                  "PixelDataOffset": 14, "MainDicomTagsSignature": 15}
+
+#: User-defined metadata and attachments use the numbers 1024-65535 (Orthanc ``UserMetadata``,
+#: ``UserContentType``).
+USER_MIN, USER_MAX = 1024, 65535
+
+
+class MetadataNames:
+    """Orthanc's metadata names: the system ones, ``UserMetadata`` names and numbers.
+
+    Parameters
+    ----------
+    config : Config
+        ``UserMetadata``: object name → number (1024-65535).
+    """
+
+    def __init__(self, config) -> None:
+        user = config.get("UserMetadata") or {}
+        self.by_number = {}
+        for name, number in dict(user).items():
+            try:
+                self.by_number[int(number)] = str(name)
+            except (TypeError, ValueError):
+                continue
+        self.by_name = {v: k for k, v in self.by_number.items()}
+
+    def number(self, name: str) -> int | None:
+        """The type number of ``name`` (a name or a decimal number), None when unknown."""
+        if name in METADATA_TYPES:
+            return METADATA_TYPES[name]
+        if name in self.by_name:
+            return self.by_name[name]
+        try:
+            return int(name)
+        except ValueError:
+            return None
+
+    def canonical(self, number: int) -> str:
+        """The name under which metadata ``number`` is stored and listed."""
+        for n, v in METADATA_TYPES.items():
+            if v == number:
+                return n
+        return self.by_number.get(number, str(number))
+
+    def order(self, name: str) -> tuple[int, str]:
+        """Sort key of a stored metadata name (Orthanc lists metadata by type number)."""
+        n = self.number(name)
+        return (n if n is not None else USER_MAX + 1, name)
+
+    def resolve(self, name: str, writing: bool) -> str:
+        """The stored name for a name given in a URL.
+
+        Raises
+        ------
+        OrthancError
+            404 ``INEXISTENT_ITEM`` for an unknown name; for a write, 403 (empty body)
+            for a system metadata or a number outside 1024-65535.
+        """
+        number = self.number(name)
+        if number is None:
+            raise OrthancError(ErrorCode.INEXISTENT_ITEM)
+        if writing and not USER_MIN <= number <= USER_MAX:
+            raise OrthancError(ErrorCode.FORBIDDEN_ACCESS, http_status=403, empty=True)
+        return self.canonical(number)
+
+
+def _etag(value: str | bytes) -> str:
+    """Orthanc's ``ETag`` of a metadata or attachment: ``"<revision>-<MD5>"`` (revision 0)."""
+    import hashlib
+    return '"0-' + hashlib.md5(value if isinstance(value, bytes) else value.encode("utf-8")).hexdigest() + '"'
+
+
+def resource_metadata(ctx, res) -> dict[str, str]:
+    """All metadata of a resource, as Orthanc 1.10.1 shows them.
+
+    Besides the stored ones: ``LastUpdate`` on patients, studies and series, and the
+    series' ``RemoteAET`` (the one of its last received instance).
+    """
+    index = ctx.index
+    meta = index.metadata(res.internal_id)
+    if res.level < 3:
+        meta.setdefault("LastUpdate", res.last_update)
+    if res.level == 2 and "RemoteAET" not in meta:
+        kids = index.children(res.internal_id)
+        if kids:
+            aet = index.get_metadata(kids[-1].internal_id, "RemoteAET")
+            if aet is not None:
+                meta["RemoteAET"] = aet
+    return meta
 
 
 class MetadataListResource:
@@ -214,57 +333,71 @@ class MetadataListResource:
 
     def __init__(self, ctx, level: int):
         self.ctx, self.level = ctx, level
+        self.names = MetadataNames(ctx.config)
 
     def on_get(self, req, resp, id):
         res = self.ctx.resources.get(self.level, id)
-        meta = self.ctx.index.metadata(res.internal_id)
+        meta = resource_metadata(self.ctx, res)
         if query_flag(req, "expand"):
             send_json(resp, meta)
         else:
-            send_json(resp, sorted(meta))
+            send_json(resp, sorted(meta, key=self.names.order))
 
 
 class MetadataResource:
-    """``GET``/``PUT``/``DELETE /{level}/{id}/metadata/{name}``."""
+    """``GET``/``PUT``/``DELETE /{level}/{id}/metadata/{name}``.
 
-    READ_ONLY = {"ReceptionDate", "RemoteAET", "Origin", "TransferSyntax", "SopClassUid", "IndexInSeries",
-                 "PixelDataOffset", "RemoteIP", "CalledAET", "HttpUsername", "LastUpdate", "AnonymizedFrom",
-                 "ModifiedFrom", "MainDicomTagsSignature"}
+    System metadata are read-only (403); user metadata are the ``UserMetadata`` names
+    and the numbers 1024-65535. A PUT or a DELETE logs an ``UpdatedMetadata`` change.
+    """
 
     def __init__(self, ctx, level: int):
         self.ctx, self.level = ctx, level
+        self.names = MetadataNames(ctx.config)
 
     def on_get(self, req, resp, id, name):
         res = self.ctx.resources.get(self.level, id)
-        v = self.ctx.index.get_metadata(res.internal_id, name)
+        stored = self.names.resolve(name, writing=False)
+        v = resource_metadata(self.ctx, res).get(stored)
         if v is None:
             raise not_found()
+        resp.set_header("ETag", _etag(v))
         send_text(resp, v)
 
     def on_put(self, req, resp, id, name):
         res = self.ctx.resources.get(self.level, id)
-        if name in self.READ_ONLY:
-            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Metadata {name} is read-only")
+        stored = self.names.resolve(name, writing=True)
         value = read_body(req).decode("utf-8", "replace")
-        for ch in self.ctx.index.set_metadata(res.internal_id, name, value, res.public_id, res.level):
+        for ch in self.ctx.index.set_metadata(res.internal_id, stored, value, res.public_id, res.level):
             self.ctx.notifier.emit("change_recorded", ctx=self.ctx, change=ch)
+        resp.set_header("ETag", _etag(value))
         send_text(resp, "")
 
     def on_delete(self, req, resp, id, name):
         res = self.ctx.resources.get(self.level, id)
-        if name in self.READ_ONLY:
-            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Metadata {name} is read-only")
-        if not self.ctx.index.delete_metadata(res.internal_id, name):
-            raise not_found()
+        stored = self.names.resolve(name, writing=True)
+        if not self.ctx.index.delete_metadata(res.internal_id, stored):
+            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
+        change = self.ctx.index.log_change("UpdatedMetadata", res)
+        self.ctx.notifier.emit("change_recorded", ctx=self.ctx, change=change)
         send_text(resp, "")
 
 
 _ATTACHMENT_NAMES = {1: "dicom", 2: "dicom-as-json", 3: "dicom-until-pixel-data"}
 _ATTACHMENT_TYPES = {v: k for k, v in _ATTACHMENT_NAMES.items()}
 
+#: ``GET /{level}/{id}/attachments/{name}``, in Orthanc 1.10.1's order.
+ATTACHMENT_OPERATIONS = ["compress", "compressed-data", "compressed-md5", "compressed-size", "data", "info",
+                         "is-compressed", "md5", "size", "uncompress", "verify-md5", "uuid"]
+
 
 class AttachmentsResource:
-    """``/{level}/{id}/attachments`` and ``/{level}/{id}/attachments/{name}[/{op}]``."""
+    """``/{level}/{id}/attachments`` and ``/{level}/{id}/attachments/{name}[/{op}]``.
+
+    The DICOM file (``dicom``) is read-only (403 on PUT/DELETE). Compression of stored
+    attachments is not supported: ``compress``/``uncompress`` answer ``{}`` and change
+    nothing.
+    """
 
     def __init__(self, ctx, level: int):
         self.ctx, self.level = ctx, level
@@ -281,47 +414,62 @@ class AttachmentsResource:
             try:
                 ct = int(name)
             except ValueError:
-                raise not_found() from None
+                raise OrthancError(ErrorCode.INEXISTENT_ITEM) from None
         att = self.ctx.index.attachment(res.internal_id, ct)
         if att is None:
-            raise not_found()
+            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
         return res, att
 
     def on_get_one(self, req, resp, id, name):
         self._att(id, name)
-        send_json(resp, ["compress", "compressed-data", "compressed-md5", "compressed-size", "data",
-                         "is-compressed", "md5", "size", "uncompress", "uuid", "verify-md5"])
+        send_json(resp, ATTACHMENT_OPERATIONS)
+
+    def on_put_one(self, req, resp, id, name):
+        self.ctx.resources.get(self.level, id)
+        raise OrthancError(ErrorCode.FORBIDDEN_ACCESS, http_status=403, empty=True)
+
+    on_delete_one = on_put_one
 
     def on_get_op(self, req, resp, id, name, op):
         res, att = self._att(id, name)
+        if att.md5:
+            resp.set_header("ETag", f'"0-{att.md5}"')
         if op in ("data", "compressed-data"):
+            f = self.ctx.storage.open(att.uuid, att.content_type)
             resp.content_type = "application/dicom" if att.content_type == 1 else "application/octet-stream"
-            resp.data = self.ctx.storage.read(att.uuid, att.content_type)
+            resp.set_stream(f, att.compressed_size if op == "compressed-data" else att.uncompressed_size)
         elif op in ("size", "compressed-size"):
             send_text(resp, str(att.uncompressed_size if op == "size" else att.compressed_size))
         elif op in ("md5", "compressed-md5"):
             if not att.md5:
-                raise not_found()
+                raise OrthancError(ErrorCode.BAD_SEQUENCE_OF_CALLS, "This attachment has no associated MD5")
             send_text(resp, att.md5)
-        elif op == "uuid":
-            send_text(resp, att.uuid)
+        elif op == "info":
+            info = {"CompressedSize": att.compressed_size, "ContentType": att.content_type,
+                    "UncompressedSize": att.uncompressed_size, "Uuid": att.uuid}
+            if att.md5:
+                info.update(CompressedMD5=att.md5, UncompressedMD5=att.md5)
+            send_json(resp, info)
         elif op == "is-compressed":
             send_text(resp, "0")
         else:
-            raise not_found()
+            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
 
     def on_post_op(self, req, resp, id, name, op):
         res, att = self._att(id, name)
         if op == "verify-md5":
             import hashlib
-            data = self.ctx.storage.read(att.uuid, att.content_type)
-            if att.md5 and hashlib.md5(data).hexdigest() != att.md5:
+            h = hashlib.md5()
+            with self.ctx.storage.open(att.uuid, att.content_type) as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            if att.md5 and h.hexdigest() != att.md5:
                 raise OrthancError(ErrorCode.CORRUPTED_FILE)
             send_json(resp, {}, content_type="application/json")
         elif op in ("compress", "uncompress"):
             send_json(resp, {}, content_type="application/json")
         else:
-            raise falcon.HTTPMethodNotAllowed(["GET"])
+            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
 
 
 def routes(ctx) -> list[RouteSpec]:

@@ -70,13 +70,14 @@ class StatisticsResource:
 
 
 def _int_param(req, name: str, default: int) -> int:
+    """An integer query argument; absent or not a non-negative integer → ``default``
+    (Orthanc 1.10.1 ignores a bad ``since``/``limit`` on ``/changes``)."""
     v = req.params.get(name)
-    if v is None:
-        return default
     try:
-        return int(v)
-    except ValueError:
-        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Bad value for \"{name}\": {v}") from None
+        n = int(v) if v is not None else default
+    except (TypeError, ValueError):
+        return default
+    return n if n >= 0 else default
 
 
 class ChangesResource:
@@ -98,7 +99,7 @@ class ChangesResource:
 
     def on_delete(self, req, resp):
         self.ctx.index.clear_changes()
-        send_json(resp, {}, content_type="application/json")
+        send_text(resp, "")
 
 
 class ExportsResource:
@@ -115,12 +116,16 @@ class ExportsResource:
 
     def on_delete(self, req, resp):
         self.ctx.index.clear_exports()
-        send_json(resp, {}, content_type="application/json")
+        send_text(resp, "")
+
+
+_IDENTIFIER_LEVEL = {"PatientID": 0, "StudyInstanceUID": 1, "AccessionNumber": 1, "SeriesInstanceUID": 2,
+                     "SOPInstanceUID": 3}
 
 
 def find_resources(ctx, level: int, query: dict[str, Any], *, case_sensitive: bool | None = None,
-                   limit: int = 0, since: int = 0):
-    """Match the index against a C-FIND style query (``/tools/find``, C-FIND SCP).
+                   limit: int = 0, since: int = 0, dicom_rules: bool = False):
+    """Match the index against a query (``/tools/find``, C-FIND SCP).
 
     Parameters
     ----------
@@ -128,33 +133,39 @@ def find_resources(ctx, level: int, query: dict[str, Any], *, case_sensitive: bo
     level : int
         0 patient ... 3 instance.
     query : dict of str to str
-        Keys are keywords or ``gggg,eeee``; values use C-FIND matching
-        (:mod:`pacsbox.dicom.matching`). Tags that are not main DICOM tags are matched
-        against the stored file of one instance of each candidate.
+        Keys are keywords or ``gggg,eeee``; values use the matching rules of
+        :mod:`pacsbox.dicom.matching`. Main DICOM tags of the query level and above are
+        matched in the index; a main tag of a lower level never matches (as Orthanc),
+        except ``ModalitiesInStudy`` at study level (any series of that modality); other
+        tags are matched against the stored file of one instance of each candidate.
     case_sensitive : bool, optional
-        PN case sensitivity (default: option ``CaseSensitivePN``).
+        ``/tools/find`` ``CaseSensitive`` (every tag); default: the ``CaseSensitivePN``
+        option. With ``dicom_rules``, the PN case sensitivity.
     limit, since : int
         Paging of the matches (0 = no limit).
+    dicom_rules : bool
+        C-FIND rules: non-PN tags are matched case-sensitively.
 
     Returns
     -------
     list of Resource
-        Matching resources of ``level``, in index order.
+        Matching resources of ``level``: instances in index order, other levels by
+        increasing Orthanc ID (Orthanc 1.10.1's order).
 
     Raises
     ------
     OrthancError
-        400 for an unknown tag in ``query``.
+        500 ``UNKNOWN_DICOM_TAG`` for an unknown tag name and 400 for a wildcard on a
+        date, time or UID, as Orthanc 1.10.1.
     """
     if case_sensitive is None:
         case_sensitive = ctx.config.bool("CaseSensitivePN")
     try:
-        constraints = compile_query({k: v for k, v in query.items()}, case_sensitive)
-    except KeyError as e:
-        raise OrthancError(ErrorCode.UNKNOWN_DICOM_TAG, f"Unknown DICOM tag: {e.args[0]}",
-                           http_status=400) from None
+        constraints = compile_query(dict(query), case_sensitive, dicom_rules=dicom_rules)
+    except KeyError:
+        raise OrthancError(ErrorCode.UNKNOWN_DICOM_TAG) from None
     exact: dict[str, str] = {}
-    main_of_level: list[tuple[int, Any]] = []   # (depth, constraint) matched on main tags
+    main_of_level: list[tuple[int, Any]] = []   # (depth above the query level, constraint)
     modalities = None
     file_checks = []
     for c in constraints:
@@ -163,18 +174,16 @@ def find_resources(ctx, level: int, query: dict[str, Any], *, case_sensitive: bo
         if c.keyword == "ModalitiesInStudy" and level == 1:
             modalities = c
             continue
-        if c.keyword in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
-                         "AccessionNumber") and "*" not in c.pattern and "?" not in c.pattern \
-                and "\\" not in c.pattern:
-            tag_level = {"PatientID": 0, "StudyInstanceUID": 1, "AccessionNumber": 1,
-                         "SeriesInstanceUID": 2, "SOPInstanceUID": 3}[c.keyword]
-            if tag_level <= level:
-                exact[c.keyword] = c.pattern
-                continue
-        for lvl in range(level, -1, -1):
-            if c.keyword in T.MAIN_TAGS[LEVEL_NAMES[lvl]]:
-                main_of_level.append((level - lvl, c))
-                break
+        tag_level = _IDENTIFIER_LEVEL.get(c.keyword)
+        if tag_level is not None and tag_level <= level and c.kind == "equal" and \
+                (c.case_sensitive or c.pattern.upper() == c.pattern.lower()):
+            exact[c.keyword] = c.pattern  # answered by the identifiers index
+            continue
+        owner = next((lvl for lvl in range(level, -1, -1) if c.keyword in T.MAIN_TAGS[LEVEL_NAMES[lvl]]), None)
+        if owner is not None:
+            main_of_level.append((level - owner, c))
+        elif any(c.keyword in T.MAIN_TAGS[LEVEL_NAMES[lvl]] for lvl in range(level + 1, 4)):
+            return []  # a main tag of a lower level: Orthanc matches nothing
         else:
             file_checks.append(c)
     out = []
@@ -190,7 +199,7 @@ def find_resources(ctx, level: int, query: dict[str, Any], *, case_sensitive: bo
         if not ok:
             continue
         if modalities is not None:
-            mods = {s.main_tags.get("Modality", "") for s in index.children(res.internal_id)}
+            mods = [s.main_tags.get("Modality") for s in index.children(res.internal_id)]
             if not any(modalities.matches(m) for m in mods):
                 continue
         if file_checks and not _match_file(ctx, res, file_checks):
@@ -220,6 +229,22 @@ def _match_file(ctx, res, constraints) -> bool:
     return True
 
 
+def _bool_field(body: dict, name: str) -> bool | None:
+    v = body.get(name)
+    if v is None or isinstance(v, bool):
+        return v
+    raise OrthancError(ErrorCode.BAD_REQUEST, f"Field \"{name}\" should be a Boolean")
+
+
+def _int_field(body: dict, name: str) -> int:
+    v = body.get(name, 0)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise OrthancError(ErrorCode.BAD_REQUEST, f"Field \"{name}\" should be an integer")
+    if v < 0:
+        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Field \"{name}\" should be a positive integer")
+    return v
+
+
 class FindResource:
     """``POST /tools/find``."""
 
@@ -227,34 +252,36 @@ class FindResource:
         self.ctx = ctx
 
     def on_post(self, req, resp):
-        body = read_json_body(req)
+        try:
+            body = read_json_body(req, default=[])
+        except OrthancError:
+            body = None
         if not isinstance(body, dict):
-            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body must be a JSON object")
+            raise OrthancError(ErrorCode.BAD_REQUEST, "The body must contain a JSON object")
         level_name = body.get("Level")
         if not isinstance(level_name, str):
             raise OrthancError(ErrorCode.BAD_REQUEST, "Field \"Level\" is missing, or should be a string")
         try:
             level = [n.lower() for n in LEVEL_NAMES].index(level_name.strip().lower())
         except ValueError:
-            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown resource level: {level_name}") from None
+            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE) from None
         query = body.get("Query")
         if not isinstance(query, dict):
             raise OrthancError(ErrorCode.BAD_REQUEST, "Field \"Query\" is missing, or should be a JSON object")
         for k, v in query.items():
             if not isinstance(v, str):
                 raise OrthancError(ErrorCode.BAD_REQUEST, f"Tag \"{k}\" should be associated with a string")
-        case = body.get("CaseSensitive")
-        limit = body.get("Limit", 0) or 0
-        since = body.get("Since", 0) or 0
-        if not isinstance(limit, int) or not isinstance(since, int) or limit < 0 or since < 0:
-            raise OrthancError(ErrorCode.BAD_REQUEST, "Fields \"Limit\" and \"Since\" must be positive integers")
+        case = _bool_field(body, "CaseSensitive")
+        expand = _bool_field(body, "Expand")
+        full, short = _bool_field(body, "Full"), _bool_field(body, "Short")
+        limit = _int_field(body, "Limit")
+        since = _int_field(body, "Since")
         cfg_limit = self.ctx.config.int("LimitFindInstances" if level == 3 else "LimitFindResults")
         if cfg_limit and (not limit or limit > cfg_limit):
             limit = cfg_limit
-        found = find_resources(self.ctx, level, query, case_sensitive=case if isinstance(case, bool) else None,
-                               limit=limit, since=since)
-        if body.get("Expand"):
-            fmt = "full" if body.get("Full") else "short" if body.get("Short") else "simplify"
+        found = find_resources(self.ctx, level, query, case_sensitive=case, limit=limit, since=since)
+        if expand:
+            fmt = "full" if full else "short" if short else "simplify"
             expand = self.ctx.resources.expand
             send_json(resp, [expand(r, tag_format=fmt) for r in found])
         else:
@@ -270,7 +297,7 @@ class LookupResource:
     def on_post(self, req, resp):
         value = read_body(req).decode("utf-8", "replace").strip()
         out = [{"ID": r.public_id, "Path": f"/{PLURAL[r.level]}/{r.public_id}", "Type": r.level_name}
-               for r in self.ctx.index.lookup_identifier(value)]
+               for r in self.ctx.index.lookup_identifier(value)] if value else []
         send_json(resp, out)
 
 
@@ -287,8 +314,7 @@ class GenerateUidResource:
         elif level in ("study", "series", "instance"):
             send_text(resp, generate_uid(prefix=UID_ROOT))
         else:
-            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE,
-                               "Argument \"level\" must be \"patient\", \"study\", \"series\" or \"instance\"")
+            raise not_found()  # Orthanc 1.10.1: empty 404 without a valid "level"
 
 
 class NowResource:
@@ -302,6 +328,25 @@ class NowResource:
         send_text(resp, t.strftime("%Y%m%dT%H%M%S"))
 
 
+#: ``GET /tools``: the tool names Orthanc 1.10.1 lists (whether or not a plugin provides them).
+TOOLS = ["accepted-transfer-syntaxes", "bulk-anonymize", "bulk-content", "bulk-delete", "bulk-modify",
+         "create-archive", "create-dicom", "create-media", "create-media-extended", "default-encoding",
+         "dicom-conformance", "dicom-echo", "execute-script", "find", "generate-uid", "invalidate-tags",
+         "log-level", "log-level-dicom", "log-level-generic", "log-level-http", "log-level-jobs", "log-level-lua",
+         "log-level-plugins", "log-level-sqlite", "lookup", "metrics", "metrics-prometheus", "now", "now-local",
+         "reconstruct", "reset", "shutdown", "unknown-sop-class-accepted"]
+
+
+class ToolsResource:
+    """``GET /tools``: the list of tools."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        send_json(resp, TOOLS)
+
+
 def routes(ctx) -> list[RouteSpec]:
     """Route declarations of this module."""
     return [
@@ -309,6 +354,7 @@ def routes(ctx) -> list[RouteSpec]:
         RouteSpec("/statistics", StatisticsResource),
         RouteSpec("/changes", ChangesResource),
         RouteSpec("/exports", ExportsResource),
+        RouteSpec("/tools", ToolsResource),
         RouteSpec("/tools/find", FindResource),
         RouteSpec("/tools/lookup", LookupResource),
         RouteSpec("/tools/generate-uid", GenerateUidResource),
