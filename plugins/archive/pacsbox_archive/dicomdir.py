@@ -49,8 +49,9 @@ from pydicom.uid import UID
 #: File-set ID written by Orthanc (0004,1130).
 FILE_SET_ID = "ORTHANC_MEDIA"
 
-#: Type 1 elements pydicom's creators check for the four standard record types. An
-#: instance may lack them; Orthanc then writes them empty, and so do we.
+#: Type 1 elements pydicom's creators check for the four standard record types (and
+#: InstanceNumber for the other leaf types). An instance may lack them; Orthanc then
+#: writes them empty, and so do we.
 _REQUIRED = {
     "PATIENT": ("PatientID",),
     "STUDY": ("StudyDate", "StudyTime", "StudyID"),
@@ -60,9 +61,17 @@ _REQUIRED = {
 _PLACEHOLDER = {"DA": "19700101", "TM": "000000", "IS": "0", "UI": "1.2"}
 
 
+_TAGS: dict[str, tuple[int, str]] = {}
+
+
 def _element(keyword: str, value: Any) -> DataElement:
-    tag = tag_for_keyword(keyword)
-    return DataElement(tag, dictionary_VR(tag), value, validation_mode=_pdconfig.IGNORE)
+    """A data element of the dictionary's VR, without value validation (the values come
+    from stored instances and are written as they are)."""
+    tv = _TAGS.get(keyword)
+    if tv is None:
+        tag = tag_for_keyword(keyword)
+        tv = _TAGS[keyword] = (tag, dictionary_VR(tag))
+    return DataElement(tv[0], tv[1], value, validation_mode=_pdconfig.IGNORE)
 
 
 def _dataset(values: Mapping[str, Any]) -> Dataset:
@@ -163,13 +172,14 @@ class DicomDirBuilder:
         self.fs = FileSet()
         self.fs.ID = file_set_id
         self._nodes: dict[tuple[str, str], RecordNode] = {}
+        self._templates: dict[tuple, Dataset] = {}
         self.count = 0
 
     # ---- records ------------------------------------------------------------------
     @staticmethod
     def _record(rtype: str, ds: Dataset) -> Dataset:
         """pydicom's record of type ``rtype`` for ``ds``; empty Type 1 values stay empty."""
-        blanks = [kw for kw in _REQUIRED.get(rtype, ()) if not ds.get(kw)]
+        blanks = [kw for kw in _REQUIRED.get(rtype, ("InstanceNumber",)) if not ds.get(kw)]
         for kw in blanks:
             vr = dictionary_VR(tag_for_keyword(kw))
             ds.add(_element(kw, _PLACEHOLDER.get(vr, "X")))
@@ -240,13 +250,32 @@ class DicomDirBuilder:
         if senode.parent is None:
             senode.parent = stnode
 
+        number = inst.get("InstanceNumber", "")
+        if full is None:
+            # IMAGE records of a series differ only by these three values: pydicom's
+            # record of the first one is the template of the others
+            key = (src.series_key, src.sop_class_uid, src.transfer_syntax_uid, src.specific_character_set,
+                   bool(number))
+            tpl = self._templates.get(key)
+            if tpl is None:
+                tpl = self._templates[key] = self._framed_leaf(src, inst, None, framed)
+            leaf = Dataset(dict(tpl.items()))
+            if number:
+                leaf.add(_element("InstanceNumber", number))
+            leaf.add(_element("ReferencedFileID", list(src.file_id)))
+            leaf.add(_element("ReferencedSOPInstanceUIDInFile", src.sop_instance_uid))
+        else:
+            leaf = self._framed_leaf(src, inst, full, framed)
+        RecordNode(leaf).parent = senode
+        self.count += 1
+
+    def _framed_leaf(self, src: RecordSource, inst, full, framed) -> Dataset:
         leaf = framed(self._leaf(src, inst, full))
         leaf.add(_element("ReferencedFileID", list(src.file_id)))
         leaf.add(_element("ReferencedSOPClassUIDInFile", src.sop_class_uid))
         leaf.add(_element("ReferencedSOPInstanceUIDInFile", src.sop_instance_uid))
         leaf.add(_element("ReferencedTransferSyntaxUIDInFile", src.transfer_syntax_uid))
-        RecordNode(leaf).parent = senode
-        self.count += 1
+        return leaf
 
     def _leaf(self, src: RecordSource, inst: Mapping[str, str], full: Dataset | None) -> Dataset:
         number = inst.get("InstanceNumber", "")

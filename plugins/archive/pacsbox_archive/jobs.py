@@ -41,7 +41,7 @@ from .dicomdir import DicomDirBuilder, RecordSource, is_image_sop_class, read_he
 from .dicomfile import FileFacts, is_compressed_syntax, peek
 from .layout import PlanItem, build_plan, reload_plan
 from .transcode import transcode
-from .zipstream import DEFAULT_LEVEL, STREAM_CHUNK, PreparedEntry, ZipWriter, prepare_entry, scan_entries
+from .zipstream import DEFAULT_BACKEND, DEFAULT_LEVEL, STREAM_CHUNK, PreparedEntry, ZipWriter, prepare_entry, scan_entries
 
 if TYPE_CHECKING:  # pragma: no cover
     from pacsbox import ServerContext
@@ -295,7 +295,9 @@ class ArchiveJob(Job):
     extended : bool
         Media only: SeriesDescription in SERIES records.
     level : int
-        zlib deflate level.
+        Deflate level.
+    backend : str
+        Deflate implementation (``"isal"`` or ``"zlib"``).
     workers : int
         Threads preparing files ahead of the writer.
 
@@ -313,8 +315,9 @@ class ArchiveJob(Job):
     media = False
 
     def __init__(self, resources: list[str], *, transcode: str | None = None, extended: bool = False,
-                 level: int = DEFAULT_LEVEL, workers: int = 2) -> None:
+                 level: int = DEFAULT_LEVEL, backend: str = DEFAULT_BACKEND, workers: int = 2) -> None:
         super().__init__()
+        self.backend = backend
         self.resources = list(resources)
         self.transcode = transcode
         self.extended = bool(extended)
@@ -379,7 +382,7 @@ class ArchiveJob(Job):
                     self.committed = (0, 0)      # instances vanished: the partial file no longer fits
             else:
                 found = [r for r in (ctx.index.lookup(i) for i in self.resources) if r is not None]
-                if not found:
+                if self.resources and not found:
                     raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, "The resources of the archive were deleted")
                 self.plan = build_plan(ctx, found, media=self.media)
                 self.position = 0
@@ -460,7 +463,7 @@ class ArchiveJob(Job):
             data = transcode(data, self.transcode)
         facts = peek(data)
         entry = prepare_entry(item.name, data, compress=not is_compressed_syntax(facts.transfer_syntax_uid),
-                              level=self.level)
+                              level=self.level, backend=self.backend)
         header = None
         if self.media and (not is_image_sop_class(facts.sop_class_uid) or not facts.charset_known):
             header = read_header(data)
@@ -470,8 +473,10 @@ class ArchiveJob(Job):
         facts = prep.facts or FileFacts()
         header = prep.header
         inst = item.instance.main_tags
-        sop_class = facts.sop_class_uid or (str(header.get("SOPClassUID", "")) if header is not None else "")
-        sop_inst = facts.sop_instance_uid or inst.get("SOPInstanceUID", "")
+        # the data set's UIDs win over the File Meta Information's (they may differ)
+        sop_class = str(header.get("SOPClassUID", "")) if header is not None else ""
+        sop_class = sop_class or facts.sop_class_uid or ""
+        sop_inst = inst.get("SOPInstanceUID") or facts.sop_instance_uid or ""
         ts = facts.transfer_syntax_uid
         if ts is None and header is not None:
             ts = str(header.file_meta.get("TransferSyntaxUID", ""))
@@ -522,7 +527,7 @@ class ArchiveJob(Job):
                 self._out.flush()
                 self._writer.add_stream(item.name, chunks, size_hint=item.size,
                                         compress=not is_compressed_syntax(facts.transfer_syntax_uid),
-                                        level=self.level, patch=self._file)
+                                        level=self.level, backend=self.backend, patch=self._file)
             prep.facts = facts
         if self._dicomdir is not None:
             self._dicomdir.add(self._record_source(item, prep))
@@ -534,7 +539,8 @@ class ArchiveJob(Job):
 
     def _finalize(self, ctx: "ServerContext") -> None:
         if self._dicomdir is not None:
-            self._writer.add(prepare_entry("DICOMDIR", self._dicomdir.encode(), level=self.level))
+            self._writer.add(prepare_entry("DICOMDIR", self._dicomdir.encode(), level=self.level,
+                                           backend=self.backend))
         self._writer.close()
         self._out.flush()
         self.archive_size = self._writer.offset
@@ -627,7 +633,7 @@ class ArchiveJob(Job):
             return None
         d: dict[str, Any] = {
             "Resources": self.resources, "Transcode": self.transcode, "Extended": self.extended,
-            "Level": self.level, "Workers": self.workers, "Description": self.description,
+            "Level": self.level, "Backend": self.backend, "Workers": self.workers, "Description": self.description,
             "InstancesCount": self.instances_count, "UncompressedSize": self.uncompressed_size,
             "ArchiveSize": self.archive_size, "Finished": self.finished,
         }
@@ -653,7 +659,7 @@ class ArchiveJob(Job):
         """Rebuild a saved archive job (see the module notes on restarts)."""
         job = cls(list(data.get("Resources", [])), transcode=data.get("Transcode"),
                   extended=bool(data.get("Extended", False)), level=int(data.get("Level", DEFAULT_LEVEL)),
-                  workers=int(data.get("Workers", 2)))
+                  backend=str(data.get("Backend", DEFAULT_BACKEND)), workers=int(data.get("Workers", 2)))
         job.description = data.get("Description", "REST API")
         job._ctx = ctx
         job.instances_count = int(data.get("InstancesCount", 0))

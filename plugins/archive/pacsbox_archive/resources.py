@@ -6,7 +6,8 @@
   ``GET ...?resources=id1,id2`` forms (Orthanc 1.12.2).
 
 Synchronous answers stream the ZIP while the job writes it (``SynchronousZipStream``
-true: ``Connection: close``, no ``Content-Length``) or send the finished file with its
+true: no ``Content-Length``; waitress then sends it chunked with ``Connection: close``,
+the hop-by-hop header being the server's to set) or send the finished file with its
 ``Content-Length`` (false). Asynchronous answers are ``{"ID", "Path"}``; the ZIP is then
 at ``GET /jobs/{id}/archive``.
 """
@@ -20,7 +21,7 @@ from pacsbox import ErrorCode, OrthancError, query_flag, read_json_body, request
 
 from .jobs import ArchiveJob, MediaJob, StreamSink, ZipResponse, output_directory
 from .transcode import check_transfer_syntax
-from .zipstream import DEFAULT_LEVEL
+from .zipstream import BACKENDS, DEFAULT_BACKEND, DEFAULT_LEVEL
 
 if TYPE_CHECKING:  # pragma: no cover
     from pacsbox import ServerContext
@@ -30,14 +31,21 @@ _UNSAFE_FILENAME = re.compile(r'["\\\r\n\x00-\x1f]')
 
 
 def _settings(ctx: "ServerContext") -> dict[str, Any]:
-    """The plugin's options: ``SynchronousZipStream``, ``ZipLoaderThreads`` (0 = one per
-    CPU core) and the pacsbox option ``Archive.CompressionLevel`` (zlib level, 1)."""
+    """The plugin's options: ``SynchronousZipStream``, ``ZipLoaderThreads`` (threads
+    preparing files; 0 = one per CPU core) and the pacsbox section ``Archive``:
+    ``CompressionLevel`` (deflate level, default 1) and ``Deflate`` (``"isal"`` or
+    ``"zlib"``; default ISA-L when the ``isal`` package is installed)."""
     section = ctx.plugin_config("Archive", {}) or {}
-    level = section.get("CompressionLevel", DEFAULT_LEVEL) if isinstance(section, dict) else DEFAULT_LEVEL
+    if not isinstance(section, dict):
+        section = {}
+    level = section.get("CompressionLevel", DEFAULT_LEVEL)
     if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9:
         level = DEFAULT_LEVEL
+    backend = section.get("Deflate", DEFAULT_BACKEND)
+    if backend not in BACKENDS:
+        backend = DEFAULT_BACKEND
     threads = ctx.config.int("ZipLoaderThreads")
-    return {"stream": ctx.config.bool("SynchronousZipStream"), "level": level,
+    return {"stream": ctx.config.bool("SynchronousZipStream"), "level": level, "backend": backend,
             "workers": threads if threads > 0 else (os.cpu_count() or 1)}
 
 
@@ -45,7 +53,8 @@ def _new_job(ctx: "ServerContext", media: bool, resources: list[str], transcode:
              extended: bool) -> ArchiveJob:
     s = _settings(ctx)
     cls = MediaJob if media else ArchiveJob
-    return cls(resources, transcode=transcode, extended=extended, level=s["level"], workers=s["workers"])
+    return cls(resources, transcode=transcode, extended=extended, level=s["level"], backend=s["backend"],
+               workers=s["workers"])
 
 
 def _content_disposition(req, default: str) -> str:
@@ -123,7 +132,6 @@ def run_archive(ctx: "ServerContext", req, resp, job: ArchiveJob, *, synchronous
             raise OrthancError(rec.error_code or ErrorCode.INTERNAL_ERROR, rec.error_details or None) from None
         resp.content_type = "application/zip"
         resp.set_header("Content-Disposition", _content_disposition(req, filename))
-        resp.set_header("Connection", "close")
         resp.stream = ZipResponse(ctx, rec.id, sink, first)
         return
 

@@ -13,8 +13,13 @@ needs it (PKWARE APPNOTE 6.3.x, sections 4.3.9 and 4.5.3):
   threshold as Python's :mod:`zipfile`).
 
 Small entries are prepared (CRC-32 and deflate) before their local header is written,
-so their header carries the real sizes; :func:`prepare_entry` releases the GIL inside
-zlib and may run in a thread pool. Entries too large to hold in memory are streamed
+so their header carries the real sizes; :func:`prepare_entry` releases the GIL while it
+deflates and may run in a thread pool.
+
+Deflate comes from ISA-L (the optional ``isal`` package, ``isal_zlib``) when it is
+installed, else from :mod:`zlib`. On DICOM files ISA-L's level 1 is 6 to 7 times faster
+than zlib's level 1 for archives 2 to 5 % larger (measured on the bench CT and MR
+corpora); both produce standard deflate streams. Entries too large to hold in memory are streamed
 in chunks with a data descriptor (general-purpose flag bit 3), or, when the output is
 a seekable file, with their local header patched afterwards so that
 :func:`scan_entries` can rebuild the central directory of an interrupted archive.
@@ -30,9 +35,39 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterable, Sequence
 
-#: zlib level used for deflate: 1 is the fastest and, on DICOM files, within a few
-#: percent of the size level 6 gives (measured on CT and MR corpora).
+try:
+    from isal import isal_zlib as _isal
+except ImportError:  # pragma: no cover - depends on the installation
+    _isal = None
+
+#: Deflate implementations by name.
+BACKENDS = {"zlib": zlib, **({"isal": _isal} if _isal is not None else {})}
+#: The implementation used unless told otherwise: ISA-L when installed.
+DEFAULT_BACKEND = "isal" if _isal is not None else "zlib"
+#: Deflate level: 1, the fastest, is within 2 % (CT) to 7 % (MR) of the size zlib's
+#: level 6 gives on DICOM files. ISA-L has levels 0 to 3 (higher levels are capped).
 DEFAULT_LEVEL = 1
+
+
+def compressor(level: int = DEFAULT_LEVEL, backend: str = DEFAULT_BACKEND):
+    """A raw-deflate compressor object (``compress``/``flush``) of ``backend``.
+
+    Parameters
+    ----------
+    level : int
+        zlib level 0-9 (capped at 3 for ISA-L).
+    backend : {"isal", "zlib"}
+        Falls back to zlib when the named implementation is not installed.
+
+    Returns
+    -------
+    object
+        A ``compressobj`` producing a raw deflate stream (no zlib header).
+    """
+    mod = BACKENDS.get(backend, zlib)
+    if mod is not zlib:
+        level = min(level, 3)
+    return mod.compressobj(level, mod.DEFLATED, -15)
 
 STORED = 0
 DEFLATED = 8
@@ -137,7 +172,8 @@ class CentralRecord:
     dos_date: int
 
 
-def prepare_entry(name: str, data: bytes, *, compress: bool = True, level: int = DEFAULT_LEVEL) -> PreparedEntry:
+def prepare_entry(name: str, data: bytes, *, compress: bool = True, level: int = DEFAULT_LEVEL,
+                  backend: str = DEFAULT_BACKEND) -> PreparedEntry:
     """CRC and (optionally) deflate one entry; thread-safe, releases the GIL in zlib.
 
     Parameters
@@ -150,7 +186,9 @@ def prepare_entry(name: str, data: bytes, *, compress: bool = True, level: int =
         Deflate the content. When deflating does not make it smaller the entry is
         stored instead.
     level : int
-        zlib level, 1 (fastest) to 9.
+        Deflate level (see :func:`compressor`).
+    backend : str
+        Deflate implementation (see :func:`compressor`).
 
     Returns
     -------
@@ -158,7 +196,7 @@ def prepare_entry(name: str, data: bytes, *, compress: bool = True, level: int =
     """
     crc = zlib.crc32(data)
     if compress and data:
-        c = zlib.compressobj(level, zlib.DEFLATED, -15)
+        c = compressor(level, backend)
         packed = c.compress(data) + c.flush()
         if len(packed) < len(data):
             return PreparedEntry(name, DEFLATED, crc, len(data), packed)
@@ -250,7 +288,8 @@ class ZipWriter:
         return rec
 
     def add_stream(self, name: str, chunks: Iterable[bytes], *, size_hint: int, compress: bool = True,
-                   level: int = DEFAULT_LEVEL, patch: BinaryIO | None = None) -> CentralRecord:
+                   level: int = DEFAULT_LEVEL, backend: str = DEFAULT_BACKEND,
+                   patch: BinaryIO | None = None) -> CentralRecord:
         """Write one entry whose content is read chunk by chunk (for entries too large
         to hold in memory).
 
@@ -266,7 +305,9 @@ class ZipWriter:
         compress : bool
             Deflate the content.
         level : int
-            zlib level.
+            Deflate level.
+        backend : str
+            Deflate implementation (see :func:`compressor`).
         patch : binary file, optional
             The seekable file this writer writes to. When given, the local header is
             rewritten with the real CRC and sizes once the content is written (no data
@@ -286,7 +327,7 @@ class ZipWriter:
         header = self._local_header(bname, method, flags, 0, 0, 0, zip64)
         self._out(header)
         crc = size = csize = 0
-        comp = zlib.compressobj(level, zlib.DEFLATED, -15) if compress else None
+        comp = compressor(level, backend) if compress else None
         for chunk in chunks:
             crc = zlib.crc32(chunk, crc)
             size += len(chunk)
