@@ -57,10 +57,32 @@ class BrokenProgress(Job):
         raise KeyError("Content")
 
 
+class RaisesWhenStopped(Job):
+    """Waits in its step and raises once a stop is requested; it does not override
+    ``interrupt``, so the exception is a failure, not an interruption."""
+
+    type_name = "TestRaisesWhenStopped"
+
+    def step(self, ctx):
+        if self.wait_stop(30):
+            raise ValueError("disk vanished")
+        return StepResult.SUCCESS
+
+
 class MoreTypes:
     @hookimpl
     def register_job_types(self, ctx):
-        return [BrokenStart, BrokenProgress]
+        return [BrokenStart, BrokenProgress, RaisesWhenStopped]
+
+
+def test_exception_of_a_non_interruptible_job_is_a_failure_even_when_pausing(jobs_app):
+    app = jobs_app(extra=[MoreTypes()])
+    rec = app.ctx.jobs.submit(RaisesWhenStopped())
+    assert not rec.job.interruptible and PeerJob(1).interruptible
+    wait_until(lambda: rec.state.value == "Running")
+    app.ctx.jobs.pause(rec.id)
+    wait_until(lambda: rec.state.value == "Failure", timeout=1.0)
+    assert (rec.error_code, rec.error_details) == (-1, "ValueError: disk vanished")
 
 
 def test_start_raising_and_broken_accessors(jobs_app):

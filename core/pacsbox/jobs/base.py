@@ -219,10 +219,17 @@ class Job:
         Override it to abort an association or close a socket; it must be thread-safe,
         quick and must not raise (exceptions are logged).
 
-        If the step then raises, the engine takes the exception as the interruption: the
-        pause or cancel applies (not a ``Failure`` with that error) and a resumed job runs
-        the interrupted step again.
+        For a job type that overrides this method (:attr:`interruptible`), an exception
+        raised by a step after a stop request is taken as the interruption: the pause or
+        cancel applies (not a ``Failure`` with that error) and a resumed job runs the
+        interrupted step again. For other types an exception is always a failure.
         """
+
+    @property
+    def interruptible(self) -> bool:
+        """bool: the type overrides :meth:`interrupt` (its steps may raise when
+        interrupted)."""
+        return type(self).interrupt is not Job.interrupt
 
     def reset(self) -> None:
         """Go back to the first step (``POST /jobs/{id}/resubmit``)."""
@@ -368,7 +375,7 @@ class InstancesJob(Job):
             try:
                 ok = self.process_instance(ctx, iid)
             except Exception:
-                if not self.permissive or self.stop_requested:
+                if not self.permissive or (self.stop_requested and self.interruptible):
                     raise
                 ok = False
             if not ok:

@@ -766,7 +766,7 @@ class JobsEngine:
                 self._leave(rec, result.value)
                 return
         except Exception as e:  # noqa: BLE001 - a step's exception fails the job, never the engine
-            reason = self._stop_reason(rec) if job.stop_requested else None
+            reason = self._stop_reason(rec) if job.stop_requested and job.interruptible else None
             if reason is not None:
                 log.info("job %s (%s): step interrupted by %s: %s", rec.id, job.type_name, reason, e)
                 self._leave(rec, reason, interrupted=True)
