@@ -184,3 +184,16 @@ def test_history_keeps_the_newest_finished_jobs(jobs_app, tmp_path):
     assert paused.id in ids and len(ids) == 3           # the paused job is never evicted
     assert first_out.id not in ids and not os.path.exists(path)   # evicted with its outputs
     assert client.simulate_get(f"/jobs/{running.id}").status_code == 404
+    # Running and Pending jobs are never evicted either (canceled pending jobs finish
+    # without a worker)
+    blocker = jobs.submit(BlockerJob("blocker"))
+    wait_until(lambda: blocker.state.value == "Running")
+    waiting = jobs.submit(StepsJob(1))
+    canceled = []
+    for _ in range(4):
+        rec = jobs.submit(StepsJob(1))
+        jobs.cancel(rec.id)
+        canceled.append(rec.id)
+    ids = set(client.simulate_get("/jobs").json)
+    assert ids == {paused.id, blocker.id, waiting.id, *canceled[-2:]}
+    jobs.cancel(blocker.id)
