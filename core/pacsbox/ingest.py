@@ -67,27 +67,26 @@ class StoreResult:
 
 
 def expected_instances(series_tags: Mapping[str, str]) -> int | None:
-    """Expected number of instances of a series (Orthanc ``GetExpectedNumberOfInstances``).
+    """Expected number of instances of a series (Orthanc ``ComputeExpectedNumberOfInstances``).
 
-    ``ImagesInAcquisition × NumberOfTemporalPositions``, else ``NumberOfSlices ×
-    NumberOfTimeSlices``, else ``CardiacNumberOfImages``; None when unknown.
+    ``ImagesInAcquisition × NumberOfTemporalPositions`` when both are present, else
+    ``NumberOfSlices × NumberOfTimeSlices`` when both are present, else
+    ``CardiacNumberOfImages``; None when unknown, not an integer or not positive.
     """
     def num(k):
         v = series_tags.get(k)
-        try:
-            return int(float(str(v).strip())) if v not in (None, "") else None
-        except ValueError:
+        if v is None:
             return None
-    a, b = num("ImagesInAcquisition"), num("NumberOfTemporalPositions")
-    if a and a > 0:
-        return a * (b if b and b > 0 else 1)
-    a, b = num("NumberOfSlices"), num("NumberOfTimeSlices")
-    if a and a > 0:
-        return a * (b if b and b > 0 else 1)
+        try:
+            return int(str(v).strip())
+        except ValueError:
+            return False  # present but unreadable: Orthanc gives up
+    for a_key, b_key in (("ImagesInAcquisition", "NumberOfTemporalPositions"), ("NumberOfSlices", "NumberOfTimeSlices")):
+        a, b = num(a_key), num(b_key)
+        if a is not None and b is not None:
+            return a * b if a is not False and b is not False and a * b > 0 else None
     a = num("CardiacNumberOfImages")
-    if a and a > 0:
-        return a
-    return None
+    return a if a and a > 0 else None
 
 
 class Ingest:

@@ -26,30 +26,34 @@ _PATIENT_TAGS = frozenset(T.PATIENT_MAIN_TAGS)
 
 
 def series_status(expected: int | None, indexes: Sequence[str | None]) -> str:
-    """Series ``Status`` (Orthanc ``GetSeriesStatus``).
+    """Series ``Status`` (Orthanc 1.10.1 ``GetSeriesStatus``).
 
     Parameters
     ----------
     expected : int or None
         ``ExpectedNumberOfInstances``.
     indexes : sequence of str or None
-        ``IndexInSeries`` of every instance.
+        ``IndexInSeries`` metadata of every instance (None when absent).
 
     Returns
     -------
     str
-        ``"Unknown"``, ``"Complete"``, ``"Missing"`` or ``"Inconsistent"``.
+        ``"Unknown"`` without an expected count; ``"Inconsistent"`` when an index is out
+        of 1..expected or repeated; ``"Complete"`` when every index 1..expected is there;
+        ``"Missing"`` otherwise. Instances without an integer index are not counted
+        (verified: one instance without InstanceNumber in a series expecting 2 →
+        ``"Missing"``).
     """
     if expected is None:
         return "Unknown"
     seen: set[int] = set()
     for v in indexes:
-        if v is None:
-            return "Unknown"
         try:
-            i = int(v)
+            i = int(v) if v is not None else None
         except ValueError:
-            return "Unknown"
+            i = None
+        if i is None:
+            continue
         if i < 1 or i > expected or i in seen:
             return "Inconsistent"
         seen.add(i)

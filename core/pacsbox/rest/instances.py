@@ -21,7 +21,8 @@ ZIP_MAGIC = b"PK\x03\x04"
 
 
 class UploadResource:
-    """``GET /instances`` (listing) and ``POST /instances`` (upload: DICOM, gzip or ZIP)."""
+    """``GET /instances`` (listing) and ``POST /instances`` (upload: DICOM, gzip, ZIP or a
+    ``multipart/form-data`` form), reference section 2.1."""
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -32,9 +33,14 @@ class UploadResource:
         self._list.on_get(req, resp)
 
     def on_post(self, req, resp):
-        data = read_body(req)
         origin = {"Origin": "RestApi", "RemoteIP": req.remote_addr or "",
                   "HttpUsername": getattr(req.context, "username", None) or ""}
+        if (req.content_type or "").lower().startswith("multipart/form-data"):
+            self._store_multipart(req, origin)
+            resp.content_type = None
+            resp.data = b""  # Orthanc answers a form upload with an empty 200
+            return
+        data = read_body(req)
         if data[:4] == ZIP_MAGIC:
             send_json(resp, self._store_zip(data, origin))
             return
@@ -43,11 +49,23 @@ class UploadResource:
         result = self.ctx.ingest.store(data, origin)
         send_json(resp, result.answer())
 
+    def _store_multipart(self, req, origin: dict) -> None:
+        """Store every file of a ``multipart/form-data`` body (the upload form of
+        Orthanc Explorer); a part that is not DICOM fails the request with its error."""
+        try:
+            form = req.get_media()
+            for part in form:
+                data = part.stream.read()
+                if data:
+                    self.ctx.ingest.store(data, origin)
+        except falcon.MediaMalformedError:
+            log.info("malformed multipart upload ignored")  # Orthanc stores nothing, answers 200
+
     def _store_zip(self, data: bytes, origin: dict) -> list[dict[str, Any]]:
         try:
             zf = zipfile.ZipFile(io.BytesIO(data))
         except zipfile.BadZipFile:
-            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Cannot read the ZIP archive") from None
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Cannot open ZIP archive from memory buffer") from None
         answers = []
         with zf:
             for info in zf.infolist():

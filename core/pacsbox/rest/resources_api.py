@@ -14,6 +14,7 @@ from ..dicom.modules import MODULES
 from ..errors import ErrorCode, OrthancError, not_found
 from ..web import query_flag, read_body, send_json, send_text
 from ..index.index import LEVEL_NAMES, PLURAL
+from ..ingest import expected_instances
 from ..routing.registry import RouteSpec
 
 
@@ -313,12 +314,17 @@ def resource_metadata(ctx, res) -> dict[str, str]:
     """All metadata of a resource, as Orthanc 1.10.1 shows them.
 
     Besides the stored ones: ``LastUpdate`` on patients, studies and series, and the
-    series' ``RemoteAET`` (the one of its last received instance).
+    series' ``ExpectedNumberOfInstances`` and ``RemoteAET`` (the one of its last received
+    instance).
     """
     index = ctx.index
     meta = index.metadata(res.internal_id)
     if res.level < 3:
         meta.setdefault("LastUpdate", res.last_update)
+    if res.level == 2 and "ExpectedNumberOfInstances" not in meta:
+        expected = expected_instances(res.main_tags)
+        if expected is not None:
+            meta["ExpectedNumberOfInstances"] = str(expected)
     if res.level == 2 and "RemoteAET" not in meta:
         kids = index.children(res.internal_id)
         if kids:
@@ -436,7 +442,9 @@ class AttachmentsResource:
             resp.set_header("ETag", f'"0-{att.md5}"')
         if op in ("data", "compressed-data"):
             f = self.ctx.storage.open(att.uuid, att.content_type)
-            resp.content_type = "application/dicom" if att.content_type == 1 else "application/octet-stream"
+            dicom = att.content_type == 1
+            resp.content_type = "application/dicom" if dicom else "application/octet-stream"
+            resp.set_header("Content-Disposition", f'filename="{att.uuid}{".dcm" if dicom else ""}"')
             resp.set_stream(f, att.compressed_size if op == "compressed-data" else att.uncompressed_size)
         elif op in ("size", "compressed-size"):
             send_text(resp, str(att.uncompressed_size if op == "size" else att.compressed_size))
