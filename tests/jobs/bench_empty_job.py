@@ -7,6 +7,8 @@ milliseconds of:
 - ``engine``: ``ctx.jobs.run_sync(EmptyJob())`` in process (submit → worker → Success →
   the waiting caller wakes up);
 - ``engine-async``: ``ctx.jobs.submit`` then ``ctx.jobs.wait``;
+- ``http-nojob``: ``POST /bench/nojob`` (answers ``{}`` without a job): the HTTP round
+  trip alone, for comparison;
 - ``http-sync``: ``POST /bench/empty`` through a real waitress server on loopback (sync
   job; includes the HTTP round trip);
 - ``http-async``: the same with ``{"Asynchronous": true}`` then polling ``GET /jobs/{id}``
@@ -52,6 +54,15 @@ class Submit:
         send_json(resp, self.ctx.jobs.run_request(EmptyJob(), read_json_body(req) or {}))
 
 
+class NoJob:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_post(self, req, resp):
+        read_json_body(req)
+        send_json(resp, {})
+
+
 class BenchPlugin:
     @hookimpl
     def register_job_types(self, ctx):
@@ -59,7 +70,7 @@ class BenchPlugin:
 
     @hookimpl
     def register_routes(self, ctx):
-        return [RouteSpec("/bench/empty", Submit)]
+        return [RouteSpec("/bench/empty", Submit), RouteSpec("/bench/nojob", NoJob)]
 
 
 def _stats(samples):
@@ -95,6 +106,12 @@ def run(n: int, save_jobs: bool) -> dict[str, tuple[float, float]]:
                 url = f"{server.url}/bench/empty"
                 for _ in range(20):
                     http.post(url, json={})
+                samples = []
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    http.post(f"{server.url}/bench/nojob", json={})
+                    samples.append(time.perf_counter() - t0)
+                out["http-nojob"] = _stats(samples)
                 samples = []
                 for _ in range(n):
                     t0 = time.perf_counter()
