@@ -414,6 +414,9 @@ class ArchiveJob(Job):
         if records is None:
             position = offset = 0
             records = []
+        elif position:
+            log.info("resuming archive %s at entry %d of %d (%d bytes kept)", self._partial, position,
+                     len(self.plan), offset)
         self.position = position
         self.committed = (position, offset)
         self._file = open(self._partial, "r+b" if offset else "wb", buffering=0)
