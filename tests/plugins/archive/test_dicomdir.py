@@ -148,3 +148,33 @@ def test_pydicom_internals_used_by_the_builder():
     assert not DD.is_image_sop_class("1.2.840.10008.5.1.4.1.1.11.1")   # presentation state
     assert not DD.is_image_sop_class(None)
 
+
+
+@pytest.mark.parametrize("interruption", ["Paused", "Shutdown"])
+@pytest.mark.parametrize("transcode", [None, "1.2.840.10008.1.2"])
+def test_media_job_interrupted_and_resumed(make_app, tmp_path, interruption, transcode):
+    from pacsbox import StepResult
+    from pacsbox_archive.jobs import MediaJob
+    app = archive_app(make_app)
+    client = falcon.testing.TestClient(app)
+    st = "1.2.826.0.1.3680043.8.498.701"
+    for k in range(6):
+        upload(client, synth(patient_id="M1", study_uid=st, series_uid=f"1.2.826.0.1.3680043.8.498.71{k % 2}",
+                             instance_number=k + 1, charset="ISO_IR 100"))
+    ctx = app.ctx
+    job = MediaJob([client.simulate_get("/studies").json[0]], transcode=transcode)
+    job.start(ctx)
+    for _ in range(3):
+        assert job.step(ctx) is StepResult.CONTINUE
+    job.stop(interruption)
+    job.start(ctx)
+    while job.step(ctx) is StepResult.CONTINUE:
+        pass
+    job.stop("Success")
+    data = open(job.output_path, "rb").read()
+    fs = check_media(data, tmp_path)
+    assert len(fs) == 6
+    images = [rec for rec in records(data) if rec.DirectoryRecordType == "IMAGE"]
+    assert sorted(int(im.InstanceNumber) for im in images) == [1, 2, 3, 4, 5, 6]
+    if transcode:
+        assert {im.ReferencedTransferSyntaxUIDInFile for im in images} == {transcode}
