@@ -428,6 +428,10 @@ class RewriteResult:
 IDENTIFIER_TAGS = (0x00100020, 0x0020000D, 0x0020000E, 0x00080018)
 
 
+class _BadVR(RewriteError):
+    """An explicit-VR header without a valid VR (the file may really be implicit VR)."""
+
+
 class _Utf8Switch(Exception):
     """Raised inside a walk when a new value needs UTF-8; the walk restarts converted."""
 
@@ -439,15 +443,18 @@ def _strip(b: bytes) -> str:
 def parse_meta(data: bytes) -> tuple[dict[int, tuple[bytes, bytes]], int]:
     """The File Meta Information elements (tag → (VR, value)) and the data set offset.
 
+    A file without preamble, or a bare data set without meta information (accepted at
+    ingest, as DCMTK reads them), gives what it has (possibly ``{}``).
+
     Raises
     ------
     RewriteError
-        No ``DICM`` prefix (and no bare group 0002), or a truncated meta group.
+        Not a DICOM file, or a truncated meta group.
     """
     n = len(data)
     if n >= 132 and data[128:132] == b"DICM":
         pos = 132
-    elif n >= 8 and data[0:2] == b"\x02\x00":
+    elif n >= 8 and data[0:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x08"):
         pos = 0
     else:
         raise RewriteError("Not a DICOM Part-10 file")
@@ -468,6 +475,16 @@ def parse_meta(data: bytes) -> tuple[dict[int, tuple[bytes, bytes]], int]:
         meta[(group << 16) | elem] = (vr, bytes(data[vpos:vpos + length]))
         pos = vpos + length
     return meta, pos
+
+
+def guess_transfer_syntax(data: bytes, pos: int) -> str:
+    """Transfer syntax of a data set without (0002,0010), from its first element header
+    (as DCMTK and pacsbox's ingest scanner guess it)."""
+    if data[pos:pos + 2] == b"\x00\x08":
+        return EXPLICIT_BE
+    if bytes(data[pos + 4:pos + 6]) in _VALID_VRS_B:
+        return EXPLICIT_LE
+    return IMPLICIT_LE
 
 
 def write_meta(meta: Mapping[int, tuple[bytes, bytes]], sop_class: str | None, sop_instance: str,
@@ -524,7 +541,9 @@ class Rewriter:
             Malformed file; ``ValueTypeError`` for a replacement that does not fit its VR.
         """
         meta, pos = parse_meta(data)
-        ts = _strip(meta[0x00020010][1]) if 0x00020010 in meta else EXPLICIT_LE
+        ts = _strip(meta[0x00020010][1]) if 0x00020010 in meta else ""
+        if not ts:
+            ts = guess_transfer_syntax(data, pos)
         if ts == IMPLICIT_LE:
             enc = Encoding(True, True)
         elif ts == EXPLICIT_BE:
@@ -545,12 +564,15 @@ class Rewriter:
             t = Charset([x.strip() for x in forced.split("\\")], self.default_codec)
             if t.terms != charset.terms:
                 target = t
-        state = _State(self, enc, charset, target)
         try:
-            out = state.walk_top(body, pos)
-        except _Utf8Switch:
-            state = _State(self, enc, charset, UTF8)
-            out = state.walk_top(body, pos)
+            state, out = self._walk_top(body, pos, enc, charset, target)
+        except _BadVR:
+            if enc.implicit or not enc.little:
+                raise
+            # explicit VR announced, implicit VR written (seen in the wild; DCMTK copes):
+            # rewritten as it is, the announced transfer syntax kept
+            enc = Encoding(True, True)
+            state, out = self._walk_top(body, pos, enc, charset, target)
         if ts == DEFLATED_LE:
             co = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
             out = [co.compress(b"".join(out)) + co.flush()]
@@ -559,6 +581,14 @@ class Rewriter:
         sop_class = _strip(meta[0x00020002][1]) if 0x00020002 in meta else state.sop_class
         out.insert(0, write_meta(meta, sop_class, sop, ts))
         return RewriteResult(b"".join(out), ts, ids, state.convert and state.charset is UTF8)
+
+    def _walk_top(self, body, pos, enc, charset, target):
+        state = _State(self, enc, charset, target)
+        try:
+            return state, state.walk_top(body, pos)
+        except _Utf8Switch:
+            state = _State(self, enc, charset, UTF8)
+            return state, state.walk_top(body, pos)
 
     @staticmethod
     def _find_charset(body, pos: int, enc: Encoding) -> bytes | None:
@@ -626,7 +656,7 @@ class _State:
                 (length,) = enc.u16.unpack_from(data, pos + 6)
                 vpos = pos + 8
             else:
-                raise RewriteError("Bad VR in explicit VR data set")
+                raise _BadVR("Bad VR in explicit VR data set")
             vr = vrb.decode("ascii")
         return tag, vr, length, vpos
 
@@ -702,7 +732,7 @@ class _State:
                 info = vrinfo.get(vrb)
                 if info is None:
                     if g != 0xFFFE:
-                        raise RewriteError("Bad VR in explicit VR data set")
+                        raise _BadVR("Bad VR in explicit VR data set")
                     (length,) = u32.unpack_from(data, pos + 4)
                     vpos = pos + 8
                     vr = None
@@ -725,6 +755,15 @@ class _State:
                     self._end = pos + 8
                     return out
                 raise RewriteError("Unexpected item tag in data set")
+            un = False
+            if vr == "UN" and e:
+                # UN: decide with the dictionary VR (as DCMTK reads it); a sequence in UN
+                # holds implicit VR little endian items (PS3.5 section 6.2.2)
+                dvr = dictionary_vr(tag) if not (g & 1) else "UN"
+                if dvr == "SQ" or length == UNDEFINED:
+                    un, vr = True, "SQ"
+                elif dvr != "UN":
+                    vr = dvr
             if length == UNDEFINED:
                 nxt = -1
             else:
@@ -750,7 +789,7 @@ class _State:
                         self._record_identifier(tag, data, vpos, length, action, arg)
                     if run < pos:
                         append(mv[run:pos])
-                    after = nxt if nxt >= 0 else self._skip_undefined(data, vpos, implicit or vr == "UN")
+                    after = nxt if nxt >= 0 else self._skip_undefined(data, vpos, implicit or un)
                     append(self._new_element(tag, arg, vr))
                     pos = run = after
                     continue
@@ -781,12 +820,12 @@ class _State:
                     elif vr == "SQ":
                         action = DESCEND
                 if action == KEEP:
-                    pos = nxt if nxt >= 0 else self._skip_undefined(data, vpos, implicit or vr == "UN")
+                    pos = nxt if nxt >= 0 else self._skip_undefined(data, vpos, implicit or un)
                     continue
             # a changed element: flush the run
             if run < pos:
                 append(mv[run:pos])
-            after = nxt if nxt >= 0 else self._skip_undefined(data, vpos, implicit or vr == "UN")
+            after = nxt if nxt >= 0 else self._skip_undefined(data, vpos, implicit or un)
             if action == REMOVE:
                 pass
             elif action == CLEAR:
@@ -796,7 +835,7 @@ class _State:
                 new = self.rw.mapper(arg, old)
                 append(enc.element(tag, vr, new.encode("ascii")))
             elif action == DESCEND:
-                append(self._sequence(data, tag, vr, vpos, length, after, parents))
+                append(self._sequence(data, tag, vpos, length, after, parents, un))
             elif action == -1:
                 text = self.src_charset.decode(bytes(data[vpos:after]), vr)
                 b = self.charset.encode(text)
@@ -859,39 +898,45 @@ class _State:
             return self.enc.header(tag, vr, len(v)) + v
         return self.enc.element(tag, vr, v)
 
-    def _sequence(self, data, tag: int, vr: str, vpos: int, length: int, after: int,
-                  parents: tuple) -> bytes:
-        """Rewrite a sequence's items; written back with defined lengths."""
-        enc = self.enc
-        items = []
-        pos = vpos
-        index = 0
-        end = after if length != UNDEFINED else -1
-        rules = self.rules
-        while True:
-            if end >= 0 and pos >= end:
-                break
-            g, e = enc.tag_fmt.unpack_from(data, pos)
-            itag = (g << 16) | e
-            (ilen,) = enc.u32.unpack_from(data, pos + 4)
-            if itag == SEQ_DELIM:
-                break
-            if itag != ITEM:
-                raise RewriteError("Bad item in sequence")
-            here = parents + ((tag, index),)
-            ins = rules.inserts(here)
-            if ilen == UNDEFINED:
-                chunks = self._walk(data, pos + 8, -1, here, ins)
-            else:
-                chunks = self._walk(data, pos + 8, pos + 8 + ilen, here, ins)
-            pos = self._end
-            items.append(enc.item(b"".join(chunks)))
-            index += 1
+    def _sequence(self, data, tag: int, vpos: int, length: int, after: int, parents: tuple,
+                  un: bool = False) -> bytes:
+        """Rewrite a sequence's items; written back with defined lengths (a sequence read
+        as UN stays UN, with implicit VR little endian items)."""
+        outer = self.enc
+        enc = _IMPLICIT_LE if un else outer
+        self.enc = enc
+        try:
+            items = []
+            pos = vpos
+            index = 0
+            end = after if length != UNDEFINED else -1
+            rules = self.rules
+            while True:
+                if end >= 0 and pos >= end:
+                    break
+                g, e, ilen = enc.hdr_implicit.unpack_from(data, pos)
+                itag = (g << 16) | e
+                if itag == SEQ_DELIM:
+                    break
+                if itag != ITEM:
+                    raise RewriteError("Bad item in sequence")
+                here = parents + ((tag, index),)
+                ins = rules.inserts(here)
+                if ilen == UNDEFINED:
+                    chunks = self._walk(data, pos + 8, -1, here, ins)
+                else:
+                    chunks = self._walk(data, pos + 8, pos + 8 + ilen, here, ins)
+                pos = self._end
+                items.append(enc.item(b"".join(chunks)))
+                index += 1
+        finally:
+            self.enc = outer
         content = b"".join(items)
-        return enc.header(tag, "SQ", len(content)) + content
+        return outer.header(tag, "UN" if un else "SQ", len(content)) + content
 
 
 _IDENT = frozenset(IDENTIFIER_TAGS)
+_IMPLICIT_LE = Encoding(True, True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -907,7 +952,9 @@ def transcode(data: bytes, target: str) -> bytes | None:
     target : str
         Transfer Syntax UID: implicit VR little endian, explicit VR little endian,
         explicit VR big endian, deflated explicit VR little endian or RLE Lossless. A
-        compressed source is decompressed first (pydicom pixel handlers).
+        compressed source is decompressed first (pydicom pixel handlers). Between little
+        and big endian, binary values (OW, OF, OL, OD, OV and native Pixel Data) are
+        byte-swapped.
 
     Returns
     -------
@@ -919,14 +966,15 @@ def transcode(data: bytes, target: str) -> bytes | None:
     from pydicom.uid import UID, RLELossless
 
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-        src = str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_LE))
-        if src == target:
-            return data
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if UID(src).is_compressed and "PixelData" in ds:
+            ds = pydicom.dcmread(io.BytesIO(data), force=True)
+            src = UID(str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_LE)))
+            if src == target:
+                return data
+            if src.is_compressed and "PixelData" in ds:
                 ds.decompress()
+                src = UID(str(ds.file_meta.TransferSyntaxUID))
             if target == RLELossless:
                 ds.compress(RLELossless)
                 buf = io.BytesIO()
@@ -934,16 +982,34 @@ def transcode(data: bytes, target: str) -> bytes | None:
                 return buf.getvalue()
             if target not in UNCOMPRESSED + (DEFLATED_LE,):
                 return None
+            for _ in ds.iterall():          # decode every raw element in the source encoding
+                pass
+            target_little = target != EXPLICIT_BE
+            if src.is_little_endian != target_little:
+                _swap_binary_values(ds, int(ds.get("BitsAllocated", 8) or 8))
             ds.file_meta.TransferSyntaxUID = UID(target)
-            if target == EXPLICIT_BE and "PixelData" in ds and ds.get("BitsAllocated", 8) > 8:
-                # pydicom writes OW pixel data swapped from the native value
-                ds.PixelData = ds.pixel_array.astype(ds.pixel_array.dtype.newbyteorder(">")).tobytes()
+            ds.preamble = b"\x00" * 128
             buf = io.BytesIO()
-            ds.save_as(buf, enforce_file_format=True, implicit_vr=target == IMPLICIT_LE,
-                       little_endian=target != EXPLICIT_BE)
+            pydicom.dcmwrite(buf, ds, implicit_vr=target == IMPLICIT_LE, little_endian=target_little,
+                             force_encoding=True)
             return buf.getvalue()
     except Exception:  # noqa: BLE001 - any pydicom failure: the caller keeps the source syntax
         return None
+
+
+def _swap_binary_values(ds, bits_allocated: int) -> None:
+    """Byte-swap the binary values pydicom keeps as raw bytes (endianness change)."""
+    import numpy as np
+    sizes = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+    for el in ds.iterall():
+        if not isinstance(el.value, (bytes, bytearray)):
+            continue
+        if el.tag == PIXEL_DATA:
+            size = {16: 2, 32: 4, 64: 8}.get(bits_allocated, 1)
+        else:
+            size = sizes.get(el.VR, 1)
+        if size > 1 and len(el.value) % size == 0:
+            el.value = np.frombuffer(el.value, dtype=f"u{size}").byteswap().tobytes()
 
 
 def is_known_transfer_syntax(uid: str) -> bool:
