@@ -456,7 +456,17 @@ class Index:
                 out.removed_attachments = [Attachment(*a) for a in tx.execute(
                     "SELECT content_type, uuid, compressed_size, uncompressed_size, md5 FROM attachments "
                     "WHERE resource_id = ?", (row[0],)).fetchall()]
-                tx.execute("DELETE FROM resources WHERE id = ?", (row[0],))
+                # as Orthanc: the old instance is deleted with its now empty parents (and their
+                # change-log rows), then everything is created again from the new file
+                doomed = row[0]
+                while doomed is not None:
+                    up = tx.execute("SELECT parent_id FROM resources WHERE id = ?", (doomed,)).fetchone()[0]
+                    for table in ("identifiers", "metadata", "attachments", "changes"):
+                        tx.execute(f"DELETE FROM {table} WHERE resource_id = ?", (doomed,))
+                    tx.execute("DELETE FROM resources WHERE id = ?", (doomed,))
+                    left = up is not None and tx.execute(
+                        "SELECT 1 FROM resources WHERE parent_id = ? LIMIT 1", (up,)).fetchone()
+                    doomed = None if left or up is None else up
             parent = None
             created: list[tuple[int, int, str]] = []
             internal = [0, 0, 0, 0]
