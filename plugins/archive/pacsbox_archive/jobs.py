@@ -41,7 +41,8 @@ from .dicomdir import DicomDirBuilder, RecordSource, is_image_sop_class, read_he
 from .dicomfile import FileFacts, is_compressed_syntax, peek
 from .layout import PlanItem, build_plan, reload_plan
 from .transcode import transcode
-from .zipstream import DEFAULT_BACKEND, DEFAULT_LEVEL, STREAM_CHUNK, PreparedEntry, ZipWriter, prepare_entry, scan_entries
+from .zipstream import (DEFAULT_BACKEND, DEFAULT_LEVEL, STREAM_CHUNK, PreparedEntry, ZipWriter, prepare_entry,
+                        scan_entries)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pacsbox import ServerContext

@@ -21,7 +21,7 @@ from pacsbox import ErrorCode, OrthancError, query_flag, read_json_body, request
 
 from .jobs import ArchiveJob, MediaJob, StreamSink, ZipResponse, output_directory
 from .transcode import check_transfer_syntax
-from .zipstream import BACKENDS, DEFAULT_BACKEND, DEFAULT_LEVEL
+from .zipstream import BACKENDS, DEFAULT_BACKEND, DEFAULT_LEVELS
 
 if TYPE_CHECKING:  # pragma: no cover
     from pacsbox import ServerContext
@@ -33,17 +33,17 @@ _UNSAFE_FILENAME = re.compile(r'["\\\r\n\x00-\x1f]')
 def _settings(ctx: "ServerContext") -> dict[str, Any]:
     """The plugin's options: ``SynchronousZipStream``, ``ZipLoaderThreads`` (threads
     preparing files; 0 = one per CPU core) and the pacsbox section ``Archive``:
-    ``CompressionLevel`` (deflate level, default 1) and ``Deflate`` (``"isal"`` or
-    ``"zlib"``; default ISA-L when the ``isal`` package is installed)."""
+    ``Deflate`` (``"isal"`` or ``"zlib"``; default ISA-L when the ``isal`` package is
+    installed) and ``CompressionLevel`` (default 2 with ISA-L, 1 with zlib)."""
     section = ctx.plugin_config("Archive", {}) or {}
     if not isinstance(section, dict):
         section = {}
-    level = section.get("CompressionLevel", DEFAULT_LEVEL)
-    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9:
-        level = DEFAULT_LEVEL
     backend = section.get("Deflate", DEFAULT_BACKEND)
     if backend not in BACKENDS:
         backend = DEFAULT_BACKEND
+    level = section.get("CompressionLevel", DEFAULT_LEVELS[backend])
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9:
+        level = DEFAULT_LEVELS[backend]
     threads = ctx.config.int("ZipLoaderThreads")
     return {"stream": ctx.config.bool("SynchronousZipStream"), "level": level, "backend": backend,
             "workers": threads if threads > 0 else (os.cpu_count() or 1)}
