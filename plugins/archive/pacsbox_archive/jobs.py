@@ -699,6 +699,10 @@ class ArchiveJob(Job):
             return None
         return JobOutput(mime="application/zip", filename="archive.zip", path=path)
 
+    def output_keys(self) -> list[str]:
+        """``["archive"]`` while the output of an asynchronous archive is kept."""
+        return ["archive"] if self.output_path and not self.synchronous else []
+
     def delete_output(self, key: str) -> bool:
         """``DELETE /jobs/{id}/archive`` (and history eviction): drop the file."""
         if key != "archive" or self._ctx is None:
@@ -787,6 +791,27 @@ class ZipResponse:
         self._first = first
         self._done = first is None
 
+    @staticmethod
+    def next_chunk(ctx: "ServerContext", job_id: str, sink: StreamSink) -> bytes | None:
+        """The next chunk of a streamed archive; None at its end.
+
+        Raises
+        ------
+        OrthancError
+            The job ended without finishing the stream (canceled while pending or
+            paused, failed...): its error code and details.
+        """
+        while True:
+            try:
+                return sink.read(timeout=1.0)
+            except TimeoutError:
+                rec = ctx.jobs.get(job_id)
+                if rec is not None and not rec.state.is_final:
+                    continue
+                err = OrthancError(ErrorCode.INTERNAL_ERROR, "The archive job ended") if rec is None else \
+                    OrthancError(rec.error_code or ErrorCode.INTERNAL_ERROR, rec.error_details or None)
+                raise err from None
+
     def __iter__(self) -> "ZipResponse":
         return self
 
@@ -796,7 +821,7 @@ class ZipResponse:
             return chunk
         if self._done:
             raise StopIteration
-        chunk = self.sink.read()
+        chunk = self.next_chunk(self.ctx, self.job_id, self.sink)
         if chunk is None:
             self._done = True
             raise StopIteration

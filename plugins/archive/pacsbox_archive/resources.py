@@ -126,7 +126,7 @@ def run_archive(ctx: "ServerContext", req, resp, job: ArchiveJob, *, synchronous
         job.sink = sink = StreamSink()
         rec = ctx.jobs.submit(job, priority)
         try:
-            first = sink.read()
+            first = ZipResponse.next_chunk(ctx, rec.id, sink)
         except Exception:  # noqa: BLE001 - the job failed before its first byte: its error
             ctx.jobs.wait(rec, timeout=30)
             raise OrthancError(rec.error_code or ErrorCode.INTERNAL_ERROR, rec.error_details or None) from None

@@ -265,3 +265,20 @@ def test_instance_whose_file_vanished_is_skipped(make_app):
     z = open_zip(client.simulate_get(f"/jobs/{r.json['ID']}/archive").content)
     assert len(z.namelist()) == 1
     assert z.read(z.namelist()[0]) == client.simulate_get(f"/instances/{a['ID']}/file").content
+
+
+def test_stream_of_a_job_canceled_before_it_ran_ends_with_its_error(make_app):
+    """A synchronous archive canceled while still pending never writes a byte: the
+    request waiting for it gets the job's error instead of waiting forever."""
+    from pacsbox import ErrorCode, OrthancError
+    from pacsbox_archive.jobs import StreamSink, ZipResponse
+    app = make_app({}, plugins=[__import__("pacsbox_archive.plugin").plugin], start_jobs=False)
+    client = falcon.testing.TestClient(app)
+    a = upload(client, synth(patient_id="C1"))
+    job = ArchiveJob([a["ParentPatient"]])
+    job.synchronous, job.sink = True, StreamSink()
+    rec = app.ctx.jobs.submit(job, 0)
+    assert app.ctx.jobs.cancel(rec.id)
+    with pytest.raises(OrthancError) as e:
+        ZipResponse.next_chunk(app.ctx, rec.id, job.sink)
+    assert e.value.code == ErrorCode.CANCELED_JOB
