@@ -6,7 +6,7 @@ One query key becomes one :class:`Constraint` (Orthanc ``DatabaseLookup``):
 - ``A-B`` on a DA, TM or DT tag is a range, compared as strings, either end may be open
   (so an empty date matches ``-20221231``);
 - a value holding ``\\`` is a list: any item equal to the value matches (items are not
-  wildcards); ``ModalitiesInStudy`` is always a list;
+  wildcards);
 - a value holding ``*`` or ``?`` is a wildcard match (``*`` alone requires the tag to be
   present); wildcards are refused on DA, TM, DT and UI tags (400);
 - anything else is an exact match.
@@ -34,7 +34,6 @@ from .tags import parse_tag, tag_to_key
 
 RANGE_VRS = frozenset({"DA", "TM", "DT"})
 NO_WILDCARD_VRS = frozenset({"DA", "TM", "DT", "UI"})
-MODALITIES_IN_STUDY = 0x00080061
 
 
 @lru_cache(maxsize=4096)
@@ -142,7 +141,7 @@ def make_constraint(tag: int, keyword: str, pattern: str, case_sensitive: bool) 
         kind = "universal"
     elif vr in RANGE_VRS and "-" in pattern:
         kind = "range"
-    elif tag == MODALITIES_IN_STUDY or "\\" in pattern:
+    elif "\\" in pattern:
         kind = "list"
     elif "*" in pattern or "?" in pattern:
         if vr in NO_WILDCARD_VRS:

@@ -1,0 +1,341 @@
+"""``/patients``, ``/studies``, ``/series``, ``/instances``: listings, details, navigation,
+statistics, shared tags, modules, metadata, attachments, deletion and the 404/405 shapes,
+as Orthanc 1.10.1 answers them (reference section 2; every expectation was checked on
+the reference server)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from pacsbox import orthanc_id as oid
+
+import dicomgen as g
+
+PA, PB, PC = oid("PA"), oid("PB"), oid("PC")
+ST_A, ST_C = oid("PA", "7.1"), oid("PC", "7.3")
+SE_A, SE_C1, SE_C2 = oid("PA", "7.1", "7.1.1"), oid("PC", "7.3", "7.3.1"), oid("PC", "7.3", "7.3.2")
+I_A1, I_A2 = oid("PA", "7.1", "7.1.1", "7.1.1.1"), oid("PA", "7.1", "7.1.1", "7.1.1.2")
+I_C1, I_C2 = oid("PC", "7.3", "7.3.1", "7.3.1.1"), oid("PC", "7.3", "7.3.2", "7.3.2.1")
+
+FILES = {
+    "a1": g.instance("PA", "7.1", "7.1.1", "7.1.1.1", PatientName="Doe^John", PatientSex="M",
+                     PatientBirthDate="19800101", StudyDate="20230115", StudyTime="101500", AccessionNumber="ACC1",
+                     StudyDescription="Chest CT", Modality="CT", SeriesDescription="axial", InstanceNumber="1"),
+    "a2": g.instance("PA", "7.1", "7.1.1", "7.1.1.2", PatientName="Doe^John", StudyDate="20230115",
+                     AccessionNumber="ACC1", Modality="CT", InstanceNumber="2", ImagesInAcquisition="3"),
+    "b": g.instance("PB", "7.2", "7.2.1", "7.2.1.1", PatientName="DOE^JANE", PatientSex="F", Modality="MR"),
+    "c1": g.instance("PC", "7.3", "7.3.1", "7.3.1.1", PatientName="Smith^Anna", StudyDescription="abdomen",
+                     Modality="US", AccessionNumber="XYZ"),
+    "c2": g.instance("PC", "7.3", "7.3.2", "7.3.2.1", PatientName="Smith^Anna", Modality="SR", AccessionNumber="XYZ"),
+}
+
+
+@pytest.fixture
+def loaded(client):
+    for name in ("a1", "a2", "b", "c1", "c2"):
+        assert client.simulate_post("/instances", body=FILES[name]).json["Status"] == "Success"
+    return client
+
+
+def test_lists_in_insertion_order_with_paging(loaded):
+    c = loaded
+    assert c.simulate_get("/patients").json == [PA, PB, PC]
+    assert c.simulate_get("/instances").json == [I_A1, I_A2, oid("PB", "7.2", "7.2.1", "7.2.1.1"), I_C1, I_C2]
+    assert c.simulate_get("/patients", query_string="since=1&limit=1").json == [PB]
+    assert c.simulate_get("/patients", query_string="since=10&limit=2").json == []
+    assert [p["ID"] for p in c.simulate_get("/patients", query_string="expand").json] == [PA, PB, PC]
+
+
+@pytest.mark.parametrize("query, details", [
+    ("limit=2", 'Missing "since" argument for GET request against: /patients/'),
+    ("since=2", 'Missing "limit" argument for GET request against: /patients/'),
+])
+def test_since_and_limit_go_together(loaded, query, details):
+    r = loaded.simulate_get("/patients", query_string=query)
+    assert r.status_code == 400
+    assert r.json == {"Details": details, "HttpError": "Bad Request", "HttpStatus": 400, "Message": "Bad request",
+                      "Method": "GET", "OrthancError": "Bad request", "OrthancStatus": 8, "Uri": "/patients"}
+
+
+def test_bad_since_is_a_bad_parameter_type(loaded):
+    r = loaded.simulate_get("/patients", query_string="since=x&limit=2")
+    assert r.status_code == 400 and r.json["OrthancStatus"] == 5
+    assert r.json["Details"] == "Syntax error in some user-supplied data"
+
+
+def test_resource_fields(loaded):
+    c = loaded
+    patient = c.simulate_get(f"/patients/{PA}").json
+    assert set(patient) == {"ID", "IsStable", "LastUpdate", "MainDicomTags", "Studies", "Type"}
+    assert patient["MainDicomTags"] == {"PatientBirthDate": "19800101", "PatientID": "PA", "PatientName": "Doe^John",
+                                        "PatientSex": "M"}
+    assert patient["Studies"] == [ST_A] and patient["Type"] == "Patient" and patient["IsStable"] is False
+    assert len(patient["LastUpdate"]) == 15 and patient["LastUpdate"][8] == "T"
+    study = c.simulate_get(f"/studies/{ST_A}").json
+    assert study["MainDicomTags"] == {"AccessionNumber": "ACC1", "StudyDate": "20230115",
+                                      "StudyDescription": "Chest CT", "StudyInstanceUID": "7.1", "StudyTime": "101500"}
+    assert study["PatientMainDicomTags"] == patient["MainDicomTags"]
+    assert study["ParentPatient"] == PA and study["Series"] == [SE_A] and study["Type"] == "Study"
+    series = c.simulate_get(f"/series/{SE_A}").json
+    assert series["MainDicomTags"] == {"Modality": "CT", "SeriesDescription": "axial", "SeriesInstanceUID": "7.1.1"}
+    assert series["Instances"] == [I_A1, I_A2] and series["ParentStudy"] == ST_A
+    assert series["ExpectedNumberOfInstances"] is None and series["Status"] == "Unknown"
+    inst = c.simulate_get(f"/instances/{I_A1}").json
+    assert set(inst) == {"FileSize", "FileUuid", "ID", "IndexInSeries", "MainDicomTags", "ParentSeries", "Type"}
+    assert inst["FileSize"] == len(FILES["a1"]) and inst["IndexInSeries"] == 1
+    assert inst["MainDicomTags"] == {"InstanceNumber": "1", "SOPInstanceUID": "7.1.1.1"}
+
+
+def test_study_keeps_the_patient_tags_of_its_first_instance(client):
+    client.simulate_post("/instances", body=g.instance("PX", "5.1", "5.1.1", "5.1.1.1", PatientName="First^Name",
+                                                       OtherPatientIDs="X1"))
+    client.simulate_post("/instances", body=g.instance("PX", "5.2", "5.2.1", "5.2.1.1", PatientName=""))
+    assert client.simulate_get(f"/patients/{oid('PX')}").json["MainDicomTags"]["PatientName"] == "First^Name"
+    second = client.simulate_get(f"/studies/{oid('PX', '5.2')}").json
+    assert second["PatientMainDicomTags"] == {"PatientID": "PX", "PatientName": ""}
+    assert second["MainDicomTags"] == {"StudyInstanceUID": "5.2"}
+
+
+def test_children_come_in_orthanc_order(loaded):
+    c = loaded
+    # Orthanc prepends the children of each parent: later studies' series come first
+    c.simulate_post("/instances", body=g.instance("PC", "7.9", "7.9.1", "7.9.1.1"))
+    se_9 = oid("PC", "7.9", "7.9.1")
+    assert [s["ID"] for s in c.simulate_get(f"/patients/{PC}/series").json] == [se_9, SE_C1, SE_C2]
+    assert [i["ID"] for i in c.simulate_get(f"/patients/{PC}/instances").json] == [
+        I_C2, I_C1, oid("PC", "7.9", "7.9.1", "7.9.1.1")]
+    assert [s["ID"] for s in c.simulate_get(f"/patients/{PC}/studies").json] == [ST_C, oid("PC", "7.9")]
+    assert [i["ID"] for i in c.simulate_get(f"/studies/{ST_C}/instances").json] == [I_C2, I_C1]
+    assert c.simulate_get(f"/series/{SE_A}/instances").json == [c.simulate_get(f"/instances/{I_A1}").json,
+                                                                  c.simulate_get(f"/instances/{I_A2}").json]
+
+
+def test_parent_routes(loaded):
+    c = loaded
+    assert c.simulate_get(f"/instances/{I_C2}/series").json["ID"] == SE_C2
+    assert c.simulate_get(f"/instances/{I_C2}/study").json["ID"] == ST_C
+    assert c.simulate_get(f"/instances/{I_C2}/patient").json["ID"] == PC
+    assert c.simulate_get(f"/series/{SE_C2}/study").json == c.simulate_get(f"/studies/{ST_C}").json
+    assert c.simulate_get(f"/series/{SE_C2}/patient").json["MainDicomTags"]["PatientName"] == "Smith^Anna"
+    assert c.simulate_get(f"/studies/{ST_C}/patient").json["ID"] == PC
+
+
+def test_statistics(loaded):
+    c = loaded
+    size_c = len(FILES["c1"]) + len(FILES["c2"])
+    assert c.simulate_get(f"/patients/{PC}/statistics").json == {
+        "CountInstances": 2, "CountSeries": 2, "CountStudies": 1,
+        "DicomDiskSize": str(size_c), "DicomDiskSizeMB": 0, "DicomUncompressedSize": str(size_c),
+        "DicomUncompressedSizeMB": 0, "DiskSize": str(size_c), "DiskSizeMB": 0, "UncompressedSize": str(size_c),
+        "UncompressedSizeMB": 0}
+    assert c.simulate_get(f"/studies/{ST_C}/statistics").json["CountSeries"] == 2
+    assert "CountStudies" not in c.simulate_get(f"/studies/{ST_C}/statistics").json
+    inst = c.simulate_get(f"/instances/{I_C1}/statistics").json
+    assert "CountInstances" not in inst and inst["DiskSize"] == str(len(FILES["c1"]))
+    total = sum(len(f) for f in FILES.values())
+    assert c.simulate_get("/statistics").json == {
+        "CountInstances": 5, "CountPatients": 3, "CountSeries": 4, "CountStudies": 3,
+        "TotalDiskSize": str(total), "TotalDiskSizeMB": 0, "TotalUncompressedSize": str(total),
+        "TotalUncompressedSizeMB": 0}
+
+
+def test_shared_tags(loaded):
+    c = loaded
+    shared = c.simulate_get(f"/patients/{PC}/shared-tags", query_string="simplify").json
+    assert shared == {"AccessionNumber": "XYZ", "PatientID": "PC", "PatientName": "Smith^Anna",
+                      "SOPClassUID": g.SC, "StudyInstanceUID": "7.3"}
+    full = c.simulate_get(f"/patients/{PC}/shared-tags").json
+    assert full["0010,0010"] == {"Name": "PatientName", "Type": "String", "Value": "Smith^Anna"}
+    assert c.simulate_get(f"/patients/{PC}/shared-tags", query_string="short").json["0010,0020"] == "PC"
+    r = c.simulate_get(f"/instances/{I_C1}/shared-tags")
+    assert r.status_code == 404 and r.json["OrthancStatus"] == 17
+
+
+def test_module_reads_the_last_instance(client):
+    for i, (st, se, sop) in enumerate([("9.1", "9.1.1", "9.1.1.1"), ("9.1", "9.1.1", "9.1.1.2"),
+                                       ("9.1", "9.1.2", "9.1.2.1"), ("9.2", "9.2.1", "9.2.1.1")]):
+        client.simulate_post("/instances", body=g.instance("PMOD", st, se, sop, PatientName=f"n{i}",
+                                                           SeriesDescription=f"d{i}", StudyDescription=f"s{i}",
+                                                           Modality="OT"))
+    assert client.simulate_get(f"/patients/{oid('PMOD')}/module").json == {
+        "0010,0010": {"Name": "PatientName", "Type": "String", "Value": "n3"},
+        "0010,0020": {"Name": "PatientID", "Type": "String", "Value": "PMOD"}}
+    assert client.simulate_get(f"/studies/{oid('PMOD', '9.1')}/module", query_string="simplify").json == {
+        "StudyDescription": "s2", "StudyInstanceUID": "9.1"}
+    assert client.simulate_get(f"/studies/{oid('PMOD', '9.1')}/module-patient", query_string="simplify").json == {
+        "PatientID": "PMOD", "PatientName": "n2"}
+    assert client.simulate_get(f"/series/{oid('PMOD', '9.1', '9.1.1')}/module", query_string="short").json == {
+        "0008,0060": "OT", "0008,103e": "d1", "0020,000e": "9.1.1"}
+    inst = client.simulate_get(f"/instances/{oid('PMOD', '9.1', '9.1.1', '9.1.1.1')}/module").json
+    assert set(inst) == {"0008,0016", "0008,0018"}
+
+
+def test_metadata(loaded):
+    c = loaded
+    assert c.simulate_get(f"/instances/{I_A1}/metadata").json == [
+        "IndexInSeries", "ReceptionDate", "RemoteAET", "Origin", "TransferSyntax", "SopClassUid", "RemoteIP",
+        "HttpUsername"]  # no PixelDataOffset: the file has no pixel data
+    meta = c.simulate_get(f"/instances/{I_A1}/metadata", query_string="expand").json
+    assert meta["Origin"] == "RestApi" and meta["RemoteAET"] == "" and meta["IndexInSeries"] == "1"
+    assert meta["TransferSyntax"] == "1.2.840.10008.1.2.1" and meta["SopClassUid"] == g.SC
+    r = c.simulate_get(f"/instances/{I_A1}/metadata/Origin")
+    assert r.text == "RestApi" and r.headers["content-type"] == "text/plain"
+    assert r.headers["etag"] == '"0-' + hashlib.md5(b"RestApi").hexdigest() + '"'
+    assert c.simulate_get(f"/series/{SE_A}/metadata").json == ["RemoteAET", "LastUpdate"]
+    assert c.simulate_get(f"/patients/{PA}/metadata", query_string="expand").json == {
+        "LastUpdate": c.simulate_get(f"/patients/{PA}").json["LastUpdate"]}
+
+
+def test_user_metadata_rules(loaded, make_app):
+    c = loaded
+    url = f"/patients/{PA}/metadata"
+    assert c.simulate_put(url + "/1025", body="hello").status_code == 200
+    assert c.simulate_get(url + "/1025").text == "hello"
+    assert c.simulate_get(url).json == ["LastUpdate", "1025"]
+    assert c.simulate_put(url + "/LastUpdate", body="x").status_code == 403
+    assert c.simulate_put(f"/instances/{I_A1}/metadata/Origin", body="x").status_code == 403
+    assert c.simulate_put(url + "/1023", body="x").status_code == 403
+    assert c.simulate_put(url + "/70000", body="x").status_code == 403
+    r = c.simulate_put(url + "/MyMeta", body="x")
+    assert r.status_code == 404 and r.json["OrthancStatus"] == 7
+    assert c.simulate_get(url + "/1030").status_code == 404 and c.simulate_get(url + "/1030").content == b""
+    assert c.simulate_delete(url + "/1025").status_code == 200
+    r = c.simulate_delete(url + "/1025")
+    assert r.status_code == 404 and r.json["OrthancStatus"] == 17
+    kinds = [(ch["ChangeType"], ch["ID"]) for ch in c.simulate_get("/changes").json["Changes"]][-2:]
+    assert kinds == [("UpdatedMetadata", PA), ("UpdatedMetadata", PA)]  # the PUT and the DELETE
+
+
+def test_user_metadata_names_from_the_configuration(make_app):
+    import falcon.testing
+    c = falcon.testing.TestClient(make_app({"UserMetadata": {"Sample": 1024}}))
+    iid = c.simulate_post("/instances", body=g.instance()).json["ID"]
+    assert c.simulate_put(f"/instances/{iid}/metadata/1024", body="v").status_code == 200
+    assert c.simulate_get(f"/instances/{iid}/metadata/Sample").text == "v"
+    assert c.simulate_get(f"/instances/{iid}/metadata").json[-1] == "Sample"
+
+
+def test_attachments(loaded, app):
+    c = loaded
+    base = f"/instances/{I_A1}/attachments"
+    assert c.simulate_get(base).json == ["dicom"]
+    assert c.simulate_get(base + "/dicom").json == ["compress", "compressed-data", "compressed-md5", "compressed-size",
+                                                     "data", "info", "is-compressed", "md5", "size", "uncompress",
+                                                     "verify-md5", "uuid"]
+    md5 = hashlib.md5(FILES["a1"]).hexdigest()
+    uuid = c.simulate_get(f"/instances/{I_A1}").json["FileUuid"]
+    assert c.simulate_get(base + "/dicom/info").json == {
+        "CompressedMD5": md5, "CompressedSize": len(FILES["a1"]), "ContentType": 1, "UncompressedMD5": md5,
+        "UncompressedSize": len(FILES["a1"]), "Uuid": uuid}
+    assert c.simulate_get(base + "/dicom/md5").text == md5
+    assert c.simulate_get(base + "/dicom/size").text == str(len(FILES["a1"]))
+    assert c.simulate_get(base + "/dicom/is-compressed").text == "0"
+    data = c.simulate_get(base + "/dicom/data")
+    assert data.content == FILES["a1"] and data.headers["content-disposition"] == f'filename="{uuid}.dcm"'
+    assert c.simulate_post(base + "/dicom/verify-md5").json == {}
+    assert c.simulate_put(base + "/dicom", body=b"x").status_code == 403
+    assert c.simulate_delete(base + "/dicom").status_code == 403
+    r = c.simulate_get(base + "/nope")
+    assert r.status_code == 404 and r.json["OrthancStatus"] == 7
+    r = c.simulate_get(base + "/1024")
+    assert r.status_code == 404 and r.json["OrthancStatus"] == 17
+    assert c.simulate_get(f"/patients/{PA}/attachments").json == []
+    # a corrupted file is detected
+    Path(app.ctx.storage.path(uuid)).write_bytes(b"x" + FILES["a1"][1:])
+    r = c.simulate_post(base + "/dicom/verify-md5")
+    assert r.status_code == 500 and r.json["OrthancStatus"] == 20
+
+
+def test_file_route(loaded):
+    r = loaded.simulate_get(f"/instances/{I_A1}/file")
+    uuid = loaded.simulate_get(f"/instances/{I_A1}").json["FileUuid"]
+    assert r.content == FILES["a1"] and r.headers["content-type"] == "application/dicom"
+    assert r.headers["content-disposition"] == f'filename="{uuid}.dcm"'
+    js = loaded.simulate_get(f"/instances/{I_A1}/file", headers={"Accept": "application/dicom+json"})
+    assert js.headers["content-type"] == "application/dicom+json"
+    assert js.json["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "Doe^John"}]}
+
+
+@pytest.mark.parametrize("route", ["/patients/{U}", "/studies/{U}", "/series/{U}", "/instances/{U}"])
+def test_unknown_id_on_a_resource_is_an_empty_404(loaded, route):
+    for method in ("GET", "DELETE"):
+        r = loaded.simulate_request(method, route.format(U=oid("nope")))
+        assert r.status_code == 404 and r.content == b""
+
+
+@pytest.mark.parametrize("route", ["/patients/{U}/statistics", "/studies/{U}/series", "/series/{U}/study",
+                                   "/instances/{U}/tags", "/instances/{U}/file", "/series/{U}/metadata",
+                                   "/patients/{U}/module", "/studies/{U}/shared-tags", "/instances/{U}/attachments",
+                                   "/instances/{U}/content/0010-0010", "/studies/abc/instances"])
+def test_unknown_id_on_a_sub_route_is_the_json_error(loaded, route):
+    path = route.format(U=oid("nope"))
+    r = loaded.simulate_get(path)
+    assert r.status_code == 404
+    assert r.json == {"HttpError": "Not Found", "HttpStatus": 404, "Message": "Unknown resource", "Method": "GET",
+                      "OrthancError": "Unknown resource", "OrthancStatus": 17, "Uri": path}
+
+
+def test_no_route_and_wrong_method(loaded):
+    r = loaded.simulate_get("/nonexistent")
+    assert r.status_code == 404 and r.json["OrthancStatus"] == 17 and r.json["Uri"] == "/nonexistent"
+    for method, path, allow in (("DELETE", "/system", "GET"), ("POST", "/patients", "GET"),
+                                ("PUT", "/instances", "GET,POST"), ("POST", "/changes", "GET,DELETE"),
+                                ("PUT", f"/patients/{PA}", "GET,DELETE"), ("GET", "/tools/find", "POST"),
+                                ("POST", f"/instances/{I_A1}/metadata/1025", "GET,PUT,DELETE")):
+        r = loaded.simulate_request(method, path)
+        assert (r.status_code, r.headers.get("allow"), r.content) == (405, allow, b""), path
+
+
+def test_delete_cascades_and_removes_files(loaded, app):
+    c = loaded
+    root = Path(app.ctx.config.path("StorageDirectory"))
+    files = lambda: sorted(p for p in root.glob("??/??/*") if p.is_file())  # noqa: E731
+    assert len(files()) == 5
+    uuid = c.simulate_get(f"/instances/{I_A2}").json["FileUuid"]
+    assert c.simulate_delete(f"/instances/{I_A2}").json == {
+        "RemainingAncestor": {"ID": SE_A, "Path": f"/series/{SE_A}", "Type": "Series"}}
+    assert not Path(app.ctx.storage.path(uuid)).exists() and len(files()) == 4
+    assert c.simulate_delete(f"/instances/{I_A1}").json == {"RemainingAncestor": None}
+    assert c.simulate_get(f"/patients/{PA}").status_code == 404  # empty parents went too
+    assert c.simulate_delete(f"/series/{SE_C2}").json == {
+        "RemainingAncestor": {"ID": ST_C, "Path": f"/studies/{ST_C}", "Type": "Study"}}
+    assert c.simulate_delete(f"/studies/{oid('PB', '7.2')}").json == {"RemainingAncestor": None}
+    assert c.simulate_get("/patients").json == [PC]
+    assert c.simulate_delete(f"/patients/{PC}").json == {"RemainingAncestor": None}
+    assert files() == [] and c.simulate_get("/statistics").json["CountInstances"] == 0
+    # the change-log rows of deleted resources are gone, nothing logs the deletion
+    assert c.simulate_get("/changes").json == {"Changes": [], "Done": True, "Last": 15}
+    assert c.simulate_delete(f"/patients/{PC}").status_code == 404
+
+
+def test_lookup(loaded):
+    c = loaded
+    assert c.simulate_post("/tools/lookup", body="7.1").json == [{"ID": ST_A, "Path": f"/studies/{ST_A}",
+                                                                  "Type": "Study"}]
+    assert c.simulate_post("/tools/lookup", body="PA").json == [{"ID": PA, "Path": f"/patients/{PA}",
+                                                                 "Type": "Patient"}]
+    assert c.simulate_post("/tools/lookup", body="7.1.1.2").json[0]["Type"] == "Instance"
+    assert c.simulate_post("/tools/lookup", body="ACC1").json == []
+    assert c.simulate_post("/tools/lookup", body="").json == []
+
+
+def test_tools(client):
+    for level in ("study", "series", "instance"):
+        uid = client.simulate_get("/tools/generate-uid", query_string=f"level={level}").text
+        assert uid.startswith("1.2.") and len(uid) <= 64 and all(p.isdigit() for p in uid.split("."))
+    pid = client.simulate_get("/tools/generate-uid", query_string="level=patient").text
+    assert len(pid) == 36 and pid.count("-") == 4
+    assert client.simulate_get("/tools/generate-uid", query_string="level=foo").status_code == 404
+    now = client.simulate_get("/tools/now").text
+    assert len(now) == 15 and now[8] == "T" and now[:8].isdigit()
+    tools = client.simulate_get("/tools").json
+    assert "find" in tools and "lookup" in tools and len(tools) == 33
+
+
+def test_system(client):
+    system = client.simulate_get("/system").json
+    assert system["ApiVersion"] == 16 and system["Version"] == "1.10.1" and system["DatabaseVersion"] == 6
+    assert system["Product"] == "pacsbox" and system["IsHttpServerSecure"] is True
+    assert system["DicomAet"] == "PACSBOX" and system["Name"] == "pacsbox"
