@@ -5,7 +5,7 @@ are uploaded to both servers and rewritten by ``/instances/{id}/anonymize|modify
 outputs must have the same elements (at every depth), the same values where the value is
 not generated, and the same elements changed where it is (UIDs, PatientID, PatientName).
 Known, deliberate differences are excluded here and listed in the module docstring of
-:mod:`pacsbox.builtin.modify_job`: the de-identification software name, the UTF-8 switch
+:mod:`pacsbox.builtin.modify`: the de-identification software name, the UTF-8 switch
 for values the character set cannot hold, and elements stored with VR UN (which Orthanc
 leaves unanonymized).
 """

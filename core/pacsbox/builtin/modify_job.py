@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from pacsbox import ErrorCode, OrthancError
 
 from ..dicom import rewrite as RW
+from ..dicom.ids import hierarchy_ids
 from ..dicom.modification import SOP_UID, Modification, TagParser, UidMapper
 from .common import ChunkedInstancesJob, ParentsCache
 
@@ -117,11 +118,14 @@ class ResourceModificationJob(ChunkedInstancesJob):
 
     def process_instance(self, ctx, instance_id: str):
         """Read, rewrite and store one instance; returns ``(status, new ids, source ids)``."""
-        source = self._parents.hierarchy(instance_id)
-        if source is None:
-            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Unknown instance: {instance_id}")
         data = ctx.resources.read_file(instance_id)
         res = rewrite_instance(self._rewriter, data, self.transcode)
+        # the source's Orthanc IDs, from its identifiers (the index when they disagree)
+        source = hierarchy_ids(*(res.identifiers.get(t, ("", ""))[0] for t in RW.IDENTIFIER_TAGS))
+        if source[3] != instance_id:
+            source = self._parents.hierarchy(instance_id)
+            if source is None:
+                raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Unknown instance: {instance_id}")
         origin = dict(self.origin)
         origin["Metadata"] = {self.metadata_name: instance_id}
         stored = ctx.ingest.store(res.data, origin)

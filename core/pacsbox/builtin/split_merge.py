@@ -25,7 +25,7 @@ from ..dicom.modification import SERIES_UID, SOP_UID, STUDY_UID, UidMapper
 from ..dicom.modules import PATIENT_MODULE, STUDY_MODULE
 from ..dicom.tags import MAX_TAG_LENGTH, dataset_encodings, element_text, parse_tag, tag_to_key
 from .common import ChunkedInstancesJob
-from .modify_job import tag_parser
+from .modify_job import rewrite_instance, tag_parser
 
 log = logging.getLogger("pacsbox.builtin")
 
@@ -58,6 +58,7 @@ class _StudyCopyJob(ChunkedInstancesJob):
         self._series_of: dict[str, str] = {}
         self._mapper: UidMapper | None = None
         self._cache: dict[int, tuple] = {}
+        self._fast: dict[int, tuple] = {}
         self._vr_of = None
         self._codec = "latin_1"
 
@@ -81,14 +82,8 @@ class _StudyCopyJob(ChunkedInstancesJob):
         """Copy one instance; returns the new ``(patient, study, series, instance)`` IDs."""
         rules = _CopyRules(self.target_replacements(instance_id), frozenset(self.removals))
         rw = RW.Rewriter(rules, self._mapper, self._vr_of, self._codec)
-        rw._top_cache = self._cache  # noqa: SLF001 - the same rules.top for every instance
-        data = ctx.resources.read_file(instance_id)
-        try:
-            res = rw.rewrite(data)
-        except RW.ValueTypeError as e:
-            raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, str(e)) from None
-        except (RW.RewriteError, KeyError, IndexError, ValueError) as e:
-            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Cannot modify a DICOM file: {e}") from None
+        rw._top_cache, rw._fast_cache = self._cache, self._fast  # noqa: SLF001 - same rules.top for all
+        res = rewrite_instance(rw, ctx.resources.read_file(instance_id))
         stored = ctx.ingest.store(res.data, self.origin)
         if stored.status not in ("Success", "AlreadyStored") or stored.ids is None:
             raise OrthancError(ErrorCode.CANNOT_STORE_INSTANCE, f"Error while storing a modified instance {instance_id}")

@@ -446,6 +446,17 @@ class Modification:
                                    "\"Force\" option to be set to true")
             self.replace_path(path, _convert_json(v, self.parse_tag, path.final))
 
+    def _parse_tag_fields(self, body: Mapping[str, Any], force: bool) -> None:
+        """``Remove``, ``Replace``, ``Keep`` (in Orthanc's order) and ``PrivateCreator``."""
+        if "Remove" in body:
+            self._parse_list(body, "Remove", False, force)
+        if "Replace" in body:
+            self._parse_replacements(body, force)
+        if "Keep" in body:
+            self._parse_list(body, "Keep", True, force)
+        self._parse_private_creator(body)
+        self.force = force
+
     def _parse_private_creator(self, body: Mapping[str, Any]) -> None:
         if "PrivateCreator" in body:
             v = body["PrivateCreator"]
@@ -469,14 +480,7 @@ class Modification:
         force = _bool(body, "Force", False)
         if _bool(body, "RemovePrivateTags", False):
             m.set_remove_private(True)
-        if "Remove" in body:
-            m._parse_list(body, "Remove", False, force)
-        if "Replace" in body:
-            m._parse_replacements(body, force)
-        if "Keep" in body:
-            m._parse_list(body, "Keep", True, force)
-        m._parse_private_creator(body)
-        m.force = force
+        m._parse_tag_fields(body, force)
         return m
 
     @classmethod
@@ -508,16 +512,8 @@ class Modification:
         m.setup_anonymization(version)
         if _bool(body, "KeepPrivateTags", False):
             m.set_remove_private(False)
-        if "Remove" in body:
-            m._parse_list(body, "Remove", False, force)
-        if "Replace" in body:
-            m._parse_replacements(body, force)
-        if "Keep" in body:
-            m._parse_list(body, "Keep", True, force)
-        overridden = PATIENT_NAME not in m.uids
-        m._parse_private_creator(body)
-        m.force = force
-        return m, overridden
+        m._parse_tag_fields(body, force)
+        return m, PATIENT_NAME not in m.uids
 
     force = False
 

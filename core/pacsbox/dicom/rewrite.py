@@ -28,7 +28,7 @@ import uuid
 import warnings
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR, get_private_entry
@@ -428,6 +428,33 @@ class RewriteResult:
 IDENTIFIER_TAGS = (0x00100020, 0x0020000D, 0x0020000E, 0x00080018)
 
 
+def element_header(data, pos: int, enc: "Encoding", implicit: bool) -> tuple[int, str | None, int, int]:
+    """``(tag, VR or None, length, value position)`` of the element header at ``pos``.
+
+    Items and delimiters (group FFFE) and implicit VR elements have no VR.
+
+    Raises
+    ------
+    RewriteError
+        The header runs past the end; ``_BadVR`` for an invalid explicit VR.
+    """
+    if pos + 8 > len(data):
+        raise RewriteError("Truncated data set")
+    g, e = enc.tag_fmt.unpack_from(data, pos)
+    tag = (g << 16) | e
+    if implicit or g == 0xFFFE:
+        (length,) = enc.u32.unpack_from(data, pos + 4)
+        return tag, None, length, pos + 8
+    vrb = bytes(data[pos + 4:pos + 6])
+    if vrb in _LONG_VRS_B:
+        (length,) = enc.u32.unpack_from(data, pos + 8)
+        return tag, vrb.decode("ascii"), length, pos + 12
+    if vrb not in _VALID_VRS_B:
+        raise _BadVR("Bad VR in explicit VR data set")
+    (length,) = enc.u16.unpack_from(data, pos + 6)
+    return tag, vrb.decode("ascii"), length, pos + 8
+
+
 class _BadVR(RewriteError):
     """An explicit-VR header without a valid VR (the file may really be implicit VR)."""
 
@@ -493,7 +520,8 @@ def write_meta(meta: Mapping[int, tuple[bytes, bytes]], sop_class: str | None, s
 
     (0002,0001) version ``00\\01``, (0002,0002)/(0002,0003) Media Storage SOP Class and
     Instance UIDs, (0002,0010) Transfer Syntax UID, (0002,0012)/(0002,0013) pacsbox's
-    implementation UID and name; other group-0002 elements of ``meta`` are kept.
+    implementation UID and name. The other group-0002 elements of the source (Source
+    Application Entity Title...) are dropped, as DCMTK does when Orthanc writes a file.
     """
     enc = Encoding(False, True)
     elems: dict[int, tuple[str, bytes]] = {}
@@ -530,6 +558,7 @@ class Rewriter:
         self.vr_of = vr_of
         self.default_codec = default_codec
         self._top_cache: dict[int, tuple] = {}
+        self._fast_cache: dict[int, tuple] = {}
 
     # ---- entry point -----------------------------------------------------------------
     def rewrite(self, data: bytes) -> RewriteResult:
@@ -572,6 +601,7 @@ class Rewriter:
             # explicit VR announced, implicit VR written (seen in the wild; DCMTK copes):
             # rewritten as it is, the announced transfer syntax kept
             enc = Encoding(True, True)
+            charset = Charset.from_value(self._find_charset(body, pos, enc), self.default_codec)
             state, out = self._walk_top(body, pos, enc, charset, target)
         if ts == DEFLATED_LE:
             co = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
@@ -597,21 +627,12 @@ class Rewriter:
         for _ in range(64):
             if pos + 8 > n:
                 return None
-            g, e = enc.tag_fmt.unpack_from(body, pos)
-            tag = (g << 16) | e
+            try:
+                tag, _vr, length, vpos = element_header(body, pos, enc, enc.implicit)
+            except RewriteError:
+                return None
             if tag > SPECIFIC_CHARACTER_SET:
                 return None
-            if enc.implicit:
-                (length,) = enc.u32.unpack_from(body, pos + 4)
-                vpos = pos + 8
-            else:
-                vr = bytes(body[pos + 4:pos + 6])
-                if vr in _LONG_VRS_B:
-                    (length,) = enc.u32.unpack_from(body, pos + 8)
-                    vpos = pos + 12
-                else:
-                    (length,) = enc.u16.unpack_from(body, pos + 6)
-                    vpos = pos + 8
             if tag == SPECIFIC_CHARACTER_SET:
                 return bytes(body[vpos:vpos + length])
             if length == UNDEFINED:
@@ -638,27 +659,7 @@ class _State:
 
     # ---- element header ----------------------------------------------------------------
     def _header(self, data, pos: int, implicit: bool):
-        enc = self.enc
-        if pos + 8 > len(data):
-            raise RewriteError("Truncated data set")
-        g, e = enc.tag_fmt.unpack_from(data, pos)
-        tag = (g << 16) | e
-        if implicit or g == 0xFFFE:
-            (length,) = enc.u32.unpack_from(data, pos + 4)
-            vr = None
-            vpos = pos + 8
-        else:
-            vrb = bytes(data[pos + 4:pos + 6])
-            if vrb in _LONG_VRS_B:
-                (length,) = enc.u32.unpack_from(data, pos + 8)
-                vpos = pos + 12
-            elif vrb in _VALID_VRS_B:
-                (length,) = enc.u16.unpack_from(data, pos + 6)
-                vpos = pos + 8
-            else:
-                raise _BadVR("Bad VR in explicit VR data set")
-            vr = vrb.decode("ascii")
-        return tag, vr, length, vpos
+        return element_header(data, pos, self.enc, implicit)
 
     def _skip_undefined(self, data, pos: int, implicit: bool) -> int:
         """Position after the sequence delimiter of an undefined-length element at ``pos``."""
@@ -722,7 +723,28 @@ class _State:
         hdr_e = enc.hdr_explicit
         u32 = enc.u32
         vrinfo = _VRINFO
+        # hot path: top level of an explicit VR little endian file, elements known to be kept
+        fast = top and not implicit and enc.little and not convert
+        fcache = self.rw._fast_cache
+        fget = fcache.get
+        hdr_f = _HDR_FAST
         while pos < limit:
+            if fast:
+                raw, vrb, length = hdr_f.unpack_from(data, pos)
+                c = fget(raw)
+                if c is not None and c[0] == vrb:
+                    if c[1]:
+                        (length,) = u32.unpack_from(data, pos + 8)
+                        nxt = pos + 12 + length
+                    else:
+                        nxt = pos + 8 + length
+                    if c[2] < nxt_pending and length != UNDEFINED and nxt <= limit:
+                        if c[3]:                     # removed
+                            if run < pos:
+                                append(mv[run:pos])
+                            run = nxt
+                        pos = nxt
+                        continue
             if implicit:
                 g, e, length = hdr_i.unpack_from(data, pos)
                 vpos = pos + 8
@@ -820,6 +842,8 @@ class _State:
                     elif vr == "SQ":
                         action = DESCEND
                 if action == KEEP:
+                    if fast and not un and e and tag not in _SPECIAL and vrinfo.get(vrb) is not None:
+                        fcache[g | (e << 16)] = (vrb, vrb in _LONG_VRS_B, tag, False)
                     pos = nxt if nxt >= 0 else self._skip_undefined(data, vpos, implicit or un)
                     continue
             # a changed element: flush the run
@@ -827,7 +851,8 @@ class _State:
                 append(mv[run:pos])
             after = nxt if nxt >= 0 else self._skip_undefined(data, vpos, implicit or un)
             if action == REMOVE:
-                pass
+                if fast and not un and e and nxt >= 0 and tag not in _SPECIAL and vrinfo.get(vrb) is not None:
+                    fcache[g | (e << 16)] = (vrb, vrb in _LONG_VRS_B, tag, True)
             elif action == CLEAR:
                 append(enc.header(tag, vr, 0))
             elif action == MAP:
@@ -867,7 +892,8 @@ class _State:
         return vr
 
     def _record_identifier(self, tag, data, vpos, length, action, arg) -> None:
-        old = _strip(bytes(data[vpos:vpos + length])) if length != UNDEFINED else ""
+        # trailing padding only is stripped, as Orthanc does before hashing identifiers
+        old = bytes(data[vpos:vpos + length]).decode("latin-1").rstrip(" \x00") if length != UNDEFINED else ""
         if action == REPLACE:
             new = arg if isinstance(arg, str) else old
         elif action == MAP:
@@ -936,6 +962,9 @@ class _State:
 
 
 _IDENT = frozenset(IDENTIFIER_TAGS)
+#: top-level tags the walk records (never on the hot path)
+_SPECIAL = _IDENT | {0x00080016}
+_HDR_FAST = struct.Struct("<I2sH")
 _IMPLICIT_LE = Encoding(True, True)
 
 
@@ -1017,16 +1046,3 @@ def is_known_transfer_syntax(uid: str) -> bool:
     from pydicom.uid import UID_dictionary
     entry = UID_dictionary.get(uid)
     return entry is not None and entry[1] == "Transfer Syntax"
-
-
-def iter_text(values: Iterable[Any]) -> Iterable[str]:
-    """Every string inside a JSON value (for character-set checks)."""
-    for v in values:
-        if isinstance(v, str):
-            yield v
-        elif isinstance(v, list):
-            for item in v:
-                if isinstance(item, dict):
-                    yield from iter_text(item.values())
-        elif isinstance(v, dict):
-            yield from iter_text(v.values())
