@@ -190,3 +190,17 @@ def _error(client, body):
 ])
 def test_errors(db, body, expected):
     assert _error(db, body) == expected
+
+
+def test_cfind_rules_for_the_dicom_plugin(db, app):
+    """``find_resources(..., dicom_rules=True)``: the C-FIND flavour used by the DICOM plugin."""
+    from pacsbox import find_resources
+
+    def ids_of(query, **kw):
+        return sorted(r.public_id for r in find_resources(app.ctx, 0, query, dicom_rules=True, **kw))
+
+    assert ids_of({"PatientID": "pa"}) == []  # non-PN tags are case-sensitive
+    assert ids_of({"PatientID": "PA"}) == [P["PA"]]
+    assert ids_of({"PatientName": "doe*"}) == sorted([P["PA"], P["PB"]])  # PN per CaseSensitivePN (false)
+    assert ids_of({"PatientName": "doe*"}, case_sensitive=True) == []
+    assert ids_of({"PatientID": "*"}) == sorted(P.values())  # "*" is universal in C-FIND

@@ -114,6 +114,8 @@ class Constraint:
         if kind == "list":
             return any(v == fold(item) for item in self.values)
         if kind == "wildcard":
+            if self.values == ("*",):
+                return True  # "*": any value of a present tag
             return _wildcard_regex(fold(self.pattern)).match(v) is not None
         return v == fold(self.pattern)
 
@@ -165,7 +167,8 @@ def compile_query(query: dict[str, str], case_sensitive: bool = False, *,
         ``/tools/find``: the ``CaseSensitive`` field, applied to every tag. C-FIND
         (``dicom_rules``): the ``CaseSensitivePN`` option, applied to PN tags only.
     dicom_rules : bool
-        C-FIND case rules: every non-PN tag is case-sensitive.
+        C-FIND rules: every non-PN tag is case-sensitive, and ``*`` is universal (it
+        also matches a resource without the tag, whereas ``/tools/find`` requires the tag).
 
     Returns
     -------
@@ -184,5 +187,8 @@ def compile_query(query: dict[str, str], case_sensitive: bool = False, *,
         tag = parse_tag(k)
         kw = keyword_for_tag(tag) or k
         sensitive = case_sensitive if (not dicom_rules or vr_of(tag) == "PN") else True
-        out.append(make_constraint(tag, kw, "" if v is None else str(v), sensitive))
+        pattern = "" if v is None else str(v)
+        if dicom_rules and pattern and set(pattern) == {"*"}:
+            pattern = ""  # C-FIND: "*" is universal matching (PS3.4 C.2.2.2.3)
+        out.append(make_constraint(tag, kw, pattern, sensitive))
     return out

@@ -564,7 +564,7 @@ class _Renderer:
                 items = ds[tag].value
             except Exception:  # noqa: BLE001 - undecodable sequence: rendered as null
                 items = None
-            if isinstance(items, (list, tuple)) or hasattr(items, "__iter__") and not isinstance(items, (bytes, str)):
+            if items is not None and not isinstance(items, (bytes, str)):
                 rendered = [self.dataset(item, encodings, top=False) for item in items]
                 return {"Type": "Sequence", "Value": rendered} if self.fmt == "full" else rendered
             return self._null()

@@ -160,7 +160,7 @@ class ContentResource:
             if elem is None:
                 raise not_found()
             i += 1
-            is_seq = elem.VR == "SQ" or (elem.VR in (None, "UN") and cur[tag].VR == "SQ")
+            is_seq = elem.VR == "SQ" or (elem.VR in (None, "UN") and _decoded_vr(cur, tag) == "SQ")
             if not is_seq:
                 if i != len(parts):
                     raise not_found()
@@ -183,6 +183,14 @@ class ContentResource:
             if i == len(parts):
                 send_json(resp, [f"{int(e.tag) >> 16:04x}-{int(e.tag) & 0xFFFF:04x}" for e in cur.elements()])
                 return
+
+
+def _decoded_vr(ds: pydicom.Dataset, tag: int) -> str | None:
+    """The VR pydicom gives an element of implicit or UN VR (None when it cannot decode it)."""
+    try:
+        return ds[tag].VR
+    except Exception:  # noqa: BLE001 - an undecodable value is a leaf for /content
+        return None
 
 
 def routes(ctx) -> list[RouteSpec]:
