@@ -374,3 +374,19 @@ def test_keep_sop_instance_uid_and_serialization_round_trip():
     ds = parse(a)
     assert ds.SOPInstanceUID == src.SOPInstanceUID and ds.StudyInstanceUID == "1.2.3.4"
     assert ds.SeriesInstanceUID != src.SeriesInstanceUID
+
+
+def test_replaced_uid_is_also_mapped_inside_sequences():
+    """Anonymization with a forced StudyInstanceUID: references to the original inside
+    sequences take the replacement (Orthanc ``RegisterMappedDicomIdentifier``)."""
+    src = pydicom.dcmread(sample_path("CT_small.dcm"))
+    item = pydicom.Dataset()
+    item.StudyInstanceUID = src.StudyInstanceUID
+    item.SeriesInstanceUID = src.SeriesInstanceUID
+    src.SourceImageSequence = [item]
+    buf = io.BytesIO()
+    src.save_as(buf)
+    ds = parse(run(anonymizer({"Replace": {"StudyInstanceUID": "1.2.3.4"}, "Force": True}), buf.getvalue()).data)
+    assert ds.StudyInstanceUID == "1.2.3.4"
+    assert ds.SourceImageSequence[0].StudyInstanceUID == "1.2.3.4"
+    assert ds.SourceImageSequence[0].SeriesInstanceUID == ds.SeriesInstanceUID != src.SeriesInstanceUID

@@ -231,6 +231,13 @@ class UidMapper:
         self.overrides = dict(overrides or {})
         self._cache: dict[tuple[int, str], str] = {}
 
+    def register(self, level: int, original: str, new: str) -> None:
+        """Map ``original`` to ``new`` at ``level`` unless already mapped (first one wins,
+        as Orthanc's ``RegisterMappedDicomIdentifier``)."""
+        key = (level, original.strip(" \x00"))
+        if key not in self._cache and key not in self.overrides:
+            self.overrides[key] = new
+
     def __call__(self, level: int, original: str) -> str:
         key = (level, original.strip(" \x00"))
         v = self._cache.get(key)
@@ -658,6 +665,10 @@ class ModificationRules(RW.Rules):
         self._path_roots = {p.prefix[0][0] for p in m.remove_paths} | {p.prefix[0][0] for p, _ in m.replace_paths}
         self._has_paths = bool(m.remove_paths or m.replace_paths)
         self._keep_paths = m.keep_paths
+        #: anonymization: main UIDs replaced by the request, whose originals map to the
+        #: replacement inside sequences too (``(tag, level, value)``)
+        self.registrations = [(t, lvl, m.replacements[t]) for t, lvl in ((STUDY_UID, 1), (SERIES_UID, 2), (SOP_UID, 3))
+                              if anon and isinstance(m.replacements.get(t), str)]
 
     def top(self, tag: int, vr: str) -> tuple[int, Any]:
         if tag >> 16 & 1 and self._remove_private and tag not in self._private_keep:

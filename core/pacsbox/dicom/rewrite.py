@@ -587,6 +587,7 @@ class Rewriter:
                 raise RewriteError("Bad deflate stream") from None
             pos = 0
         charset = Charset.from_value(self._find_charset(body, pos, enc), self.default_codec)
+        self._register_originals(data)
         target = None
         forced = self.rules.replacements.get(SPECIFIC_CHARACTER_SET)
         if isinstance(forced, str):
@@ -611,6 +612,22 @@ class Rewriter:
         sop_class = _strip(meta[0x00020002][1]) if 0x00020002 in meta else state.sop_class
         out.insert(0, write_meta(meta, sop_class, sop, ts))
         return RewriteResult(b"".join(out), ts, ids, state.convert and state.charset is UTF8)
+
+    def _register_originals(self, data: bytes) -> None:
+        """Map the originals of replaced main UIDs to their replacements before the walk
+        (references inside sequences may come before the top-level value)."""
+        regs = getattr(self.rules, "registrations", None)
+        register = getattr(self.mapper, "register", None)
+        if not regs or register is None:
+            return
+        from .scan import DicomFormatError, scan
+        try:
+            raw = scan(data, {t for t, _lvl, _v in regs}).raw
+        except DicomFormatError:
+            return
+        for tag, level, value in regs:
+            if tag in raw and raw[tag].value is not None:
+                register(level, _strip(raw[tag].value), value)
 
     def _walk_top(self, body, pos, enc, charset, target):
         state = _State(self, enc, charset, target)
