@@ -12,6 +12,7 @@ import pytest
 
 from builtin_helpers import dataset, make_study, post, upload
 from conftest import read
+import pacsbox
 from pacsbox import orthanc_id
 
 
@@ -67,7 +68,7 @@ def test_anonymize_study_answer_tags_and_metadata(client, study):
     iid = client.simulate_get(f"/studies/{new}/instances").json[0]["ID"]
     ds = dataset(client, iid)
     assert ds.PatientName == "Anonymized1" and "InstitutionName" not in ds
-    assert ds.DeidentificationMethod == "pacsbox 0.1.0 - PS 3.15-2021b Table E.1-1 Basic Profile"
+    assert ds.DeidentificationMethod == f"pacsbox {pacsbox.__version__} - PS 3.15-2021b Table E.1-1 Basic Profile"
     assert ds.PatientIdentityRemoved == "YES"
     # the counter goes on; the same patient anonymized twice gives two new patients
     ans2 = post(client, f"/studies/{sid}/anonymize", {}).json

@@ -24,6 +24,7 @@ from conftest import testfile as sample_path
 from pacsbox.dicom import rewrite as RW
 from pacsbox.dicom.scan import scan
 from pacsbox.dicom.modification import DicomPath, Modification, TagParser, UidMapper
+import pacsbox
 from pacsbox import OrthancError
 
 PARSER = TagParser()
@@ -113,7 +114,7 @@ def test_anonymize_ct_small_matches_the_2021b_profile():
     assert ds.PixelData == src.PixelData
     assert ds.PatientName == "Anonymized7"
     assert ds.PatientIdentityRemoved == "YES"
-    assert ds.DeidentificationMethod == "pacsbox 0.1.0 - PS 3.15-2021b Table E.1-1 Basic Profile"
+    assert ds.DeidentificationMethod == f"pacsbox {pacsbox.__version__} - PS 3.15-2021b Table E.1-1 Basic Profile"
     for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID", "InstanceCreatorUID"):
         assert ds[kw].value != src[kw].value and ds[kw].value.startswith("2.25."), kw
         assert len(ds[kw].value) <= 64
@@ -142,7 +143,7 @@ def test_versions_and_unknown_version():
     data = read("CT_small.dcm")
     d2008 = parse(run(anonymizer({"DicomVersion": "2008"}), data).data)
     assert "StudyDate" in d2008 and "AccessionNumber" not in d2008 and "PatientSex" not in d2008
-    assert d2008.DeidentificationMethod == "pacsbox 0.1.0 - PS 3.15-2008 Table E.1-1"
+    assert d2008.DeidentificationMethod == f"pacsbox {pacsbox.__version__} - PS 3.15-2008 Table E.1-1"
     d2023 = parse(run(anonymizer({"DicomVersion": "2023b"}), data).data)
     assert d2023.DeidentificationMethod.endswith("PS 3.15-2023b Table E.1-1 Basic Profile")
     with pytest.raises(OrthancError) as e:
