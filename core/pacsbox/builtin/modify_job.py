@@ -158,11 +158,12 @@ class ResourceModificationJob(ChunkedInstancesJob):
                 if res is not None:
                     index.set_metadata(res.internal_id, self.metadata_name, old, log_change=False)
                 self._tagged.add(new)
-        if self.first is None:
-            self.first = list(ids)
-        if self.output_level is None:
-            for level in range(4):
-                self.outputs[level].add(ids[level])
+        with self._lock:                 # public_content() may run on an HTTP thread
+            if self.first is None:
+                self.first = list(ids)
+            if self.output_level is None:
+                for level in range(4):
+                    self.outputs[level].add(ids[level])
 
     def cleanup(self, ctx) -> None:
         """Delete what the failed job stored."""
@@ -184,12 +185,14 @@ class ResourceModificationJob(ChunkedInstancesJob):
         (bulk), and ``Transcode`` when asked (reference section 3.3)."""
         c = self.base_content()
         c["IsAnonymization"] = self.is_anonymization
-        if self.output_level is not None:
-            if self.first is not None:
-                c.update(_resource(self.output_level, self.first[self.output_level]))
-                c["PatientID"] = self.first[0]
-        else:
-            c["Resources"] = [_resource(level, pid) for level in (3, 2, 1, 0) for pid in sorted(self.outputs[level])]
+        with self._lock:
+            if self.output_level is not None:
+                if self.first is not None:
+                    c.update(_resource(self.output_level, self.first[self.output_level]))
+                    c["PatientID"] = self.first[0]
+            else:
+                c["Resources"] = [_resource(level, pid) for level in (3, 2, 1, 0)
+                                  for pid in sorted(self.outputs[level])]
         if self.transcode:
             c["Transcode"] = self.transcode
         return c
@@ -198,7 +201,13 @@ class ResourceModificationJob(ChunkedInstancesJob):
         """Everything needed to continue after a restart."""
         return {**self.chunk_state(), "Modification": self.modification.serialize(),
                 "OutputLevel": self.output_level, "Transcode": self.transcode, "Origin": self.origin,
-                "First": self.first, "Outputs": [sorted(s) for s in self.outputs] if self.output_level is None else None}
+                "First": self.first, "Outputs": self._outputs_state()}
+
+    def _outputs_state(self) -> list[list[str]] | None:
+        if self.output_level is not None:
+            return None
+        with self._lock:
+            return [sorted(s) for s in self.outputs]
 
     @classmethod
     def from_serialized(cls, data: Mapping[str, Any], ctx) -> "ResourceModificationJob":
