@@ -109,8 +109,9 @@ class Ingest:
 
         Returns
         -------
-        (ScanResult, Dataset, list of str)
-            The scan, a pydicom Dataset of the main tags, the character-set codecs.
+        (ScanResult, list of str)
+            The scan (raw values of :data:`~pacsbox.dicom.tags.INGEST_TAGS`) and the
+            character-set codecs.
 
         Raises
         ------
@@ -124,9 +125,7 @@ class Ingest:
             log.info("refused a DICOM file: %s", e)
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Cannot parse an invalid DICOM file (size: {len(data)} bytes)"
                                if len(data) else "Received an empty DICOM file") from None
-        ds = res.dataset()
-        encodings = T.dataset_encodings(ds, self.default_encoding)
-        return res, ds, encodings
+        return res, T.raw_encodings(res.raw, self.default_encoding)
 
     def store(self, data: bytes, origin: Mapping[str, Any] | None = None) -> StoreResult:
         """Store one DICOM file.
@@ -155,16 +154,17 @@ class Ingest:
         ctx = self.ctx
         origin = dict(origin or {})
         origin.setdefault("Origin", "RestApi")
-        res, ds, enc = self.parse_main(data)
+        res, enc = self.parse_main(data)
+        raw = res.raw
         idents = []
         for i, tag in enumerate(_IDENT_TAGS):
-            el = ds.get_item(tag)
+            el = raw.get(tag)
             if el is None:
                 if i == 0:
                     idents.append("")
                     continue
                 raise OrthancError(ErrorCode.INEXISTENT_TAG)
-            v = T.element_text(el, enc) or ""  # trailing padding only is stripped, as in Orthanc
+            v = T.raw_text(el, enc) or ""  # trailing padding only is stripped, as in Orthanc
             if not v and i > 0:
                 raise OrthancError(ErrorCode.BAD_FILE_FORMAT,
                                    "missing StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID")
@@ -178,7 +178,7 @@ class Ingest:
         if not self.overwrite and index.exists(ids[3]):
             return StoreResult("AlreadyStored", ids)
 
-        levels = [T.main_tags(ds, lvl, enc) for lvl in T.LEVELS]
+        levels = T.main_tags_from_raw(raw, enc)
         levels[1].update(levels[0])  # a study keeps its own copy of the patient tags, as in Orthanc
         identifiers = ({"PatientID": idents[0]},
                        {"StudyInstanceUID": idents[1], **({"AccessionNumber": levels[1]["AccessionNumber"]}
@@ -200,7 +200,7 @@ class Ingest:
             "RemoteAET": str(origin.get("RemoteAET", "")),
             "Origin": str(origin["Origin"]),
             "TransferSyntax": res.transfer_syntax,
-            "SopClassUid": self._sop_class(ds, res),
+            "SopClassUid": self._sop_class(raw, res),
         }
         if origin.get("RemoteIP") is not None:
             metadata["RemoteIP"] = str(origin["RemoteIP"])
@@ -246,10 +246,10 @@ class Ingest:
         return StoreResult("Success", ids, outcome.changes)
 
     @staticmethod
-    def _sop_class(ds, res) -> str:
-        el = ds.get_item(0x00080016)
+    def _sop_class(raw, res) -> str:
+        el = raw.get(0x00080016)
         if el is not None:
-            v = T.element_text(el, ["ascii"])
+            v = T.raw_text(el, ["ascii"])
             if v:
                 return v
         return sop_class_from_meta(res)

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import struct
-from typing import Any, Iterable
+from typing import Any, Mapping, Iterable
 
 from pydicom import Dataset
 from pydicom.charset import decode_bytes, convert_encodings
@@ -283,6 +283,12 @@ def un_text(value: bytes | None) -> str:
 
 def _decode_string(vr: str, value: bytes, encodings: list[str]) -> str:
     if vr in _TEXT_VRS:
+        if len(encodings) == 1 and b"\x1b" not in value:
+            # one character set, no ISO 2022 escape: a plain decode is what pydicom does
+            try:
+                return value.decode(encodings[0]).rstrip(" \x00")
+            except (UnicodeDecodeError, LookupError):
+                pass
         if vr == "PN":
             s = decode_bytes(value, encodings, {0x5E, 0x3D, 0x5C})
         else:
@@ -457,6 +463,55 @@ def main_tags(ds: Dataset, level: str, encodings: list[str]) -> dict[str, str]:
 
 
 _KW_TAG = {kw: int(tag_for_keyword(kw)) for kw in INGEST_KEYWORDS}
+
+#: (level index, keyword, tag) of every main tag, in the order of :data:`MAIN_TAGS`.
+_MAIN_TAG_PLAN = tuple((i, kw, _KW_TAG[kw]) for i, lvl in enumerate(LEVELS) for kw in MAIN_TAGS[lvl])
+
+
+def raw_encodings(raw: Mapping[int, RawDataElement], default: str = "latin_1") -> list[str]:
+    """Python codecs of the (0008,0005) element of a scanned file (see :func:`dataset_encodings`)."""
+    el = raw.get(0x00080005)
+    if el is None:
+        return [default]
+    val = el.value.decode("ascii", "replace").strip(" \x00") if el.value else ""
+    terms = [t.strip() for t in val.split("\\")]
+    if not terms or terms == [""]:
+        return [default]
+    try:
+        return convert_encodings(terms)
+    except Exception:  # noqa: BLE001 - unknown term: fall back like DCMTK
+        return [default]
+
+
+def main_tags_from_raw(raw: Mapping[int, RawDataElement], encodings: list[str]) -> list[dict[str, str]]:
+    """The main tags of the four levels from a scanned file's raw elements (ingest hot path).
+
+    Same values as :func:`main_tags` on a dataset of those elements, without building one.
+
+    Parameters
+    ----------
+    raw : mapping of int to RawDataElement
+        ``ScanResult.raw`` (top-level elements, undecoded).
+    encodings : list of str
+        See :func:`raw_encodings`.
+
+    Returns
+    -------
+    list of 4 dict of str to str
+        Patient, study, series and instance main tags (only tags present in the file).
+    """
+    out: list[dict[str, str]] = [{}, {}, {}, {}]
+    for level, kw, tag in _MAIN_TAG_PLAN:
+        el = raw.get(tag)
+        if el is None:
+            continue
+        text = value_text(tag, el.VR, el.value, el.is_little_endian, encodings)
+        if text is None:
+            text = ""
+        elif len(text) > MAX_TAG_LENGTH and len(text.encode("utf-8")) > MAX_TAG_LENGTH:
+            continue  # too long: Orthanc does not index it
+        out[level][kw] = text
+    return out
 
 
 # ------------------------------------------------------------------------------------------

@@ -32,21 +32,25 @@ class FilesystemStorageArea:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.sync = sync
-        self._dirs: set[str] = set()
+        self._root = str(self.root)
 
     def path(self, uuid: str) -> Path:
         """Path: the file holding attachment ``uuid``."""
         return self.root / uuid[0:2] / uuid[2:4] / uuid
 
+    def _file(self, uuid: str) -> str:
+        return f"{self._root}/{uuid[0:2]}/{uuid[2:4]}/{uuid}"
+
     def create(self, uuid: str, data: bytes, content_type: int = 1) -> None:
         """Write ``data`` atomically under ``uuid`` (see the module docstring)."""
-        final = self.path(uuid)
-        d = str(final.parent)
-        if d not in self._dirs:
-            os.makedirs(d, exist_ok=True)
-            self._dirs.add(d)
-        tmp = f"{final}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        final = self._file(uuid)
+        tmp = final + ".tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileNotFoundError:  # first file of this folder
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            fd = os.open(tmp, flags, 0o644)
         try:
             view = memoryview(data)
             while view:
@@ -66,17 +70,17 @@ class FilesystemStorageArea:
 
     def read(self, uuid: str, content_type: int = 1) -> bytes:
         """Return the bytes of ``uuid``; raises FileNotFoundError when absent."""
-        with open(self.path(uuid), "rb") as f:
+        with open(self._file(uuid), "rb") as f:
             return f.read()
 
     def open(self, uuid: str, content_type: int = 1) -> BinaryIO:
         """Open ``uuid`` for reading; raises FileNotFoundError when absent."""
-        return open(self.path(uuid), "rb")
+        return open(self._file(uuid), "rb")
 
     def remove(self, uuid: str, content_type: int = 1) -> None:
         """Delete ``uuid`` (a missing file is ignored)."""
         try:
-            os.unlink(self.path(uuid))
+            os.unlink(self._file(uuid))
         except FileNotFoundError:
             pass
 
