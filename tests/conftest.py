@@ -54,29 +54,7 @@ def client(app):
     return falcon.testing.TestClient(app)
 
 
-class LiveServer:
-    """A real waitress server running an app in a thread, on a free loopback port."""
-
-    def __init__(self, app, port: int):
-        from waitress.server import create_server
-        self.app = app
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.server = create_server(app, host="127.0.0.1", port=port, threads=8, channel_request_lookahead=1,
-                                    outbuf_high_watermark=4 * 1024 * 1024)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-
-    def close(self):
-        self.server.close()
-        self.thread.join(5)
+from pacsbox.testing import LiveServer  # noqa: E402  (the helper shipped to plugin authors)
 
 
 @pytest.fixture

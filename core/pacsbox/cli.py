@@ -68,21 +68,10 @@ def _serve(args) -> int:
         return 2
     logging.getLogger("pacsbox.plugins").info(
         "plugins: %s", ", ".join(f"{p['ID']} {p['Version']}" for p in list_plugins(app.ctx.pm)) or "none")
-    import waitress
-    from waitress.server import create_server
+    from .server import make_server
 
-    host = str(config.get("HttpBindAddress", "127.0.0.1"))
-    if config.bool("RemoteAccessAllowed") and not config.is_set("HttpBindAddress"):
-        host = "0.0.0.0"
-    threads = max(4, min(64, config.int("HttpThreadsCount")))
-    server = create_server(app, host=host, port=config.int("HttpPort"), threads=threads,
-                           channel_timeout=max(60, config.int("HttpTimeout")), ident="pacsbox",
-                           clear_untrusted_proxy_headers=True, outbuf_high_watermark=4 * 1024 * 1024,
-                           channel_request_lookahead=1, asyncore_use_poll=True,
-                           # fewer trips through waitress's I/O loop per upload: read 64 KiB at a
-                           # time (below malloc's mmap threshold) and keep bodies up to 2 MiB in
-                           # memory (an MR instance is ~0.5 MB)
-                           recv_bytes=64 * 1024, inbuf_overflow=2 * 1024 * 1024)
+    server = make_server(app, config)
+    host = server.effective_host
     log = logging.getLogger("pacsbox")
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth" is not news
     log.info("pacsbox %s: HTTP on %s:%s, AET %s, data in %s", __version__, host, config.int("HttpPort"),

@@ -174,13 +174,13 @@ class LiveServer:
         ``http://127.0.0.1:<port>``.
     """
 
-    def __init__(self, app: Any, port: int) -> None:
-        from waitress.server import create_server
+    def __init__(self, app: Any, port: int, threads: int = 8) -> None:
+        from .server import make_server
 
         self.app = app
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.server = create_server(app, host="127.0.0.1", port=port, threads=4)
+        self.server = make_server(app, app.ctx.config, host="127.0.0.1", port=port, threads=threads)
         self.thread = threading.Thread(target=self.server.run, name=f"pacsbox-live-{port}", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 10

@@ -1,0 +1,91 @@
+"""The HTTP server: waitress, configured once for ``pacsbox serve`` and the test helpers.
+
+:func:`make_server` builds a waitress server from the Orthanc-style configuration
+(``HttpPort``, ``HttpBindAddress``, ``RemoteAccessAllowed``, ``HttpThreadsCount``,
+``HttpTimeout``) with the settings that matter for a DICOM server's traffic:
+
+- 64 KiB reads and request bodies up to 2 MiB kept in memory, so that an upload of a
+  typical instance (40 KB CT to 0.5 MB MR) takes few trips through waitress's I/O loop;
+- ``channel_request_lookahead`` so that a client hanging up is noticed while its answer
+  is streamed (archives, Server-Sent Events);
+- :class:`Channel`, which keeps the I/O loop from spinning while a request is running.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from waitress.channel import HTTPChannel
+from waitress.server import create_server
+
+#: Bytes read from a socket at a time (below glibc's default mmap threshold).
+RECV_BYTES = 64 * 1024
+#: Request bodies up to this size stay in memory (larger ones spill to a temporary file).
+INBUF_OVERFLOW = 2 * 1024 * 1024
+#: An answer may buffer this much before the application thread waits for the client.
+OUTBUF_HIGH_WATERMARK = 4 * 1024 * 1024
+#: While a request runs, its channel asks the I/O loop to write only beyond this many
+#: buffered bytes (the request's own thread writes smaller answers itself).
+_LOOP_WRITE_THRESHOLD = 64 * 1024
+
+
+class Channel(HTTPChannel):
+    """waitress's HTTP channel, minus a busy loop.
+
+    waitress's application threads write their answers to the socket themselves; while
+    one does, its channel still reports pending output, and the I/O loop polls it again
+    and again without being able to take the output lock, holding the GIL the
+    application thread needs to finish. Here a channel with a request in progress is
+    writable for the I/O loop only when a large answer has piled up (which the loop must
+    then help flush) or when it must close.
+    """
+
+    def writable(self) -> bool:  # noqa: D102 - see the class docstring
+        n = self.total_outbufs_len
+        if n and (not self.requests or n >= _LOOP_WRITE_THRESHOLD):
+            return True
+        return bool(self.will_close or self.close_when_flushed)
+
+
+def make_server(app: Any, config: Any, *, host: str | None = None, port: int | None = None, **overrides: Any):
+    """Build the waitress server of an app.
+
+    Parameters
+    ----------
+    app : callable
+        The WSGI application (``create_app(...)``).
+    config : Config
+        Uses ``HttpPort``, ``HttpBindAddress`` (default ``127.0.0.1``; ``0.0.0.0`` when
+        ``RemoteAccessAllowed`` and no address is set), ``HttpThreadsCount`` (clamped to
+        4-64 worker threads) and ``HttpTimeout`` (idle connection timeout, seconds, at
+        least 60).
+    host, port : optional
+        Override the configured address.
+    **overrides
+        Further waitress adjustments (e.g. ``threads``).
+
+    Returns
+    -------
+    waitress.server.BaseWSGIServer
+        Call ``.run()`` to serve, ``.close()`` to stop listening.
+
+    Raises
+    ------
+    OSError
+        The port cannot be bound.
+    """
+    if host is None:
+        host = str(config.get("HttpBindAddress", "127.0.0.1"))
+        if config.bool("RemoteAccessAllowed") and not config.is_set("HttpBindAddress"):
+            host = "0.0.0.0"
+    kw: dict[str, Any] = dict(
+        host=host, port=int(port if port is not None else config.int("HttpPort")),
+        threads=max(4, min(64, config.int("HttpThreadsCount"))),
+        channel_timeout=max(60, config.int("HttpTimeout")), ident="pacsbox",
+        clear_untrusted_proxy_headers=True, outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
+        channel_request_lookahead=1, asyncore_use_poll=True,
+        recv_bytes=RECV_BYTES, inbuf_overflow=INBUF_OVERFLOW,
+    )
+    kw.update(overrides)
+    server = create_server(app, **kw)
+    server.channel_class = Channel
+    return server
