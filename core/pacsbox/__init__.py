@@ -65,9 +65,10 @@ from .context import ServerContext  # noqa: E402
 from .dicom.ids import is_orthanc_id, orthanc_id  # noqa: E402
 from .dicom.matching import compile_query  # noqa: E402
 from .dicom.tags import dataset_to_json, element_text, parse_tag, tag_to_key  # noqa: E402
+from .dicom.transcode import is_transfer_syntax, transcode  # noqa: E402
 from .errors import ErrorCode, OrthancError, not_found, refused  # noqa: E402
-from .web import (dumps, query_flag, read_body, read_json_body, read_json_object, send_json,  # noqa: E402
-                   send_text)
+from .web import (dumps, query_flag, read_body, read_bool, read_json_body, read_json_object,  # noqa: E402
+                  send_json, send_text)
 from .index.index import Attachment, Resource  # noqa: E402
 from .jobs.base import InstancesJob, Job, JobInfo, JobOutput, JobState, StepResult  # noqa: E402
 from .jobs.engine import StartupError, request_mode  # noqa: E402
@@ -83,7 +84,7 @@ __all__ = [
     "ErrorCode", "OrthancError", "not_found", "refused",
     "Job", "InstancesJob", "JobInfo", "JobOutput", "JobState", "StepResult", "StartupError", "request_mode",
     "RouteSpec", "MetricSpec", "StorageArea", "Resource", "Attachment",
-    "send_json", "send_text", "read_body", "read_json_body", "read_json_object", "query_flag", "dumps",
+    "send_json", "send_text", "read_body", "read_bool", "read_json_body", "read_json_object", "query_flag", "dumps",
     "orthanc_id", "is_orthanc_id", "parse_tag", "tag_to_key", "element_text", "dataset_to_json",
-    "compile_query", "find_resources",
+    "compile_query", "find_resources", "transcode", "is_transfer_syntax",
 ]

@@ -6,7 +6,7 @@ so that every answer is serialized the same way.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Mapping
 
 import falcon
 
@@ -115,3 +115,28 @@ def query_flag(req: falcon.Request, name: str) -> bool:
     if isinstance(v, list):
         v = v[-1]
     return str(v).strip().lower() not in ("false", "0", "no")
+
+
+def read_bool(body: Mapping[str, Any], name: str, default: bool) -> bool:
+    """A Boolean field of a JSON request body (Orthanc ``SerializationToolbox::ReadBoolean``).
+
+    Parameters
+    ----------
+    body : mapping
+        The request's JSON object.
+    name : str
+        Field name, e.g. ``"KeepSource"``.
+    default : bool
+        Value when the field is absent.
+
+    Raises
+    ------
+    OrthancError
+        400 ``BAD_FILE_FORMAT`` "Boolean value expected in field: <name>".
+    """
+    if name not in body:
+        return default
+    v = body[name]
+    if not isinstance(v, bool):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Boolean value expected in field: {name}")
+    return v

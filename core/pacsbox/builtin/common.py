@@ -50,22 +50,6 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def read_bool(body: Mapping[str, Any], name: str, default: bool) -> bool:
-    """A Boolean field (``SerializationToolbox::ReadBoolean``).
-
-    Raises
-    ------
-    OrthancError
-        400 ``BAD_FILE_FORMAT`` "Boolean value expected in field: <name>".
-    """
-    if name not in body:
-        return default
-    v = body[name]
-    if not isinstance(v, bool):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Boolean value expected in field: {name}")
-    return v
-
-
 def read_string(body: Mapping[str, Any], name: str) -> str | None:
     """A string field, or None when absent.
 

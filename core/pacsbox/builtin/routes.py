@@ -19,7 +19,8 @@ from pacsbox import ErrorCode, OrthancError, RouteSpec, read_body, send_json
 from ..dicom import rewrite as RW
 from ..dicom.modification import PATIENT_NAME, Modification, UidMapper
 from ..dicom.modules import PATIENT_MODULE, STUDY_MODULE
-from .common import (new_seed, parse_body, parse_object, read_bool, read_string, read_strings,
+from ..web import read_bool
+from .common import (new_seed, parse_body, parse_object, read_string, read_strings,
                      request_origin)
 from .modify_job import ResourceModificationJob, rewrite_instance, tag_parser
 from .split_merge import MergeStudyJob, SplitStudyJob

@@ -34,6 +34,8 @@ from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR, get_private_entry
 
 from .. import __version__
+from .transcode import is_transfer_syntax as is_known_transfer_syntax  # noqa: F401  (routes use it)
+from .transcode import transcode  # noqa: F401  (the modification job uses it)
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -984,82 +986,3 @@ _SPECIAL = _IDENT | {0x00080016}
 _HDR_FAST = struct.Struct("<I2sH")
 _IMPLICIT_LE = Encoding(True, True)
 
-
-# ------------------------------------------------------------------------------------------
-# transcoding (pydicom)
-# ------------------------------------------------------------------------------------------
-
-def transcode(data: bytes, target: str) -> bytes | None:
-    """Change the transfer syntax of a Part-10 file with pydicom.
-
-    Parameters
-    ----------
-    data : bytes
-    target : str
-        Transfer Syntax UID: implicit VR little endian, explicit VR little endian,
-        explicit VR big endian, deflated explicit VR little endian or RLE Lossless. A
-        compressed source is decompressed first (pydicom pixel handlers). Between little
-        and big endian, binary values (OW, OF, OL, OD, OV and native Pixel Data) are
-        byte-swapped.
-
-    Returns
-    -------
-    bytes or None
-        The transcoded file, or None when pydicom cannot do it (the caller keeps the
-        original transfer syntax, as Orthanc does).
-    """
-    import pydicom
-    from pydicom.uid import UID, RLELossless
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(data), force=True)
-            src = UID(str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_LE)))
-            if src == target:
-                return data
-            if src.is_compressed and "PixelData" in ds:
-                ds.decompress()
-                src = UID(str(ds.file_meta.TransferSyntaxUID))
-            if target == RLELossless:
-                ds.compress(RLELossless)
-                buf = io.BytesIO()
-                ds.save_as(buf, enforce_file_format=True)
-                return buf.getvalue()
-            if target not in UNCOMPRESSED + (DEFLATED_LE,):
-                return None
-            for _ in ds.iterall():          # decode every raw element in the source encoding
-                pass
-            target_little = target != EXPLICIT_BE
-            if src.is_little_endian != target_little:
-                _swap_binary_values(ds, int(ds.get("BitsAllocated", 8) or 8))
-            ds.file_meta.TransferSyntaxUID = UID(target)
-            ds.preamble = b"\x00" * 128
-            buf = io.BytesIO()
-            pydicom.dcmwrite(buf, ds, implicit_vr=target == IMPLICIT_LE, little_endian=target_little,
-                             force_encoding=True)
-            return buf.getvalue()
-    except Exception:  # noqa: BLE001 - any pydicom failure: the caller keeps the source syntax
-        return None
-
-
-def _swap_binary_values(ds, bits_allocated: int) -> None:
-    """Byte-swap the binary values pydicom keeps as raw bytes (endianness change)."""
-    import numpy as np
-    sizes = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
-    for el in ds.iterall():
-        if not isinstance(el.value, (bytes, bytearray)):
-            continue
-        if el.tag == PIXEL_DATA:
-            size = {16: 2, 32: 4, 64: 8}.get(bits_allocated, 1)
-        else:
-            size = sizes.get(el.VR, 1)
-        if size > 1 and len(el.value) % size == 0:
-            el.value = np.frombuffer(el.value, dtype=f"u{size}").byteswap().tobytes()
-
-
-def is_known_transfer_syntax(uid: str) -> bool:
-    """Whether ``uid`` is a transfer syntax of the DICOM standard (pydicom's dictionary)."""
-    from pydicom.uid import UID_dictionary
-    entry = UID_dictionary.get(uid)
-    return entry is not None and entry[1] == "Transfer Syntax"

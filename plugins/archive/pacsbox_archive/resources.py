@@ -17,7 +17,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from pacsbox import ErrorCode, OrthancError, query_flag, read_json_body, request_mode, send_json
+from pacsbox import ErrorCode, OrthancError, query_flag, read_bool, read_json_body, request_mode, send_json
 
 from .jobs import ArchiveJob, MediaJob, StreamSink, ZipResponse, output_directory
 from .transcode import check_transfer_syntax
@@ -64,15 +64,6 @@ def _content_disposition(req, default: str) -> str:
     else:
         name = default
     return f'filename="{name}"'
-
-
-def _read_bool(body: dict, key: str, default: bool) -> bool:
-    if key not in body:
-        return default
-    v = body[key]
-    if not isinstance(v, bool):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Boolean value expected in field: {key}")
-    return v
 
 
 def _check_ids(ctx: "ServerContext", ids: Any) -> list[str]:
@@ -176,7 +167,7 @@ class ResourceArchive:
         rid = self._resource(id)
         synchronous, priority = request_mode(body, True)
         transcode = check_transfer_syntax(body["Transcode"]) if "Transcode" in body else None
-        extended = self.media and _read_bool(body, "Extended", False)
+        extended = self.media and read_bool(body, "Extended", False)
         job = _new_job(self.ctx, self.media, [rid], transcode, extended)
         run_archive(self.ctx, req, resp, job, synchronous=synchronous, priority=priority, filename=f"{rid}.zip")
 
@@ -201,7 +192,7 @@ class ToolsArchive:
         resources = _check_ids(self.ctx, ids)
         synchronous, priority = request_mode(body, True)
         transcode = check_transfer_syntax(body["Transcode"]) if "Transcode" in body else None
-        extended = self.media and _read_bool(body, "Extended", self.extended)
+        extended = self.media and read_bool(body, "Extended", self.extended)
         job = _new_job(self.ctx, self.media, resources, transcode, extended)
         run_archive(self.ctx, req, resp, job, synchronous=synchronous, priority=priority, filename="Archive.zip")
 

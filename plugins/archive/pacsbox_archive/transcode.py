@@ -1,26 +1,15 @@
 """Transcoding of the files put in an archive (``Transcode`` / ``?transcode=``).
 
 Orthanc converts every file to the requested transfer syntax and keeps the original
-file when it cannot (reference section 4.1, ``ArchiveJob``). Here pydicom does the
-conversion: uncompressed targets by decompressing (when needed) and re-encoding, and
-compressed targets with :meth:`pydicom.dataset.Dataset.compress` for the encoders
-pydicom has (RLE Lossless, JPEG-LS and JPEG 2000 when their plugins are installed,
-Deflated Explicit VR Little Endian).
+file when it cannot (reference section 4.1, ``ArchiveJob``). The conversion is the
+core's (:func:`pacsbox.transcode`, pydicom).
 """
 from __future__ import annotations
 
-import io
-import logging
-
-import pydicom
 from pydicom.uid import UID
 
 from pacsbox import ErrorCode, OrthancError
-
-log = logging.getLogger("pacsbox.archive")
-
-_UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
-_DEFLATED = "1.2.840.10008.1.2.1.99"
+from pacsbox import transcode as convert_transfer_syntax
 
 
 def check_transfer_syntax(uid: object) -> str:
@@ -64,26 +53,7 @@ def transcode(data: bytes, target: str) -> bytes:
     -------
     bytes
         The converted file, or ``data`` itself (already in ``target``, or no encoder
-        or decoder available for the conversion).
+        or decoder available for the conversion: Orthanc keeps the original then).
     """
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-        source = str(ds.file_meta.get("TransferSyntaxUID", ""))
-        if source == target:
-            return data
-        tsu = UID(target)
-        if target in _UNCOMPRESSED or target == _DEFLATED:
-            if UID(source).is_compressed:
-                ds.decompress()
-            ds.file_meta.TransferSyntaxUID = tsu
-        else:
-            if UID(source).is_compressed:
-                ds.decompress()
-            ds.compress(tsu)
-        out = io.BytesIO()
-        ds.save_as(out, enforce_file_format=True)
-        return out.getvalue()
-    except Exception as e:  # noqa: BLE001 - Orthanc keeps the original file on any failure
-        log.info("cannot transcode an instance to %s (%s: %s); keeping it as it is", target,
-                 type(e).__name__, e)
-        return data
+    out = convert_transfer_syntax(data, target)
+    return data if out is None else out
