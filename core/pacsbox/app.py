@@ -17,6 +17,7 @@ from .config import Config
 from .context import HookCaller, ServerContext
 from .errors import install_error_handlers
 from .index import create_index
+from .index.index import IndexInUseError
 from .ingest import Ingest
 from .jobs.base import Job
 from .jobs.engine import JobsEngine, JobTypeRegistry, StartupError
@@ -158,7 +159,15 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
     if storage is None:
         raise StartupError("no plugin provided a storage area (hook get_storage_area)")
     ctx.storage = storage
-    ctx.index = create_index(config)
+    try:
+        ctx.index = create_index(config)
+    except IndexInUseError as e:
+        raise StartupError(str(e)) from None
+    cleanup = getattr(storage, "cleanup_temporary_files", None)
+    if cleanup is not None:  # half-written files of a crash (the index lock says nobody else writes)
+        removed = cleanup()
+        if removed:
+            log.info("removed %d temporary files left by an interrupted write", removed)
     started: list[str] = []
     try:
         app = _build(ctx, pm, config)

@@ -108,8 +108,10 @@ def delete_instance(ctx, public_id: str) -> bool:
     res = ctx.index.lookup(public_id, 3)
     if res is None:
         return False
-    _remaining, atts = ctx.index.delete_resource(res)
-    for a in atts:
+    deleted = ctx.index.delete_resource(res)
+    if deleted is None:
+        return False
+    for a in deleted[1]:
         try:
             ctx.storage.remove(a.uuid, a.content_type)
         except Exception:  # noqa: BLE001 - a left-over file is harmless, the index is consistent

@@ -536,17 +536,32 @@ class Index:
             return self._log_change(tx, change_type, res.internal_id, res.public_id, res.level)
 
     # ---- delete ----------------------------------------------------------------------
-    def delete_resource(self, res: Resource) -> tuple[Resource | None, list[Attachment]]:
+    def delete_resource(self, res: Resource) -> tuple[Resource | None, list[Attachment]] | None:
         """Delete a resource, its descendants and its ancestors left empty.
+
+        The resource is found again by its Orthanc ID inside the write transaction, so a
+        concurrent delete of the same resource (or a stale ``Resource``) never touches
+        another one.
+
+        Parameters
+        ----------
+        res : Resource
+            The resource to delete (only ``public_id`` and ``level`` are used).
 
         Returns
         -------
-        (Resource or None, list of Attachment)
-            The closest remaining ancestor (``RemainingAncestor``), and every attachment
-            that was removed from the index (to delete from storage after commit).
+        (Resource or None, list of Attachment), or None
+            The closest remaining ancestor (``RemainingAncestor``) and every attachment
+            removed from the index (to delete from storage after commit); None when the
+            resource no longer exists.
         """
         with self.transaction() as tx:
-            ids = [res.internal_id]
+            row = tx.execute("SELECT id, parent_id FROM resources WHERE public_id = ? AND level = ?",
+                             (res.public_id, res.level)).fetchone()
+            if row is None:
+                return None
+            ids = [row[0]]
+            parent_id = row[1]
             all_ids = list(ids)
             for _ in range(res.level, 3):
                 nxt = []
@@ -557,6 +572,17 @@ class Index:
                         f"SELECT id FROM resources WHERE parent_id IN ({marks})", chunk).fetchall()]
                 ids = nxt
                 all_ids += nxt
+            remaining = None
+            while parent_id is not None:
+                n = tx.execute("SELECT COUNT(*) FROM resources WHERE parent_id = ?", (parent_id,)).fetchone()[0]
+                prow = tx.execute(f"SELECT {self._RES_COLS} FROM resources WHERE id = ?", (parent_id,)).fetchone()
+                if prow is None:
+                    break
+                if n > 1:  # siblings remain (the child itself is deleted below)
+                    remaining = self._resource(prow)
+                    break
+                all_ids.append(parent_id)
+                parent_id = prow[3]
             atts: list[Attachment] = []
             for i in range(0, len(all_ids), 500):
                 chunk = all_ids[i:i + 500]
@@ -564,27 +590,16 @@ class Index:
                 atts += [Attachment(*r) for r in tx.execute(
                     "SELECT content_type, uuid, compressed_size, uncompressed_size, md5 FROM attachments "
                     f"WHERE resource_id IN ({marks})", chunk).fetchall()]
-            # delete bottom-up (cheap cascades)
-            for i in range(len(all_ids) - 1, -1, -500):
-                chunk = all_ids[max(0, i - 499):i + 1]
+            # dependent rows first, then the resources (foreign keys cascade what is left)
+            for i in range(0, len(all_ids), 500):
+                chunk = all_ids[i:i + 500]
                 marks = ",".join("?" * len(chunk))
                 for table in ("identifiers", "metadata", "attachments", "changes"):
                     tx.execute(f"DELETE FROM {table} WHERE resource_id IN ({marks})", chunk)
+            for i in range(0, len(all_ids), 500):
+                chunk = all_ids[i:i + 500]
+                marks = ",".join("?" * len(chunk))
                 tx.execute(f"DELETE FROM resources WHERE id IN ({marks})", chunk)
-            parent_id = res.parent_internal
-            remaining = None
-            while parent_id is not None:
-                n = tx.execute("SELECT COUNT(*) FROM resources WHERE parent_id = ?", (parent_id,)).fetchone()[0]
-                row = tx.execute(f"SELECT {self._RES_COLS} FROM resources WHERE id = ?", (parent_id,)).fetchone()
-                if row is None:
-                    break
-                if n > 0:
-                    remaining = self._resource(row)
-                    break
-                for table in ("identifiers", "metadata", "attachments", "changes"):
-                    tx.execute(f"DELETE FROM {table} WHERE resource_id = ?", (parent_id,))
-                tx.execute("DELETE FROM resources WHERE id = ?", (parent_id,))
-                parent_id = row[3]
         return remaining, atts
 
     # ---- statistics --------------------------------------------------------------------
@@ -808,9 +823,25 @@ class SQLiteIndex(Index):
     def __init__(self, path: str | os.PathLike) -> None:
         super().__init__()
         self.path = str(path)
+        self._lock_fd: int | None = None
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.create_schema()
+            self._lock_fd = _lock_exclusively(self.path + ".lock")
+        try:
+            self.create_schema()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def close(self) -> None:
+        """Close the connections and release the index's lock file."""
+        super().close()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     def _connect(self):
         c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -819,3 +850,38 @@ class SQLiteIndex(Index):
         c.execute("PRAGMA foreign_keys=ON")
         c.execute("PRAGMA busy_timeout=30000")
         return c
+
+
+class IndexInUseError(RuntimeError):
+    """Another pacsbox process (or app) already uses this SQLite index."""
+
+
+def _lock_exclusively(lock_path: str) -> int | None:
+    """Hold an exclusive, non-blocking ``flock`` on ``lock_path`` for the life of the index.
+
+    One SQLite index serves one server: a second ``pacsbox serve`` on the same folder would
+    share the index but not the jobs registry or the storage clean-up. The lock is released
+    when the index is closed or the process dies (SIGKILL included).
+
+    Returns
+    -------
+    int or None
+        The locked file descriptor (None where ``fcntl`` does not exist).
+
+    Raises
+    ------
+    IndexInUseError
+        The lock is held by another process or another open index.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise IndexInUseError(f"the index {lock_path[:-5]} is already in use by another pacsbox "
+                              f"(lock file {lock_path})") from None
+    return fd

@@ -13,7 +13,7 @@ SCHEMA_VERSION = 1
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS resources (
-    id {pk},
+    id {pk_autoinc},
     level SMALLINT NOT NULL,
     public_id VARCHAR(64) NOT NULL UNIQUE,
     parent_id BIGINT REFERENCES resources(id) ON DELETE CASCADE,

@@ -91,8 +91,16 @@ def delete_resource(ctx, res) -> dict[str, Any]:
     -------
     dict
         ``{"RemainingAncestor": {"ID", "Path", "Type"} or None}``.
+
+    Raises
+    ------
+    OrthancError
+        Empty 404 when the resource no longer exists.
     """
-    remaining, atts = ctx.index.delete_resource(res)
+    deleted = ctx.index.delete_resource(res)
+    if deleted is None:  # deleted meanwhile by another request
+        raise not_found()
+    remaining, atts = deleted
     t0 = time.perf_counter()
     for a in atts:
         ctx.storage.remove(a.uuid, a.content_type)
