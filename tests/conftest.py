@@ -104,3 +104,28 @@ def read(name: str) -> bytes:
     """Bytes of one pydicom test file."""
     with open(testfile(name), "rb") as f:
         return f.read()
+
+
+# ---- the example plugin is pip-installed by some tests: leave the environment as found ----
+
+def _example_plugin_installed() -> bool:
+    from importlib import metadata
+    try:
+        metadata.distribution("pacsbox-example-plugin")
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def pytest_sessionstart(session):
+    session.config._example_plugin_was_installed = _example_plugin_installed()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Uninstall the example plugin if the test run installed it (else every later
+    ``pacsbox serve`` in this environment would load it)."""
+    import subprocess
+    import sys
+    if not getattr(session.config, "_example_plugin_was_installed", True) and _example_plugin_installed():
+        subprocess.run([sys.executable, "-m", "pip", "uninstall", "--yes", "--quiet", "pacsbox-example-plugin"],
+                       capture_output=True, timeout=300)

@@ -66,11 +66,19 @@ def _serve(args) -> int:
     except (StartupError, ConfigError, pluggy.PluginValidationError) as e:
         print(f"pacsbox: cannot start: {e}", file=sys.stderr)
         return 2
+    except (ValueError, TypeError, AttributeError) as e:  # an option of the wrong type or shape
+        print(f"pacsbox: cannot start: bad configuration value ({type(e).__name__}: {e})", file=sys.stderr)
+        return 2
     logging.getLogger("pacsbox.plugins").info(
         "plugins: %s", ", ".join(f"{p['ID']} {p['Version']}" for p in list_plugins(app.ctx.pm)) or "none")
     from .server import make_server
 
-    server = make_server(app, config)
+    try:
+        server = make_server(app, config)
+    except (OSError, ValueError, TypeError) as e:
+        app.close()
+        print(f"pacsbox: cannot start the HTTP server on port {config.get('HttpPort')}: {e}", file=sys.stderr)
+        return 2
     host = server.effective_host
     log = logging.getLogger("pacsbox")
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth" is not news

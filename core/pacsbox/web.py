@@ -85,6 +85,8 @@ def read_json_body(req: falcon.Request, *, allow_empty: bool = True, default: An
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The request body is empty")
     try:
         return json.loads(data)
+    except RecursionError:
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The request body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError):
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The request body is not valid JSON") from None
 

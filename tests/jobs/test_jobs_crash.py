@@ -172,10 +172,12 @@ def _scenario(server, url, http):
     assert sorted(http.get(f"{url}/jobs").json()) == sorted([a, p, q])
     after = {j: get_job(http, url, j) for j in (a, p, q)}
     assert after[p]["State"] == "Paused"
-    assert after[a]["State"] in ("Pending", "Running")
+    # back in the queue, or (on a fast or idle machine) already done by the time we look
+    assert after[a]["State"] in ("Pending", "Running", "Success")
     # resumed from its saved step: restarted from the first one, it would show a few percent
     assert after[a]["Progress"] >= paused["Progress"]
-    assert after[q]["State"] == "Pending"                   # still behind it (ConcurrentJobs 1)
+    if after[a]["State"] != "Success":
+        assert after[q]["State"] == "Pending"               # still behind it (ConcurrentJobs 1)
     assert after[a]["CreationTime"] == before["CreationTime"]
     for j in (p, q):
         assert after[j]["CreationTime"] == others[j]["CreationTime"]

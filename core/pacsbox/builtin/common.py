@@ -38,7 +38,7 @@ def parse_body(raw: bytes) -> Any:
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT)
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT) from None
 
 

@@ -1085,6 +1085,6 @@ def request_mode(body: Mapping[str, Any] | None, default_synchronous: bool = Tru
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Boolean value expected in field: Asynchronous")
         sync = not v
     priority = body.get("Priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int):
+    if isinstance(priority, bool) or not isinstance(priority, int) or not -2 ** 31 <= priority < 2 ** 31:
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Integer value expected in field: Priority")
     return sync, priority

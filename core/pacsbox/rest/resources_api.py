@@ -48,7 +48,7 @@ def _since_limit(req: falcon.Request) -> tuple[int | None, int | None]:
         values = int(since), int(limit)
     except (TypeError, ValueError):
         values = (-1, -1)
-    if min(values) < 0:
+    if min(values) < 0 or max(values) > 2 ** 32 - 1:  # Orthanc reads 32-bit unsigned integers
         raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, "Syntax error in some user-supplied data")
     return values
 

@@ -77,7 +77,10 @@ def _int_param(req, name: str, default: int) -> int:
         n = int(v) if v is not None else default
     except (TypeError, ValueError):
         return default
-    return n if n >= 0 else default
+    return min(n, _MAX_UINT32) if n >= 0 else default
+
+
+_MAX_UINT32 = 2 ** 32 - 1
 
 
 class ChangesResource:
