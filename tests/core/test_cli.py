@@ -238,3 +238,34 @@ def test_serve_stops_promptly_with_an_idle_keepalive_connection(serve):
         elapsed = time.monotonic() - t0
     assert rc == 0 and "stopped" in err
     assert elapsed < 5, f"stop took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"HttpPort": "abc"}, "cannot start the HTTP server on port abc"),
+    ({"RegisteredUsers": "alice", "AuthenticationEnabled": True}, "cannot start: bad configuration value"),
+])
+def test_serve_refuses_bad_option_values_cleanly(tmp_path, config, message):
+    cfg = {"StorageDirectory": str(tmp_path / "data"), "DicomPort": free_port(), **config}
+    path = tmp_path / "bad-values.json"
+    path.write_text(json.dumps(cfg))
+    proc = run("serve", "--config", str(path), timeout=60)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_serve_refuses_a_port_in_use_and_a_shared_index(tmp_path):
+    first = Server(tmp_path, {})
+    try:
+        # same port, other data folder
+        cfg = {"HttpPort": first.port, "StorageDirectory": str(tmp_path / "other")}
+        (tmp_path / "same-port.json").write_text(json.dumps(cfg))
+        proc = run("serve", "--config", str(tmp_path / "same-port.json"), timeout=60)
+        assert proc.returncode == 2 and f"cannot start the HTTP server on port {first.port}" in proc.stderr
+        # other port, same data folder: one server per index
+        cfg = {"HttpPort": free_port(), "StorageDirectory": str(tmp_path / "data")}
+        (tmp_path / "same-index.json").write_text(json.dumps(cfg))
+        proc = run("serve", "--config", str(tmp_path / "same-index.json"), timeout=60)
+        assert proc.returncode == 2 and "already in use by another pacsbox" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        first.stop()
