@@ -214,15 +214,12 @@ class _Walker:
         self.deflated = deflated
 
     def run(self, pos: int) -> None:
-        if self.le:
-            end = self._top_le(pos, self.res.implicit_vr)
-        else:
-            end = self._dataset(pos, self.n, self.res.implicit_vr, top=True)
+        end = self._top(pos, self.res.implicit_vr)
         if end != self.n:
             raise _truncated(self.n)
 
-    def _top_le(self, pos: int, implicit: bool) -> int:
-        """The top-level loop for little-endian files, kept tight: it is the ingest hot path.
+    def _top(self, pos: int, implicit: bool) -> int:
+        """The top-level loop, kept tight: it is the ingest hot path.
 
         Defined-length sequences are skipped by their length (their content is checked by
         pydicom when the file is read in full); undefined-length ones are walked to their
@@ -230,21 +227,23 @@ class _Walker:
         """
         data, n, wanted, raw = self.data, self.n, self.wanted, self.res.raw
         unpack_from = struct.unpack_from
+        order = "<" if self.le else ">"
+        fmt_implicit, fmt_explicit, fmt_long = order + "HHI", order + "HH2sH", order + "I"
         long_vrs, valid = _EXPLICIT_LONG_VRS, _VALID_VRS
         deflated = self.deflated
         while pos < n:
             if pos + 8 > n:
                 raise _truncated(n)
             if implicit:
-                group, elem, length = unpack_from("<HHI", data, pos)
+                group, elem, length = unpack_from(fmt_implicit, data, pos)
                 vr = None
                 vpos = pos + 8
             else:
-                group, elem, vr, length = unpack_from("<HH2sH", data, pos)
+                group, elem, vr, length = unpack_from(fmt_explicit, data, pos)
                 if vr in long_vrs:
                     if pos + 12 > n:
                         raise _truncated(n)
-                    (length,) = unpack_from("<I", data, pos + 8)
+                    (length,) = unpack_from(fmt_long, data, pos + 8)
                     vpos = pos + 12
                 elif vr in valid:
                     vpos = pos + 8
@@ -265,7 +264,8 @@ class _Walker:
                 raise _truncated(n)
             if tag in wanted:
                 vr_s = dictionary_VR_or_un(tag) if vr is None else vr.decode("ascii")
-                raw[tag] = RawDataElement(tag, vr_s, length, bytes(data[vpos:nxt]), vpos, implicit, True, True, False)
+                raw[tag] = RawDataElement(tag, vr_s, length, bytes(data[vpos:nxt]), vpos, implicit, self.le, True,
+                                          False)
             elif tag == PIXEL_DATA and not deflated:
                 self.res.pixel_data_offset = pos
             pos = nxt
@@ -292,17 +292,15 @@ class _Walker:
         (length,) = struct.unpack_from(self.fmt_short, data, pos + 6)
         return tag, vr, length, pos + 8
 
-    def _dataset(self, pos: int, end: int, implicit: bool, top: bool = False) -> int:
-        """Walk elements in [pos, end) (or until an item delimiter); return the position after."""
-        wanted = self.wanted
+    def _dataset(self, pos: int, end: int, implicit: bool) -> int:
+        """Walk the elements of an item in [pos, end) (or until an item delimiter); return
+        the position after it."""
         n = self.n
         while pos < end:
             tag, vr, length, vpos = self._header(pos, implicit)
             if tag == ITEM_DELIM:
                 return vpos
             if length == UNDEFINED:
-                if tag == PIXEL_DATA and top and not self.deflated:
-                    self.res.pixel_data_offset = pos
                 if vr not in (None, b"SQ", b"UN", b"OB", b"OW"):
                     raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes): undefined length")
                 pos = self._undefined_sequence(vpos, implicit or vr == b"UN")
@@ -310,20 +308,10 @@ class _Walker:
             nxt = vpos + length
             if nxt > end:
                 raise _truncated(n)
-            if top:
-                if tag in wanted:
-                    if vr is None:
-                        vr_s = dictionary_VR_or_un(tag)
-                    else:
-                        vr_s = vr.decode("ascii")
-                    self.res.raw[tag] = RawDataElement(tag, vr_s, length, bytes(self.data[vpos:nxt]), vpos,
-                                                       implicit, self.le, True, False)
-                if tag == PIXEL_DATA and not self.deflated:
-                    self.res.pixel_data_offset = pos
-            elif vr == b"SQ" or (vr is None and length and _is_sequence(tag)):
+            if vr == b"SQ" or (vr is None and length and _is_sequence(tag)):
                 self._defined_sequence(vpos, nxt, implicit)
             pos = nxt
-        if pos != end and not top:
+        if pos != end:
             raise _truncated(n)
         return pos
 
