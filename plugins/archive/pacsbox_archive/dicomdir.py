@@ -44,6 +44,7 @@ from pydicom.dataset import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.filebase import DicomFileLike
 from pydicom.fileset import DIRECTORY_RECORDERS, FileSet, RecordNode
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 #: File-set ID written by Orthanc (0004,1130).
@@ -144,9 +145,71 @@ def _charset_value(charset: str | None, texts: list[str]) -> str | list[str] | N
     if charset:
         parts = charset.split("\\")
         return parts if len(parts) > 1 else parts[0]
-    if any(any(ord(c) > 127 for c in t) for t in texts if t):
+    if not all(t.isascii() for t in texts if t):
         return "ISO_IR 192"   # the index holds Unicode: keep it exact with UTF-8
     return None
+
+
+_NEXT_OFFSET = BaseTag(0x00041400)          # Offset of the Next Directory Record
+_IN_USE = BaseTag(0x00041410)               # Record In-use Flag
+_LOWER_OFFSET = BaseTag(0x00041420)         # Offset of Referenced Lower-Level Directory Entity
+_FILE_ID = BaseTag(0x00041500)              # Referenced File ID
+_SOP_INSTANCE_IN_FILE = BaseTag(0x00041511)  # Referenced SOP Instance UID in File
+_INSTANCE_NUMBER = BaseTag(0x00200013)
+
+
+class _LeafTemplate:
+    """Makes the IMAGE records of one series from pydicom's record of its first instance.
+
+    The records of a series' images differ only by Referenced File ID, Referenced SOP
+    Instance UID in File and Instance Number (and the two offsets pydicom sets when it
+    encodes). A record is a copy of the template's elements with new elements for
+    these five, in ascending tag order (so that pydicom's encoder finds them sorted).
+    The other elements are shared between the records, which pydicom's encoder only
+    reads (its offset updates touch the two offset elements, which are never shared).
+
+    Parameters
+    ----------
+    record : pydicom.Dataset
+        pydicom's IMAGE record of the first instance, with its Referenced... elements.
+    """
+
+    def __init__(self, record: Dataset) -> None:
+        base: dict[BaseTag, Any] = dict(record.items())
+        self.numbered = bool(base.get(_INSTANCE_NUMBER) is not None and base[_INSTANCE_NUMBER].value != "")
+        in_use = DataElement(_IN_USE, "US", 0xFFFF, already_converted=True, validation_mode=_pdconfig.IGNORE)
+        base.update({_NEXT_OFFSET: None, _IN_USE: in_use, _LOWER_OFFSET: None, _FILE_ID: None,
+                     _SOP_INSTANCE_IN_FILE: None})
+        if self.numbered:
+            base[_INSTANCE_NUMBER] = None
+        self.base = dict(sorted(base.items()))
+
+    def leaf(self, file_id: tuple[str, ...], sop_instance_uid: str, number: str) -> Dataset:
+        """The record of one more image of the series.
+
+        Parameters
+        ----------
+        file_id : tuple of str
+            (0004,1500) components.
+        sop_instance_uid : str
+            (0004,1511).
+        number : str
+            (0020,0013) *Instance Number* (unused when the template's is empty).
+
+        Returns
+        -------
+        pydicom.Dataset
+        """
+        ignore = _pdconfig.IGNORE
+        d = self.base.copy()
+        d[_NEXT_OFFSET] = DataElement(_NEXT_OFFSET, "UL", 0, already_converted=True, validation_mode=ignore)
+        d[_LOWER_OFFSET] = DataElement(_LOWER_OFFSET, "UL", 0, already_converted=True, validation_mode=ignore)
+        d[_FILE_ID] = DataElement(_FILE_ID, "CS", list(file_id), validation_mode=ignore)
+        d[_SOP_INSTANCE_IN_FILE] = DataElement(_SOP_INSTANCE_IN_FILE, "UI", sop_instance_uid,
+                                               validation_mode=ignore)
+        if self.numbered:
+            d[_INSTANCE_NUMBER] = DataElement(_INSTANCE_NUMBER, "IS", number, validation_mode=ignore)
+        return Dataset(d)
 
 
 class DicomDirBuilder:
@@ -172,7 +235,7 @@ class DicomDirBuilder:
         self.fs = FileSet()
         self.fs.ID = file_set_id
         self._nodes: dict[tuple[str, str], RecordNode] = {}
-        self._templates: dict[tuple, Dataset] = {}
+        self._templates: dict[tuple, _LeafTemplate] = {}
         self.count = 0
 
     # ---- records ------------------------------------------------------------------
@@ -210,6 +273,16 @@ class DicomDirBuilder:
         """
         if not src.file_id:
             raise ValueError("empty Referenced File ID")
+        number = src.instance.get("InstanceNumber", "")
+        if src.dataset is None:
+            # the common case: one more IMAGE record in a series already seen
+            senode = self._nodes.get(("E", src.series_key))
+            tpl = self._templates.get((src.series_key, src.sop_class_uid, src.transfer_syntax_uid,
+                                       src.specific_character_set, bool(number)))
+            if senode is not None and tpl is not None:
+                RecordNode(tpl.leaf(src.file_id, src.sop_instance_uid, number)).parent = senode
+                self.count += 1
+                return
         p, st, se, inst = src.patient, src.study, src.series, src.instance
         full = src.dataset
         charset = _charset_value(src.specific_character_set,
@@ -250,20 +323,15 @@ class DicomDirBuilder:
         if senode.parent is None:
             senode.parent = stnode
 
-        number = inst.get("InstanceNumber", "")
         if full is None:
-            # IMAGE records of a series differ only by these three values: pydicom's
-            # record of the first one is the template of the others
+            # IMAGE records of a series differ only by three values: pydicom's record of
+            # the first one is the template of the others
             key = (src.series_key, src.sop_class_uid, src.transfer_syntax_uid, src.specific_character_set,
                    bool(number))
             tpl = self._templates.get(key)
             if tpl is None:
-                tpl = self._templates[key] = self._framed_leaf(src, inst, None, framed)
-            leaf = Dataset(dict(tpl.items()))
-            if number:
-                leaf.add(_element("InstanceNumber", number))
-            leaf.add(_element("ReferencedFileID", list(src.file_id)))
-            leaf.add(_element("ReferencedSOPInstanceUIDInFile", src.sop_instance_uid))
+                tpl = self._templates[key] = _LeafTemplate(self._framed_leaf(src, inst, None, framed))
+            leaf = tpl.leaf(src.file_id, src.sop_instance_uid, number)
         else:
             leaf = self._framed_leaf(src, inst, full, framed)
         RecordNode(leaf).parent = senode

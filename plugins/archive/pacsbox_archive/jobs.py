@@ -284,42 +284,6 @@ class _Pipeline:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-class _DirectoryThread(threading.Thread):
-    """Builds the DICOMDIR of a media archive beside the writer.
-
-    The records come from the index and from the first bytes of each file, so the
-    directory can be built while the files are deflated and sent (pydicom's encoding is
-    pure Python, the deflating is not: the two overlap on two cores), instead of after
-    the last file.
-    """
-
-    def __init__(self, job: "ArchiveJob", plan: list[PlanItem]) -> None:
-        super().__init__(name="pacsbox-dicomdir", daemon=True)
-        self.job, self.plan = job, plan
-        self.result: bytes | None = None
-        self.error: BaseException | None = None
-        self.included: set[str] = set()
-        self._cancel = threading.Event()
-
-    def run(self) -> None:
-        try:
-            builder = DicomDirBuilder(extended=self.job.extended)
-            for item in self.plan:
-                if self._cancel.is_set():
-                    return
-                prep = self.job._reread(item)
-                if prep.missing:
-                    continue
-                builder.add(self.job._record_source(item, prep))
-                self.included.add(item.instance.public_id)
-            self.result = builder.encode()
-        except BaseException as e:  # noqa: BLE001 - reported by the job's last step
-            self.error = e
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-
 class ArchiveJob(Job):
     """``Archive``: a ZIP of the given resources, named as in reference section 4.2.
 
@@ -378,8 +342,6 @@ class ArchiveJob(Job):
         self._partial: str | None = None
         self._pipeline: _Pipeline | None = None
         self._dicomdir: DicomDirBuilder | None = None
-        self._dirthread: _DirectoryThread | None = None
-        self._skipped: set[str] = set()
         self._orphan = False
 
     # ---- public content ------------------------------------------------------------
@@ -429,8 +391,6 @@ class ArchiveJob(Job):
             self.uncompressed_size = sum(i.size for i in self.plan)
         if self._writer is None:
             self._open_output(ctx)
-        elif self.media and not self.transcode and self._dirthread is None:
-            self._start_directory(self.position)       # resumed after a shutdown in this process
         if self._pipeline is None:
             self._pipeline = _Pipeline(self._prepare, self.plan, self.position, self.workers)
 
@@ -469,14 +429,16 @@ class ArchiveJob(Job):
         self._start_directory(position)
 
     def _start_directory(self, position: int) -> None:
-        """Media: start the DICOMDIR thread, or (when transcoding, which changes the
-        files) an inline builder fed as the files are written."""
-        self._skipped = set()
+        """Media: a new DICOMDIR builder, with the records of the ``position`` entries
+        already in a resumed partial file.
+
+        The records of the next files are added as they are written (from what the
+        file readers found in them) and the DICOMDIR is encoded after the last file.
+        Encoding it in a thread beside the writer was measured slower: pydicom's
+        encoder is pure Python, and a thread running it keeps the GIL from the
+        writer's threads, which then advance by one GIL switch interval at a time.
+        """
         if not self.media:
-            return
-        if not self.transcode:
-            self._dirthread = _DirectoryThread(self, list(self.plan or []))
-            self._dirthread.start()
             return
         self._dicomdir = DicomDirBuilder(extended=self.extended)
         for item in (self.plan or [])[:position]:
@@ -570,7 +532,6 @@ class ArchiveJob(Job):
         prep = self._pipeline.get(self.position)
         if prep.missing:
             log.warning("instance %s was removed after the archive was planned", item.instance.public_id)
-            self._skipped.add(item.instance.public_id)
             return
         if prep.entry is not None:
             self._writer.add(prep.entry)
@@ -594,28 +555,9 @@ class ArchiveJob(Job):
         """Record (entries written, bytes in the file) once they are all in the file."""
         self.committed = (self.position, self._writer.offset)
 
-    def _directory(self) -> bytes | None:
-        """The DICOMDIR of a media archive (None for a plain archive)."""
-        t = self._dirthread
-        if t is not None:
-            t.join()
-            self._dirthread = None
-            if t.error is not None:
-                raise t.error
-            if not (t.included & self._skipped):
-                return t.result
-            # a file vanished between the directory and the writer: rebuild without it
-            self._dicomdir = DicomDirBuilder(extended=self.extended)
-            for item in self.plan:
-                if item.instance.public_id not in self._skipped:
-                    prep = self._reread(item)
-                    if not prep.missing:
-                        self._dicomdir.add(self._record_source(item, prep))
-        return self._dicomdir.encode() if self._dicomdir is not None else None
-
     def _finalize(self, ctx: "ServerContext") -> None:
-        directory = self._directory()
-        if directory is not None:
+        if self._dicomdir is not None:
+            directory = self._dicomdir.encode()
             self._writer.add(prepare_entry("DICOMDIR", directory, level=self.level, backend=self.backend))
         self._writer.close()
         self._out.flush()
@@ -637,9 +579,6 @@ class ArchiveJob(Job):
         if self._pipeline is not None:
             self._pipeline.close()
             self._pipeline = None
-        if reason not in ("Success", "Paused") and self._dirthread is not None:
-            self._dirthread.cancel()
-            self._dirthread = None
         if reason == "Success":
             return
         if reason in ("Paused", "Shutdown"):
