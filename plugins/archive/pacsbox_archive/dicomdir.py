@@ -23,18 +23,20 @@ Why not ``FileSet.add``: it writes a staged copy of every instance to a temporar
 folder and checks each new instance against all the previous ones (quadratic), which
 is far too slow for archives of thousands of files whose bytes are streamed into the
 ZIP anyway. :class:`DicomDirBuilder` therefore hangs the records on the file-set's
-record tree itself and lets the file-set encode the DICOMDIR. It relies on three
-non-public members of pydicom 3's ``FileSet`` (``_tree``, ``_write_dicomdir``,
-``_four_level_record_type``); ``tests/plugins/archive/test_dicomdir.py`` checks them.
+record tree itself and lets the file-set encode the DICOMDIR. It relies on non-public
+members of pydicom 3's ``fileset`` module (``FileSet._tree``,
+``FileSet._write_dicomdir``, ``_four_level_record_type`` and ``RecordNode._record``);
+``tests/plugins/archive/test_dicomdir.py`` checks them.
 
 Nothing here knows about HTTP.
 """
 from __future__ import annotations
 
+import functools
 import io
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import pydicom
 from pydicom import config as _pdconfig
@@ -83,6 +85,7 @@ def _dataset(values: Mapping[str, Any]) -> Dataset:
     return ds
 
 
+@functools.lru_cache(maxsize=256)
 def is_image_sop_class(uid: str | None) -> bool:
     """Whether a SOP class gets an IMAGE record without looking into the instance.
 
@@ -211,6 +214,17 @@ class _LeafTemplate:
             d[_INSTANCE_NUMBER] = DataElement(_INSTANCE_NUMBER, "IS", number, validation_mode=ignore)
         return Dataset(d)
 
+    def node(self, file_id: tuple[str, ...], sop_instance_uid: str, number: str) -> RecordNode:
+        """The tree node of one more image of the series (see :meth:`leaf`).
+
+        ``RecordNode(record)`` would check the record and add the offset and in-use
+        elements, which every record of the template has (the first one went through
+        those checks): the record is set directly.
+        """
+        node = RecordNode()
+        node._record = self.leaf(file_id, sop_instance_uid, number)    # noqa: SLF001 (see module notes)
+        return node
+
 
 class DicomDirBuilder:
     """Collects the directory records of a media archive, then encodes its DICOMDIR.
@@ -280,7 +294,7 @@ class DicomDirBuilder:
             tpl = self._templates.get((src.series_key, src.sop_class_uid, src.transfer_syntax_uid,
                                        src.specific_character_set, bool(number)))
             if senode is not None and tpl is not None:
-                RecordNode(tpl.leaf(src.file_id, src.sop_instance_uid, number)).parent = senode
+                tpl.node(src.file_id, src.sop_instance_uid, number).parent = senode
                 self.count += 1
                 return
         p, st, se, inst = src.patient, src.study, src.series, src.instance
@@ -380,6 +394,30 @@ class DicomDirBuilder:
         fp = DicomFileLike(buf)
         self.fs._write_dicomdir(fp)                              # noqa: SLF001 (see module notes)
         return buf.getvalue()
+
+
+def build_dicomdir(sources: "Iterable[RecordSource]", *, extended: bool = False,
+                   file_set_id: str = FILE_SET_ID) -> bytes:
+    """The DICOMDIR file of the given instances (what the DICOMDIR child process runs).
+
+    Parameters
+    ----------
+    sources : iterable of RecordSource
+        One per instance, in archive order.
+    extended : bool
+        SeriesDescription in SERIES records.
+    file_set_id : str
+        (0004,1130) *File-set ID*.
+
+    Returns
+    -------
+    bytes
+        As :meth:`DicomDirBuilder.encode`.
+    """
+    builder = DicomDirBuilder(extended=extended, file_set_id=file_set_id)
+    for src in sources:
+        builder.add(src)
+    return builder.encode()
 
 
 def read_header(data: bytes) -> Dataset:

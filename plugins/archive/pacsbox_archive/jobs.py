@@ -37,8 +37,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from pacsbox import ErrorCode, Job, JobOutput, OrthancError, StepResult
 
-from .dicomdir import DicomDirBuilder, RecordSource, is_image_sop_class, read_header
+from .dicomdir import FILE_SET_ID, DicomDirBuilder, RecordSource, is_image_sop_class, read_header
 from .dicomfile import FileFacts, is_compressed_syntax, peek
+from .dirworker import PendingDirectory
+from .dirworker import workers as directory_workers
 from .layout import PlanItem, build_plan, reload_plan
 from .transcode import transcode
 from .zipstream import (DEFAULT_BACKEND, DEFAULT_LEVEL, STREAM_CHUNK, PreparedEntry, ZipWriter, prepare_entry,
@@ -301,6 +303,10 @@ class ArchiveJob(Job):
         Deflate implementation (``"isal"`` or ``"zlib"``).
     workers : int
         Threads preparing files ahead of the writer.
+    dicomdir_process : bool
+        Media: encode the DICOMDIR in a child process while the files are written
+        (:mod:`~pacsbox_archive.dirworker`); False, or when transcoding: in the job's
+        thread after the last file.
 
     Attributes
     ----------
@@ -316,7 +322,8 @@ class ArchiveJob(Job):
     media = False
 
     def __init__(self, resources: list[str], *, transcode: str | None = None, extended: bool = False,
-                 level: int = DEFAULT_LEVEL, backend: str = DEFAULT_BACKEND, workers: int = 2) -> None:
+                 level: int = DEFAULT_LEVEL, backend: str = DEFAULT_BACKEND, workers: int = 2,
+                 dicomdir_process: bool = True) -> None:
         super().__init__()
         self.backend = backend
         self.resources = list(resources)
@@ -324,6 +331,7 @@ class ArchiveJob(Job):
         self.extended = bool(extended)
         self.level = int(level)
         self.workers = max(1, int(workers))
+        self.dicomdir_process = bool(dicomdir_process)
         self.sink: StreamSink | None = None
         self.synchronous = False
         self.output_path: str | None = None
@@ -342,6 +350,9 @@ class ArchiveJob(Job):
         self._partial: str | None = None
         self._pipeline: _Pipeline | None = None
         self._dicomdir: DicomDirBuilder | None = None
+        self._pending: PendingDirectory | None = None
+        self._included: set[str] = set()
+        self._skipped: set[str] = set()
         self._orphan = False
 
     # ---- public content ------------------------------------------------------------
@@ -391,6 +402,8 @@ class ArchiveJob(Job):
             self.uncompressed_size = sum(i.size for i in self.plan)
         if self._writer is None:
             self._open_output(ctx)
+        elif self.media and self._pending is None and self._dicomdir is None:
+            self._start_directory(self.position)      # resumed in this process after a pause
         if self._pipeline is None:
             self._pipeline = _Pipeline(self._prepare, self.plan, self.position, self.workers)
 
@@ -429,22 +442,66 @@ class ArchiveJob(Job):
         self._start_directory(position)
 
     def _start_directory(self, position: int) -> None:
-        """Media: a new DICOMDIR builder, with the records of the ``position`` entries
-        already in a resumed partial file.
+        """Media: start the DICOMDIR.
 
-        The records of the next files are added as they are written (from what the
-        file readers found in them) and the DICOMDIR is encoded after the last file.
-        Encoding it in a thread beside the writer was measured slower: pydicom's
-        encoder is pure Python, and a thread running it keeps the GIL from the
-        writer's threads, which then advance by one GIL switch interval at a time.
+        Without transcoding, the records of every instance are known before the files
+        are written (main tags from the index, the rest from the first kilobytes of
+        each file): they go to a child process (:mod:`~pacsbox_archive.dirworker`),
+        which encodes the DICOMDIR on another core while the files are written. When
+        transcoding (which changes the files), or when ``dicomdir_process`` is off, a
+        builder gets the records as the files are written (those of the ``position``
+        entries already in a resumed partial file first) and the DICOMDIR is encoded
+        after the last file. Not in a thread beside the writer: pydicom's encoder is
+        pure Python and would keep the GIL from the writer's threads (measured slower
+        than encoding after the last file).
         """
+        self._dicomdir = None
+        self._cancel_pending()
+        self._included = set()
+        self._skipped = set()
         if not self.media:
+            return
+        if not self.transcode and self.dicomdir_process and directory_workers().available():
+            self._pending = directory_workers().submit(self._gather(list(self.plan or []), self._included),
+                                                       self.extended, FILE_SET_ID)
             return
         self._dicomdir = DicomDirBuilder(extended=self.extended)
         for item in (self.plan or [])[:position]:
             prep = self._reread(item)
             if not prep.missing:
                 self._dicomdir.add(self._record_source(item, prep))
+
+    def _gather(self, plan: list[PlanItem], included: set[str]):
+        """The records' sources of every instance of ``plan``, from the index and the
+        first kilobytes of each file (a generator, run by the DICOMDIR thread); the
+        Orthanc IDs of the instances found go into ``included``."""
+        for item in plan:
+            prep = self._reread(item)
+            if not prep.missing:
+                included.add(item.instance.public_id)
+                yield self._record_source(item, prep)
+
+    def _cancel_pending(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+
+    def _encode_directory(self) -> bytes:
+        """The DICOMDIR, once every file is written."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            data = pending.result()
+            if data is not None and not (self._included & self._skipped):
+                return data
+            # the child failed, or files vanished after their records were made: in
+            # the job's thread, with the files that were written
+            self._dicomdir = DicomDirBuilder(extended=self.extended)
+            for item in self.plan:
+                if item.instance.public_id not in self._skipped:
+                    prep = self._reread(item)
+                    if not prep.missing:
+                        self._dicomdir.add(self._record_source(item, prep))
+        return self._dicomdir.encode()
 
     def _write_file(self, data: bytes) -> None:
         view = memoryview(data)
@@ -483,8 +540,9 @@ class ArchiveJob(Job):
         entry = prepare_entry(item.name, data, compress=not is_compressed_syntax(facts.transfer_syntax_uid),
                               level=self.level, backend=self.backend)
         header = None
-        if self.media and (not is_image_sop_class(facts.sop_class_uid) or not facts.charset_known):
-            header = read_header(data)
+        if self.media and self._pending is None and (not is_image_sop_class(facts.sop_class_uid)
+                                                     or not facts.charset_known):
+            header = read_header(data)       # for the records made as the files are written
         return _Prepared(entry, facts, header)
 
     def _record_source(self, item: PlanItem, prep: _Prepared) -> RecordSource:
@@ -532,6 +590,7 @@ class ArchiveJob(Job):
         prep = self._pipeline.get(self.position)
         if prep.missing:
             log.warning("instance %s was removed after the archive was planned", item.instance.public_id)
+            self._skipped.add(item.instance.public_id)
             return
         if prep.entry is not None:
             self._writer.add(prep.entry)
@@ -556,9 +615,9 @@ class ArchiveJob(Job):
         self.committed = (self.position, self._writer.offset)
 
     def _finalize(self, ctx: "ServerContext") -> None:
-        if self._dicomdir is not None:
-            directory = self._dicomdir.encode()
-            self._writer.add(prepare_entry("DICOMDIR", directory, level=self.level, backend=self.backend))
+        if self.media:
+            self._writer.add(prepare_entry("DICOMDIR", self._encode_directory(), level=self.level,
+                                           backend=self.backend))
         self._writer.close()
         self._out.flush()
         self.archive_size = self._writer.offset
@@ -573,14 +632,15 @@ class ArchiveJob(Job):
             output_store(ctx).add(self, self.output_path)
 
     def stop(self, reason: str) -> None:
-        """Release the file readers. On pause or shutdown the partial file is flushed
-        and its position committed; on failure or cancel it is deleted (and a streamed
-        response is ended with an error)."""
+        """Release the file readers and the DICOMDIR child process. On pause or
+        shutdown the partial file is flushed and its position committed; on failure or
+        cancel it is deleted (and a streamed response is ended with an error)."""
         if self._pipeline is not None:
             self._pipeline.close()
             self._pipeline = None
         if reason == "Success":
             return
+        self._cancel_pending()      # a resumed job starts its DICOMDIR child again
         if reason in ("Paused", "Shutdown"):
             if self._file is not None:
                 self._out.flush()
@@ -621,6 +681,7 @@ class ArchiveJob(Job):
             self.output_path = None
         self._writer = None
         self._dicomdir = None
+        self._cancel_pending()
         self.position = 0
         self.committed = (0, 0)
         self.archive_size = 0
@@ -655,7 +716,8 @@ class ArchiveJob(Job):
             return None
         d: dict[str, Any] = {
             "Resources": self.resources, "Transcode": self.transcode, "Extended": self.extended,
-            "Level": self.level, "Backend": self.backend, "Workers": self.workers, "Description": self.description,
+            "Level": self.level, "Backend": self.backend, "Workers": self.workers,
+            "DicomDirProcess": self.dicomdir_process, "Description": self.description,
             "InstancesCount": self.instances_count, "UncompressedSize": self.uncompressed_size,
             "ArchiveSize": self.archive_size, "Finished": self.finished,
         }
@@ -681,7 +743,8 @@ class ArchiveJob(Job):
         """Rebuild a saved archive job (see the module notes on restarts)."""
         job = cls(list(data.get("Resources", [])), transcode=data.get("Transcode"),
                   extended=bool(data.get("Extended", False)), level=int(data.get("Level", DEFAULT_LEVEL)),
-                  backend=str(data.get("Backend", DEFAULT_BACKEND)), workers=int(data.get("Workers", 2)))
+                  backend=str(data.get("Backend", DEFAULT_BACKEND)), workers=int(data.get("Workers", 2)),
+                  dicomdir_process=bool(data.get("DicomDirProcess", True)))
         job.description = data.get("Description", "REST API")
         job._ctx = ctx
         job.instances_count = int(data.get("InstancesCount", 0))

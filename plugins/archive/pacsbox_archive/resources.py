@@ -34,7 +34,8 @@ def _settings(ctx: "ServerContext") -> dict[str, Any]:
     """The plugin's options: ``SynchronousZipStream``, ``ZipLoaderThreads`` (threads
     preparing files; 0 = one per CPU core) and the pacsbox section ``Archive``:
     ``Deflate`` (``"isal"`` or ``"zlib"``; default ISA-L when the ``isal`` package is
-    installed) and ``CompressionLevel`` (default 2 with ISA-L, 1 with zlib)."""
+    installed), ``CompressionLevel`` (default 2 with ISA-L, 1 with zlib) and
+    ``DicomDirProcess`` (default true: media DICOMDIRs are encoded in a child process)."""
     section = ctx.plugin_config("Archive", {}) or {}
     if not isinstance(section, dict):
         section = {}
@@ -45,8 +46,10 @@ def _settings(ctx: "ServerContext") -> dict[str, Any]:
     if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9:
         level = DEFAULT_LEVELS[backend]
     threads = ctx.config.int("ZipLoaderThreads")
+    process = section.get("DicomDirProcess", True)
     return {"stream": ctx.config.bool("SynchronousZipStream"), "level": level, "backend": backend,
-            "workers": threads if threads > 0 else (os.cpu_count() or 1)}
+            "workers": threads if threads > 0 else (os.cpu_count() or 1),
+            "dicomdir_process": process if isinstance(process, bool) else True}
 
 
 def _new_job(ctx: "ServerContext", media: bool, resources: list[str], transcode: str | None,
@@ -54,7 +57,7 @@ def _new_job(ctx: "ServerContext", media: bool, resources: list[str], transcode:
     s = _settings(ctx)
     cls = MediaJob if media else ArchiveJob
     return cls(resources, transcode=transcode, extended=extended, level=s["level"], backend=s["backend"],
-               workers=s["workers"])
+               workers=s["workers"], dicomdir_process=s["dicomdir_process"])
 
 
 def _content_disposition(req, default: str) -> str:

@@ -1,0 +1,141 @@
+"""The DICOMDIR child process (``pacsbox_archive.dirworker``): media made with it hold the
+same records as media made in the server process; a child that dies, answers an error
+or serves a canceled job never breaks a media; a child exits when its server goes."""
+from __future__ import annotations
+
+import io
+import os
+import signal
+
+import falcon.testing
+import pydicom
+import pytest
+from archive_helpers import archive_app, encapsulated_pdf, open_zip, sample_path, synth, upload
+from test_dicomdir import check_media
+
+from pacsbox import StepResult
+from pacsbox_archive import dirworker
+from pacsbox_archive.dicomdir import RecordSource
+from pacsbox_archive.jobs import MediaJob
+
+OFFSETS = (0x00041400, 0x00041420)
+
+
+@pytest.fixture
+def workers(monkeypatch):
+    """A fresh set of children for the test (stopped at its end)."""
+    w = dirworker.DirectoryWorkers()
+    monkeypatch.setattr(dirworker, "_WORKERS", w)
+    yield w
+    w.close()
+
+
+def _files() -> list[bytes]:
+    st = "1.2.826.0.1.3680043.8.498.801"
+    out = [synth(patient_id="W1", patient_name="Buc^Jérôme", study_uid=st,
+                 series_uid=f"1.2.826.0.1.3680043.8.498.81{k % 2}", instance_number=k + 1, charset="ISO_IR 100",
+                 extra={"StudyID": "9", "SeriesNumber": k % 2 + 1})
+           for k in range(5)]
+    out.append(encapsulated_pdf())
+    out.append(open(sample_path("reportsi.dcm"), "rb").read())
+    return out
+
+
+def _record_values(data: bytes) -> list[list[tuple]]:
+    """Each record's elements (tag, VR, value) but the two offsets."""
+    dd = pydicom.dcmread(io.BytesIO(open_zip(data).read("DICOMDIR")))
+    return [[(e.tag, e.VR, str(e.value)) for e in rec if e.tag not in OFFSETS] for rec in dd.DirectoryRecordSequence]
+
+
+def test_child_and_server_process_make_the_same_records(make_app, tmp_path, workers):
+    media, files = {}, _files()
+    for process in (True, False):
+        client = falcon.testing.TestClient(archive_app(make_app, {"Archive": {"DicomDirProcess": process}}))
+        patients = {upload(client, f)["ParentPatient"] for f in files}
+        r = client.simulate_post("/tools/create-media", json=sorted(patients))
+        assert r.status_code == 200
+        check_media(r.content, tmp_path / str(process))
+        media[process] = r.content
+    assert len(workers._idle) == 1 and workers._idle[0].alive()     # the child served the first media
+    with_child, in_process = _record_values(media[True]), _record_values(media[False])
+    assert len(with_child) == 1 + 1 + 2 + 5 + 2 * 4          # W1, its study, 2 series, 5 images; PDF and SR chains
+    assert with_child == in_process
+    z1, z2 = open_zip(media[True]), open_zip(media[False])
+    assert z1.namelist() == z2.namelist()
+    assert all(z1.read(n) == z2.read(n) for n in z1.namelist()[:-1])
+
+
+def _job_up_to_directory(make_app) -> tuple:
+    app = archive_app(make_app)
+    client = falcon.testing.TestClient(app)
+    patients = {upload(client, f)["ParentPatient"] for f in _files()[:5]}
+    job = MediaJob(sorted(patients))
+    job.start(app.ctx)
+    while job.position < len(job.plan):
+        assert job.step(app.ctx) is StepResult.CONTINUE
+    return app, job
+
+
+def _stopped_child(workers) -> dirworker._Child:
+    """A real child, stopped (SIGSTOP) and put back: the next media takes it and waits."""
+    child = workers.take()
+    os.kill(child.proc.pid, signal.SIGSTOP)
+    workers.give_back(child)
+    return child
+
+
+def test_child_killed_while_encoding_falls_back_to_the_server_process(make_app, tmp_path, workers):
+    child = _stopped_child(workers)
+    app, job = _job_up_to_directory(make_app)
+    assert child.alive()
+    os.kill(child.proc.pid, signal.SIGKILL)
+    assert job.step(app.ctx) is StepResult.SUCCESS
+    job.stop("Success")
+    fs = check_media(open(job.output_path, "rb").read(), tmp_path)
+    assert len(fs) == 5
+    assert child.proc.wait(10) == -signal.SIGKILL
+    assert workers._idle == []
+
+
+def test_child_of_a_canceled_job_is_killed(make_app, workers):
+    child = _stopped_child(workers)
+    app, job = _job_up_to_directory(make_app)
+    job.stop("Canceled")
+    assert child.proc.wait(10) == -signal.SIGKILL
+    assert workers._idle == []
+
+
+def test_paused_media_resumes_with_a_new_child(make_app, tmp_path, workers):
+    child = _stopped_child(workers)
+    app, job = _job_up_to_directory(make_app)
+    job.stop("Paused")                      # the stopped child is killed, not waited for
+    assert child.proc.wait(10) == -signal.SIGKILL
+    job.start(app.ctx)
+    assert job.step(app.ctx) is StepResult.SUCCESS
+    job.stop("Success")
+    assert len(check_media(open(job.output_path, "rb").read(), tmp_path)) == 5
+    assert len(workers._idle) == 1 and workers._idle[0] is not child
+
+
+def test_child_error_answer(workers):
+    good = RecordSource(file_id=("IMAGES", "IM0"), patient_key="p", study_key="s", series_key="e",
+                        patient={"PatientID": "X1", "PatientName": "A^B"},
+                        study={"StudyInstanceUID": "1.2.3", "StudyDate": "20200101", "StudyTime": "101010"},
+                        series={"Modality": "CT", "SeriesInstanceUID": "1.2.3.4", "SeriesNumber": "1"},
+                        instance={"InstanceNumber": "1"}, sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                        sop_instance_uid="1.2.3.4.5", transfer_syntax_uid="1.2.840.10008.1.2.1")
+    bad = RecordSource(**{**good.__dict__, "file_id": ()})     # the builder refuses an empty File ID
+    assert workers.submit([good, bad], False, "ORTHANC_MEDIA").result(60) is None
+    assert workers._idle == []              # the child that answered an error is not reused
+    data = workers.submit([good], False, "ORTHANC_MEDIA").result(60)
+    dd = pydicom.dcmread(io.BytesIO(data))
+    assert dd.FileSetID == "ORTHANC_MEDIA"
+    assert [r.DirectoryRecordType for r in dd.DirectoryRecordSequence] == ["PATIENT", "STUDY", "SERIES", "IMAGE"]
+    assert list(dd.DirectoryRecordSequence[3].ReferencedFileID) == ["IMAGES", "IM0"]
+    assert len(workers._idle) == 1
+
+
+def test_child_exits_when_its_server_goes(workers):
+    child = workers.take()
+    child.proc.stdin.close()                # what the child sees when the server process ends or dies
+    assert child.proc.wait(30) == 0
