@@ -19,9 +19,12 @@ stdin closes (the server stopped or died: it never outlives the server) or it ha
 idle for :data:`IDLE_SECONDS`.
 
 :class:`DirectoryWorkers` keeps the idle children of a server process (shared by the
-apps of the process) and starts one when none is idle, so that concurrent media jobs
-each get one. Whatever goes wrong with a child (cannot start, dies, answers an error)
-makes :meth:`PendingDirectory.result` return None and the job encodes in-process.
+apps of the process). A media job takes an idle child; when there is none (the first
+media, or more concurrent media than idle children), it encodes its DICOMDIR in-process
+and a child is started for the next one: a child needs about 0.5 s to start (Python,
+pydicom), longer than encoding in-process. Whatever goes wrong with a child (dies,
+answers an error) makes :meth:`PendingDirectory.result` return None and the job
+encodes in-process.
 """
 from __future__ import annotations
 
@@ -89,12 +92,14 @@ class PendingDirectory:
 
     A thread gathers the records' sources (the iterable may read files) and sends them
     to the child in batches, then waits for the answer (blocked on the pipes, without
-    the GIL), so that neither the child's start nor the gathering holds up the job.
+    the GIL), so that the gathering does not hold up the job.
 
     Parameters
     ----------
     workers : DirectoryWorkers
-        Where the child comes from and goes back to.
+        Where the child goes back to.
+    child : _Child
+        The child, taken from ``workers``.
     sources : iterable of RecordSource
         The records' sources, in archive order; consumed by the thread.
     extended : bool
@@ -103,12 +108,12 @@ class PendingDirectory:
         (0004,1130) *File-set ID*.
     """
 
-    def __init__(self, workers: "DirectoryWorkers", sources: Iterable[Any], extended: bool,
+    def __init__(self, workers: "DirectoryWorkers", child: _Child, sources: Iterable[Any], extended: bool,
                  file_set_id: str) -> None:
         self._workers = workers
         self._sources: Iterable[Any] | None = sources
         self._begin = ("begin", bool(extended), file_set_id)
-        self._child: _Child | None = None
+        self._child: _Child | None = child
         self._data: bytes | None = None
         self._canceled = False
         self._lock = threading.Lock()
@@ -120,14 +125,12 @@ class PendingDirectory:
         pickle.dump(message, child.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _run(self) -> None:
-        child = None
+        with self._lock:
+            child = self._child
+        if child is None:               # canceled before the thread ran
+            self._done.set()
+            return
         try:
-            child = self._workers.take()
-            with self._lock:
-                if self._canceled:
-                    child.kill()
-                    return
-                self._child = child
             self._send(child, self._begin)
             batch: list[Any] = []
             for src in self._sources:
@@ -147,8 +150,10 @@ class PendingDirectory:
                 raise RuntimeError(payload)
             self._data = payload
             with self._lock:
-                self._child = None
-            if not self._canceled:
+                canceled, self._child = self._canceled, None
+            if canceled:
+                child.close()
+            else:
                 self._workers.give_back(child)
         except Exception as e:  # noqa: BLE001 - any failure: the job encodes in-process
             if not self._canceled:
@@ -156,8 +161,7 @@ class PendingDirectory:
                             type(e).__name__, e)
             with self._lock:
                 self._child = None
-            if child is not None:
-                child.kill()
+            child.kill()
         finally:
             self._sources = None
             self._done.set()
@@ -198,17 +202,13 @@ class DirectoryWorkers:
         self._failed_at: float | None = None
 
     def available(self) -> bool:
-        """False for :data:`RETRY_SECONDS` after a child failed to start."""
+        """False for :data:`RETRY_SECONDS` after a child failed to start (no child is
+        started meanwhile)."""
         return self._failed_at is None or time.monotonic() - self._failed_at > RETRY_SECONDS
 
-    def take(self) -> _Child:
-        """An idle child, or a new one.
-
-        Raises
-        ------
-        OSError
-            The child process cannot be started.
-        """
+    def take(self) -> _Child | None:
+        """An idle child; None when there is none (one is then started, for the next
+        request)."""
         stale = []
         child = None
         now = time.monotonic()
@@ -221,13 +221,13 @@ class DirectoryWorkers:
                 stale.append(c)
         for c in stale:
             c.close()
-        if child is not None:
-            return child
-        try:
-            return _Child()
-        except OSError:
-            self._failed_at = time.monotonic()
-            raise
+        if child is None and self.available():
+            try:
+                self.give_back(_Child())
+            except OSError as e:
+                self._failed_at = time.monotonic()
+                log.warning("cannot start a DICOMDIR child process (%s); media are encoded in the server process", e)
+        return child
 
     def give_back(self, child: _Child) -> None:
         """Keep ``child`` for the next request (at most :data:`MAX_IDLE` are kept)."""
@@ -238,8 +238,8 @@ class DirectoryWorkers:
                 return
         child.close()
 
-    def submit(self, sources: Iterable[Any], extended: bool, file_set_id: str) -> PendingDirectory:
-        """Encode a DICOMDIR in a child process.
+    def submit(self, sources: Iterable[Any], extended: bool, file_set_id: str) -> PendingDirectory | None:
+        """Encode a DICOMDIR in an idle child process.
 
         Parameters
         ----------
@@ -250,9 +250,11 @@ class DirectoryWorkers:
 
         Returns
         -------
-        PendingDirectory
+        PendingDirectory or None
+            None when no child is idle (see :meth:`take`).
         """
-        return PendingDirectory(self, sources, extended, file_set_id)
+        child = self.take()
+        return None if child is None else PendingDirectory(self, child, sources, extended, file_set_id)
 
     def close(self) -> None:
         """Stop the idle children."""

@@ -446,12 +446,12 @@ class ArchiveJob(Job):
 
         Without transcoding, the records of every instance are known before the files
         are written (main tags from the index, the rest from the first kilobytes of
-        each file): they go to a child process (:mod:`~pacsbox_archive.dirworker`),
-        which encodes the DICOMDIR on another core while the files are written. When
-        transcoding (which changes the files), or when ``dicomdir_process`` is off, a
-        builder gets the records as the files are written (those of the ``position``
-        entries already in a resumed partial file first) and the DICOMDIR is encoded
-        after the last file. Not in a thread beside the writer: pydicom's encoder is
+        each file): they go to an idle child process
+        (:mod:`~pacsbox_archive.dirworker`), which encodes the DICOMDIR on another core
+        while the files are written. When transcoding (which changes the files), when
+        ``dicomdir_process`` is off or no child is idle, a builder gets the records as
+        the files are written (those of the ``position`` entries already in a resumed
+        partial file first) and the DICOMDIR is encoded after the last file. Not in a thread beside the writer: pydicom's encoder is
         pure Python and would keep the GIL from the writer's threads (measured slower
         than encoding after the last file).
         """
@@ -461,10 +461,11 @@ class ArchiveJob(Job):
         self._skipped = set()
         if not self.media:
             return
-        if not self.transcode and self.dicomdir_process and directory_workers().available():
+        if not self.transcode and self.dicomdir_process:
             self._pending = directory_workers().submit(self._gather(list(self.plan or []), self._included),
                                                        self.extended, FILE_SET_ID)
-            return
+            if self._pending is not None:
+                return
         self._dicomdir = DicomDirBuilder(extended=self.extended)
         for item in (self.plan or [])[:position]:
             prep = self._reread(item)

@@ -30,6 +30,13 @@ def workers(monkeypatch):
     w.close()
 
 
+def _spare(workers) -> dirworker._Child:
+    """An idle child, as after an earlier media (the first ``take`` starts it)."""
+    child = workers.take() or workers.take()
+    workers.give_back(child)
+    return child
+
+
 def _files() -> list[bytes]:
     st = "1.2.826.0.1.3680043.8.498.801"
     out = [synth(patient_id="W1", patient_name="Buc^Jérôme", study_uid=st,
@@ -47,8 +54,18 @@ def _record_values(data: bytes) -> list[list[tuple]]:
     return [[(e.tag, e.VR, str(e.value)) for e in rec if e.tag not in OFFSETS] for rec in dd.DirectoryRecordSequence]
 
 
+def test_first_media_is_made_in_process_and_starts_a_child(make_app, tmp_path, workers):
+    client = falcon.testing.TestClient(archive_app(make_app))
+    patients = {upload(client, f)["ParentPatient"] for f in _files()}
+    assert workers._idle == []
+    r = client.simulate_post("/tools/create-media", json=sorted(patients))
+    assert len(check_media(r.content, tmp_path)) == 7
+    assert len(workers._idle) == 1 and workers._idle[0].alive()       # for the next media
+
+
 def test_child_and_server_process_make_the_same_records(make_app, tmp_path, workers):
     media, files = {}, _files()
+    spare = _spare(workers)
     for process in (True, False):
         client = falcon.testing.TestClient(archive_app(make_app, {"Archive": {"DicomDirProcess": process}}))
         patients = {upload(client, f)["ParentPatient"] for f in files}
@@ -56,7 +73,7 @@ def test_child_and_server_process_make_the_same_records(make_app, tmp_path, work
         assert r.status_code == 200
         check_media(r.content, tmp_path / str(process))
         media[process] = r.content
-    assert len(workers._idle) == 1 and workers._idle[0].alive()     # the child served the first media
+    assert workers._idle == [spare] and spare.alive()     # the child served the first media and is idle again
     with_child, in_process = _record_values(media[True]), _record_values(media[False])
     assert len(with_child) == 1 + 1 + 2 + 5 + 2 * 4          # W1, its study, 2 series, 5 images; PDF and SR chains
     assert with_child == in_process
@@ -77,10 +94,9 @@ def _job_up_to_directory(make_app) -> tuple:
 
 
 def _stopped_child(workers) -> dirworker._Child:
-    """A real child, stopped (SIGSTOP) and put back: the next media takes it and waits."""
-    child = workers.take()
+    """A real idle child, stopped (SIGSTOP): the next media takes it and waits."""
+    child = _spare(workers)
     os.kill(child.proc.pid, signal.SIGSTOP)
-    workers.give_back(child)
     return child
 
 
@@ -110,11 +126,13 @@ def test_paused_media_resumes_with_a_new_child(make_app, tmp_path, workers):
     app, job = _job_up_to_directory(make_app)
     job.stop("Paused")                      # the stopped child is killed, not waited for
     assert child.proc.wait(10) == -signal.SIGKILL
+    spare = _spare(workers)
     job.start(app.ctx)
+    assert workers._idle == []              # the resumed job took the new child
     assert job.step(app.ctx) is StepResult.SUCCESS
     job.stop("Success")
     assert len(check_media(open(job.output_path, "rb").read(), tmp_path)) == 5
-    assert len(workers._idle) == 1 and workers._idle[0] is not child
+    assert workers._idle == [spare]
 
 
 def test_child_error_answer(workers):
@@ -125,8 +143,10 @@ def test_child_error_answer(workers):
                         instance={"InstanceNumber": "1"}, sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
                         sop_instance_uid="1.2.3.4.5", transfer_syntax_uid="1.2.840.10008.1.2.1")
     bad = RecordSource(**{**good.__dict__, "file_id": ()})     # the builder refuses an empty File ID
+    assert workers.submit([good], False, "ORTHANC_MEDIA") is None     # no idle child yet: one is started
     assert workers.submit([good, bad], False, "ORTHANC_MEDIA").result(60) is None
     assert workers._idle == []              # the child that answered an error is not reused
+    _spare(workers)
     data = workers.submit([good], False, "ORTHANC_MEDIA").result(60)
     dd = pydicom.dcmread(io.BytesIO(data))
     assert dd.FileSetID == "ORTHANC_MEDIA"
@@ -136,6 +156,6 @@ def test_child_error_answer(workers):
 
 
 def test_child_exits_when_its_server_goes(workers):
-    child = workers.take()
+    child = workers.take() or workers.take()
     child.proc.stdin.close()                # what the child sees when the server process ends or dies
     assert child.proc.wait(30) == 0
