@@ -420,8 +420,19 @@ def build_dicomdir(sources: "Iterable[RecordSource]", *, extended: bool = False,
     return builder.encode()
 
 
+#: Binary VRs; no record type copies such an element (pydicom's record creators take
+#: dates, codes, UIDs and text), though their presence may decide the record type
+#: (EncapsulatedDocument makes an ENCAP DOC).
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW"})
+#: Binary values longer than this (bytes) are left out of the headers.
+_BULK = 64 * 1024
+
+
 def read_header(data: bytes) -> Dataset:
-    """Parse an instance up to its pixel data (for non-image record types).
+    """Parse an instance up to its pixel data (for non-image record types), with its
+    large binary values (an encapsulated PDF's document, a waveform's samples...)
+    emptied: no record uses them, and they would only weigh on the DICOMDIR child
+    process.
 
     Parameters
     ----------
@@ -432,4 +443,9 @@ def read_header(data: bytes) -> Dataset:
     -------
     pydicom.Dataset
     """
-    return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+    for tag in list(ds.keys()):
+        elem = ds.get_item(tag)
+        if elem.VR in _BINARY_VRS and (elem.length if elem.is_raw else len(elem.value or b"")) > _BULK:
+            ds[tag] = DataElement(tag, elem.VR, b"")
+    return ds

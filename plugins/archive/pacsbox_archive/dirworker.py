@@ -50,6 +50,9 @@ MAX_IDLE = 4
 BATCH = 64
 #: After a child failed to start, media are encoded in-process for this long (seconds).
 RETRY_SECONDS = 60.0
+#: A child that made a DICOMDIR of more records than this is not kept: Python keeps
+#: the memory it took.
+RECYCLE_AFTER = 20000
 
 
 class _Child:
@@ -133,7 +136,9 @@ class PendingDirectory:
         try:
             self._send(child, self._begin)
             batch: list[Any] = []
+            count = 0
             for src in self._sources:
+                count += 1
                 batch.append(src)
                 if len(batch) >= BATCH:
                     if self._canceled:
@@ -151,7 +156,7 @@ class PendingDirectory:
             self._data = payload
             with self._lock:
                 canceled, self._child = self._canceled, None
-            if canceled:
+            if canceled or count > RECYCLE_AFTER:
                 child.close()
             else:
                 self._workers.give_back(child)

@@ -82,6 +82,27 @@ def test_child_and_server_process_make_the_same_records(make_app, tmp_path, work
     assert all(z1.read(n) == z2.read(n) for n in z1.namelist()[:-1])
 
 
+def test_large_encapsulated_pdf(make_app, tmp_path, workers):
+    """The child gets the PDF's header without its 300 KB document; the ZIP has the
+    whole file."""
+    ds = pydicom.dcmread(io.BytesIO(encapsulated_pdf("BIGPDF")))
+    ds.EncapsulatedDocument = b"%PDF-1.4\n" + bytes(range(256)) * 1200 + b"\n%%EOF\n"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    client = falcon.testing.TestClient(archive_app(make_app))
+    answer = upload(client, buf.getvalue())
+    spare = _spare(workers)
+    r = client.simulate_get(f"/patients/{answer['ParentPatient']}/media")
+    check_media(r.content, tmp_path)
+    assert workers._idle == [spare]
+    z = open_zip(r.content)
+    assert z.read("IMAGES/IM0") == buf.getvalue()
+    dd = pydicom.dcmread(io.BytesIO(z.read("DICOMDIR")))
+    leaf = dd.DirectoryRecordSequence[3]
+    assert (leaf.DirectoryRecordType, leaf.MIMETypeOfEncapsulatedDocument) == ("ENCAP DOC", "application/pdf")
+    assert (leaf.DocumentTitle, leaf.InstanceNumber) == ("Report", 1)
+
+
 def _job_up_to_directory(make_app) -> tuple:
     app = archive_app(make_app)
     client = falcon.testing.TestClient(app)
