@@ -466,11 +466,16 @@ class ArchiveJob(Job):
                                                        self.extended, FILE_SET_ID)
             if self._pending is not None:
                 return
-        self._dicomdir = DicomDirBuilder(extended=self.extended)
-        for item in (self.plan or [])[:position]:
+        self._dicomdir = self._builder((self.plan or [])[:position])
+
+    def _builder(self, items: list[PlanItem]) -> DicomDirBuilder:
+        """A DICOMDIR builder with the records of ``items`` (files already written)."""
+        builder = DicomDirBuilder(extended=self.extended)
+        for item in items:
             prep = self._reread(item)
             if not prep.missing:
-                self._dicomdir.add(self._record_source(item, prep))
+                builder.add(self._record_source(item, prep))
+        return builder
 
     def _gather(self, plan: list[PlanItem], included: set[str]):
         """The records' sources of every instance of ``plan``, from the index and the
@@ -496,12 +501,7 @@ class ArchiveJob(Job):
                 return data
             # the child failed, or files vanished after their records were made: in
             # the job's thread, with the files that were written
-            self._dicomdir = DicomDirBuilder(extended=self.extended)
-            for item in self.plan:
-                if item.instance.public_id not in self._skipped:
-                    prep = self._reread(item)
-                    if not prep.missing:
-                        self._dicomdir.add(self._record_source(item, prep))
+            self._dicomdir = self._builder([i for i in self.plan if i.instance.public_id not in self._skipped])
         return self._dicomdir.encode()
 
     def _write_file(self, data: bytes) -> None:
