@@ -1,13 +1,14 @@
 """DICOMDIR encoding in a child process, beside the server's threads.
 
 pydicom's DICOMDIR encoder (:meth:`~pacsbox_archive.dicomdir.DicomDirBuilder.encode`)
-is pure Python: about 0.15 s of CPU for the 506 records of a 500-instance study, plus
-0.03 s to make the records. In the server process that work holds the GIL, whether it
-runs after the last file or in a thread beside the writer; in a thread it is even
-slower, since the writer's threads (reading, deflating, sending) then get the GIL back
-once per switch interval only (measured on the bench CT study: media 0.62 s with a
-thread, 0.41 s encoded after the last file, 0.27 s in a child process, the ZIP of the
-same files 0.15 s). A child process runs on another core while the files stream.
+is pure Python: 0.15 to 0.25 s of CPU for the 506 records of a 500-instance study,
+plus 0.03 s to make the records. In the server process that work holds the GIL,
+whether it runs after the last file or in a thread beside the writer; in a thread it
+is even slower, since the writer's threads (reading, deflating, sending) then get the
+GIL back once per switch interval only. A child process runs it on another core while
+the files stream. Measured on the bench CT study (synchronous media, interleaved runs,
+2 cores): 0.69 s with a thread, 0.52 s encoded after the last file, 0.37 to 0.41 s in
+a child process; the ZIP of the same files takes 0.19 s.
 
 Protocol: the parent writes pickled messages to the child's stdin: ``("begin",
 extended, file_set_id)``, then ``("add", [RecordSource, ...])`` as the records' sources
