@@ -26,7 +26,7 @@ ZIP anyway. :class:`DicomDirBuilder` therefore hangs the records on the file-set
 record tree itself and lets the file-set encode the DICOMDIR. It relies on non-public
 members of pydicom 3's ``fileset`` module (``FileSet._tree``,
 ``FileSet._write_dicomdir``, ``_four_level_record_type`` and ``RecordNode._record``);
-``tests/plugins/archive/test_dicomdir.py`` checks them.
+``tests/plugins/archive/test_dicomdir.py`` and ``test_dirworker.py`` check them.
 
 Nothing here knows about HTTP.
 """

@@ -180,3 +180,14 @@ def test_child_exits_when_its_server_goes(workers):
     child = workers.take() or workers.take()
     child.proc.stdin.close()                # what the child sees when the server process ends or dies
     assert child.proc.wait(30) == 0
+
+
+def test_pydicom_record_node_internal_used_by_the_templates():
+    """The IMAGE records made from a template set ``RecordNode._record`` directly: fail
+    loudly if a pydicom upgrade renames it."""
+    from pydicom.dataset import Dataset
+    from pydicom.fileset import RecordNode
+    ds = Dataset()
+    ds.DirectoryRecordType = "PATIENT"
+    ds.PatientID = "X"
+    assert RecordNode(ds)._record is ds
