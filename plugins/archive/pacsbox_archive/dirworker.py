@@ -19,8 +19,8 @@ then ``("end",)``; the child answers one pickled ``("ok", dicomdir_bytes)`` or
 stdin closes (the server stopped or died: it never outlives the server) or it has been
 idle for :data:`IDLE_SECONDS`.
 
-:class:`DirectoryWorkers` keeps the idle children of a server process (shared by the
-apps of the process). A media job takes an idle child; when there is none (the first
+:class:`DirectoryWorkers` keeps the idle children of one app (in ``ctx.stash``; the
+plugin's ``shutdown`` hook stops them). A media job takes an idle child; when there is none (the first
 media, or more concurrent media than idle children), it encodes its DICOMDIR in-process
 and a child is started for the next one: a child needs about 0.5 s to start (Python,
 pydicom), longer than encoding in-process. Whatever goes wrong with a child (dies,
@@ -270,12 +270,27 @@ class DirectoryWorkers:
             c.close()
 
 
-_WORKERS = DirectoryWorkers()
+_STASH_KEY = "archive.dicomdir-workers"
 
 
-def workers() -> DirectoryWorkers:
-    """The process-wide :class:`DirectoryWorkers`."""
-    return _WORKERS
+def workers(ctx: Any) -> DirectoryWorkers:
+    """The app's :class:`DirectoryWorkers` (kept in ``ctx.stash``, closed at shutdown).
+
+    Parameters
+    ----------
+    ctx : ServerContext
+    """
+    pool = ctx.stash.get(_STASH_KEY)
+    if pool is None:
+        pool = ctx.stash.setdefault(_STASH_KEY, DirectoryWorkers())
+    return pool
+
+
+def close_workers(ctx: Any) -> None:
+    """Stop the app's idle children (the ``shutdown`` hook)."""
+    pool = ctx.stash.pop(_STASH_KEY, None)
+    if pool is not None:
+        pool.close()
 
 
 def _serve(stdin, stdout) -> None:

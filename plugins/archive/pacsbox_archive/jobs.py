@@ -462,7 +462,7 @@ class ArchiveJob(Job):
         if not self.media:
             return
         if not self.transcode and self.dicomdir_process:
-            self._pending = directory_workers().submit(self._gather(list(self.plan or []), self._included),
+            self._pending = directory_workers(self._ctx).submit(self._gather(list(self.plan or []), self._included),
                                                        self.extended, FILE_SET_ID)
             if self._pending is not None:
                 return

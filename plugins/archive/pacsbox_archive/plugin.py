@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pacsbox import RouteSpec, hookimpl
 
+from .dirworker import close_workers
 from .jobs import ArchiveJob, MediaJob
 from .resources import ResourceArchive, ToolsArchive
 
@@ -31,3 +32,9 @@ def register_routes(ctx):
 def register_job_types(ctx):
     """The ``Archive`` and ``Media`` job types (reference section 3.1)."""
     return [ArchiveJob, MediaJob]
+
+
+@hookimpl
+def shutdown(ctx):
+    """Stop the idle DICOMDIR child processes of this app."""
+    close_workers(ctx)

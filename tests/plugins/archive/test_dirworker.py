@@ -16,6 +16,7 @@ from test_dicomdir import check_media
 from pacsbox import StepResult
 from pacsbox_archive import dirworker
 from pacsbox_archive.dicomdir import RecordSource
+from pacsbox_archive import jobs as jobs_module
 from pacsbox_archive.jobs import MediaJob
 
 OFFSETS = (0x00041400, 0x00041420)
@@ -25,7 +26,7 @@ OFFSETS = (0x00041400, 0x00041420)
 def workers(monkeypatch):
     """A fresh set of children for the test (stopped at its end)."""
     w = dirworker.DirectoryWorkers()
-    monkeypatch.setattr(dirworker, "_WORKERS", w)
+    monkeypatch.setattr(jobs_module, "directory_workers", lambda ctx: w)  # every app of the test uses it
     yield w
     w.close()
 
@@ -191,3 +192,16 @@ def test_pydicom_record_node_internal_used_by_the_templates():
     ds.DirectoryRecordType = "PATIENT"
     ds.PatientID = "X"
     assert RecordNode(ds)._record is ds
+
+
+def test_the_app_pool_is_stopped_at_shutdown(make_app, tmp_path):
+    app = archive_app(make_app)
+    client = falcon.testing.TestClient(app)
+    patients = {upload(client, f)["ParentPatient"] for f in _files()}
+    r = client.simulate_post("/tools/create-media", json=sorted(patients))
+    assert r.status_code == 200
+    pool = dirworker.workers(app.ctx)
+    children = list(pool._idle)
+    assert len(children) == 1 and children[0].alive()
+    app.close()
+    assert not children[0].alive() and dirworker._STASH_KEY not in app.ctx.stash
