@@ -191,13 +191,24 @@ def private_name(tag: int, creator: str | None) -> str:
     if elem == 0:
         return "PrivateGroupLength"
     if creator:
-        try:
-            name = _camel(get_private_entry(tag, creator)[2])
-        except KeyError:
-            name = ""
-        if name and name != "Unknown":
-            return name
+        key = (tag, creator)
+        name = _PRIVATE_CACHE.get(key)
+        if name is None:
+            try:
+                name = _camel(get_private_entry(tag, creator)[2])
+            except KeyError:
+                name = ""
+            if not name or name == "Unknown":
+                name = UNKNOWN_NAME
+            if len(_PRIVATE_CACHE) < 100_000:  # bounded: creators come from the files
+                _PRIVATE_CACHE[key] = name
+        return name
     return UNKNOWN_NAME
+
+
+#: ``(tag, creator)`` → name, filled by :func:`private_name` (the dictionary lookup and the
+#: name's formatting cost ~50 µs per element).
+_PRIVATE_CACHE: dict[tuple[int, str], str] = {}
 
 
 def _unpack(vr: str, value: bytes, little: bool) -> str | None:
@@ -521,25 +532,19 @@ def main_tags_from_raw(raw: Mapping[int, RawDataElement], encodings: list[str]) 
 PIXEL_DATA = 0x7FE00010
 
 
-def _creators(ds: Dataset) -> dict[int, str]:
-    """Private creators of a dataset: ``(group << 8 | block)`` → creator text.
+def _creator_text(elem) -> str | None:
+    """The private creator an element (gggg,0010-00FF) of an odd group declares, or None.
 
     A creator element written with VR ``UN`` is not used (DCMTK does not register it).
     """
-    out: dict[int, str] = {}
-    for elem in ds.elements() if hasattr(ds, "elements") else ds:
-        tag = int(elem.tag)
-        group, el = tag >> 16, tag & 0xFFFF
-        if not group & 1 or not 0x0010 <= el <= 0x00FF:
-            continue
-        if elem.VR == "UN":
-            continue
-        v = elem.value
-        if isinstance(v, (bytes, bytearray)):
-            v = bytes(v).decode("latin-1")
-        if isinstance(v, str) and v.strip(" \x00"):
-            out[(group << 8) | el] = v.rstrip(" \x00")
-    return out
+    if elem.VR == "UN":
+        return None
+    v = elem.value
+    if isinstance(v, (bytes, bytearray)):
+        v = bytes(v).decode("latin-1")
+    if isinstance(v, str) and v.strip(" \x00"):
+        return v.rstrip(" \x00")
+    return None
 
 
 def _pixel_representation(ds: Dataset) -> int:
@@ -572,7 +577,9 @@ class _Renderer:
     def dataset(self, ds: Dataset, encodings: list[str], top: bool, skip_pixel_data: bool = False) -> dict:
         if ds.get_item(0x00080005) is not None:
             encodings = dataset_encodings(ds, encodings[0] if encodings else "latin_1")
-        creators = _creators(ds)
+        # private creators, (group << 8 | block) -> text; a creator (gggg,00bb) sorts before
+        # the elements (gggg,bbxx) of its block, so one pass in tag order finds them in time
+        creators: dict[int, str] = {}
         fmt = self.fmt
         out: dict[str, Any] = {}
         for elem in ds.elements() if hasattr(ds, "elements") else ds:
@@ -582,7 +589,14 @@ class _Renderer:
                 if tag > PIXEL_DATA or skip_pixel_data:
                     continue
             group = tag >> 16
-            creator = creators.get((group << 8) | ((tag & 0xFFFF) >> 8)) if group & 1 else None
+            if group & 1:
+                if 0x0010 <= tag & 0xFFFF <= 0x00FF:
+                    text = _creator_text(elem)
+                    if text is not None:
+                        creators[(group << 8) | (tag & 0xFF)] = text
+                creator = creators.get((group << 8) | ((tag & 0xFFFF) >> 8))
+            else:
+                creator = None
             node = self.element(ds, elem, tag, encodings, creator)
             if node is _SKIP:
                 continue
