@@ -4,7 +4,7 @@
 (``HttpPort``, ``HttpBindAddress``, ``RemoteAccessAllowed``, ``HttpThreadsCount``,
 ``HttpTimeout``) with the settings that matter for a DICOM server's traffic:
 
-- 64 KiB reads and request bodies up to 2 MiB kept in memory, so that an upload of a
+- 256 KiB reads and request bodies up to 2 MiB kept in memory, so that an upload of a
   typical instance (40 KB CT to 0.5 MB MR) takes few trips through waitress's I/O loop;
 - ``channel_request_lookahead`` so that a client hanging up is noticed while its answer
   is streamed (archives, Server-Sent Events);
@@ -25,8 +25,9 @@ from waitress.parser import HTTPRequestParser
 from waitress.receiver import FixedStreamReceiver
 from waitress.server import create_server
 
-#: Bytes read from a socket at a time (below glibc's default mmap threshold).
-RECV_BYTES = 64 * 1024
+#: Bytes read from a socket at a time (a 0.5 MB MR upload in 2-3 reads rather than 8; 1 MiB
+#: reads cost more in page faults than they save).
+RECV_BYTES = 256 * 1024
 #: Request bodies up to this size stay in memory (larger ones spill to a temporary file).
 INBUF_OVERFLOW = 2 * 1024 * 1024
 #: An answer may buffer this much before the application thread waits for the client.
