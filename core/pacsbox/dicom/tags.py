@@ -427,12 +427,21 @@ def dataset_encodings(ds: Dataset, default: str = "latin_1") -> list[str]:
     if raw is None:
         return [default]
     if isinstance(raw, RawDataElement):
-        val = raw.value.decode("ascii", "replace").strip(" \x00") if raw.value else ""
-        terms = [t.strip() for t in val.split("\\")]
-    else:
-        v = raw.value
-        terms = list(v) if isinstance(v, (list, tuple)) or (hasattr(v, "__iter__") and not isinstance(v, str)) else [v]
-    terms = [t for t in terms if t is not None]
+        return _encodings_of_raw_value(raw.value, default)
+    v = raw.value
+    terms = list(v) if isinstance(v, (list, tuple)) or (hasattr(v, "__iter__") and not isinstance(v, str)) else [v]
+    return _encodings_of_terms([t for t in terms if t is not None], default)
+
+
+def _encodings_of_raw_value(value: bytes | None, default: str) -> list[str]:
+    """Python codecs of the undecoded value of a (0008,0005) element."""
+    val = value.decode("ascii", "replace").strip(" \x00") if value else ""
+    return _encodings_of_terms([t.strip() for t in val.split("\\")], default)
+
+
+def _encodings_of_terms(terms: list[str], default: str) -> list[str]:
+    """Python codecs of the defined terms of a Specific Character Set (``[default]`` when
+    there are none or one is unknown, as DCMTK falls back)."""
     if not terms or terms == [""]:
         return [default]
     try:
@@ -484,14 +493,7 @@ def raw_encodings(raw: Mapping[int, RawDataElement], default: str = "latin_1") -
     el = raw.get(0x00080005)
     if el is None:
         return [default]
-    val = el.value.decode("ascii", "replace").strip(" \x00") if el.value else ""
-    terms = [t.strip() for t in val.split("\\")]
-    if not terms or terms == [""]:
-        return [default]
-    try:
-        return convert_encodings(terms)
-    except Exception:  # noqa: BLE001 - unknown term: fall back like DCMTK
-        return [default]
+    return _encodings_of_raw_value(el.value, default)
 
 
 def main_tags_from_raw(raw: Mapping[int, RawDataElement], encodings: list[str]) -> list[dict[str, str]]:
