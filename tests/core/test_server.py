@@ -11,7 +11,7 @@ from conftest import free_port, read
 from waitress.adjustments import Adjustments
 from waitress.buffers import OverflowableBuffer
 
-from pacsbox.server import INBUF_OVERFLOW, RequestParser, _ChunkedBody, make_server
+from pacsbox.server import INBUF_OVERFLOW, Channel, RequestParser, _ChunkedBody, make_server
 
 
 def header(length: int) -> bytes:
@@ -99,3 +99,58 @@ def test_bodies_of_every_shape_arrive_whole(server):
     with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock:
         sock.sendall(header(50_000) + data[:20_000])
     assert requests.get(url + "/statistics", timeout=30).json()["CountInstances"] == 3
+
+
+class RecordingChannel(Channel):
+    """The server's channel, noting what each answer hands to ``write_soon``."""
+
+    writes: list = []
+
+    def write_soon(self, data):
+        RecordingChannel.writes.append(data if isinstance(data, bytes) else type(data).__name__)
+        return super().write_soon(data)
+
+
+def test_small_answers_leave_in_one_write_with_their_header(make_app):
+    port = free_port()
+    app = make_app({"HttpPort": port})
+    srv = make_server(app, app.ctx.config, host="127.0.0.1", port=port)
+    srv.channel_class = RecordingChannel
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        s = requests.Session()
+        small, large = read("CT_small.dcm"), read("US1_UNCR.dcm")
+        ids = [s.post(url + "/instances", data=d, timeout=60).json()["ID"] for d in (small, large)]
+
+        RecordingChannel.writes.clear()
+        r = s.get(url + "/system", timeout=30)
+        assert r.status_code == 200
+        [w] = RecordingChannel.writes  # header and JSON body together
+        assert w.startswith(b"HTTP/1.1 200 OK\r\n") and w.endswith(r.content)
+
+        RecordingChannel.writes.clear()
+        r = s.get(f"{url}/instances/{ids[0]}/file", timeout=30)
+        assert r.content == small
+        [w] = RecordingChannel.writes
+        assert w.startswith(b"HTTP/1.1 200 OK\r\n") and w.endswith(small)
+        assert b"\r\nContent-Length: 39206\r\n" in w
+
+        # a large file is streamed: the header, then waitress's file buffer
+        RecordingChannel.writes.clear()
+        r = s.get(f"{url}/instances/{ids[1]}/file", timeout=30)
+        assert r.content == large
+        assert RecordingChannel.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+        assert RecordingChannel.writes[0].endswith(b"\r\n\r\n")
+        assert RecordingChannel.writes[1:] == ["ReadOnlyFileBasedBuffer"]
+
+        # an error answer of known length: one write as well, Orthanc's JSON body
+        RecordingChannel.writes.clear()
+        r = s.post(url + "/tools/find", data=b"{", timeout=30)
+        assert r.status_code == 400 and r.json()["HttpStatus"] == 400
+        [w] = RecordingChannel.writes
+        assert w.startswith(b"HTTP/1.1 400 Bad Request\r\n") and w.endswith(r.content)
+    finally:
+        srv.close()
+        t.join(5)

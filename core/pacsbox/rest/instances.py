@@ -83,6 +83,10 @@ class UploadResource:
         return answers
 
 
+#: ``/file`` reads a file up to this size whole; a larger one is streamed.
+_READ_WHOLE_BYTES = 256 * 1024
+
+
 class FileResource:
     """``GET /instances/{id}/file``: the stored bytes, streamed from the storage area."""
 
@@ -107,7 +111,11 @@ class FileResource:
         self.ctx.metrics.increment("orthanc_storage_read_bytes", att.uncompressed_size)
         resp.content_type = "application/dicom"
         resp.set_header("Content-Disposition", f'filename="{att.uuid}.dcm"')
-        resp.set_stream(f, att.uncompressed_size)
+        if att.uncompressed_size <= _READ_WHOLE_BYTES:
+            with f:  # one buffer: the server sends it with the header in one write
+                resp.data = f.read()
+        else:
+            resp.set_stream(f, att.uncompressed_size)
 
 
 class TagsResource:
