@@ -445,7 +445,10 @@ class Index:
         stamp = now_stamp(now)
         out = StoreOutcome("Success")
         with self.transaction() as tx:
-            row = tx.execute("SELECT id FROM resources WHERE public_id = ?", (new.ids[3],)).fetchone()
+            # the four levels' rows in one query (public IDs are unique across levels)
+            known = dict(tx.execute("SELECT public_id, id FROM resources WHERE public_id IN (?, ?, ?, ?)",
+                                    tuple(new.ids)).fetchall())
+            row = (known[new.ids[3]],) if new.ids[3] in known else None
             if row is not None:
                 att = tx.execute("SELECT content_type, uuid, compressed_size, uncompressed_size, md5 "
                                  "FROM attachments WHERE resource_id = ? AND content_type = 1", (row[0],)).fetchone()
@@ -467,14 +470,15 @@ class Index:
                     left = up is not None and tx.execute(
                         "SELECT 1 FROM resources WHERE parent_id = ? LIMIT 1", (up,)).fetchone()
                     doomed = None if left or up is None else up
+                known = dict(tx.execute("SELECT public_id, id FROM resources WHERE public_id IN (?, ?, ?)",
+                                        tuple(new.ids[:3])).fetchall())
             parent = None
             created: list[tuple[int, int, str]] = []
             internal = [0, 0, 0, 0]
             for level in range(4):
                 pid = new.ids[level]
-                r = None if level == 3 else tx.execute(
-                    "SELECT id FROM resources WHERE public_id = ?", (pid,)).fetchone()
-                if r is None:
+                rid = None if level == 3 else known.get(pid)
+                if rid is None:
                     cur = tx.execute(
                         "INSERT INTO resources(level, public_id, parent_id, main_tags, last_update, last_activity, "
                         "is_stable) VALUES (?, ?, ?, ?, ?, ?, 0) RETURNING id",
@@ -486,8 +490,6 @@ class Index:
                         tx.execute("INSERT INTO identifiers(resource_id, tag, value) VALUES "
                                    + ", ".join(["(?, ?, ?)"] * len(idents)),
                                    [x for tag, value in idents.items() for x in (rid, tag, value)])
-                else:
-                    rid = r[0]
                 internal[level] = rid
                 parent = rid
             # touch the ancestors (stability, LastUpdate)
