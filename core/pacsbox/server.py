@@ -35,9 +35,12 @@ RECV_BYTES = 256 * 1024
 INBUF_OVERFLOW = 2 * 1024 * 1024
 #: An answer may buffer this much before the application thread waits for the client.
 OUTBUF_HIGH_WATERMARK = 4 * 1024 * 1024
-#: While a request runs, its channel asks the I/O loop to write only beyond this many
-#: buffered bytes (the request's own thread writes smaller answers itself).
+#: While an application thread is writing to a channel, the channel asks the I/O loop to
+#: help only beyond this many buffered bytes.
 _LOOP_WRITE_THRESHOLD = 64 * 1024
+#: Pieces of a request body smaller than this are gathered into one buffer (a client
+#: trickling its body a few bytes per segment must not cost an object per piece).
+_SMALL_PIECE = 16 * 1024
 
 
 class _ChunkedBody:
@@ -45,15 +48,18 @@ class _ChunkedBody:
 
     It stands in for waitress's ``OverflowableBuffer`` behind a ``FixedStreamReceiver``
     (the same methods: ``append``, ``__len__``, ``getfile``, ``close``), for bodies whose
-    ``Content-Length`` is at most ``inbuf_overflow`` bytes. ``getfile()`` joins the
-    chunks once into a ``BytesIO`` that shares the joined bytes, so reading the whole
-    body back (``wsgi.input.read()``) copies nothing more.
+    ``Content-Length`` is at most ``inbuf_overflow`` bytes. Large reads are kept as they
+    are; pieces under 16 KiB are gathered into one ``bytearray``, so the memory held is
+    the body's size plus a few objects whatever the client's segment sizes. ``getfile()``
+    joins everything once into a ``BytesIO`` that shares the joined bytes, so reading the
+    whole body back (``wsgi.input.read()``) copies nothing more.
     """
 
-    __slots__ = ("chunks", "size", "file")
+    __slots__ = ("chunks", "small", "size", "file")
 
     def __init__(self) -> None:
-        self.chunks: list[bytes] = []
+        self.chunks: list[bytes | bytearray] = []
+        self.small: bytearray | None = None  # the last element of ``chunks`` when gathering
         self.size = 0
         self.file: BytesIO | None = None
 
@@ -64,17 +70,25 @@ class _ChunkedBody:
         return self.size > 0
 
     def append(self, data: bytes) -> None:
-        self.chunks.append(data)
+        if len(data) >= _SMALL_PIECE:
+            self.chunks.append(data)
+            self.small = None
+        elif self.small is not None:
+            self.small += data
+        else:
+            self.small = bytearray(data)
+            self.chunks.append(self.small)
         self.size += len(data)
 
     def getfile(self) -> BytesIO:
         if self.file is None:
-            self.file = BytesIO(b"".join(self.chunks))
-            self.chunks = []
+            chunks = self.chunks
+            self.file = BytesIO(chunks[0] if len(chunks) == 1 and type(chunks[0]) is bytes else b"".join(chunks))
+            self.chunks, self.small = [], None
         return self.file
 
     def close(self) -> None:
-        self.chunks = []
+        self.chunks, self.small = [], None
         if self.file is not None:
             self.file.close()
 
@@ -122,19 +136,29 @@ class Channel(HTTPChannel):
     """waitress's HTTP channel, minus a busy loop.
 
     waitress's application threads write their answers to the socket themselves; while
-    one does, its channel still reports pending output, and the I/O loop polls it again
-    and again without being able to take the output lock, holding the GIL the
-    application thread needs to finish. Here a channel with a request in progress is
-    writable for the I/O loop only when a large answer has piled up (which the loop must
-    then help flush) or when it must close.
+    one does (inside ``write_soon``, holding the output lock), its channel still reports
+    pending output, and the I/O loop polls it again and again without being able to take
+    the lock, holding the GIL the application thread needs to finish. Here, while an
+    application thread is inside ``write_soon``, the channel is writable for the I/O loop
+    only when a large answer has piled up (which the loop must then help flush) or when it
+    must close. Any other time, output left over (a send buffer that was full) is the I/O
+    loop's to send at once, as in waitress, even while the next request runs.
     """
 
     parser_class = RequestParser
     task_class = Task
+    _writing = False
+
+    def write_soon(self, data: Any) -> int:  # noqa: D102 - see the class docstring
+        self._writing = True
+        try:
+            return super().write_soon(data)
+        finally:
+            self._writing = False
 
     def writable(self) -> bool:  # noqa: D102 - see the class docstring
         n = self.total_outbufs_len
-        if n and (not self.requests or n >= _LOOP_WRITE_THRESHOLD):
+        if n and (not self._writing or n >= _LOOP_WRITE_THRESHOLD):
             return True
         return bool(self.will_close or self.close_when_flushed)
 

@@ -31,13 +31,36 @@ def test_parser_keeps_a_body_that_fits_as_chunks():
     assert not p.completed
     assert p.received(body[500:] + b"GET / HTTP/1.1\r\n") == 268  # stops at the body's end
     assert p.completed
-    assert p.body_rcv.buf.chunks == [body[:100], body[100:500], body[500:]]
+    assert p.body_rcv.buf.chunks == [bytearray(body)]  # small pieces gathered in one buffer
     assert len(p.body_rcv.buf) == 768
     f = p.get_body_stream()
     assert f.read() == body
     assert p.body_rcv.buf.chunks == []  # joined once
     p.close()
     assert f.closed
+
+
+def test_large_reads_are_kept_as_they_come_and_small_ones_gathered():
+    body = bytes(range(256)) * 400  # 102,400 bytes
+    p = RequestParser(Adjustments())
+    p.received(header(len(body)))
+    pieces = [body[:20_000], body[20_000:20_010], body[20_010:20_500], body[20_500:60_000], body[60_000:]]
+    for piece in pieces:
+        assert p.received(piece) == len(piece)
+    assert p.completed
+    chunks = p.body_rcv.buf.chunks
+    assert [type(c).__name__ for c in chunks] == ["bytes", "bytearray", "bytes", "bytes"]
+    assert chunks[0] is pieces[0] and chunks[2] is pieces[3] and chunks[3] is pieces[4]  # not copied
+    assert chunks[1] == body[20_000:20_500]
+    assert p.get_body_stream().read() == body
+
+
+def test_one_large_read_is_shared_not_copied():
+    body = bytes(range(256)) * 100
+    p = RequestParser(Adjustments())
+    p.received(header(len(body)))
+    p.received(body)
+    assert p.get_body_stream().read() is body  # what wsgi.input.read() hands the app
 
 
 @pytest.mark.parametrize("length", [1001, 5000])
