@@ -288,6 +288,16 @@ def test_no_route_and_wrong_method(loaded):
         assert (r.status_code, r.headers.get("allow"), r.content) == (405, allow, b""), path
 
 
+@pytest.mark.parametrize("path", ["/system", "/nonexistent", "/instances", f"/patients/{PA}"])
+def test_methods_outside_the_rest_api_as_the_reference(loaded, path):
+    # Orthanc 1.10.1 answers HEAD and OPTIONS with an empty 404 and other methods it does
+    # not know with an empty 400, on any path, before routing
+    for method, status in (("HEAD", 404), ("OPTIONS", 404), ("PATCH", 400), ("TRACE", 400)):
+        r = loaded.simulate_request(method, path)
+        assert (r.status_code, r.content, r.headers.get("allow")) == (status, b"", None), (method, path)
+    assert loaded.simulate_get(f"/patients/{PA}").status_code == 200  # and the API still answers
+
+
 def test_delete_cascades_and_removes_files(loaded, app):
     c = loaded
     root = Path(app.ctx.config.path("StorageDirectory"))

@@ -2,7 +2,7 @@
 
 In order: the remote-access check (``RemoteAccessAllowed``), HTTP Basic authentication
 (``AuthenticationEnabled``, ``RegisteredUsers``), the ``filter_incoming_http_request``
-veto hook, and the REST metrics (``orthanc_rest_api_active_requests``,
+veto hook, the refusal of methods other than GET, POST, PUT and DELETE, and the REST metrics (``orthanc_rest_api_active_requests``,
 ``orthanc_rest_api_duration_ms`` and the ``pacsbox_rest_api_request_duration_seconds``
 histogram). Source: reference section 12.
 """
@@ -20,6 +20,9 @@ import falcon
 log = logging.getLogger("pacsbox.http")
 
 _REALM = {"WWW-Authenticate": 'Basic realm="Orthanc Secure Area"'}
+
+#: The HTTP methods of Orthanc's REST API; any other gets an empty answer before routing.
+_ORTHANC_METHODS = frozenset(("GET", "POST", "PUT", "DELETE"))
 
 
 class SecurityMiddleware:
@@ -49,7 +52,8 @@ class SecurityMiddleware:
         self.has_filters = False
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Refuse with 401 (empty body, ``WWW-Authenticate``) or 403 before routing."""
+        """Refuse with 401 (empty body, ``WWW-Authenticate``) or 403 before routing; answer
+        HEAD and OPTIONS with an empty 404 and other unknown methods with an empty 400."""
         if not self.remote_allowed:
             addr = req.remote_addr
             if addr != "127.0.0.1" and addr != "::1" and addr != "::ffff:127.0.0.1":
@@ -77,6 +81,13 @@ class SecurityMiddleware:
                 results = [False]
             if any(r is False for r in results):
                 raise falcon.HTTPForbidden()
+        if req.method not in _ORTHANC_METHODS:
+            # as Orthanc 1.10.1 on any path: HEAD and OPTIONS are unknown resources (404),
+            # any other method a bad request (400); both with an empty body
+            resp.status = 404 if req.method in ("HEAD", "OPTIONS") else 400
+            resp.content_type = None
+            resp.data = b""
+            resp.complete = True
 
     def _check(self, header: str) -> str | None:
         scheme, _, value = header.partition(" ")
