@@ -18,9 +18,8 @@
 """
 from __future__ import annotations
 
-from typing import Any
-
 from io import BytesIO
+from typing import Any
 
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser

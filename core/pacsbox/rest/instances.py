@@ -83,7 +83,8 @@ class UploadResource:
         return answers
 
 
-#: ``/file`` reads a file up to this size whole; a larger one is streamed.
+#: ``/file`` reads a file up to this size whole (``pacsbox serve`` then sends it with the
+#: header in one write, see ``server.COALESCE_BYTES``); a larger one is streamed.
 _READ_WHOLE_BYTES = 256 * 1024
 
 

@@ -2,9 +2,9 @@
 
 In order: the remote-access check (``RemoteAccessAllowed``), HTTP Basic authentication
 (``AuthenticationEnabled``, ``RegisteredUsers``), the ``filter_incoming_http_request``
-veto hook, the refusal of methods other than GET, POST, PUT and DELETE, and the REST metrics (``orthanc_rest_api_active_requests``,
-``orthanc_rest_api_duration_ms`` and the ``pacsbox_rest_api_request_duration_seconds``
-histogram). Source: reference section 12.
+veto hook, the refusal of methods other than GET, POST, PUT and DELETE, and the REST
+metrics (``orthanc_rest_api_active_requests``, ``orthanc_rest_api_duration_ms`` and the
+``pacsbox_rest_api_request_duration_seconds`` histogram). Source: reference section 12.
 """
 from __future__ import annotations
 
