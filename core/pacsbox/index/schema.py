@@ -82,7 +82,6 @@ def schema_statements(dialect: str) -> list[str]:
         sql = _TABLES.format(pk="INTEGER PRIMARY KEY", pk_autoinc="INTEGER PRIMARY KEY AUTOINCREMENT")
     elif dialect == "postgresql":
         sql = _TABLES.format(pk="BIGSERIAL PRIMARY KEY", pk_autoinc="BIGSERIAL PRIMARY KEY")
-        sql = sql.replace("DOUBLE PRECISION", "DOUBLE PRECISION")
     else:
         raise ValueError(f"unknown SQL dialect {dialect!r}")
     return [s.strip() for s in sql.split(";") if s.strip()]
