@@ -190,6 +190,7 @@ class Ingest:
         for kw in ("InstanceNumber", "ImageIndex"):
             index_text = levels[3].get(kw)
             if index_text is not None:
+                index_text = index_text.strip(" \0")  # Orthanc stores the value without padding
                 try:
                     index_in_series = int(index_text)
                 except ValueError:

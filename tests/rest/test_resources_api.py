@@ -235,6 +235,14 @@ def test_attachments(loaded, app):
     data = c.simulate_get(base + "/dicom/data")
     assert data.content == FILES["a1"] and data.headers["content-disposition"] == f'filename="{uuid}.dcm"'
     assert c.simulate_post(base + "/dicom/verify-md5").json == {}
+    assert c.simulate_get(base, params={"full": ""}).json == {"dicom": 1}
+    assert c.simulate_get(f"/studies/{ST_A}/attachments", params={"full": ""}).json == {}
+    raw = c.simulate_get(base + "/dicom/compressed-data")  # the stored bytes, no file name
+    assert raw.content == FILES["a1"] and raw.headers["content-type"] == "application/octet-stream"
+    assert "content-disposition" not in raw.headers
+    for op in ("compress", "uncompress", "verify-md5"):  # POST-only actions
+        r = c.simulate_get(f"{base}/dicom/{op}")
+        assert (r.status_code, r.headers["allow"], r.content) == (405, "POST", b"")
     assert c.simulate_put(base + "/dicom", body=b"x").status_code == 403
     assert c.simulate_delete(base + "/dicom").status_code == 403
     r = c.simulate_get(base + "/nope")
@@ -329,6 +337,26 @@ def test_lookup(loaded):
     assert c.simulate_post("/tools/lookup", body="7.1.1.2").json[0]["Type"] == "Instance"
     assert c.simulate_post("/tools/lookup", body="ACC1").json == []
     assert c.simulate_post("/tools/lookup", body="").json == []
+
+
+def test_lookup_ignores_case_and_padding_as_the_reference(client):
+    # Orthanc 1.10.1 compares normalized identifiers: "5mr2" finds PatientID "5MR2", a
+    # stored "ID7 " is found by "id7", and an empty body finds an empty PatientID
+    for f in (g.instance("5MR2", "8.1", "8.1.1", "8.1.1.1"), g.instance("ID7 ", "8.2", "8.2.1", "8.2.1.1"),
+              g.instance("", "8.3", "8.3.1", "8.3.1.1")):
+        assert client.simulate_post("/instances", body=f).json["Status"] == "Success"
+    found = {body: [x["ID"] for x in client.simulate_post("/tools/lookup", body=body).json]
+             for body in ("5mr2", " 5MR2\n", "id7", "ID7", "")}
+    assert found == {"5mr2": [oid("5MR2")], " 5MR2\n": [oid("5MR2")], "id7": [oid("ID7")], "ID7": [oid("ID7")],
+                     "": [oid("")]}
+
+
+def test_index_in_series_metadata_is_the_value_without_padding(client):
+    f = g.instance("PX", "8.4", "8.4.1", "8.4.1.1", InstanceNumber="122")  # stored as "122 "
+    assert b"122 " in f
+    iid = client.simulate_post("/instances", body=f).json["ID"]
+    assert client.simulate_get(f"/instances/{iid}/metadata/IndexInSeries").text == "122"
+    assert client.simulate_get(f"/instances/{iid}").json["IndexInSeries"] == 122
 
 
 def test_tools(client):

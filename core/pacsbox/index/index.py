@@ -660,11 +660,14 @@ class Index:
 
     # ---- lookup & find ----------------------------------------------------------------
     def lookup_identifier(self, value: str) -> list[Resource]:
-        """Resources whose PatientID / Study / Series / SOP Instance UID equals ``value``."""
+        """Resources whose PatientID / Study / Series / SOP Instance UID equals ``value``,
+        ignoring case and surrounding spaces (as Orthanc's ``/tools/lookup``, which compares
+        normalized identifiers); served by the ``identifiers_normalized`` expression index."""
         rows = self._all(
             f"SELECT r.id, r.level, r.public_id, r.parent_id, r.main_tags, r.last_update, r.is_stable "
             f"FROM identifiers i JOIN resources r ON r.id = i.resource_id "
-            f"WHERE i.value = ? AND i.tag IN ('PatientID', 'StudyInstanceUID', 'SeriesInstanceUID', 'SOPInstanceUID') "
+            f"WHERE UPPER(TRIM(i.value)) = UPPER(TRIM(?)) "
+            f"AND i.tag IN ('PatientID', 'StudyInstanceUID', 'SeriesInstanceUID', 'SOPInstanceUID') "
             f"ORDER BY r.level, r.id", (value,))
         return [self._resource(r) for r in rows]
 

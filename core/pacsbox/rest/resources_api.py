@@ -418,8 +418,12 @@ class AttachmentsResource:
 
     def on_get(self, req, resp, id):
         res = self.ctx.resources.get(self.level, id)
-        send_json(resp, [_ATTACHMENT_NAMES.get(a.content_type, str(a.content_type))
-                         for a in self.ctx.index.attachments(res.internal_id)])
+        atts = self.ctx.index.attachments(res.internal_id)
+        if "full" in req.params:  # Orthanc 1.10.1: {"dicom": 1}, name to content type
+            send_json(resp, {_ATTACHMENT_NAMES.get(a.content_type, str(a.content_type)): a.content_type
+                             for a in atts})
+            return
+        send_json(resp, [_ATTACHMENT_NAMES.get(a.content_type, str(a.content_type)) for a in atts])
 
     def _att(self, id, name):
         res = self.ctx.resources.get(self.level, id)
@@ -448,12 +452,15 @@ class AttachmentsResource:
         res, att = self._att(id, name)
         if att.md5:
             resp.set_header("ETag", f'"0-{att.md5}"')
-        if op in ("data", "compressed-data"):
+        if op == "data":
             f = self.ctx.storage.open(att.uuid, att.content_type)
             dicom = att.content_type == 1
             resp.content_type = "application/dicom" if dicom else "application/octet-stream"
             resp.set_header("Content-Disposition", f'filename="{att.uuid}{".dcm" if dicom else ""}"')
-            resp.set_stream(f, att.compressed_size if op == "compressed-data" else att.uncompressed_size)
+            resp.set_stream(f, att.uncompressed_size)
+        elif op == "compressed-data":  # the stored bytes, as Orthanc 1.10.1: no file name
+            resp.content_type = "application/octet-stream"
+            resp.set_stream(self.ctx.storage.open(att.uuid, att.content_type), att.compressed_size)
         elif op in ("size", "compressed-size"):
             send_text(resp, str(att.uncompressed_size if op == "size" else att.compressed_size))
         elif op in ("md5", "compressed-md5"):
@@ -468,6 +475,8 @@ class AttachmentsResource:
             send_json(resp, info)
         elif op == "is-compressed":
             send_text(resp, "0")
+        elif op in ("compress", "uncompress", "verify-md5"):
+            raise falcon.HTTPMethodNotAllowed(["POST"])  # as Orthanc 1.10.1: 405, Allow: POST
         else:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
 

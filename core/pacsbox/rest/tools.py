@@ -299,8 +299,9 @@ class LookupResource:
 
     def on_post(self, req, resp):
         value = read_body(req).decode("utf-8", "replace").strip()
+        # an empty body finds the resources with an empty identifier, as the reference
         out = [{"ID": r.public_id, "Path": f"/{PLURAL[r.level]}/{r.public_id}", "Type": r.level_name}
-               for r in self.ctx.index.lookup_identifier(value)] if value else []
+               for r in self.ctx.index.lookup_identifier(value)]
         send_json(resp, out)
 
 
