@@ -183,6 +183,13 @@ def _error(client, body):
     ({"Level": "Study", "Query": {"StudyDate": "2023*"}}, (400, 3, "Wildcards are not allowed on tag 0008,0020")),
     ({"Level": "Study", "Query": {"StudyInstanceUID": "7.*"}}, (400, 3, "Wildcards are not allowed on tag 0020,000d")),
     ({"Level": "Study", "Query": {"StudyTime": "10*"}}, (400, 3, "Wildcards are not allowed on tag 0008,0030")),
+    # wildcards only on AE, CS, LO, LT, PN, SH, ST, UC, UR, UT (numbers, ages, unknown private tags refused)
+    ({"Level": "Instance", "Query": {"SliceThickness": "5*"}}, (400, 3, "Wildcards are not allowed on tag 0018,0050")),
+    ({"Level": "Instance", "Query": {"InstanceNumber": "1?"}}, (400, 3, "Wildcards are not allowed on tag 0020,0013")),
+    ({"Level": "Instance", "Query": {"Rows": "*"}}, (400, 3, "Wildcards are not allowed on tag 0028,0010")),
+    ({"Level": "Patient", "Query": {"PatientAge": "0*"}}, (400, 3, "Wildcards are not allowed on tag 0010,1010")),
+    ({"Level": "Instance", "Query": {"0011,1010": "a*"}}, (400, 3, "Wildcards are not allowed on tag 0011,1010")),
+    ({"Level": " Study", "Query": {}}, (400, 3, None)),
     ({"Level": "Study", "Query": {}, "Limit": -1}, (400, 3, 'Field "Limit" should be a positive integer')),
     ({"Level": "Study", "Query": {}, "Limit": "x"}, (400, 8, 'Field "Limit" should be an integer')),
     ({"Level": "Study", "Query": {}, "Since": -1}, (400, 3, 'Field "Since" should be a positive integer')),
@@ -204,3 +211,39 @@ def test_cfind_rules_for_the_dicom_plugin(db, app):
     assert ids_of({"PatientName": "doe*"}) == sorted([P["PA"], P["PB"]])  # PN per CaseSensitivePN (false)
     assert ids_of({"PatientName": "doe*"}, case_sensitive=True) == []
     assert ids_of({"PatientID": "*"}) == sorted(P.values())  # "*" is universal in C-FIND
+
+
+@pytest.mark.parametrize("query", [{"ImageComments": "a*"}, {"StationName": "?"}, {"RetrieveAETitle": "A*"},
+                                   {"SeriesDescription": "*"}, {"0009,0010": "a*"}])
+def test_wildcards_on_text_vrs_and_private_creators(db, query):
+    assert find(db, "Instance", query) == ([oid("PA", "7.1", "7.1.1", "7.1.1.1"), oid("PA", "7.1", "7.1.1", "7.1.1.2")]
+                                           if "SeriesDescription" in query else [])
+
+
+@pytest.mark.parametrize("name, canonical", [("studies", "Study"), ("STUDY", "Study"), ("patients", "Patient"),
+                                             ("Image", "Instance"), ("images", "Instance"),
+                                             ("INSTANCES", "Instance"), ("series", "Series")])
+def test_level_names_as_orthanc_resource_types(db, name, canonical):
+    assert find(db, name, {}) == find(db, canonical, {})
+    assert find(db, name, {})
+
+
+def test_patient_tags_below_patient_level_are_those_kept_with_each_study(client):
+    # one PatientID, two studies whose first instances name the patient differently; a
+    # third study's instance has no patient tags at all. At study level and below, the
+    # name is matched against each study's copy (PatientMainDicomTags); at patient level,
+    # against the patient's tags (those of its first instance).
+    for f in (g.instance("PQ", "9.1", "9.1.1", "9.1.1.1", PatientName="Before^Name"),
+              g.instance("PQ", "9.2", "9.2.1", "9.2.1.1", PatientName="After^Name"),
+              g.instance("PQ", "9.3", "9.3.1", "9.3.1.1")):
+        assert client.simulate_post("/instances", body=f).json["Status"] == "Success"
+    s1, s2, s3 = oid("PQ", "9.1"), oid("PQ", "9.2"), oid("PQ", "9.3")
+    assert client.simulate_get(f"/studies/{s2}").json["PatientMainDicomTags"]["PatientName"] == "After^Name"
+    assert find(client, "Study", {"PatientName": "after*"}) == [s2]
+    assert find(client, "Series", {"PatientName": "After^Name"}) == [oid("PQ", "9.2", "9.2.1")]
+    assert find(client, "Instance", {"PatientName": "before*"}) == [oid("PQ", "9.1", "9.1.1", "9.1.1.1")]
+    assert find(client, "Patient", {"PatientName": "after*"}) == []
+    assert find(client, "Patient", {"PatientName": "before*"}) == [oid("PQ")]
+    # "*" needs the tag: the third study's copy has none
+    assert find(client, "Study", {"PatientName": "*"}) == sorted([s1, s2])
+    assert find(client, "Study", {"PatientID": "*"}) == sorted([s1, s2, s3])

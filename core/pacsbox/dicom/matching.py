@@ -8,7 +8,9 @@ One query key becomes one :class:`Constraint` (Orthanc ``DatabaseLookup``):
 - a value holding ``\\`` is a list: any item equal to the value matches (items are not
   wildcards);
 - a value holding ``*`` or ``?`` is a wildcard match (``*`` alone requires the tag to be
-  present); wildcards are refused on DA, TM, DT and UI tags (400);
+  present); wildcards are accepted only on AE, CS, LO, LT, PN, SH, ST, UC, UR and UT
+  tags (private creators are LO), and refused with a 400 on any other VR (dates, times,
+  UIDs, numbers, ages, unknown private tags), as Orthanc 1.10.1 (PS3.4 C.2.2.2.4);
 - anything else is an exact match.
 
 A resource without the tag never matches a non-universal key. Values are compared
@@ -33,7 +35,8 @@ from ..errors import ErrorCode, OrthancError
 from .tags import parse_tag, tag_to_key
 
 RANGE_VRS = frozenset({"DA", "TM", "DT"})
-NO_WILDCARD_VRS = frozenset({"DA", "TM", "DT", "UI"})
+#: VRs on which a query value may hold ``*`` or ``?``.
+WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 
 
 @lru_cache(maxsize=4096)
@@ -121,7 +124,10 @@ class Constraint:
 
 
 def vr_of(tag: int) -> str:
-    """The dictionary VR of a tag (``"UN"`` when unknown; first choice of ``"US or SS"``)."""
+    """The dictionary VR of a tag (``"LO"`` for a private creator, ``"UN"`` when unknown;
+    first choice of ``"US or SS"``)."""
+    if tag >> 16 & 1 and 0x10 <= tag & 0xFFFF <= 0xFF:
+        return "LO"
     try:
         vr = dictionary_VR(tag)
     except KeyError:
@@ -136,7 +142,7 @@ def make_constraint(tag: int, keyword: str, pattern: str, case_sensitive: bool) 
     ------
     OrthancError
         400 ``PARAMETER_OUT_OF_RANGE`` "Wildcards are not allowed on tag gggg,eeee" for a
-        wildcard on a DA, TM, DT or UI tag.
+        wildcard on a tag whose VR is not in :data:`WILDCARD_VRS`.
     """
     vr = vr_of(tag)
     if pattern == "":
@@ -146,7 +152,7 @@ def make_constraint(tag: int, keyword: str, pattern: str, case_sensitive: bool) 
     elif "\\" in pattern:
         kind = "list"
     elif "*" in pattern or "?" in pattern:
-        if vr in NO_WILDCARD_VRS:
+        if vr not in WILDCARD_VRS:
             raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Wildcards are not allowed on tag {tag_to_key(tag)}")
         kind = "wildcard"
     else:
@@ -179,7 +185,7 @@ def compile_query(query: dict[str, str], case_sensitive: bool = False, *,
     KeyError
         An unknown tag name (``/tools/find`` answers 500 "Unknown DICOM tag", as Orthanc).
     OrthancError
-        A wildcard on a DA, TM, DT or UI tag (400).
+        A wildcard on a tag whose VR is not in :data:`WILDCARD_VRS` (400).
     """
     from pydicom.datadict import keyword_for_tag
     out = []

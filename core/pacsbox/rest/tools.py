@@ -159,7 +159,7 @@ def find_resources(ctx, level: int, query: dict[str, Any], *, case_sensitive: bo
     ------
     OrthancError
         500 ``UNKNOWN_DICOM_TAG`` for an unknown tag name and 400 for a wildcard on a
-        date, time or UID, as Orthanc 1.10.1.
+        tag whose VR takes no wildcards (numbers, dates, times, UIDs), as Orthanc 1.10.1.
     """
     if case_sensitive is None:
         case_sensitive = ctx.config.bool("CaseSensitivePN")
@@ -183,7 +183,12 @@ def find_resources(ctx, level: int, query: dict[str, Any], *, case_sensitive: bo
             exact[c.keyword] = c.pattern  # answered by the identifiers index
             continue
         owner = next((lvl for lvl in range(level, -1, -1) if c.keyword in T.MAIN_TAGS[LEVEL_NAMES[lvl]]), None)
-        if owner is not None:
+        if owner == 0 and level >= 1:
+            # below the patient level, a patient tag is matched against the copy each study
+            # keeps of its first instance's patient tags (its PatientMainDicomTags), as
+            # Orthanc 1.10.1: studies of one PatientID may carry different names
+            main_of_level.append((level - 1, c))
+        elif owner is not None:
             main_of_level.append((level - owner, c))
         elif any(c.keyword in T.MAIN_TAGS[LEVEL_NAMES[lvl]] for lvl in range(level + 1, 4)):
             return []  # a main tag of a lower level: Orthanc matches nothing
@@ -248,6 +253,12 @@ def _int_field(body: dict, name: str) -> int:
     return v
 
 
+#: ``Level`` of ``/tools/find``, upper-cased, as Orthanc's ``StringToResourceType``
+#: (singular or plural, ``Image`` for instances; surrounding spaces are refused).
+_FIND_LEVELS = {"PATIENT": 0, "PATIENTS": 0, "STUDY": 1, "STUDIES": 1, "SERIES": 2,
+                "INSTANCE": 3, "INSTANCES": 3, "IMAGE": 3, "IMAGES": 3}
+
+
 class FindResource:
     """``POST /tools/find``."""
 
@@ -264,10 +275,9 @@ class FindResource:
         level_name = body.get("Level")
         if not isinstance(level_name, str):
             raise OrthancError(ErrorCode.BAD_REQUEST, "Field \"Level\" is missing, or should be a string")
-        try:
-            level = [n.lower() for n in LEVEL_NAMES].index(level_name.strip().lower())
-        except ValueError:
-            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE) from None
+        level = _FIND_LEVELS.get(level_name.upper())
+        if level is None:
+            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE)
         query = body.get("Query")
         if not isinstance(query, dict):
             raise OrthancError(ErrorCode.BAD_REQUEST, "Field \"Query\" is missing, or should be a JSON object")
