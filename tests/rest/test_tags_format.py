@@ -146,6 +146,33 @@ def test_content_gives_the_raw_value_bytes(client):
     assert listing[:3] == ["0008-0005", "0008-0016", "0008-0018"] and "0010-0010" in listing
 
 
+def test_content_lists_the_pixel_data_items_as_the_reference(client):
+    import pydicom
+    from pydicom.encaps import generate_fragments
+
+    from conftest import testfile
+
+    # native pixel data: one item, "0", holding every frame
+    iid = client.simulate_post("/instances", body=read("emri_small.dcm")).json["ID"]
+    base = f"/instances/{iid}/content/7fe0-0010"
+    assert client.simulate_get(base).json == ["0"]
+    whole = client.simulate_get(base + "/0")
+    assert whole.headers["content-type"] == "application/octet-stream"
+    assert whole.content == pydicom.dcmread(testfile("emri_small.dcm")).PixelData and len(whole.content) == 81920
+    for bad in ("/1", "/x", "/0/0010-0010"):
+        r = client.simulate_get(base + bad)
+        assert (r.status_code, r.content) == (404, b""), bad
+    # encapsulated: the basic offset table ("0", empty here), then one item per fragment
+    assert client.simulate_delete(f"/instances/{iid}").status_code == 200  # same UIDs as the next file
+    iid = client.simulate_post("/instances", body=read("emri_small_jpeg_2k_lossless.dcm")).json["ID"]
+    base = f"/instances/{iid}/content/7fe0-0010"
+    frags = list(generate_fragments(pydicom.dcmread(testfile("emri_small_jpeg_2k_lossless.dcm")).PixelData))
+    assert len(frags) == 11 and frags[0] == b""
+    assert client.simulate_get(base).json == [str(k) for k in range(11)]
+    assert [client.simulate_get(f"{base}/{k}").content for k in range(11)] == frags
+    assert client.simulate_get(base + "/11").status_code == 404
+
+
 def test_content_walks_sequences(client):
     iid = client.simulate_post("/instances", body=g.edge_cases()).json["ID"]
     base = f"/instances/{iid}/content/0018-6011"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import logging
 import zipfile
 from typing import Any
@@ -145,6 +146,9 @@ class HeaderResource:
         send_json(resp, T.dataset_to_json(meta, tag_format(req), ["ascii"], include_binary=False, top=False))
 
 
+_PIXEL_DATA = 0x7FE00010
+
+
 class ContentResource:
     """``/instances/{id}/content[/gggg-eeee[/index[/gggg-eeee...]]]``."""
 
@@ -169,6 +173,23 @@ class ContentResource:
             if elem is None:
                 raise not_found()
             i += 1
+            if tag == _PIXEL_DATA and cur is ds:
+                # Orthanc 1.10.1 lists the pixel data's items: native pixel data is one item,
+                # "0", holding every frame; encapsulated pixel data lists the basic offset
+                # table ("0") and each fragment; each item answers its bytes
+                value = elem.value if isinstance(elem.value, (bytes, bytearray)) else b""
+                undefined = getattr(elem, "is_undefined_length", None)
+                if undefined is None:  # a raw element, as read
+                    undefined = elem.length == 0xFFFFFFFF
+                items = _encapsulated_items(value) if undefined else [value]
+                if i == len(parts):
+                    send_json(resp, [str(k) for k in range(len(items))])
+                    return
+                if i + 1 != len(parts) or not parts[i].isdigit() or int(parts[i]) >= len(items):
+                    raise not_found()
+                resp.content_type = "application/octet-stream"
+                resp.data = bytes(items[int(parts[i])])
+                return
             is_seq = elem.VR == "SQ" or (elem.VR in (None, "UN") and _decoded_vr(cur, tag) == "SQ")
             if not is_seq:
                 if i != len(parts):
@@ -192,6 +213,30 @@ class ContentResource:
             if i == len(parts):
                 send_json(resp, [f"{int(e.tag) >> 16:04x}-{int(e.tag) & 0xFFFF:04x}" for e in cur.elements()])
                 return
+
+
+def _encapsulated_items(value: bytes) -> list[bytes]:
+    """The items of encapsulated pixel data: the basic offset table, then each fragment.
+
+    Parameters
+    ----------
+    value : bytes
+        The element's value: (FFFE,E000) items, each with a 32-bit little-endian length,
+        up to the (FFFE,E0DD) delimiter (DICOM PS3.5 A.4).
+
+    Returns
+    -------
+    list of bytes
+        The items' contents; a truncated item keeps the bytes present.
+    """
+    out, pos = [], 0
+    while pos + 8 <= len(value):
+        group, element, length = struct.unpack_from("<HHI", value, pos)
+        if (group, element) != (0xFFFE, 0xE000):
+            break
+        out.append(value[pos + 8:pos + 8 + length])
+        pos += 8 + length
+    return out
 
 
 def _decoded_vr(ds: pydicom.Dataset, tag: int) -> str | None:
