@@ -130,6 +130,8 @@ def _workload(client) -> dict:
         assert client.simulate_get(f"/{level}", params={"expand": "1"}).status_code == 200
         assert client.simulate_get(f"/{level}", params={"since": "1", "limit": "2"}).status_code == 200
         assert client.simulate_get(f"/{level}", params={"since": "2", "limit": "9", "expand": "1"}).status_code == 200
+        # a negative limit is no limit (as Orthanc): the index's "OFFSET without LIMIT" branch
+        assert len(client.simulate_get(f"/{level}", params={"since": "1", "limit": "-1"}).json) >= 2
     ct = ids["CT_small.dcm"]
     for level, key in (("patients", "ParentPatient"), ("studies", "ParentStudy"),
                        ("series", "ParentSeries"), ("instances", "ID")):

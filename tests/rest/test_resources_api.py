@@ -59,10 +59,24 @@ def test_since_and_limit_go_together(loaded, query, details):
                       "Method": "GET", "OrthancError": "Bad request", "OrthancStatus": 8, "Uri": "/patients"}
 
 
-def test_bad_since_is_a_bad_parameter_type(loaded):
-    r = loaded.simulate_get("/patients", query_string="since=x&limit=2")
+@pytest.mark.parametrize("query", ["since=x&limit=2", "since=&limit=2", "since=%201&limit=2", "since=1_0&limit=2",
+                                   "since=1.5&limit=2", "since=1&limit=18446744073709551616"])
+def test_bad_since_is_a_bad_parameter_type(loaded, query):
+    r = loaded.simulate_get("/patients", query_string=query)
     assert r.status_code == 400 and r.json["OrthancStatus"] == 5
     assert r.json["Details"] == "Syntax error in some user-supplied data"
+
+
+@pytest.mark.parametrize("query, expected", [
+    # Orthanc 1.10.1 reads unsigned 64-bit integers whose bits the database takes as signed:
+    # a negative (or >= 2**63) since starts at the first one, a negative limit is no limit
+    ("since=-1&limit=2", [PA, PB]), ("since=9223372036854775808&limit=2", [PA, PB]),
+    ("since=-9223372036854775808&limit=2", [PA, PB]), ("since=9223372036854775807&limit=2", []),
+    ("since=99999999999&limit=2", []), ("since=1&limit=-5", [PB, PC]),
+    ("since=1&limit=9223372036854775808", [PB, PC]), ("since=-0&limit=1", [PA]), ("since=1&limit=0", []),
+])
+def test_since_and_limit_are_read_as_the_reference_does(loaded, query, expected):
+    assert loaded.simulate_get("/patients", query_string=query).json == expected
 
 
 def test_resource_fields(loaded):

@@ -3,6 +3,7 @@ statistics, deletion, metadata, attachments, shared tags and modules (reference 
 """
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -30,11 +31,21 @@ def tag_format(req: falcon.Request, default: str = "full") -> str:
 def _since_limit(req: falcon.Request) -> tuple[int | None, int | None]:
     """``since`` and ``limit`` of a list route: both or neither (Orthanc 1.10.1).
 
+    Each is read as Orthanc 1.10.1 does: an unsigned 64-bit integer (an optional sign,
+    digits only; a negative value wraps around) whose bits the index then takes as a signed
+    one. So a ``since`` of ``-1`` or 2**63 starts at the first resource, and a negative
+    ``limit`` means no limit.
+
+    Returns
+    -------
+    (int or None, int or None)
+        ``(since, limit)``; ``(None, None)`` without paging; ``limit`` None for no limit.
+
     Raises
     ------
     OrthancError
         400 ``BAD_REQUEST`` when only one is given, 400 ``BAD_PARAMETER_TYPE`` when one is
-        not a non-negative integer.
+        not an integer or its magnitude does not fit in 64 bits.
     """
     since, limit = req.params.get("since"), req.params.get("limit")
     if since is None and limit is None:
@@ -44,13 +55,22 @@ def _since_limit(req: falcon.Request) -> tuple[int | None, int | None]:
         raise OrthancError(ErrorCode.BAD_REQUEST, f"Missing \"since\" argument for GET request against: {uri}")
     if limit is None:
         raise OrthancError(ErrorCode.BAD_REQUEST, f"Missing \"limit\" argument for GET request against: {uri}")
-    try:
-        values = int(since), int(limit)
-    except (TypeError, ValueError):
-        values = (-1, -1)
-    if min(values) < 0 or max(values) > 2 ** 32 - 1:  # Orthanc reads 32-bit unsigned integers
+    since_value, limit_value = _as_orthanc_int64(since), _as_orthanc_int64(limit)
+    return max(0, since_value), (limit_value if limit_value >= 0 else None)
+
+
+def _as_orthanc_int64(text: Any) -> int:
+    """A query argument read as an unsigned 64-bit integer, its bits taken as signed."""
+    if not isinstance(text, str) or not _INTEGER_TEXT.fullmatch(text):
         raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, "Syntax error in some user-supplied data")
-    return values
+    value = int(text)
+    if abs(value) >= 1 << 64:
+        raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, "Syntax error in some user-supplied data")
+    value %= 1 << 64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
 class ListResource:
