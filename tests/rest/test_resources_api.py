@@ -380,6 +380,7 @@ def test_tools(client):
     pid = client.simulate_get("/tools/generate-uid", query_string="level=patient").text
     assert len(pid) == 36 and pid.count("-") == 4
     assert client.simulate_get("/tools/generate-uid", query_string="level=foo").status_code == 404
+    assert client.simulate_get("/tools/generate-uid", query_string="level=Study").status_code == 404  # case matters
     now = client.simulate_get("/tools/now").text
     assert len(now) == 15 and now[8] == "T" and now[:8].isdigit()
     tools = client.simulate_get("/tools").json

@@ -322,7 +322,7 @@ class GenerateUidResource:
         self.ctx = ctx
 
     def on_get(self, req, resp):
-        level = (req.params.get("level") or "").lower()
+        level = req.params.get("level") or ""  # lower case only, as Orthanc 1.10.1
         if level == "patient":
             send_text(resp, new_uuid())
         elif level in ("study", "series", "instance"):
