@@ -105,6 +105,9 @@ class ServerContext:
         Per-app state of plugins; key it by your plugin's name (``ctx.stash["example"]``).
     app : PacsboxApp
         The falcon app (set once it is built, before ``startup``).
+    log_verbosity : dict of str to str
+        Orthanc log category (``generic``, ``http``...) to its verbosity (``default``,
+        ``verbose``, ``trace``), as set through ``/tools/log-level``.
     """
 
     config: "Config"
@@ -125,6 +128,7 @@ class ServerContext:
         self.insecure = False
         self.started_at = 0.0
         self.stash: dict[str, Any] = {}
+        self.log_verbosity: dict[str, str] = {}
 
     def plugin_config(self, name: str, default: Any = None) -> Any:
         """The configuration section named ``name`` (see :meth:`Config.plugin_config`)."""

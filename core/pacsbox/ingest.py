@@ -102,7 +102,25 @@ class Ingest:
         cfg = ctx.config
         self.overwrite = cfg.bool("OverwriteInstances")
         self.store_md5 = cfg.bool("StoreMD5ForAttachments")
-        self.default_encoding = _DEFAULT_ENCODINGS.get(str(cfg.get("DefaultEncoding", "Latin1")), "latin_1")
+        name = str(cfg.get("DefaultEncoding", "Latin1"))
+        self.default_encoding_name = name if name in _DEFAULT_ENCODINGS else "Latin1"
+        self.default_encoding = _DEFAULT_ENCODINGS[self.default_encoding_name]
+
+    def set_default_encoding(self, name: str) -> None:
+        """Change the encoding of files without (0008,0005) (``PUT /tools/default-encoding``).
+
+        Parameters
+        ----------
+        name : str
+            An Orthanc encoding name (``Latin1``, ``Utf8``, ``Ascii``, ``Japanese``...).
+
+        Raises
+        ------
+        KeyError
+            ``name`` is not one of Orthanc's encodings.
+        """
+        self.default_encoding = _DEFAULT_ENCODINGS[name]
+        self.default_encoding_name = name
 
     def parse_main(self, data: bytes):
         """Scan ``data`` and decode its main tags.

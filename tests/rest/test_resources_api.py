@@ -392,3 +392,60 @@ def test_system(client):
     assert system["ApiVersion"] == 16 and system["Version"] == "1.10.1" and system["DatabaseVersion"] == 6
     assert system["Product"] == "pacsbox" and system["IsHttpServerSecure"] is True
     assert system["DicomAet"] == "PACSBOX" and system["Name"] == "pacsbox"
+
+
+def test_instances_tags(loaded):
+    c = loaded
+    for fmt in ("", "simplify", "short"):
+        answer = c.simulate_get(f"/studies/{ST_A}/instances-tags", query_string=fmt)
+        assert answer.headers["content-type"] == "application/json; charset=utf-8"
+        assert list(answer.json) == sorted([I_A1, I_A2])  # keys sorted, as the reference
+        for iid in (I_A1, I_A2):
+            assert answer.json[iid] == c.simulate_get(f"/instances/{iid}/tags", query_string=fmt).json
+    assert set(c.simulate_get(f"/patients/{PC}/instances-tags", query_string="simplify").json) == {I_C1, I_C2}
+    assert c.simulate_get(f"/series/{SE_C2}/instances-tags", query_string="short").json[I_C2]["0010,0010"] == \
+        "Smith^Anna"
+    assert c.simulate_get(f"/instances/{I_A1}/instances-tags").status_code == 404
+    assert c.simulate_get("/studies/nope/instances-tags").status_code == 404
+
+
+def test_default_encoding_changes_how_files_without_a_character_set_read(client):
+    f = g.instance("ENC1", "5.5.1", "5.5.1.1", "5.5.1.1.1", PatientName="Mxx").replace(b"Mxx", "Mü".encode())
+    iid = client.simulate_post("/instances", body=f).json["ID"]
+    assert client.simulate_get("/tools/default-encoding").text == "Latin1"
+    assert client.simulate_get(f"/instances/{iid}/simplified-tags").json["PatientName"] == "MÃ¼"
+    r = client.simulate_put("/tools/default-encoding", body="Utf8")
+    assert (r.status_code, r.text) == (200, "Utf8")
+    assert client.simulate_get("/tools/default-encoding").text == "Utf8"
+    assert client.simulate_get(f"/instances/{iid}/simplified-tags").json["PatientName"] == "Mü"
+    # the main tags were decoded when the file arrived (as the reference)
+    assert client.simulate_get(f"/instances/{iid}/patient").json["MainDicomTags"]["PatientName"] == "MÃ¼"
+    r = client.simulate_put("/tools/default-encoding", body="Klingon")
+    assert r.status_code == 400 and r.json["OrthancStatus"] == 3
+    assert client.simulate_get("/tools/default-encoding").text == "Utf8"
+
+
+def test_log_level_per_category(client):
+    import logging
+
+    from pacsbox.rest.tools import LOG_CATEGORIES
+    names = [n for loggers in LOG_CATEGORIES.values() for n in loggers]
+    before = {n: logging.getLogger(n).level for n in names}
+    try:
+        assert client.simulate_get("/tools/log-level").text == "default"
+        assert client.simulate_put("/tools/log-level", body="verbose").text == ""
+        assert client.simulate_get("/tools/log-level-sqlite").text == "verbose"
+        assert logging.getLogger("pacsbox.index").level == logging.DEBUG
+        assert client.simulate_put("/tools/log-level-http", body="trace").status_code == 200
+        assert logging.getLogger("waitress").level == 5 and logging.getLogger("pacsbox.jobs").level == logging.DEBUG
+        # the global answer is the most verbose category's
+        assert [client.simulate_get(f"/tools/log-level{s}").text for s in ("", "-http", "-jobs")] == \
+            ["trace", "trace", "verbose"]
+        r = client.simulate_put("/tools/log-level-jobs", body="loud")
+        assert r.status_code == 400 and r.json["Details"] == 'Verbosity can be "default", "verbose" or "trace": loud'
+        client.simulate_put("/tools/log-level", body="default")
+        assert client.simulate_get("/tools/log-level").text == "default"
+        assert logging.getLogger("pacsbox.http").level == logging.INFO
+    finally:
+        for n, level in before.items():
+            logging.getLogger(n).setLevel(level)

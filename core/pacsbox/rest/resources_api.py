@@ -13,7 +13,7 @@ import pydicom
 from ..dicom import tags as T
 from ..dicom.modules import MODULES
 from ..errors import ErrorCode, OrthancError, not_found
-from ..web import query_flag, read_body, send_json, send_text
+from ..web import JSON_TYPE, dumps, query_flag, read_body, send_json, send_text
 from ..index.index import LEVEL_NAMES, PLURAL
 from ..ingest import expected_instances
 from ..routing.registry import RouteSpec
@@ -231,6 +231,38 @@ class SharedTagsResource:
                 shared = {k: v for k, v in shared.items() if k in flat and flat[k]["Value"] == v["Value"]}
         shared = shared or {}
         send_json(resp, _reformat(shared, fmt))
+
+
+class InstancesTagsResource:
+    """``/{patients|studies|series}/{id}/instances-tags``: the tags of every child instance.
+
+    An object from instance ID (sorted, as Orthanc 1.10.1's JSON) to the instance's tags in
+    the format of ``/instances/{id}/tags`` (``?simplify``, ``?short``). The answer is
+    streamed one instance at a time, so a large study is never held in memory whole.
+    """
+
+    def __init__(self, ctx, level: int):
+        self.ctx, self.level = ctx, level
+
+    def on_get(self, req, resp, id):
+        ctx = self.ctx
+        res = ctx.resources.get(self.level, id)
+        fmt = tag_format(req)
+        instances = sorted(ctx.index.descendant_instances(res.internal_id, res.level), key=lambda r: r.public_id)
+
+        def chunks():
+            yield b"{"
+            for n, inst in enumerate(instances):
+                try:
+                    ds = ctx.resources.read_dataset(inst)
+                except OrthancError:  # deleted meanwhile
+                    continue
+                tags = T.dataset_to_json(ds, fmt, T.dataset_encodings(ds, ctx.ingest.default_encoding))
+                yield (b"," if n else b"") + dumps(inst.public_id) + b":" + dumps(tags)
+            yield b"}"
+
+        resp.content_type = JSON_TYPE
+        resp.stream = chunks()
 
 
 def _reformat(full: dict[str, Any], fmt: str) -> dict[str, Any]:
@@ -535,6 +567,8 @@ def routes(ctx) -> list[RouteSpec]:
         out.append(RouteSpec(f"/{plural}/{{id}}/module", lambda c, l=level: ModuleResource(c, l, l)))
         if level < 3:
             out.append(RouteSpec(f"/{plural}/{{id}}/shared-tags", lambda c, l=level: SharedTagsResource(c, l)))
+            out.append(RouteSpec(f"/{plural}/{{id}}/instances-tags",
+                                 lambda c, l=level: InstancesTagsResource(c, l)))
         for target in range(level + 1, 4):
             out.append(RouteSpec(f"/{plural}/{{id}}/{PLURAL[target]}",
                                  lambda c, l=level, t=target: ChildrenResource(c, l, t)))

@@ -2,6 +2,7 @@
 (reference sections 2.7-2.9)."""
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime
 from typing import Any
@@ -342,6 +343,69 @@ class NowResource:
         send_text(resp, t.strftime("%Y%m%dT%H%M%S"))
 
 
+class DefaultEncodingResource:
+    """``GET``/``PUT /tools/default-encoding``: the encoding of files without a Specific
+    Character Set (option ``DefaultEncoding``), changed at run time. ``PUT`` answers the
+    new name; an unknown name is a 400 ``ParameterOutOfRange``, as Orthanc 1.10.1."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        send_text(resp, self.ctx.ingest.default_encoding_name)
+
+    def on_put(self, req, resp):
+        name = read_body(req).decode("utf-8", "replace").strip()
+        try:
+            self.ctx.ingest.set_default_encoding(name)
+        except KeyError:
+            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE) from None
+        send_text(resp, name)
+
+
+#: Orthanc's log categories (``/tools/log-level-{category}``) and the loggers each drives.
+LOG_CATEGORIES = {
+    "generic": ("pacsbox",), "http": ("pacsbox.http", "pacsbox.rest", "waitress"),
+    "dicom": ("pacsbox.dicom", "pynetdicom"), "jobs": ("pacsbox.jobs", "pacsbox.builtin"), "lua": (),
+    "plugins": ("pacsbox.plugins",), "sqlite": ("pacsbox.index",),
+}
+#: Orthanc verbosity names and the :mod:`logging` levels they set (``trace`` is below DEBUG).
+LOG_VERBOSITY = {"default": logging.INFO, "verbose": logging.DEBUG, "trace": 5}
+
+
+class LogLevelResource:
+    """``GET``/``PUT /tools/log-level`` (every category) and ``/tools/log-level-{category}``.
+
+    The verbosity is ``default``, ``verbose`` or ``trace``; setting it sets the level of
+    the category's loggers (:data:`LOG_CATEGORIES`, process-wide like any logging level).
+    ``GET /tools/log-level`` answers the most verbose category's verbosity. ``PUT`` answers an
+    empty body; another value is a 400 ``ParameterOutOfRange``, as Orthanc 1.10.1.
+    """
+
+    def __init__(self, ctx, category: str | None = None):
+        self.ctx, self.category = ctx, category
+        if not ctx.log_verbosity:
+            start = "verbose" if logging.getLogger().getEffectiveLevel() <= logging.DEBUG else "default"
+            ctx.log_verbosity.update(dict.fromkeys(LOG_CATEGORIES, start))
+
+    def on_get(self, req, resp):
+        if self.category:
+            send_text(resp, self.ctx.log_verbosity[self.category])
+        else:  # the most verbose category, as Orthanc 1.10.1
+            send_text(resp, max(self.ctx.log_verbosity.values(), key=list(LOG_VERBOSITY).index))
+
+    def on_put(self, req, resp):
+        value = read_body(req).decode("utf-8", "replace").strip()
+        if value not in LOG_VERBOSITY:
+            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE,
+                               f'Verbosity can be "default", "verbose" or "trace": {value}')
+        for category in ([self.category] if self.category else list(LOG_CATEGORIES)):
+            self.ctx.log_verbosity[category] = value
+            for name in LOG_CATEGORIES[category]:
+                logging.getLogger(name).setLevel(LOG_VERBOSITY[value])
+        send_text(resp, "")
+
+
 #: ``GET /tools``: the tool names Orthanc 1.10.1 lists (whether or not a plugin provides them).
 TOOLS = ["accepted-transfer-syntaxes", "bulk-anonymize", "bulk-content", "bulk-delete", "bulk-modify",
          "create-archive", "create-dicom", "create-media", "create-media-extended", "default-encoding",
@@ -374,4 +438,7 @@ def routes(ctx) -> list[RouteSpec]:
         RouteSpec("/tools/generate-uid", GenerateUidResource),
         RouteSpec("/tools/now", NowResource),
         RouteSpec("/tools/now-local", lambda c: NowResource(c, True)),
-    ]
+        RouteSpec("/tools/default-encoding", DefaultEncodingResource),
+        RouteSpec("/tools/log-level", LogLevelResource),
+    ] + [RouteSpec(f"/tools/log-level-{category}", lambda c, k=category: LogLevelResource(c, k))
+         for category in LOG_CATEGORIES]
