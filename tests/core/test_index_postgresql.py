@@ -145,6 +145,10 @@ def _workload(client) -> dict:
     assert client.simulate_get(f"/instances/{iid}/attachments/dicom/md5").status_code == 200
     assert client.simulate_put(f"/instances/{iid}/metadata/1024", body="user's note").status_code == 200
     assert client.simulate_delete(f"/instances/{iid}/metadata/1024").status_code == 200
+    assert client.simulate_put(f"/instances/{iid}/attachments/1024", body=b"user's bytes").status_code == 200
+    assert client.simulate_put(f"/instances/{iid}/attachments/1024", body=b"replaced").status_code == 200
+    assert client.simulate_put(f"/studies/{ct['ParentStudy']}/attachments/1025", body=b"x").status_code == 200
+    assert client.simulate_delete(f"/studies/{ct['ParentStudy']}/attachments/1025").status_code == 200
     for body in ({"Level": "Patient", "Query": {"PatientName": "*"}, "Expand": True},
                  {"Level": "Study", "Query": {"StudyDate": "19000101-20991231", "PatientName": "C*"}},
                  {"Level": "Series", "Query": {"Modality": "CT\\MR"}, "Limit": 2, "Since": 1},

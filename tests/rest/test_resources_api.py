@@ -449,3 +449,54 @@ def test_log_level_per_category(client):
     finally:
         for n, level in before.items():
             logging.getLogger(n).setLevel(level)
+
+
+def test_user_attachments(make_app):
+    import falcon.testing
+    app = make_app({"UserContentType": {"report": [1025, "application/pdf"], "notes": 1026, "bad": 12}})
+    c = falcon.testing.TestClient(app)
+    assert c.simulate_post("/instances", body=FILES["a1"]).json["Status"] == "Success"
+    base = f"/instances/{I_A1}/attachments"
+    r = c.simulate_put(base + "/1024", body=b"hello world")
+    assert (r.status_code, r.json, r.headers["content-type"]) == (200, {}, "application/json")
+    assert c.simulate_get(base).json == ["dicom", "1024"]
+    info = c.simulate_get(base + "/1024/info").json
+    assert info["UncompressedSize"] == 11 and info["ContentType"] == 1024
+    assert info["UncompressedMD5"] == hashlib.md5(b"hello world").hexdigest()
+    first = Path(app.ctx.storage.path(info["Uuid"]))
+    assert first.read_bytes() == b"hello world"
+    data = c.simulate_get(base + "/1024/data")
+    assert (data.content, data.headers["content-type"]) == (b"hello world", "application/octet-stream")
+    assert data.headers["content-disposition"] == f'filename="{info["Uuid"]}"'
+    # replacing: new bytes, the old file removed, an UpdatedAttachment change
+    assert c.simulate_put(base + "/1024", body=b"second").status_code == 200
+    assert c.simulate_get(base + "/1024/data").content == b"second" and not first.exists()
+    last = c.simulate_get("/changes", params={"last": ""}).json["Changes"][0]
+    assert (last["ChangeType"], last["ID"]) == ("UpdatedAttachment", I_A1)
+    # names and MIME types from UserContentType; a study can carry attachments too
+    assert c.simulate_put(f"/studies/{ST_A}/attachments/report", body=b"%PDF-1.4").status_code == 200
+    assert c.simulate_get(f"/studies/{ST_A}/attachments", params={"full": ""}).json == {"report": 1025}
+    pdf = c.simulate_get(f"/studies/{ST_A}/attachments/1025/data")
+    assert (pdf.content, pdf.headers["content-type"]) == (b"%PDF-1.4", "application/pdf")
+    assert c.simulate_put(base + "/notes", body=b"n").status_code == 200
+    assert c.simulate_get(base).json == ["dicom", "1024", "notes"]
+    # reserved numbers and the DICOM file are refused (403, empty); unknown names are 404
+    for name in ("1023", "65536", "dicom", "12"):
+        r = c.simulate_put(f"{base}/{name}", body=b"x")
+        assert (r.status_code, r.content) == (403, b""), name
+    r = c.simulate_put(base + "/bad", body=b"x")
+    assert r.status_code == 404 and r.json["OrthancStatus"] == 7
+    assert c.simulate_put("/instances/nope/attachments/1024", body=b"x").status_code == 404
+    # DELETE: 200 empty, then 404; the file goes with it
+    second = Path(app.ctx.storage.path(c.simulate_get(base + "/1024/info").json["Uuid"]))
+    r = c.simulate_delete(base + "/1024")
+    assert (r.status_code, r.content) == (200, b"") and not second.exists()
+    r = c.simulate_delete(base + "/1024")
+    assert r.status_code == 404 and r.json["OrthancStatus"] == 17
+    assert c.simulate_delete(base + "/dicom").status_code == 403
+    # deleting the resources removes their user attachments' files too
+    files = [Path(app.ctx.storage.path(c.simulate_get(p).json["Uuid"]))
+             for p in (f"{base}/notes/info", f"/studies/{ST_A}/attachments/report/info")]
+    assert all(f.exists() for f in files)
+    assert c.simulate_delete(f"/studies/{ST_A}").status_code == 200
+    assert not any(f.exists() for f in files)

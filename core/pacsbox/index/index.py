@@ -395,6 +395,46 @@ class Index:
             cur = tx.execute("DELETE FROM metadata WHERE resource_id = ? AND name = ?", (internal_id, name))
             return cur.rowcount > 0
 
+    def set_attachment(self, internal_id: int, att: Attachment, public_id: str,
+                       level: int) -> tuple[Attachment | None, list[dict]]:
+        """Create or replace one attachment of a resource; logs ``UpdatedAttachment``.
+
+        Returns
+        -------
+        (Attachment or None, list of dict)
+            The attachment replaced (its file is the caller's to remove after commit), and
+            the change logged.
+        """
+        with self.transaction() as tx:
+            row = tx.execute("SELECT content_type, uuid, compressed_size, uncompressed_size, md5 FROM attachments "
+                             "WHERE resource_id = ? AND content_type = ?", (internal_id, att.content_type)).fetchone()
+            tx.execute("DELETE FROM attachments WHERE resource_id = ? AND content_type = ?",
+                       (internal_id, att.content_type))
+            tx.execute("INSERT INTO attachments(resource_id, content_type, uuid, compressed_size, uncompressed_size, "
+                       "md5) VALUES (?, ?, ?, ?, ?, ?)", (internal_id, att.content_type, att.uuid,
+                                                          att.compressed_size, att.uncompressed_size, att.md5))
+            change = self._log_change(tx, "UpdatedAttachment", internal_id, public_id, level)
+        return (Attachment(*row) if row else None), [change]
+
+    def delete_attachment(self, internal_id: int, content_type: int, public_id: str,
+                          level: int) -> tuple[Attachment | None, list[dict]]:
+        """Delete one attachment of a resource; logs ``UpdatedAttachment`` when it existed.
+
+        Returns
+        -------
+        (Attachment or None, list of dict)
+            The attachment deleted (None when there was none) and the change logged.
+        """
+        with self.transaction() as tx:
+            row = tx.execute("SELECT content_type, uuid, compressed_size, uncompressed_size, md5 FROM attachments "
+                             "WHERE resource_id = ? AND content_type = ?", (internal_id, content_type)).fetchone()
+            if row is None:
+                return None, []
+            tx.execute("DELETE FROM attachments WHERE resource_id = ? AND content_type = ?",
+                       (internal_id, content_type))
+            change = self._log_change(tx, "UpdatedAttachment", internal_id, public_id, level)
+        return Attachment(*row), [change]
+
     def attachments(self, internal_id: int) -> list[Attachment]:
         """Attachments of a resource, by content type."""
         return [Attachment(*r) for r in self._all(

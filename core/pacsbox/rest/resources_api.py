@@ -3,6 +3,7 @@ statistics, deletion, metadata, attachments, shared tags and modules (reference 
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from typing import Any
@@ -14,7 +15,8 @@ from ..dicom import tags as T
 from ..dicom.modules import MODULES
 from ..errors import ErrorCode, OrthancError, not_found
 from ..web import JSON_TYPE, dumps, query_flag, read_body, send_json, send_text
-from ..index.index import LEVEL_NAMES, PLURAL
+from ..dicom.ids import new_uuid
+from ..index.index import LEVEL_NAMES, PLURAL, Attachment
 from ..ingest import expected_instances
 from ..routing.registry import RouteSpec
 
@@ -366,7 +368,6 @@ class MetadataNames:
 
 def _etag(value: str | bytes) -> str:
     """Orthanc's ``ETag`` of a metadata or attachment: ``"<revision>-<MD5>"`` (revision 0)."""
-    import hashlib
     return '"0-' + hashlib.md5(value if isinstance(value, bytes) else value.encode("utf-8")).hexdigest() + '"'
 
 
@@ -457,35 +458,64 @@ ATTACHMENT_OPERATIONS = ["compress", "compressed-data", "compressed-md5", "compr
                          "is-compressed", "md5", "size", "uncompress", "verify-md5", "uuid"]
 
 
+def user_content_types(config) -> dict[str, tuple[int, str]]:
+    """Option ``UserContentType``: name → (number, MIME type) of user attachments.
+
+    Each value is a number (1024-65535) or ``[number, "mime/type"]``; others are ignored.
+    """
+    out = {}
+    for name, value in dict(config.get("UserContentType") or {}).items():
+        number, mime = (value[0], value[1]) if isinstance(value, list) and len(value) == 2 else (value, None)
+        try:
+            number = int(number)
+        except (TypeError, ValueError):
+            continue
+        if USER_MIN <= number <= USER_MAX:
+            out[str(name)] = (number, str(mime) if mime else "application/octet-stream")
+    return out
+
+
 class AttachmentsResource:
     """``/{level}/{id}/attachments`` and ``/{level}/{id}/attachments/{name}[/{op}]``.
 
-    The DICOM file (``dicom``) is read-only (403 on PUT/DELETE). Compression of stored
-    attachments is not supported: ``compress``/``uncompress`` answer ``{}`` and change
-    nothing.
+    The DICOM file (``dicom``) is read-only (403 on PUT/DELETE). User attachments (the
+    numbers 1024-65535 and the ``UserContentType`` names) are created or replaced by a
+    ``PUT`` of their bytes and removed by a ``DELETE``, each logging an
+    ``UpdatedAttachment`` change, as Orthanc 1.10.1. Compression of stored attachments is
+    not supported: ``compress``/``uncompress`` answer ``{}`` and change nothing.
     """
 
     def __init__(self, ctx, level: int):
         self.ctx, self.level = ctx, level
+        self.user = user_content_types(ctx.config)
+        self.user_names = {number: name for name, (number, _) in self.user.items()}
+        self.user_mime = {number: mime for number, mime in self.user.values()}
 
-    def on_get(self, req, resp, id):
-        res = self.ctx.resources.get(self.level, id)
-        atts = self.ctx.index.attachments(res.internal_id)
-        if "full" in req.params:  # Orthanc 1.10.1: {"dicom": 1}, name to content type
-            send_json(resp, {_ATTACHMENT_NAMES.get(a.content_type, str(a.content_type)): a.content_type
-                             for a in atts})
-            return
-        send_json(resp, [_ATTACHMENT_NAMES.get(a.content_type, str(a.content_type)) for a in atts])
+    def _name(self, content_type: int) -> str:
+        return _ATTACHMENT_NAMES.get(content_type) or self.user_names.get(content_type, str(content_type))
 
-    def _att(self, id, name):
-        res = self.ctx.resources.get(self.level, id)
+    def _content_type(self, name: str) -> int:
         ct = _ATTACHMENT_TYPES.get(name)
+        if ct is None and name in self.user:
+            ct = self.user[name][0]
         if ct is None:
             try:
                 ct = int(name)
             except ValueError:
                 raise OrthancError(ErrorCode.INEXISTENT_ITEM) from None
-        att = self.ctx.index.attachment(res.internal_id, ct)
+        return ct
+
+    def on_get(self, req, resp, id):
+        res = self.ctx.resources.get(self.level, id)
+        atts = self.ctx.index.attachments(res.internal_id)
+        if "full" in req.params:  # Orthanc 1.10.1: {"dicom": 1}, name to content type
+            send_json(resp, {self._name(a.content_type): a.content_type for a in atts})
+            return
+        send_json(resp, [self._name(a.content_type) for a in atts])
+
+    def _att(self, id, name):
+        res = self.ctx.resources.get(self.level, id)
+        att = self.ctx.index.attachment(res.internal_id, self._content_type(name))
         if att is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
         return res, att
@@ -494,11 +524,40 @@ class AttachmentsResource:
         self._att(id, name)
         send_json(resp, ATTACHMENT_OPERATIONS)
 
-    def on_put_one(self, req, resp, id, name):
-        self.ctx.resources.get(self.level, id)
-        raise OrthancError(ErrorCode.FORBIDDEN_ACCESS, http_status=403, empty=True)
+    def _user_type(self, id, name):
+        res = self.ctx.resources.get(self.level, id)
+        ct = self._content_type(name)
+        if not USER_MIN <= ct <= USER_MAX:  # the DICOM file and Orthanc's own types
+            raise OrthancError(ErrorCode.FORBIDDEN_ACCESS, http_status=403, empty=True)
+        return res, ct
 
-    on_delete_one = on_put_one
+    def on_put_one(self, req, resp, id, name):
+        res, ct = self._user_type(id, name)
+        data = read_body(req)
+        md5 = hashlib.md5(data).hexdigest() if self.ctx.ingest.store_md5 else None
+        att = Attachment(ct, new_uuid(), len(data), len(data), md5)
+        storage = self.ctx.storage
+        storage.create(att.uuid, data, ct)
+        try:
+            old, changes = self.ctx.index.set_attachment(res.internal_id, att, res.public_id, res.level)
+        except BaseException:
+            storage.remove(att.uuid, ct)
+            raise
+        if old is not None:
+            storage.remove(old.uuid, old.content_type)
+        for change in changes:
+            self.ctx.notifier.emit("change_recorded", ctx=self.ctx, change=change)
+        send_json(resp, {}, content_type="application/json")
+
+    def on_delete_one(self, req, resp, id, name):
+        res, ct = self._user_type(id, name)
+        old, changes = self.ctx.index.delete_attachment(res.internal_id, ct, res.public_id, res.level)
+        if old is None:
+            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
+        self.ctx.storage.remove(old.uuid, old.content_type)
+        for change in changes:
+            self.ctx.notifier.emit("change_recorded", ctx=self.ctx, change=change)
+        send_text(resp, "")
 
     def on_get_op(self, req, resp, id, name, op):
         res, att = self._att(id, name)
@@ -507,7 +566,8 @@ class AttachmentsResource:
         if op == "data":
             f = self.ctx.storage.open(att.uuid, att.content_type)
             dicom = att.content_type == 1
-            resp.content_type = "application/dicom" if dicom else "application/octet-stream"
+            resp.content_type = "application/dicom" if dicom else self.user_mime.get(att.content_type,
+                                                                                     "application/octet-stream")
             resp.set_header("Content-Disposition", f'filename="{att.uuid}{".dcm" if dicom else ""}"')
             resp.set_stream(f, att.uncompressed_size)
         elif op == "compressed-data":  # the stored bytes, as Orthanc 1.10.1: no file name
@@ -535,7 +595,6 @@ class AttachmentsResource:
     def on_post_op(self, req, resp, id, name, op):
         res, att = self._att(id, name)
         if op == "verify-md5":
-            import hashlib
             h = hashlib.md5()
             with self.ctx.storage.open(att.uuid, att.content_type) as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
