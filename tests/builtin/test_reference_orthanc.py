@@ -13,49 +13,19 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import subprocess
-import time
 
 import pydicom
 import pytest
 import requests
 
 from builtin_helpers import post
-from conftest import free_port, read
+from conftest import ORTHANC, read
 
-ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else None)
 pytestmark = pytest.mark.skipif(ORTHANC is None, reason="the reference Orthanc is not installed")
 
 FILES = ["CT_small.dcm", "MR_small.dcm", "MR-SIEMENS-DICOM-WithOverlays.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm",
          "emri_small_jpeg_ls_lossless.dcm", "rtplan.dcm", "rtstruct.dcm", "MR_small_bigendian.dcm",
          "MR_small_implicit.dcm", "SC_rgb_dcmtk_ebcr_dcmd.dcm", "liver.dcm"]
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    d = tmp_path_factory.mktemp("orthanc-ref")
-    port = free_port()
-    cfg = {"Name": "Ref", "StorageDirectory": str(d / "db"), "IndexDirectory": str(d / "db"), "HttpPort": port,
-           "DicomPort": free_port(), "DicomServerEnabled": False, "RemoteAccessAllowed": False,
-           "AuthenticationEnabled": False, "StableAge": 60, "WebDavEnabled": False}
-    (d / "config.json").write_text(json.dumps(cfg))
-    log = open(d / "stdout.log", "wb")
-    proc = subprocess.Popen([ORTHANC, f"--logdir={d}", str(d / "config.json")], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                requests.get(url + "/system", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 def flatten(ds, prefix=()):

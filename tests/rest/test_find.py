@@ -4,6 +4,7 @@ answer order and errors."""
 from __future__ import annotations
 
 import pytest
+from conftest import read
 
 from pacsbox import orthanc_id as oid
 
@@ -247,3 +248,22 @@ def test_patient_tags_below_patient_level_are_those_kept_with_each_study(client)
     # "*" needs the tag: the third study's copy has none
     assert find(client, "Study", {"PatientName": "*"}) == sorted([s1, s2])
     assert find(client, "Study", {"PatientID": "*"}) == sorted([s1, s2, s3])
+
+
+def test_wildcards_on_identifiers_also_match_their_normalized_form(client):
+    # Orthanc 1.10.1 indexes PatientID, PatientName, PatientBirthDate (and, per study,
+    # StudyInstanceUID, AccessionNumber, StudyDescription, StudyDate...) normalized: upper
+    # case, printable ASCII, "_" and "%" as spaces, surrounding spaces stripped. A wildcard
+    # must match both the stored and the normalized value. These files keep a trailing
+    # space: PatientID "id11111 " (rtdose_rle.dcm), PatientName/StudyID "PANCREAS_0001 ".
+    ids = {name: client.simulate_post("/instances", body=read(name)).json
+           for name in ("rtdose_rle.dcm", "explicit_VR-UN.dcm")}
+    rtdose, pancreas = ids["rtdose_rle.dcm"]["ParentPatient"], ids["explicit_VR-UN.dcm"]["ParentPatient"]
+    assert client.simulate_get(f"/patients/{rtdose}").json["MainDicomTags"]["PatientID"] == "id11111 "
+    assert find(client, "Patient", {"PatientID": "id11111?"}) == []     # "?" would match the space
+    assert find(client, "Patient", {"PatientID": "*1 "}) == sorted([rtdose, pancreas])  # stored values count
+    assert find(client, "Patient", {"PatientID": "*1"}) == []
+    assert find(client, "Patient", {"PatientName": "PANCREAS_0001?"}) == []
+    assert find(client, "Patient", {"PatientName": "pancreas?0001*"}) == [pancreas]
+    # StudyID is no identifier: its "?" matches the stored trailing space
+    assert find(client, "Study", {"StudyID": "PANCREAS_0001?"}) == [ids["explicit_VR-UN.dcm"]["ParentStudy"]]

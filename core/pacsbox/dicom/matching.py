@@ -8,7 +8,8 @@ One query key becomes one :class:`Constraint` (Orthanc ``DatabaseLookup``):
 - a value holding ``\\`` is a list: any item equal to the value matches (items are not
   wildcards);
 - a value holding ``*`` or ``?`` is a wildcard match (``*`` alone requires the tag to be
-  present); wildcards are accepted only on AE, CS, LO, LT, PN, SH, ST, UC, UR and UT
+  present; an identifier must match in its normalized form too, see
+  :meth:`Constraint.matches`); wildcards are accepted only on AE, CS, LO, LT, PN, SH, ST, UC, UR and UT
   tags (private creators are LO), and refused with a 400 on any other VR (dates, times,
   UIDs, numbers, ages, unknown private tags), as Orthanc 1.10.1 (PS3.4 C.2.2.2.4);
 - anything else is an exact match.
@@ -35,6 +36,22 @@ from ..errors import ErrorCode, OrthancError
 from .tags import parse_tag, tag_to_key
 
 RANGE_VRS = frozenset({"DA", "TM", "DT"})
+#: The tags Orthanc 1.10.1 also indexes, normalized, as identifiers of each level (patient,
+#: study, series, instance): a wildcard on one of them must match the normalized value too.
+IDENTIFIERS = (
+    frozenset({"PatientID", "PatientName", "PatientBirthDate"}),
+    frozenset({"PatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID", "AccessionNumber",
+               "StudyDescription", "StudyDate"}),
+    frozenset({"SeriesInstanceUID"}),
+    frozenset({"SOPInstanceUID"}),
+)
+
+
+def normalize_identifier(value: str) -> str:
+    """An identifier as Orthanc indexes it: printable ASCII only, ``%`` and ``_`` as spaces,
+    upper case, surrounding spaces stripped."""
+    kept = "".join(" " if ch in "%_" else ch for ch in value if " " <= ch <= "~")
+    return kept.upper().strip(" ")
 #: VRs on which a query value may hold ``*`` or ``?``.
 WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 
@@ -94,7 +111,7 @@ class Constraint:
         """bool: matches every resource, including one without the tag."""
         return self.kind == "universal"
 
-    def matches(self, value: str | None) -> bool:
+    def matches(self, value: str | None, identifier: bool = False) -> bool:
         """Whether a resource's value satisfies the constraint.
 
         Parameters
@@ -102,6 +119,11 @@ class Constraint:
         value : str or None
             The tag's text as rendered in JSON (several values joined by ``\\``), None
             when the resource does not have the tag.
+        identifier : bool
+            The tag is one of Orthanc's identifiers at the resource's level
+            (:data:`IDENTIFIERS`): a wildcard must then also match with the value and the
+            pattern normalized (:func:`normalize_identifier`), as Orthanc 1.10.1 looks the
+            normalized value up first (``id11111?`` does not find ``id11111 ``, ``*1 `` does).
         """
         kind = self.kind
         if kind == "universal":
@@ -119,7 +141,10 @@ class Constraint:
         if kind == "wildcard":
             if self.values == ("*",):
                 return True  # "*": any value of a present tag
-            return _wildcard_regex(fold(self.pattern)).match(v) is not None
+            if _wildcard_regex(fold(self.pattern)).match(v) is None:
+                return False
+            return not identifier or _wildcard_regex(normalize_identifier(self.pattern)).match(
+                normalize_identifier(value)) is not None
         return v == fold(self.pattern)
 
 

@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 from .. import __version__
 from ..dicom import tags as T
 from ..dicom.ids import new_uuid
-from ..dicom.matching import compile_query
+from ..dicom.matching import IDENTIFIERS, compile_query
 from ..errors import ErrorCode, OrthancError, not_found
 from ..web import query_flag, read_body, read_json_body, send_json, send_text
 from ..index.index import LEVEL_NAMES, PLURAL
@@ -202,7 +202,7 @@ def find_resources(ctx, level: int, query: dict[str, Any], *, case_sensitive: bo
         chain = [res] + ancestors
         ok = True
         for depth, c in main_of_level:
-            if not c.matches(chain[depth].main_tags.get(c.keyword)):
+            if not c.matches(chain[depth].main_tags.get(c.keyword), c.keyword in IDENTIFIERS[level - depth]):
                 ok = False
                 break
         if not ok:
