@@ -212,18 +212,26 @@ class StatisticsResource:
         send_json(resp, out)
 
 
-class SharedTagsResource:
-    """``/{patients|studies|series}/{id}/shared-tags``: tags equal in every child instance."""
+class _ChildInstancesResource:
+    """A route over the instances of a patient, study or series, answered in a tag format."""
 
     def __init__(self, ctx, level: int):
         self.ctx, self.level = ctx, level
 
+    def _instances(self, req, id):
+        """(child instances, tag format of ``req``); 404 for an unknown ``id``."""
+        res = self.ctx.resources.get(self.level, id)
+        return self.ctx.index.descendant_instances(res.internal_id, res.level), tag_format(req)
+
+
+class SharedTagsResource(_ChildInstancesResource):
+    """``/{patients|studies|series}/{id}/shared-tags``: tags equal in every child instance."""
+
     def on_get(self, req, resp, id):
         ctx = self.ctx
-        res = ctx.resources.get(self.level, id)
-        fmt = tag_format(req)
+        instances, fmt = self._instances(req, id)
         shared: dict[str, Any] | None = None
-        for inst in ctx.index.descendant_instances(res.internal_id, res.level):
+        for inst in instances:
             ds = ctx.resources.read_dataset(inst, stop_before_pixels=True)
             js = T.dataset_to_json(ds, "full")
             flat = {k: v for k, v in js.items() if v.get("Type") == "String"}
@@ -235,7 +243,7 @@ class SharedTagsResource:
         send_json(resp, _reformat(shared, fmt))
 
 
-class InstancesTagsResource:
+class InstancesTagsResource(_ChildInstancesResource):
     """``/{patients|studies|series}/{id}/instances-tags``: the tags of every child instance.
 
     An object from instance ID (sorted, as Orthanc 1.10.1's JSON) to the instance's tags in
@@ -243,14 +251,10 @@ class InstancesTagsResource:
     streamed one instance at a time, so a large study is never held in memory whole.
     """
 
-    def __init__(self, ctx, level: int):
-        self.ctx, self.level = ctx, level
-
     def on_get(self, req, resp, id):
         ctx = self.ctx
-        res = ctx.resources.get(self.level, id)
-        fmt = tag_format(req)
-        instances = sorted(ctx.index.descendant_instances(res.internal_id, res.level), key=lambda r: r.public_id)
+        instances, fmt = self._instances(req, id)
+        instances = sorted(instances, key=lambda r: r.public_id)
 
         def chunks():
             yield b"{"
