@@ -77,16 +77,23 @@ def reference(tmp_path_factory):
     proc = subprocess.Popen([ORTHANC, f"--logdir={d}", str(d / "config.json")], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
+        for _ in range(400):
             try:
                 requests.get(url + "/system", timeout=1)
                 break
             except requests.ConnectionError:
+                assert proc.poll() is None, f"the reference Orthanc exited; see {d / 'stdout.log'}"
                 time.sleep(0.05)
+        else:
+            pytest.fail(f"the reference Orthanc did not answer within 20 s; see {d / 'stdout.log'}")
         yield url
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
         log.close()
 
 

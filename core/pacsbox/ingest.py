@@ -37,6 +37,7 @@ _DEFAULT_ENCODINGS = {
     "Japanese": "shift_jis", "Chinese": "GB18030", "Korean": "euc_kr", "JapaneseKanji": "iso2022_jp",
     "SimplifiedChinese": "GB18030",
 }
+_ENCODING_NAMES = {name.lower(): name for name in _DEFAULT_ENCODINGS}
 
 
 @dataclass
@@ -102,9 +103,10 @@ class Ingest:
         cfg = ctx.config
         self.overwrite = cfg.bool("OverwriteInstances")
         self.store_md5 = cfg.bool("StoreMD5ForAttachments")
-        name = str(cfg.get("DefaultEncoding", "Latin1"))
-        self.default_encoding_name = name if name in _DEFAULT_ENCODINGS else "Latin1"
-        self.default_encoding = _DEFAULT_ENCODINGS[self.default_encoding_name]
+        try:
+            self.set_default_encoding(str(cfg.get("DefaultEncoding", "Latin1")))
+        except KeyError:
+            self.set_default_encoding("Latin1")
 
     def set_default_encoding(self, name: str) -> None:
         """Change the encoding of files without (0008,0005) (``PUT /tools/default-encoding``).
@@ -112,15 +114,17 @@ class Ingest:
         Parameters
         ----------
         name : str
-            An Orthanc encoding name (``Latin1``, ``Utf8``, ``Ascii``, ``Japanese``...).
+            An Orthanc encoding name, in any case (``Latin1``, ``utf8``, ``Japanese``...);
+            :attr:`default_encoding_name` keeps Orthanc's spelling.
 
         Raises
         ------
         KeyError
             ``name`` is not one of Orthanc's encodings.
         """
-        self.default_encoding = _DEFAULT_ENCODINGS[name]
-        self.default_encoding_name = name
+        canonical = _ENCODING_NAMES[name.lower()]
+        self.default_encoding = _DEFAULT_ENCODINGS[canonical]
+        self.default_encoding_name = canonical
 
     def parse_main(self, data: bytes):
         """Scan ``data`` and decode its main tags.

@@ -141,6 +141,7 @@ def _workload(client) -> dict:
         for suffix in suffixes:
             assert client.simulate_get(f"/{level}/{rid}{suffix}").status_code == 200, (level, suffix)
     iid = ct["ID"]
+    ct_study_uid = pydicom.dcmread(sample_path("CT_small.dcm")).StudyInstanceUID
     assert client.simulate_get(f"/instances/{iid}/file").status_code == 200
     assert client.simulate_get(f"/instances/{iid}/attachments/dicom/md5").status_code == 200
     assert client.simulate_put(f"/instances/{iid}/metadata/1024", body="user's note").status_code == 200
@@ -152,9 +153,10 @@ def _workload(client) -> dict:
     for body in ({"Level": "Patient", "Query": {"PatientName": "*"}, "Expand": True},
                  {"Level": "Study", "Query": {"StudyDate": "19000101-20991231", "PatientName": "C*"}},
                  {"Level": "Series", "Query": {"Modality": "CT\\MR"}, "Limit": 2, "Since": 1},
-                 {"Level": "Instance", "Query": {"PatientID": "1ct?"}, "CaseSensitive": False}):
+                 {"Level": "Instance", "Query": {"PatientID": "1ct?"}, "CaseSensitive": False},
+                 {"Level": "Series", "Query": {"PatientID": "1CT1", "StudyInstanceUID": ct_study_uid}}):
         assert client.simulate_post("/tools/find", json=body).status_code == 200, body
-    r = client.simulate_post("/tools/lookup", body=pydicom.dcmread(sample_path("CT_small.dcm")).StudyInstanceUID)
+    r = client.simulate_post("/tools/lookup", body=ct_study_uid)
     assert [x["ID"] for x in r.json] == [ct["ParentStudy"]]
     assert client.simulate_get("/changes", params={"since": "2", "limit": "3"}).status_code == 200
     assert client.simulate_get("/changes", params={"last": ""}).status_code == 200
@@ -194,6 +196,11 @@ def test_every_index_statement_of_a_rest_workload_runs_on_postgresql(make_app, p
     ids = _workload(falcon.testing.TestClient(app))
     app.close()
     assert len(recorded) > 200
+    # the paths worth checking were taken: identifier lookups inside /tools/find, the
+    # normalized rows of /tools/lookup, user attachments
+    assert any("EXISTS (SELECT 1 FROM identifiers x0" in s for s in recorded)
+    assert any("'~StudyInstanceUID'" in s for s in recorded)
+    assert any("INSERT INTO attachments" in s and "1024" in s for s in recorded)
 
     statements = to_postgresql(recorded)
     postgresql.psql(";\n".join(statements) + ";\n")

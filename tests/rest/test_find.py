@@ -191,6 +191,7 @@ def _error(client, body):
     ({"Level": "Patient", "Query": {"PatientAge": "0*"}}, (400, 3, "Wildcards are not allowed on tag 0010,1010")),
     ({"Level": "Instance", "Query": {"0011,1010": "a*"}}, (400, 3, "Wildcards are not allowed on tag 0011,1010")),
     ({"Level": " Study", "Query": {}}, (400, 3, None)),
+    ({"Level": "\u017ftudy", "Query": {}}, (400, 3, None)),  # long s: upper-cases to "STUDY" in Python
     ({"Level": "Study", "Query": {}, "Limit": -1}, (400, 3, 'Field "Limit" should be a positive integer')),
     ({"Level": "Study", "Query": {}, "Limit": "x"}, (400, 8, 'Field "Limit" should be an integer')),
     ({"Level": "Study", "Query": {}, "Since": -1}, (400, 3, 'Field "Since" should be a positive integer')),

@@ -1,4 +1,4 @@
-"""The REST API side by side with the reference Orthanc 1.10.1 on real files.
+r"""The REST API side by side with the reference Orthanc 1.10.1 on real files.
 
 The same pydicom sample files are uploaded to a scratch reference Orthanc (``reference``
 fixture, ``/usr/sbin/Orthanc``) and to pacsbox; then hundreds of generated requests must

@@ -60,7 +60,9 @@ def test_since_and_limit_go_together(loaded, query, details):
 
 
 @pytest.mark.parametrize("query", ["since=x&limit=2", "since=&limit=2", "since=%201&limit=2", "since=1_0&limit=2",
-                                   "since=1.5&limit=2", "since=1&limit=18446744073709551616"])
+                                   "since=1.5&limit=2", "since=1&limit=18446744073709551616",
+                                   pytest.param("since=1&limit=" + "9" * 5000, id="5000 digits"),
+                                   "since=%C2%B2&limit=1", "since=-&limit=1"])
 def test_bad_since_is_a_bad_parameter_type(loaded, query):
     r = loaded.simulate_get("/patients", query_string=query)
     assert r.status_code == 400 and r.json["OrthancStatus"] == 5
@@ -74,6 +76,7 @@ def test_bad_since_is_a_bad_parameter_type(loaded, query):
     ("since=-9223372036854775808&limit=2", [PA, PB]), ("since=9223372036854775807&limit=2", []),
     ("since=99999999999&limit=2", []), ("since=1&limit=-5", [PB, PC]),
     ("since=1&limit=9223372036854775808", [PB, PC]), ("since=-0&limit=1", [PA]), ("since=1&limit=0", []),
+    pytest.param("since=" + "0" * 5000 + "1&limit=1", [PB], id="5000 leading zeros"),
 ])
 def test_since_and_limit_are_read_as_the_reference_does(loaded, query, expected):
     assert loaded.simulate_get("/patients", query_string=query).json == expected
@@ -359,10 +362,15 @@ def test_lookup_ignores_case_and_padding_as_the_reference(client):
     for f in (g.instance("5MR2", "8.1", "8.1.1", "8.1.1.1"), g.instance("ID7 ", "8.2", "8.2.1", "8.2.1.1"),
               g.instance("", "8.3", "8.3.1", "8.3.1.1")):
         assert client.simulate_post("/instances", body=f).json["Status"] == "Success"
+    for f in (g.instance("AB_12", "8.5", "8.5.1", "8.5.1.1"),
+              g.instance("Müler", "8.6", "8.6.1", "8.6.1.1", SpecificCharacterSet="ISO_IR 100")):
+        assert client.simulate_post("/instances", body=f).json["Status"] == "Success"
     found = {body: [x["ID"] for x in client.simulate_post("/tools/lookup", body=body).json]
-             for body in ("5mr2", " 5MR2\n", "id7", "ID7", "")}
+             for body in ("5mr2", " 5MR2\n", "id7", "ID7", "", "ab 12", "AB%12", "MÜLER", "mler")}
+    # "_" and "%" count as spaces and non-ASCII characters are dropped (Orthanc's normalization)
     assert found == {"5mr2": [oid("5MR2")], " 5MR2\n": [oid("5MR2")], "id7": [oid("ID7")], "ID7": [oid("ID7")],
-                     "": [oid("")]}
+                     "": [oid("")], "ab 12": [oid("AB_12")], "AB%12": [oid("AB_12")], "MÜLER": [oid("Müler")],
+                     "mler": [oid("Müler")]}
 
 
 def test_index_in_series_metadata_is_the_value_without_padding(client):
@@ -409,6 +417,14 @@ def test_instances_tags(loaded):
     assert c.simulate_get("/studies/nope/instances-tags").status_code == 404
 
 
+@pytest.mark.parametrize("missing", [0, 1])
+def test_instances_tags_leaves_out_an_instance_whose_file_is_gone(loaded, app, missing):
+    iid = sorted([I_A1, I_A2])[missing]
+    Path(app.ctx.storage.path(loaded.simulate_get(f"/instances/{iid}").json["FileUuid"])).unlink()
+    r = loaded.simulate_get(f"/studies/{ST_A}/instances-tags", query_string="short")
+    assert r.status_code == 200 and list(r.json) == [x for x in sorted([I_A1, I_A2]) if x != iid]
+
+
 def test_default_encoding_changes_how_files_without_a_character_set_read(client):
     f = g.instance("ENC1", "5.5.1", "5.5.1.1", "5.5.1.1.1", PatientName="Mxx").replace(b"Mxx", "Mü".encode())
     iid = client.simulate_post("/instances", body=f).json["ID"]
@@ -420,9 +436,11 @@ def test_default_encoding_changes_how_files_without_a_character_set_read(client)
     assert client.simulate_get(f"/instances/{iid}/simplified-tags").json["PatientName"] == "Mü"
     # the main tags were decoded when the file arrived (as the reference)
     assert client.simulate_get(f"/instances/{iid}/patient").json["MainDicomTags"]["PatientName"] == "MÃ¼"
-    r = client.simulate_put("/tools/default-encoding", body="Klingon")
-    assert r.status_code == 400 and r.json["OrthancStatus"] == 3
+    for bad in ("Klingon", "Latin1\n"):
+        r = client.simulate_put("/tools/default-encoding", body=bad)
+        assert r.status_code == 400 and r.json["OrthancStatus"] == 3
     assert client.simulate_get("/tools/default-encoding").text == "Utf8"
+    assert client.simulate_put("/tools/default-encoding", body="latin1").text == "Latin1"  # any case
 
 
 def test_log_level_per_category(client):
@@ -484,8 +502,9 @@ def test_user_attachments(make_app):
     for name in ("1023", "65536", "dicom", "12"):
         r = c.simulate_put(f"{base}/{name}", body=b"x")
         assert (r.status_code, r.content) == (403, b""), name
-    r = c.simulate_put(base + "/bad", body=b"x")
-    assert r.status_code == 404 and r.json["OrthancStatus"] == 7
+    for name in ("bad", "1_024", " 1024", "١٠٢٥"):  # names must be known or ASCII digits
+        r = c.simulate_put(f"{base}/{name}", body=b"x")
+        assert r.status_code == 404 and r.json["OrthancStatus"] == 7, name
     assert c.simulate_put("/instances/nope/attachments/1024", body=b"x").status_code == 404
     # DELETE: 200 empty, then 404; the file goes with it
     second = Path(app.ctx.storage.path(c.simulate_get(base + "/1024/info").json["Uuid"]))
@@ -494,9 +513,34 @@ def test_user_attachments(make_app):
     r = c.simulate_delete(base + "/1024")
     assert r.status_code == 404 and r.json["OrthancStatus"] == 17
     assert c.simulate_delete(base + "/dicom").status_code == 403
+    # a PUT racing the deletion of its resource: 404, and no file left behind
+    real = app.ctx.index.set_attachment
+    app.ctx.index.set_attachment = lambda *a: None  # as when the row is gone inside the transaction
+    before = set(Path(app.ctx.storage.path("x")).parent.parent.rglob("*"))
+    try:
+        assert c.simulate_put(base + "/1030", body=b"late").status_code == 404
+    finally:
+        app.ctx.index.set_attachment = real
+    assert {p for p in Path(app.ctx.storage.path("x")).parent.parent.rglob("*") if p.is_file()} == \
+        {p for p in before if p.is_file()}
     # deleting the resources removes their user attachments' files too
     files = [Path(app.ctx.storage.path(c.simulate_get(p).json["Uuid"]))
              for p in (f"{base}/notes/info", f"/studies/{ST_A}/attachments/report/info")]
     assert all(f.exists() for f in files)
     assert c.simulate_delete(f"/studies/{ST_A}").status_code == 200
     assert not any(f.exists() for f in files)
+
+
+def test_overwriting_an_instance_removes_the_files_of_the_parents_it_empties(make_app):
+    import falcon.testing
+    app = make_app({"OverwriteInstances": True})
+    c = falcon.testing.TestClient(app)
+    assert c.simulate_post("/instances", body=FILES["b"]).json["Status"] == "Success"
+    study = oid("PB", "7.2")
+    assert c.simulate_put(f"/studies/{study}/attachments/1030", body=b"study note").status_code == 200
+    note = Path(app.ctx.storage.path(c.simulate_get(f"/studies/{study}/attachments/1030/info").json["Uuid"]))
+    assert note.exists()
+    # the same instance again: the old one goes with its emptied parents, then all is made anew
+    assert c.simulate_post("/instances", body=FILES["b"]).json["Status"] == "Success"
+    assert c.simulate_get(f"/studies/{study}/attachments").json == []
+    assert not note.exists()

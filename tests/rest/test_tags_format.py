@@ -159,7 +159,7 @@ def test_content_lists_the_pixel_data_items_as_the_reference(client):
     whole = client.simulate_get(base + "/0")
     assert whole.headers["content-type"] == "application/octet-stream"
     assert whole.content == pydicom.dcmread(testfile("emri_small.dcm")).PixelData and len(whole.content) == 81920
-    for bad in ("/1", "/x", "/0/0010-0010"):
+    for bad in ("/1", "/x", "/0/0010-0010", "/\u00b2", "/" + "9" * 5000):
         r = client.simulate_get(base + bad)
         assert (r.status_code, r.content) == (404, b""), bad
     # encapsulated: the basic offset table ("0", empty here), then one item per fragment

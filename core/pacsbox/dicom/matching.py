@@ -48,10 +48,23 @@ IDENTIFIERS = (
 
 
 def normalize_identifier(value: str) -> str:
-    """An identifier as Orthanc indexes it: printable ASCII only, ``%`` and ``_`` as spaces,
-    upper case, surrounding spaces stripped."""
+    """An identifier as Orthanc 1.10.1 indexes it (``ServerToolbox::NormalizeIdentifier``).
+
+    Parameters
+    ----------
+    value : str
+        A decoded value (``"Müller_Jörg "``).
+
+    Returns
+    -------
+    str
+        Printable ASCII only (other characters dropped), ``%`` and ``_`` turned into
+        spaces, upper case, surrounding spaces stripped (``"MLLER JRG"``).
+    """
     kept = "".join(" " if ch in "%_" else ch for ch in value if " " <= ch <= "~")
     return kept.upper().strip(" ")
+
+
 #: VRs on which a query value may hold ``*`` or ``?``.
 WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from ..dicom.matching import normalize_identifier
 from .schema import SCHEMA_VERSION, schema_statements
 
 LEVEL_NAMES = ("Patient", "Study", "Series", "Instance")
@@ -127,6 +128,35 @@ class StoreOutcome:
     existing_attachment: Attachment | None = None
 
 
+#: Identifiers ``/tools/lookup`` searches; each also gets a normalized row in ``identifiers``.
+LOOKUP_TAGS = frozenset({"PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"})
+#: ``tag`` prefix of the normalized rows (``~PatientID``).
+NORMALIZED_PREFIX = "~"
+
+
+def identifier_rows(resource_id: int, identifiers: dict[str, str]) -> list[tuple[int, str, str]]:
+    """The ``identifiers`` rows of a new resource: each identifier as stored, plus a
+    normalized row for those ``/tools/lookup`` searches (:data:`LOOKUP_TAGS`).
+
+    Parameters
+    ----------
+    resource_id : int
+        The resource's row ID.
+    identifiers : dict of str to str
+        Keyword to value (``{"PatientID": "id11111 "}``).
+
+    Returns
+    -------
+    list of (int, str, str)
+        ``(resource_id, tag, value)`` rows; normalized rows have the tag
+        ``"~" + keyword`` and the value of :func:`~pacsbox.dicom.matching.normalize_identifier`.
+    """
+    rows = [(resource_id, tag, value) for tag, value in identifiers.items()]
+    rows += [(resource_id, NORMALIZED_PREFIX + tag, normalize_identifier(value))
+             for tag, value in identifiers.items() if tag in LOOKUP_TAGS]
+    return rows
+
+
 class Index:
     """Interface of the index (see :class:`SQLiteIndex`)."""
 
@@ -213,7 +243,11 @@ class Index:
         conn.execute("ROLLBACK")
 
     def create_schema(self) -> None:
-        """Create the tables if missing and record the schema version."""
+        """Create the tables if missing and record the schema version.
+
+        An index written before the normalized lookup rows existed (see
+        :func:`identifier_rows`) gets them here, once, in the same transaction.
+        """
         with self.transaction() as tx:
             for stmt in schema_statements(self.dialect):
                 tx.execute(stmt)
@@ -221,6 +255,17 @@ class Index:
             if row is None:
                 tx.execute("INSERT INTO global_properties(name, value) VALUES (?, ?)",
                            ("SchemaVersion", str(SCHEMA_VERSION)))
+            if tx.execute("SELECT value FROM global_properties WHERE name = ?",
+                          ("NormalizedIdentifiers",)).fetchone() is None:
+                marks = ",".join("?" * len(LOOKUP_TAGS))
+                old_rows = tx.execute(f"SELECT resource_id, tag, value FROM identifiers WHERE tag IN ({marks})",
+                                      sorted(LOOKUP_TAGS)).fetchall()
+                for i in range(0, len(old_rows), 300):
+                    rows = [(rid, NORMALIZED_PREFIX + tag, normalize_identifier(value))
+                            for rid, tag, value in old_rows[i:i + 300]]
+                    tx.execute("INSERT INTO identifiers(resource_id, tag, value) VALUES "
+                               + ", ".join(["(?, ?, ?)"] * len(rows)), [x for r in rows for x in r])
+                tx.execute("INSERT INTO global_properties(name, value) VALUES (?, ?)", ("NormalizedIdentifiers", "1"))
 
     def close(self) -> None:
         """Close every connection opened by this index."""
@@ -396,16 +441,29 @@ class Index:
             return cur.rowcount > 0
 
     def set_attachment(self, internal_id: int, att: Attachment, public_id: str,
-                       level: int) -> tuple[Attachment | None, list[dict]]:
+                       level: int) -> tuple[Attachment | None, list[dict]] | None:
         """Create or replace one attachment of a resource; logs ``UpdatedAttachment``.
+
+        Parameters
+        ----------
+        internal_id : int
+            The resource's row ID.
+        att : Attachment
+            The new attachment (its file already in the storage area).
+        public_id : str
+            The resource's Orthanc ID (for the change log).
+        level : int
+            The resource's level, 0 patient ... 3 instance.
 
         Returns
         -------
-        (Attachment or None, list of dict)
-            The attachment replaced (its file is the caller's to remove after commit), and
-            the change logged.
+        (Attachment or None, list of dict), or None
+            The attachment replaced (its file is the caller's to remove after commit) and
+            the change logged; None when the resource no longer exists (deleted meanwhile).
         """
         with self.transaction() as tx:
+            if tx.execute("SELECT 1 FROM resources WHERE id = ?", (internal_id,)).fetchone() is None:
+                return None
             row = tx.execute("SELECT content_type, uuid, compressed_size, uncompressed_size, md5 FROM attachments "
                              "WHERE resource_id = ? AND content_type = ?", (internal_id, att.content_type)).fetchone()
             tx.execute("DELETE FROM attachments WHERE resource_id = ? AND content_type = ?",
@@ -419,6 +477,17 @@ class Index:
     def delete_attachment(self, internal_id: int, content_type: int, public_id: str,
                           level: int) -> tuple[Attachment | None, list[dict]]:
         """Delete one attachment of a resource; logs ``UpdatedAttachment`` when it existed.
+
+        Parameters
+        ----------
+        internal_id : int
+            The resource's row ID.
+        content_type : int
+            The attachment's type (1024-65535 for user attachments).
+        public_id : str
+            The resource's Orthanc ID (for the change log).
+        level : int
+            The resource's level, 0 patient ... 3 instance.
 
         Returns
         -------
@@ -496,13 +565,14 @@ class Index:
                     out.status = "AlreadyStored"
                     out.existing_attachment = Attachment(*att) if att else None
                     return out
-                out.removed_attachments = [Attachment(*a) for a in tx.execute(
-                    "SELECT content_type, uuid, compressed_size, uncompressed_size, md5 FROM attachments "
-                    "WHERE resource_id = ?", (row[0],)).fetchall()]
                 # as Orthanc: the old instance is deleted with its now empty parents (and their
-                # change-log rows), then everything is created again from the new file
+                # change-log rows and attachments), then everything is created again from the
+                # new file
                 doomed = row[0]
                 while doomed is not None:
+                    out.removed_attachments += [Attachment(*a) for a in tx.execute(
+                        "SELECT content_type, uuid, compressed_size, uncompressed_size, md5 FROM attachments "
+                        "WHERE resource_id = ?", (doomed,)).fetchall()]
                     up = tx.execute("SELECT parent_id FROM resources WHERE id = ?", (doomed,)).fetchone()[0]
                     for table in ("identifiers", "metadata", "attachments", "changes"):
                         tx.execute(f"DELETE FROM {table} WHERE resource_id = ?", (doomed,))
@@ -525,11 +595,10 @@ class Index:
                         (level, pid, parent, json.dumps(new.main_tags[level], ensure_ascii=False), stamp, now))
                     rid = cur.fetchone()[0]
                     created.append((level, rid, pid))
-                    idents = new.identifiers[level]
-                    if idents:
+                    rows = identifier_rows(rid, new.identifiers[level])
+                    if rows:
                         tx.execute("INSERT INTO identifiers(resource_id, tag, value) VALUES "
-                                   + ", ".join(["(?, ?, ?)"] * len(idents)),
-                                   [x for tag, value in idents.items() for x in (rid, tag, value)])
+                                   + ", ".join(["(?, ?, ?)"] * len(rows)), [x for r in rows for x in r])
                 internal[level] = rid
                 parent = rid
             # touch the ancestors (stability, LastUpdate)
@@ -700,15 +769,29 @@ class Index:
 
     # ---- lookup & find ----------------------------------------------------------------
     def lookup_identifier(self, value: str) -> list[Resource]:
-        """Resources whose PatientID / Study / Series / SOP Instance UID equals ``value``,
-        ignoring case and surrounding spaces (as Orthanc's ``/tools/lookup``, which compares
-        normalized identifiers); served by the ``identifiers_normalized`` expression index."""
+        """Resources whose PatientID / Study / Series / SOP Instance UID matches ``value``.
+
+        As Orthanc's ``/tools/lookup``, both sides are compared normalized
+        (:func:`~pacsbox.dicom.matching.normalize_identifier`: case, surrounding spaces,
+        ``_``/``%`` and non-ASCII characters do not count), through the normalized rows
+        kept in the ``identifiers`` table (one indexed query).
+
+        Parameters
+        ----------
+        value : str
+            The identifier to look up (an empty one finds the empty identifiers).
+
+        Returns
+        -------
+        list of Resource
+            Patients first, then studies, series and instances, in insertion order.
+        """
+        marks = ",".join("?" * len(LOOKUP_TAGS))
         rows = self._all(
             f"SELECT r.id, r.level, r.public_id, r.parent_id, r.main_tags, r.last_update, r.is_stable "
             f"FROM identifiers i JOIN resources r ON r.id = i.resource_id "
-            f"WHERE UPPER(TRIM(i.value)) = UPPER(TRIM(?)) "
-            f"AND i.tag IN ('PatientID', 'StudyInstanceUID', 'SeriesInstanceUID', 'SOPInstanceUID') "
-            f"ORDER BY r.level, r.id", (value,))
+            f"WHERE i.tag IN ({marks}) AND i.value = ? ORDER BY r.level, r.id",
+            [NORMALIZED_PREFIX + t for t in sorted(LOOKUP_TAGS)] + [normalize_identifier(value)])
         return [self._resource(r) for r in rows]
 
     def find_candidates(self, level: int, exact: dict[str, str] | None = None) -> Iterator[tuple[Resource, list[Resource]]]:

@@ -32,7 +32,6 @@ CREATE TABLE IF NOT EXISTS identifiers (
 );
 CREATE INDEX IF NOT EXISTS identifiers_tag_value ON identifiers(tag, value);
 CREATE INDEX IF NOT EXISTS identifiers_value ON identifiers(value);
-CREATE INDEX IF NOT EXISTS identifiers_normalized ON identifiers((UPPER(TRIM(value))));
 CREATE INDEX IF NOT EXISTS identifiers_resource ON identifiers(resource_id);
 CREATE TABLE IF NOT EXISTS metadata (
     resource_id BIGINT NOT NULL REFERENCES resources(id) ON DELETE CASCADE,

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import io
-import struct
 import logging
+import re
+import struct
 import zipfile
 from typing import Any
 
@@ -147,6 +148,8 @@ class HeaderResource:
 
 
 _PIXEL_DATA = 0x7FE00010
+#: An item index in a ``/content`` path: ASCII digits.
+_INDEX = re.compile(r"[0-9]{1,9}")
 
 
 class ContentResource:
@@ -185,7 +188,7 @@ class ContentResource:
                 if i == len(parts):
                     send_json(resp, [str(k) for k in range(len(items))])
                     return
-                if i + 1 != len(parts) or not parts[i].isdigit() or int(parts[i]) >= len(items):
+                if i + 1 != len(parts) or not _INDEX.fullmatch(parts[i]) or int(parts[i]) >= len(items):
                     raise not_found()
                 resp.content_type = "application/octet-stream"
                 resp.data = bytes(items[int(parts[i])])

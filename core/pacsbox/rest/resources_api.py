@@ -4,6 +4,7 @@ statistics, deletion, metadata, attachments, shared tags and modules (reference 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from typing import Any
@@ -19,6 +20,8 @@ from ..dicom.ids import new_uuid
 from ..index.index import LEVEL_NAMES, PLURAL, Attachment
 from ..ingest import expected_instances
 from ..routing.registry import RouteSpec
+
+log = logging.getLogger("pacsbox.rest")
 
 
 def tag_format(req: falcon.Request, default: str = "full") -> str:
@@ -63,16 +66,18 @@ def _since_limit(req: falcon.Request) -> tuple[int | None, int | None]:
 
 def _as_orthanc_int64(text: Any) -> int:
     """A query argument read as an unsigned 64-bit integer, its bits taken as signed."""
-    if not isinstance(text, str) or not _INTEGER_TEXT.fullmatch(text):
+    m = _INTEGER_TEXT.fullmatch(text) if isinstance(text, str) else None
+    if m is None or len(m.group(2)) > 20:
         raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, "Syntax error in some user-supplied data")
-    value = int(text)
+    value = int(m.group(1) + (m.group(2) or "0"))
     if abs(value) >= 1 << 64:
         raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, "Syntax error in some user-supplied data")
     value %= 1 << 64
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+#: An optional sign, then ASCII digits; group 2 is the digits without leading zeros.
+_INTEGER_TEXT = re.compile(r"([+-]?)0*([0-9]*)(?<=[0-9])")
 
 
 class ListResource:
@@ -256,15 +261,26 @@ class InstancesTagsResource(_ChildInstancesResource):
         instances, fmt = self._instances(req, id)
         instances = sorted(instances, key=lambda r: r.public_id)
 
+        def entry(inst) -> bytes | None:
+            try:
+                ds = ctx.resources.read_dataset(inst)
+            except (OrthancError, FileNotFoundError):  # deleted meanwhile
+                return None
+            return dumps(inst.public_id) + b":" + dumps(
+                T.dataset_to_json(ds, fmt, T.dataset_encodings(ds, ctx.ingest.default_encoding)))
+
+        # the first entry is made before the answer starts, so that an error there is
+        # still an error status; later, an instance deleted meanwhile is left out
+        first = next((e for e in map(entry, instances[:1]) if e is not None), None) if instances else None
+
         def chunks():
-            yield b"{"
-            for n, inst in enumerate(instances):
-                try:
-                    ds = ctx.resources.read_dataset(inst)
-                except OrthancError:  # deleted meanwhile
-                    continue
-                tags = T.dataset_to_json(ds, fmt, T.dataset_encodings(ds, ctx.ingest.default_encoding))
-                yield (b"," if n else b"") + dumps(inst.public_id) + b":" + dumps(tags)
+            yield b"{" + (first or b"")
+            written = first is not None
+            for inst in instances[1:]:
+                e = entry(inst)
+                if e is not None:
+                    yield (b"," if written else b"") + e
+                    written = True
             yield b"}"
 
         resp.content_type = JSON_TYPE
@@ -462,10 +478,23 @@ ATTACHMENT_OPERATIONS = ["compress", "compressed-data", "compressed-md5", "compr
                          "is-compressed", "md5", "size", "uncompress", "verify-md5", "uuid"]
 
 
-def user_content_types(config) -> dict[str, tuple[int, str]]:
-    """Option ``UserContentType``: name → (number, MIME type) of user attachments.
+#: An attachment number as a path segment: ASCII digits, at most 5.
+_NUMBER = re.compile(r"[0-9]{1,5}")
 
-    Each value is a number (1024-65535) or ``[number, "mime/type"]``; others are ignored.
+
+def user_content_types(config) -> dict[str, tuple[int, str]]:
+    """Option ``UserContentType``: the names and MIME types of user attachments.
+
+    Parameters
+    ----------
+    config : Config
+        Its ``UserContentType`` maps a name to a number (1024-65535) or to
+        ``[number, "mime/type"]``; other values are ignored.
+
+    Returns
+    -------
+    dict of str to (int, str)
+        Name → (number, MIME type; ``application/octet-stream`` when not given).
     """
     out = {}
     for name, value in dict(config.get("UserContentType") or {}).items():
@@ -503,10 +532,9 @@ class AttachmentsResource:
         if ct is None and name in self.user:
             ct = self.user[name][0]
         if ct is None:
-            try:
-                ct = int(name)
-            except ValueError:
-                raise OrthancError(ErrorCode.INEXISTENT_ITEM) from None
+            if not _NUMBER.fullmatch(name):
+                raise OrthancError(ErrorCode.INEXISTENT_ITEM)
+            ct = int(name)
         return ct
 
     def on_get(self, req, resp, id):
@@ -543,32 +571,45 @@ class AttachmentsResource:
         storage = self.ctx.storage
         storage.create(att.uuid, data, ct)
         try:
-            old, changes = self.ctx.index.set_attachment(res.internal_id, att, res.public_id, res.level)
+            done = self.ctx.index.set_attachment(res.internal_id, att, res.public_id, res.level)
         except BaseException:
             storage.remove(att.uuid, ct)
             raise
-        if old is not None:
-            storage.remove(old.uuid, old.content_type)
+        if done is None:  # the resource was deleted meanwhile
+            storage.remove(att.uuid, ct)
+            raise not_found()
+        old, changes = done
+        self._changed(changes, old)
+        send_json(resp, {}, content_type="application/json")
+
+    def _changed(self, changes: list[dict], removed: Attachment | None) -> None:
+        """Announce the changes, then remove the file of an attachment gone from the index."""
         for change in changes:
             self.ctx.notifier.emit("change_recorded", ctx=self.ctx, change=change)
-        send_json(resp, {}, content_type="application/json")
+        if removed is not None:
+            try:
+                self.ctx.storage.remove(removed.uuid, removed.content_type)
+            except OSError:  # the index no longer points at it; the answer stands
+                log.exception("cannot remove the file of a replaced attachment %s", removed.uuid)
 
     def on_delete_one(self, req, resp, id, name):
         res, ct = self._user_type(id, name)
         old, changes = self.ctx.index.delete_attachment(res.internal_id, ct, res.public_id, res.level)
         if old is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
-        self.ctx.storage.remove(old.uuid, old.content_type)
-        for change in changes:
-            self.ctx.notifier.emit("change_recorded", ctx=self.ctx, change=change)
+        self._changed(changes, old)
         send_text(resp, "")
 
     def on_get_op(self, req, resp, id, name, op):
         res, att = self._att(id, name)
         if att.md5:
             resp.set_header("ETag", f'"0-{att.md5}"')
+        if op in ("data", "compressed-data"):
+            try:
+                f = self.ctx.storage.open(att.uuid, att.content_type)
+            except FileNotFoundError:  # replaced or deleted since the row was read
+                raise OrthancError(ErrorCode.INEXISTENT_FILE) from None
         if op == "data":
-            f = self.ctx.storage.open(att.uuid, att.content_type)
             dicom = att.content_type == 1
             resp.content_type = "application/dicom" if dicom else self.user_mime.get(att.content_type,
                                                                                      "application/octet-stream")
@@ -576,7 +617,7 @@ class AttachmentsResource:
             resp.set_stream(f, att.uncompressed_size)
         elif op == "compressed-data":  # the stored bytes, as Orthanc 1.10.1: no file name
             resp.content_type = "application/octet-stream"
-            resp.set_stream(self.ctx.storage.open(att.uuid, att.content_type), att.compressed_size)
+            resp.set_stream(f, att.compressed_size)
         elif op in ("size", "compressed-size"):
             send_text(resp, str(att.uncompressed_size if op == "size" else att.compressed_size))
         elif op in ("md5", "compressed-md5"):

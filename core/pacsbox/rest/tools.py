@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -276,7 +277,7 @@ class FindResource:
         level_name = body.get("Level")
         if not isinstance(level_name, str):
             raise OrthancError(ErrorCode.BAD_REQUEST, "Field \"Level\" is missing, or should be a string")
-        level = _FIND_LEVELS.get(level_name.upper())
+        level = _FIND_LEVELS.get(level_name.upper()) if level_name.isascii() else None
         if level is None:
             raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE)
         query = body.get("Query")
@@ -355,12 +356,13 @@ class DefaultEncodingResource:
         send_text(resp, self.ctx.ingest.default_encoding_name)
 
     def on_put(self, req, resp):
-        name = read_body(req).decode("utf-8", "replace").strip()
+        # as Orthanc: any case ("utf8"), nothing around it; the answer is the canonical name
+        text = read_body(req).decode("utf-8", "replace")
         try:
-            self.ctx.ingest.set_default_encoding(name)
+            self.ctx.ingest.set_default_encoding(text)
         except KeyError:
             raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE) from None
-        send_text(resp, name)
+        send_text(resp, self.ctx.ingest.default_encoding_name)
 
 
 #: Orthanc's log categories (``/tools/log-level-{category}``) and the loggers each drives.
@@ -371,6 +373,7 @@ LOG_CATEGORIES = {
 }
 #: Orthanc verbosity names and the :mod:`logging` levels they set (``trace`` is below DEBUG).
 LOG_VERBOSITY = {"default": logging.INFO, "verbose": logging.DEBUG, "trace": 5}
+_LOG_LEVEL_LOCK = threading.Lock()
 
 
 class LogLevelResource:
@@ -399,10 +402,11 @@ class LogLevelResource:
         if value not in LOG_VERBOSITY:
             raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE,
                                f'Verbosity can be "default", "verbose" or "trace": {value}')
-        for category in ([self.category] if self.category else list(LOG_CATEGORIES)):
-            self.ctx.log_verbosity[category] = value
-            for name in LOG_CATEGORIES[category]:
-                logging.getLogger(name).setLevel(LOG_VERBOSITY[value])
+        with _LOG_LEVEL_LOCK:  # the recorded verbosity and the loggers' levels change together
+            for category in ([self.category] if self.category else list(LOG_CATEGORIES)):
+                self.ctx.log_verbosity[category] = value
+                for name in LOG_CATEGORIES[category]:
+                    logging.getLogger(name).setLevel(LOG_VERBOSITY[value])
         send_text(resp, "")
 
 
