@@ -544,3 +544,27 @@ def test_overwriting_an_instance_removes_the_files_of_the_parents_it_empties(mak
     assert c.simulate_post("/instances", body=FILES["b"]).json["Status"] == "Success"
     assert c.simulate_get(f"/studies/{study}/attachments").json == []
     assert not note.exists()
+
+
+def test_lookup_works_on_an_index_written_before_the_normalized_rows(tmp_path):
+    import sqlite3
+
+    import falcon.testing
+
+    from pacsbox import create_app
+    cfg = {"StorageDirectory": str(tmp_path / "data")}
+    app = create_app(cfg, plugins=[], load_entrypoints=False)
+    assert falcon.testing.TestClient(app).simulate_post("/instances", body=FILES["a1"]).status_code == 200
+    path = app.ctx.index.path
+    app.close()
+    db = sqlite3.connect(path)  # as an index of the previous version: no normalized rows
+    db.execute("DELETE FROM identifiers WHERE tag LIKE '~%'")
+    db.execute("DELETE FROM global_properties WHERE name = 'NormalizedIdentifiers'")
+    db.commit()
+    db.close()
+    app = create_app(cfg, plugins=[], load_entrypoints=False)
+    try:
+        found = falcon.testing.TestClient(app).simulate_post("/tools/lookup", body="pa").json
+        assert [x["ID"] for x in found] == [PA]
+    finally:
+        app.close()
