@@ -464,15 +464,22 @@ class Index:
         with self.transaction() as tx:
             if tx.execute("SELECT 1 FROM resources WHERE id = ?", (internal_id,)).fetchone() is None:
                 return None
-            row = tx.execute("SELECT content_type, uuid, compressed_size, uncompressed_size, md5 FROM attachments "
-                             "WHERE resource_id = ? AND content_type = ?", (internal_id, att.content_type)).fetchone()
-            tx.execute("DELETE FROM attachments WHERE resource_id = ? AND content_type = ?",
-                       (internal_id, att.content_type))
+            old = self._take_attachment(tx, internal_id, att.content_type)
             tx.execute("INSERT INTO attachments(resource_id, content_type, uuid, compressed_size, uncompressed_size, "
                        "md5) VALUES (?, ?, ?, ?, ?, ?)", (internal_id, att.content_type, att.uuid,
                                                           att.compressed_size, att.uncompressed_size, att.md5))
             change = self._log_change(tx, "UpdatedAttachment", internal_id, public_id, level)
-        return (Attachment(*row) if row else None), [change]
+        return old, [change]
+
+    @staticmethod
+    def _take_attachment(tx, internal_id: int, content_type: int) -> Attachment | None:
+        """Delete one attachment row inside ``tx`` and return it (None when absent)."""
+        row = tx.execute("SELECT content_type, uuid, compressed_size, uncompressed_size, md5 FROM attachments "
+                         "WHERE resource_id = ? AND content_type = ?", (internal_id, content_type)).fetchone()
+        if row is None:
+            return None
+        tx.execute("DELETE FROM attachments WHERE resource_id = ? AND content_type = ?", (internal_id, content_type))
+        return Attachment(*row)
 
     def delete_attachment(self, internal_id: int, content_type: int, public_id: str,
                           level: int) -> tuple[Attachment | None, list[dict]]:
@@ -495,14 +502,11 @@ class Index:
             The attachment deleted (None when there was none) and the change logged.
         """
         with self.transaction() as tx:
-            row = tx.execute("SELECT content_type, uuid, compressed_size, uncompressed_size, md5 FROM attachments "
-                             "WHERE resource_id = ? AND content_type = ?", (internal_id, content_type)).fetchone()
-            if row is None:
+            old = self._take_attachment(tx, internal_id, content_type)
+            if old is None:
                 return None, []
-            tx.execute("DELETE FROM attachments WHERE resource_id = ? AND content_type = ?",
-                       (internal_id, content_type))
             change = self._log_change(tx, "UpdatedAttachment", internal_id, public_id, level)
-        return Attachment(*row), [change]
+        return old, [change]
 
     def attachments(self, internal_id: int) -> list[Attachment]:
         """Attachments of a resource, by content type."""
