@@ -269,9 +269,9 @@ class InstancesTagsResource(_ChildInstancesResource):
             return dumps(inst.public_id) + b":" + dumps(
                 T.dataset_to_json(ds, fmt, T.dataset_encodings(ds, ctx.ingest.default_encoding)))
 
-        # the first entry is made before the answer starts, so that an error there is
-        # still an error status; later, an instance deleted meanwhile is left out
-        first = next((e for e in map(entry, instances[:1]) if e is not None), None) if instances else None
+        # the first entry is made before the answer starts, so that an unexpected error
+        # there is still an error status; an instance whose file is gone is left out
+        first = entry(instances[0]) if instances else None
 
         def chunks():
             yield b"{" + (first or b"")
