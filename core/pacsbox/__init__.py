@@ -65,6 +65,7 @@ from .context import ServerContext  # noqa: E402
 from .dicom.ids import is_orthanc_id, orthanc_id  # noqa: E402
 from .dicom.matching import compile_query  # noqa: E402
 from .dicom.tags import dataset_to_json, element_text, parse_tag, tag_to_key  # noqa: E402
+from .dicom.scan import DicomFormatError, FileMeta, read_file_meta  # noqa: E402
 from .dicom.transcode import is_transfer_syntax, transcode  # noqa: E402
 from .errors import ErrorCode, OrthancError, not_found, refused  # noqa: E402
 from .web import (dumps, query_flag, read_body, read_bool, read_json_body, read_json_object,  # noqa: E402
@@ -87,4 +88,5 @@ __all__ = [
     "send_json", "send_text", "read_body", "read_bool", "read_json_body", "read_json_object", "query_flag", "dumps",
     "orthanc_id", "is_orthanc_id", "parse_tag", "tag_to_key", "element_text", "dataset_to_json",
     "compile_query", "find_resources", "transcode", "is_transfer_syntax",
+    "read_file_meta", "FileMeta", "DicomFormatError",
 ]

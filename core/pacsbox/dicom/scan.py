@@ -377,6 +377,92 @@ def dictionary_VR_or_un(tag: int) -> str:
     return vr
 
 
+@dataclass(frozen=True)
+class FileMeta:
+    """The File Meta Information of a Part-10 file (PS3.10 section 7.1), read alone.
+
+    Attributes
+    ----------
+    transfer_syntax : str
+        (0002,0010) *Transfer Syntax UID*; guessed as DCMTK does when absent.
+    sop_class_uid : str
+        (0002,0002) *Media Storage SOP Class UID* (empty when absent).
+    sop_instance_uid : str
+        (0002,0003) *Media Storage SOP Instance UID* (empty when absent).
+    dataset_offset : int
+        Byte offset where the data set starts, right after the meta group: ``data[offset:]``
+        is the data set encoded in ``transfer_syntax`` (still deflated for Deflated
+        Explicit VR Little Endian), ready to be sent in P-DATA as it is.
+    elements : dict of int to bytes
+        Raw values of every group-0002 element (padding kept).
+    """
+
+    transfer_syntax: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    dataset_offset: int
+    elements: dict
+
+
+def read_file_meta(data: bytes | memoryview) -> FileMeta:
+    """Read the File Meta Information group of a DICOM file, without the data set.
+
+    Parameters
+    ----------
+    data : bytes or memoryview
+        The file, or at least its preamble, ``DICM`` and group 0002 (a few hundred
+        bytes usually suffice; the data set itself is not read).
+
+    Returns
+    -------
+    FileMeta
+
+    Raises
+    ------
+    DicomFormatError
+        No ``DICM`` magic nor leading group-0002 element, or a meta element running past
+        the end of ``data``.
+
+    Notes
+    -----
+    Source: DICOM PS3.10 section 7.1 (the meta group is always Explicit VR Little Endian).
+    """
+    n = len(data)
+    if n >= 132 and data[128:132] == b"DICM":
+        pos = 132
+    elif n >= 8 and data[0:2] == b"\x02\x00":
+        pos = 0
+    else:
+        raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes)")
+    meta: dict[int, bytes] = {}
+    while pos + 8 <= n:
+        group, elem = struct.unpack_from("<HH", data, pos)
+        if group != 2:
+            break
+        vr = bytes(data[pos + 4:pos + 6])
+        if vr in _EXPLICIT_LONG_VRS:
+            if pos + 12 > n:
+                raise _truncated(n)
+            (length,) = struct.unpack_from("<I", data, pos + 8)
+            vpos = pos + 12
+        else:
+            if vr not in _VALID_VRS:
+                raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes)")
+            (length,) = struct.unpack_from("<H", data, pos + 6)
+            vpos = pos + 8
+        if length == UNDEFINED or vpos + length > n:
+            raise _truncated(n)
+        meta[(group << 16) | elem] = bytes(data[vpos:vpos + length])
+        pos = vpos + length
+    ts = _meta_value(meta, 0x00020010)
+    if not ts:
+        if bytes(data[pos:pos + 2]) == b"\x00\x08":
+            ts = EXPLICIT_BE
+        else:
+            ts = EXPLICIT_LE if bytes(data[pos + 4:pos + 6]) in _VALID_VRS else IMPLICIT_LE
+    return FileMeta(ts, _meta_value(meta, 0x00020002), _meta_value(meta, 0x00020003), pos, meta)
+
+
 def sop_class_from_meta(res: ScanResult) -> str:
     """(0002,0002) *Media Storage SOP Class UID*, padding stripped."""
     return _meta_value(res.meta, 0x00020002)
