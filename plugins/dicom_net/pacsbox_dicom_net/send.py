@@ -1,0 +1,548 @@
+"""Sending stored instances over an association (the C-STORE SCU of every sender).
+
+The C-STORE jobs, the C-MOVE sub-operations and ``store-straight`` all send through
+:class:`StoreSender`, which:
+
+- proposes the presentation contexts (:func:`plan_contexts`): for each SOP class, one
+  context per transfer syntax the instances are stored in, then one context holding the
+  uncompressed syntaxes (``DicomScuPreferredTransferSyntax`` first) when the modality's
+  ``AllowTranscoding`` and ``TranscodeDicomProtocol`` allow converting;
+- sends the stored bytes **unchanged** (the data set bytes after the file's meta group,
+  :attr:`pacsbox.FileMeta.dataset_offset`, no pydicom decode) whenever the peer accepted
+  the stored syntax; otherwise transcodes with :func:`pacsbox.transcode` into an
+  accepted uncompressed syntax, and checks that the result really is in that syntax; an
+  instance with no usable context fails with a message saying why;
+- returns the peer's answer as data (:class:`SendResult`): warnings ``0xB000``,
+  ``0xB006``, ``0xB007`` count as sent, a failure status, a refused context or a
+  transcoding failure count as failed; only a lost association raises;
+- opens one association for all the instances it sends, reopens it only when an
+  instance needs a context that was not proposed (more than 128 SOP class/syntax
+  pairs, or an instance that was not announced with :meth:`StoreSender.plan`), and can
+  be interrupted from another thread (:meth:`StoreSender.interrupt`) even while the
+  peer is silent.
+
+Source: DICOM PS3.4 annex B (Storage Service Class), PS3.7 section 9.1.1 (C-STORE) and
+annex C (status codes), PS3.8 section 9.3.2.2 (at most 128 presentation contexts);
+Orthanc 1.10.1 ``DicomStoreUserConnection`` (contexts, transcoding) for the behaviour.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any, Iterable, Sequence
+
+from pydicom.uid import UID
+from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.presentation import PresentationContext, build_context
+
+from pacsbox import DicomFormatError, ErrorCode, OrthancError, read_file_meta, transcode
+
+from .modalities import Modality
+from .scu import open_association, scu_timeout
+from .state import plugin_state
+
+IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
+#: The uncompressed transfer syntaxes a converted instance may be sent in.
+UNCOMPRESSED = (EXPLICIT_LE, IMPLICIT_LE, EXPLICIT_BE)
+#: PS3.8 section 9.3.2.2: presentation contexts in one A-ASSOCIATE-RQ.
+MAX_CONTEXTS = 128
+#: C-STORE warning statuses (PS3.4 B.2.3): the instance was stored.
+WARNING_STATUSES = frozenset({0xB000, 0xB006, 0xB007})
+#: Seconds between checks for an interruption while waiting for a C-STORE response.
+_POLL = 0.05
+
+
+class SendInterrupted(Exception):
+    """:meth:`StoreSender.interrupt` was called while a send was going on."""
+
+
+@dataclass
+class SendResult:
+    """The outcome of sending one instance.
+
+    Attributes
+    ----------
+    sop_class_uid : str
+        (0008,0016) *SOP Class UID* (from the file meta).
+    sop_instance_uid : str
+        (0008,0018) *SOP Instance UID*.
+    status : int or None
+        (0000,0900) *Status* of the C-STORE response; None when no C-STORE was sent
+        (no usable presentation context, transcoding impossible) or no response came.
+    transfer_syntax : str
+        The transfer syntax the data set was sent in (empty when not sent).
+    transcoded : bool
+        Whether the data set was converted from its stored syntax.
+    error : str
+        Why the instance failed (empty on success or warning).
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    status: int | None = None
+    transfer_syntax: str = ""
+    transcoded: bool = False
+    error: str = ""
+
+    @property
+    def category(self) -> str:
+        """str: ``"success"`` (``0x0000``), ``"warning"`` (``0xB000``, ``0xB006``,
+        ``0xB007``: stored with a remark) or ``"failure"`` (anything else)."""
+        if self.status == 0x0000 and not self.error:
+            return "success"
+        if self.status in WARNING_STATUSES and not self.error:
+            return "warning"
+        return "failure"
+
+    @property
+    def ok(self) -> bool:
+        """bool: the peer stored the instance (success or warning)."""
+        return self.category != "failure"
+
+
+def is_uncompressed(ts: str) -> bool:
+    """Whether ``ts`` is one of the three uncompressed transfer syntaxes (not deflated)."""
+    return ts in UNCOMPRESSED
+
+
+def uncompressed_order(preferred: str) -> list[str]:
+    """The uncompressed syntaxes to offer for conversion, ``preferred`` first when it is
+    uncompressed (``DicomScuPreferredTransferSyntax``), then Explicit and Implicit VR
+    Little Endian, then Explicit VR Big Endian."""
+    out = [preferred] if is_uncompressed(preferred) else []
+    return out + [ts for ts in UNCOMPRESSED if ts not in out]
+
+
+def plan_contexts(pairs: Iterable[tuple[str, str]], *, allow_transcoding: bool,
+                  preferred_ts: str = EXPLICIT_LE, limit: int = MAX_CONTEXTS) -> list[PresentationContext]:
+    """The presentation contexts to propose for instances of the given kinds.
+
+    Parameters
+    ----------
+    pairs : iterable of (str, str)
+        ``(SOP class UID, stored transfer syntax UID)`` of the instances to send, in
+        sending order (duplicates are fine).
+    allow_transcoding : bool
+        Also propose, per SOP class, a context of uncompressed syntaxes for converting
+        instances whose stored syntax the peer refuses. Without it, an uncompressed
+        instance is still proposed in the three uncompressed syntaxes (no pixel data
+        is converted then, only the element encoding), a compressed one only in its own.
+    preferred_ts : str
+        ``DicomScuPreferredTransferSyntax``: first syntax of the conversion context.
+    limit : int
+        Contexts at most (128 in DICOM); the first instances' kinds are proposed first.
+
+    Returns
+    -------
+    list of PresentationContext
+        For each SOP class, in order of first appearance: one context per stored syntax
+        (a single syntax each, so that the peer's choice cannot replace it), then the
+        conversion context. Context IDs are given by pynetdicom when associating.
+    """
+    order: dict[str, list[str]] = {}
+    for sop_class, ts in pairs:
+        tss = order.setdefault(sop_class, [])
+        if ts not in tss:
+            tss.append(ts)
+    out: list[PresentationContext] = []
+    for sop_class, tss in order.items():
+        wanted = [[ts] for ts in tss]
+        if allow_transcoding or any(is_uncompressed(ts) for ts in tss):
+            wanted.append(uncompressed_order(preferred_ts))
+        if len(out) + len(wanted) > limit:
+            break
+        for syntaxes in wanted:
+            out.append(build_context(sop_class, syntaxes))
+    return out
+
+
+def send_c_store_raw(assoc: Any, context_id: int, sop_class_uid: str, sop_instance_uid: str, dataset: bytes, *,
+                     msg_id: int = 1, priority: int = 2, originator_aet: str | None = None,
+                     originator_id: int | None = None, timeout: float | None = None,
+                     stop: threading.Event | None = None) -> Any:
+    """Send one C-STORE request with an already encoded data set and wait for its answer.
+
+    This is :meth:`pynetdicom.association.Association.send_c_store` without the
+    encoding step: the data set is sent as it is given, so it must be encoded in the
+    transfer syntax of presentation context ``context_id``.
+
+    Parameters
+    ----------
+    assoc : pynetdicom.association.Association
+        Established; either our requestor side or, inside an SCP handler (C-GET), the
+        acceptor side.
+    context_id : int
+        Accepted presentation context (its abstract syntax is ``sop_class_uid``).
+    sop_class_uid, sop_instance_uid : str
+        (0000,0002) *Affected SOP Class UID*, (0000,1000) *Affected SOP Instance UID*.
+    dataset : bytes
+        The data set (no preamble nor meta group).
+    msg_id : int
+        (0000,0110) *Message ID*, 0-65535.
+    priority : int
+        0 medium, 1 high, 2 low (pynetdicom's default).
+    originator_aet : str, optional
+        (0000,1030) *Move Originator Application Entity Title* (C-MOVE sub-operations).
+    originator_id : int, optional
+        (0000,1031) *Move Originator Message ID*.
+    timeout : float, optional
+        Seconds to wait for the response (default: the association's DIMSE timeout;
+        None or 0 there means no limit).
+    stop : threading.Event, optional
+        When set while waiting, the wait ends with :class:`SendInterrupted`.
+
+    Returns
+    -------
+    pydicom.Dataset
+        The response's status elements (``Status`` at least); empty when no valid
+        response came in time or the association was lost (the association is then
+        aborted, as pynetdicom does).
+
+    Raises
+    ------
+    SendInterrupted
+        ``stop`` was set.
+    """
+    req = C_STORE()
+    req.MessageID = msg_id
+    req.Priority = priority
+    req.AffectedSOPClassUID = UID(sop_class_uid)
+    req.AffectedSOPInstanceUID = UID(sop_instance_uid)
+    if originator_aet:
+        req.MoveOriginatorApplicationEntityTitle = originator_aet
+    if originator_id is not None and originator_aet:
+        req.MoveOriginatorMessageID = originator_id
+    req.DataSet = BytesIO(dataset)
+    if timeout is None:
+        timeout = assoc.dimse_timeout
+    # Pause the reactor so that it does not take the response off the queue (as
+    # pynetdicom's send_c_store does); inside an SCP handler it is already paused.
+    assoc._reactor_checkpoint.clear()  # noqa: SLF001 - pynetdicom 3.0's send_* protocol
+    while not assoc._is_paused:  # noqa: SLF001
+        time.sleep(0.0001)
+    try:
+        assoc.dimse.send_msg(req, context_id)
+        deadline = time.monotonic() + timeout if timeout else None
+        rsp = None
+        while True:
+            if stop is not None and stop.is_set():
+                raise SendInterrupted()
+            wait = _POLL if deadline is None else max(0.0, min(_POLL, deadline - time.monotonic()))
+            try:
+                _cx, rsp = assoc.dimse.msg_queue.get(block=True, timeout=wait)
+                break
+            except queue.Empty:
+                if stop is not None and stop.is_set():
+                    raise SendInterrupted() from None
+                if not assoc.is_established:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+    finally:
+        assoc._reactor_checkpoint.set()  # noqa: SLF001
+    if rsp is None:
+        assoc._handle_no_response()  # noqa: SLF001 - aborts after a DIMSE timeout
+        from pydicom import Dataset
+        return Dataset()
+    return assoc._check_received_status(rsp)  # noqa: SLF001
+
+
+class StoreSender:
+    """C-STORE SCU toward one modality over one association, opened on first use.
+
+    Parameters
+    ----------
+    ctx : ServerContext
+    modality : Modality
+        The called node.
+    local_aet : str, optional
+        Calling AET (the modality's ``LocalAet`` wins; default ``DicomAet``).
+    timeout : float, optional
+        Seconds for the network and each response (default: the modality's ``Timeout``,
+        else ``DicomScuTimeout``).
+    allow_transcoding : bool, optional
+        Default: the modality's ``AllowTranscoding`` and the ``TranscodeDicomProtocol``
+        option.
+    preferred_ts : str, optional
+        Default ``DicomScuPreferredTransferSyntax``.
+
+    Notes
+    -----
+    Not thread-safe except :meth:`interrupt`. Use it as a context manager, or call
+    :meth:`close`.
+
+    Examples
+    --------
+    >>> with StoreSender(ctx, modality) as sender:            # doctest: +SKIP
+    ...     sender.plan([(meta.sop_class_uid, meta.transfer_syntax)])
+    ...     result = sender.send(data)
+    """
+
+    def __init__(self, ctx: Any, modality: Modality, *, local_aet: str | None = None, timeout: float | None = None,
+                 allow_transcoding: bool | None = None, preferred_ts: str | None = None) -> None:
+        opts = plugin_state(ctx).options
+        self.ctx = ctx
+        self.modality = modality
+        self.local_aet = local_aet
+        self.timeout = scu_timeout(ctx, modality, timeout)
+        if allow_transcoding is None:
+            allow_transcoding = modality.allows("Transcoding") and bool(opts["TranscodeDicomProtocol"])
+        self.allow_transcoding = allow_transcoding
+        self.preferred_ts = preferred_ts or opts["DicomScuPreferredTransferSyntax"]
+        self.assoc: Any = None
+        self._pairs: dict[tuple[str, str], None] = {}
+        self._proposed: set[tuple[str, str]] = set()
+        self._proposed_classes: set[str] = set()
+        self._msg_id = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._opening: Any = None
+
+    # ---- association ----------------------------------------------------------------
+    def plan(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Announce the ``(SOP class UID, stored transfer syntax)`` of instances to send,
+        so that one association proposes all of them. Call it before the first
+        :meth:`send`; later calls take effect when the association is reopened."""
+        for p in pairs:
+            self._pairs.setdefault((p[0], p[1]), None)
+
+    def _remember(self, event: Any) -> None:
+        with self._lock:
+            self._opening = event.assoc
+            stopped = self._stop.is_set()
+        if stopped:
+            self._kill(event.assoc)
+
+    def open(self, first: tuple[str, str] | None = None) -> Any:
+        """Open the association (releasing a previous one), proposing ``first`` (the
+        kind of the instance about to be sent) and then the planned kinds.
+
+        Returns
+        -------
+        pynetdicom.association.Association
+
+        Raises
+        ------
+        OrthancError
+            ``NETWORK_PROTOCOL`` when the association cannot be established (Orthanc's
+            wording, see :func:`pacsbox_dicom_net.scu.open_association`).
+        SendInterrupted
+            :meth:`interrupt` was called.
+        """
+        self.close()
+        if self._stop.is_set():
+            raise SendInterrupted()
+        pairs = ([first] if first else []) + [p for p in self._pairs if p != first]
+        contexts = plan_contexts(pairs, allow_transcoding=self.allow_transcoding, preferred_ts=self.preferred_ts)
+        try:
+            assoc = open_association(self.ctx, self.modality, contexts, local_aet=self.local_aet, timeout=self.timeout,
+                                     evt_handlers=[(evt.EVT_CONN_OPEN, self._remember)])
+        except OrthancError:
+            if self._stop.is_set():
+                raise SendInterrupted() from None
+            raise
+        with self._lock:
+            self.assoc = assoc
+            self._opening = None
+        self._proposed = {(cx.abstract_syntax, ts) for cx in contexts for ts in cx.transfer_syntax}
+        self._proposed_classes = {str(cx.abstract_syntax) for cx in contexts}
+        return assoc
+
+    def close(self) -> None:
+        """Release the association (abort it if the release fails)."""
+        with self._lock:
+            assoc, self.assoc = self.assoc, None
+        if assoc is not None and assoc.is_established:
+            try:
+                assoc.release()
+            except Exception:  # noqa: BLE001 - the peer is gone; nothing to release
+                assoc.abort()
+
+    def interrupt(self) -> None:
+        """Make a pending or future :meth:`send`/:meth:`open` end with
+        :class:`SendInterrupted` at once, aborting the association (thread-safe)."""
+        self._stop.set()
+        with self._lock:
+            assoc = self.assoc or self._opening
+        if assoc is not None:
+            self._kill(assoc)
+
+    @staticmethod
+    def _kill(assoc: Any) -> None:
+        try:
+            assoc.abort(block=False)
+        except Exception:  # noqa: BLE001
+            pass
+        sock = getattr(getattr(assoc, "dul", None), "socket", None)
+        try:
+            if sock is not None:
+                sock.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def __enter__(self) -> "StoreSender":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---- sending --------------------------------------------------------------------
+    def _choose(self, sop_class: str, ts: str) -> tuple[Any, str] | None:
+        """The accepted context to send an instance in: its own syntax if accepted, else
+        (with conversion allowed) an accepted uncompressed one, preferred first."""
+        accepted = [cx for cx in self.assoc.accepted_contexts if cx.abstract_syntax == sop_class]
+        for cx in accepted:
+            if cx.transfer_syntax[0] == ts:
+                return cx, ts
+        if self.allow_transcoding or is_uncompressed(ts):
+            for target in uncompressed_order(self.preferred_ts):
+                for cx in accepted:
+                    if cx.transfer_syntax[0] == target:
+                        return cx, target
+        return None
+
+    def next_message_id(self) -> int:
+        """int: the next (0000,0110) *Message ID* on this sender (1-65535, wrapping)."""
+        self._msg_id = self._msg_id % 65535 + 1
+        return self._msg_id
+
+    def send(self, data: bytes, *, originator_aet: str | None = None, originator_id: int | None = None,
+             uids: tuple[str, str] | None = None) -> SendResult:
+        """Send one stored DICOM file.
+
+        Parameters
+        ----------
+        data : bytes
+            The Part-10 file as stored (preamble, meta group, data set).
+        originator_aet : str, optional
+            Move Originator AET (C-MOVE sub-operations, ``MoveOriginatorAet``).
+        originator_id : int, optional
+            Move Originator Message ID.
+        uids : (str, str), optional
+            (0008,0016) *SOP Class UID* and (0008,0018) *SOP Instance UID* of the data
+            set, from the index (:func:`instance_uids`). They are what the C-STORE
+            announces, as Orthanc (DCMTK) takes them from the data set; without them the
+            file's meta group gives them, and a file whose meta group disagrees with its
+            data set is refused by strict peers (``0xA900``).
+
+        Returns
+        -------
+        SendResult
+            The peer's answer; a refused context or an impossible conversion is a
+            failure result with ``status`` None and ``error`` saying why.
+
+        Raises
+        ------
+        OrthancError
+            ``NETWORK_PROTOCOL`` when the association cannot be opened or is lost (no
+            response within the timeout, aborted by the peer); ``BAD_FILE_FORMAT`` when
+            ``data`` is not a DICOM file.
+        SendInterrupted
+            :meth:`interrupt` was called.
+        """
+        try:
+            meta = read_file_meta(data)
+        except DicomFormatError as e:
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, str(e)) from None
+        sop_class, sop_instance, ts = meta.sop_class_uid, meta.sop_instance_uid, meta.transfer_syntax
+        if uids is not None:
+            sop_class, sop_instance = uids[0] or sop_class, uids[1] or sop_instance
+        result = SendResult(sop_class, sop_instance)
+        if not sop_class or not sop_instance:
+            result.error = "The file has no Media Storage SOP Class/Instance UID in its meta information"
+            return result
+        if self.assoc is None or not self.assoc.is_established:
+            self.open((sop_class, ts))
+        elif (sop_class, ts) not in self._proposed and not (
+                sop_class in self._proposed_classes and (self.allow_transcoding or is_uncompressed(ts))):
+            # a kind that was not proposed: negotiate again, this instance's kind first
+            self._pairs.setdefault((sop_class, ts), None)
+            self.open((sop_class, ts))
+        chosen = self._choose(sop_class, ts)
+        if chosen is None:
+            result.error = (f"The remote modality has not accepted SOP class {sop_class} "
+                            f"with transfer syntax {ts}" + ("" if self.allow_transcoding else
+                                                            " (transcoding is disabled for this modality)"))
+            return result
+        cx, target = chosen
+        payload: bytes
+        if target == ts:
+            payload = data[meta.dataset_offset:]
+        else:
+            converted = transcode(data, target)
+            new_meta = read_file_meta(converted) if converted is not None else None
+            if new_meta is None or new_meta.transfer_syntax != target:
+                result.error = f"Cannot transcode instance {sop_instance} from {ts} to {target}"
+                return result
+            payload = converted[new_meta.dataset_offset:]
+            # the converter writes the meta group from the data set
+            result.sop_class_uid = sop_class = new_meta.sop_class_uid or sop_class
+            result.sop_instance_uid = sop_instance = new_meta.sop_instance_uid or sop_instance
+            result.transcoded = True
+        result.transfer_syntax = target
+        status = send_c_store_raw(self.assoc, cx.context_id, sop_class, sop_instance, payload,
+                                  msg_id=self.next_message_id(), originator_aet=originator_aet,
+                                  originator_id=originator_id, timeout=self.timeout, stop=self._stop)
+        if "Status" not in status:
+            self.close()
+            if self._stop.is_set():
+                raise SendInterrupted()
+            raise OrthancError(ErrorCode.NETWORK_PROTOCOL,
+                               f'DicomAssociation - C-STORE to AET "{self.modality.aet}": '
+                               "no response from the remote modality (timeout or association lost)")
+        result.status = int(status.Status)
+        if not result.ok:
+            result.error = f"C-STORE status 0x{result.status:04X} from AET \"{self.modality.aet}\""
+        return result
+
+
+def stored_kind(ctx: Any, instance: Any) -> tuple[str, str] | None:
+    """``(SOP class UID, transfer syntax UID)`` of a stored instance from its index
+    metadata (``SopClassUid``, ``TransferSyntax``), without reading the file; None when
+    the metadata is missing.
+
+    Parameters
+    ----------
+    ctx : ServerContext
+    instance : pacsbox.Resource
+        An instance.
+    """
+    md = ctx.index.metadata(instance.internal_id)
+    sop_class, ts = md.get("SopClassUid"), md.get("TransferSyntax")
+    if sop_class and ts:
+        return sop_class, ts
+    return None
+
+
+def instance_uids(ctx: Any, instance: Any) -> tuple[str, str]:
+    """(0008,0016) *SOP Class UID* and (0008,0018) *SOP Instance UID* of a stored
+    instance, from the index (metadata ``SopClassUid``, main tag ``SOPInstanceUID``);
+    empty strings for what the index lacks.
+
+    Parameters
+    ----------
+    ctx : ServerContext
+    instance : pacsbox.Resource
+    """
+    md = ctx.index.metadata(instance.internal_id)
+    return md.get("SopClassUid", ""), str(instance.main_tags.get("SOPInstanceUID", "") or "")
+
+
+def plan_instances(ctx: Any, instances: Sequence[Any]) -> list[tuple[str, str]]:
+    """The ``(SOP class, transfer syntax)`` kinds of ``instances``, in order, from the
+    index (see :func:`stored_kind`); instances without metadata are left out (they are
+    negotiated when they come)."""
+    out = []
+    seen: set[tuple[str, str]] = set()
+    for inst in instances:
+        k = stored_kind(ctx, inst)
+        if k is not None and k not in seen:
+            seen.add(k)
+            out.append(k)
+    return out

@@ -1,0 +1,186 @@
+"""send.py: the C-STORE SCU toward real peers (dcmtk storescp, a scriptable pynetdicom SCP)."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import pydicom
+import pytest
+import requests
+from pydicom.data import get_testdata_file
+from pynetdicom.sop_class import CTImageStorage
+
+from pacsbox import read_file_meta
+from pacsbox.testing import free_port
+
+from pacsbox_dicom_net.modalities import Modality
+from pacsbox_dicom_net.send import (EXPLICIT_LE, IMPLICIT_LE, SendInterrupted, StoreSender, instance_uids,
+                                    plan_contexts, plan_instances)
+
+CT = get_testdata_file("CT_small.dcm")          # Explicit VR Little Endian
+MR = get_testdata_file("MR_small.dcm")          # Explicit VR Little Endian
+JPEG = get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")  # JPEG Baseline
+
+
+def _bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _upload(node, *paths):
+    ids = []
+    for p in paths:
+        r = requests.post(node.url + "/instances", data=_bytes(p))
+        assert r.status_code == 200, r.text
+        ids.append(r.json()["ID"])
+    return ids
+
+
+def test_plan_contexts_stored_syntax_first_then_uncompressed():
+    cxs = plan_contexts([("1.2.3", "1.2.840.10008.1.2.4.50"), ("1.2.3", EXPLICIT_LE), ("1.2.4", IMPLICIT_LE)],
+                        allow_transcoding=True, preferred_ts=IMPLICIT_LE)
+    got = [(str(c.abstract_syntax), [str(t) for t in c.transfer_syntax]) for c in cxs]
+    assert got == [("1.2.3", ["1.2.840.10008.1.2.4.50"]), ("1.2.3", [EXPLICIT_LE]),
+                   ("1.2.3", [IMPLICIT_LE, EXPLICIT_LE, "1.2.840.10008.1.2.2"]),
+                   ("1.2.4", [IMPLICIT_LE]), ("1.2.4", [IMPLICIT_LE, EXPLICIT_LE, "1.2.840.10008.1.2.2"])]
+    # no transcoding: a compressed instance is proposed in its own syntax only
+    cxs = plan_contexts([("1.2.3", "1.2.840.10008.1.2.4.50")], allow_transcoding=False)
+    assert [[str(t) for t in c.transfer_syntax] for c in cxs] == [["1.2.840.10008.1.2.4.50"]]
+    # 128 contexts at most
+    assert len(plan_contexts([(f"1.2.{i}", EXPLICIT_LE) for i in range(100)], allow_transcoding=True)) == 128
+
+
+def test_send_unchanged_bytes_to_dcmtk_storescp(node, tmp_path):
+    n = node()
+    _upload(n, CT, MR, JPEG)
+    out = tmp_path / "out"
+    out.mkdir()
+    port = free_port()
+    import subprocess
+    from conftest import dcmtk
+    proc = subprocess.Popen([dcmtk("storescp"), "+xa", "+B", "--output-directory", str(out), "-aet", "DCMTK", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, TCP_NODELAY="1"))
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        ctx = n.ctx
+        insts = ctx.resources.instances_of(ctx.resources.resolve_many(ctx.index.list_public_ids(3)))
+        mod = Modality("DCMTK", "127.0.0.1", port)
+        with StoreSender(ctx, mod) as sender:
+            sender.plan(plan_instances(ctx, insts))
+            results = [sender.send(ctx.resources.read_file(i), uids=instance_uids(ctx, i)) for i in insts]
+            first_assoc = sender.assoc
+            assert [r.status for r in results] == [0, 0, 0], [(r.sop_class_uid, r.transfer_syntax, r.status) for r in results]
+            assert not any(r.transcoded for r in results)
+            assert sender.assoc is first_assoc  # one association for all
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    files = sorted(os.listdir(out))
+    assert len(files) == 3
+    sent = {}
+    for f in files:
+        data = (out / f).read_bytes()
+        m = read_file_meta(data)
+        sent[m.sop_instance_uid] = (m.transfer_syntax, data[m.dataset_offset:])
+    for p in (CT, MR, JPEG):
+        data = _bytes(p)
+        m = read_file_meta(data)
+        uid = pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID  # JPEG's meta group disagrees
+        assert sent[uid] == (m.transfer_syntax, data[m.dataset_offset:])
+
+
+def test_statuses_are_data_and_move_originator(node, storage_scp):
+    n = node()
+    _upload(n, CT)
+    scp = storage_scp("STATUSES")
+    ctx = n.ctx
+    data = ctx.resources.read_file(ctx.index.list_public_ids(3)[0])
+    mod = Modality("STATUSES", "127.0.0.1", scp.port)
+    statuses = iter([0xB000, 0xB007, 0xB006, 0xA700, 0xC000, 0x0000])
+    scp.status = lambda ds: next(statuses)
+    with StoreSender(ctx, mod, local_aet="CALLER") as sender:
+        results = [sender.send(data, originator_aet="MOVER", originator_id=7) for _ in range(6)]
+    assert [r.category for r in results] == ["warning"] * 3 + ["failure"] * 2 + ["success"]
+    assert [r.ok for r in results] == [True] * 3 + [False] * 2 + [True]
+    assert "0xA700" in results[3].error
+    ds, info = scp.received[0]
+    assert info["calling_aet"] == "CALLER"
+    assert info["move_originator_aet"] == "MOVER" and info["move_originator_id"] == 7
+    m = read_file_meta(data)
+    assert info["raw"] == data[m.dataset_offset:]
+    assert info["transfer_syntax"] == m.transfer_syntax
+
+
+def test_refused_context_fails_that_instance_only(node, storage_scp):
+    n = node()
+    _upload(n, CT, JPEG)
+    # the SCP takes CT images only, in Implicit VR Little Endian only
+    scp = storage_scp("CTONLY", contexts=[(CTImageStorage, [IMPLICIT_LE])])
+    ctx = n.ctx
+    insts = ctx.resources.instances_of(ctx.resources.resolve_many(ctx.index.list_public_ids(3)))
+    mod = Modality("CTONLY", "127.0.0.1", scp.port)
+    with StoreSender(ctx, mod) as sender:
+        sender.plan(plan_instances(ctx, insts))
+        results = {r.sop_class_uid: r for r in (sender.send(ctx.resources.read_file(i), uids=instance_uids(ctx, i))
+                                                 for i in insts)}
+    ct = results[CTImageStorage]
+    assert ct.ok and ct.transcoded and ct.transfer_syntax == IMPLICIT_LE
+    other = [r for k, r in results.items() if k != CTImageStorage][0]
+    assert not other.ok and other.status is None and "has not accepted SOP class" in other.error
+    # the peer got an Implicit VR data set that says what it is
+    ds, info = scp.received[0]
+    assert info["transfer_syntax"] == IMPLICIT_LE
+    orig = pydicom.dcmread(CT)
+    assert ds.SOPInstanceUID == orig.SOPInstanceUID and ds.PixelData == orig.PixelData
+
+
+def test_no_transcoding_when_modality_forbids(node, storage_scp):
+    n = node()
+    _upload(n, CT)
+    scp = storage_scp("IMPL", contexts=[(CTImageStorage, [IMPLICIT_LE])])
+    ctx = n.ctx
+    mod = Modality("IMPL", "127.0.0.1", scp.port,
+                   allow={"AllowTranscoding": False})
+    data = ctx.resources.read_file(ctx.index.list_public_ids(3)[0])
+    with StoreSender(ctx, mod) as sender:
+        assert sender.allow_transcoding is False
+        # uncompressed: only the element encoding changes, which stays allowed
+        r = sender.send(data)
+    assert r.ok and r.transfer_syntax == IMPLICIT_LE
+
+
+def test_interrupt_while_peer_never_answers(node, storage_scp):
+    n = node()
+    _upload(n, CT)
+    ctx = n.ctx
+    data = ctx.resources.read_file(ctx.index.list_public_ids(3)[0])
+    # 1) a TCP listener that never speaks DICOM
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(5)
+    mod = Modality("MUTE", "127.0.0.1", lsock.getsockname()[1], timeout=30)
+    sender = StoreSender(ctx, mod)
+    threading.Timer(0.3, sender.interrupt).start()
+    t0 = time.monotonic()
+    with pytest.raises(SendInterrupted):
+        sender.send(data)
+    assert time.monotonic() - t0 < 1.5
+    lsock.close()
+    # 2) an SCP that accepts the association and never answers the C-STORE
+    scp = storage_scp("SILENT")
+    scp.silent = True
+    mod = Modality("SILENT", "127.0.0.1", scp.port, timeout=30)
+    sender = StoreSender(ctx, mod)
+    threading.Timer(0.5, sender.interrupt).start()
+    t0 = time.monotonic()
+    with pytest.raises(SendInterrupted):
+        sender.send(data)
+    assert time.monotonic() - t0 < 1.5
+    sender.close()
