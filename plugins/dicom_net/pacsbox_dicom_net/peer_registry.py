@@ -48,7 +48,17 @@ _RESERVED = ("Url", "URL", "Username", "Password", "HttpHeaders", "CertificateFi
 
 
 class PeerConfigError(ValueError):
-    """A peer definition is malformed; the message says which field and why."""
+    """A peer definition is malformed; the message says which peer, which field and why.
+
+    Attributes
+    ----------
+    detail : str
+        The message without the peer's name (the ``Details`` of ``PUT /peers/{id}``).
+    """
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail if detail is not None else message
 
 
 @dataclass(frozen=True)
@@ -77,7 +87,8 @@ class Peer:
     timeout : int
         Timeout in seconds of requests to this peer; 0 means ``HttpTimeout``.
     user_properties : dict of str to str
-        Other string fields of the object form, kept and shown as Orthanc does.
+        Other fields of the object form (strings, or numbers turned into strings), kept and
+        shown as Orthanc does.
     """
 
     url: str
@@ -132,10 +143,13 @@ class Peer:
 
 
 def _url(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise PeerConfigError(f"peer {name!r}: Url must be a non-empty string, not {value!r}")
+    if not isinstance(value, str):
+        raise PeerConfigError(f"peer {name!r}: Url must be a string, not {value!r}", "Url must be a string")
+    if not value:
+        raise PeerConfigError(f"peer {name!r}: empty Url", "Empty URL")
     if not (value.startswith("http://") or value.startswith("https://")):
-        raise PeerConfigError(f"peer {name!r}: bad URL {value!r} (it must start with http:// or https://)")
+        raise PeerConfigError(f"peer {name!r}: bad URL {value!r} (it must start with http:// or https://)",
+                              f"Bad URL: {value}")
     return value if value.endswith("/") else value + "/"
 
 
@@ -184,7 +198,7 @@ def parse_peer(name: str, value: Any, *, base_dir: str | os.PathLike | None = No
     elif "URL" in value:
         url = _url(value["URL"], name)
     else:
-        raise PeerConfigError(f"peer {name!r}: the object form needs the field Url")
+        raise PeerConfigError(f"peer {name!r}: the object form needs the field Url", "Empty URL")
     username = _string(value.get("Username", ""), name, "Username")
     password = _string(value.get("Password", ""), name, "Password")
     if password and not username:
@@ -195,10 +209,12 @@ def parse_peer(name: str, value: Any, *, base_dir: str | os.PathLike | None = No
     cert = _string(value.get("CertificateFile", ""), name, "CertificateFile")
     key = _string(value.get("CertificateKeyFile", ""), name, "CertificateKeyFile")
     key_pw = _string(value.get("CertificateKeyPassword", ""), name, "CertificateKeyPassword")
-    if cert or key:
-        if not (cert and key):
-            raise PeerConfigError(f"peer {name!r}: CertificateFile and CertificateKeyFile go together")
+    if key and not cert:
+        raise PeerConfigError(f"peer {name!r}: CertificateKeyFile given without CertificateFile")
+    if cert:
         for field_name, path in (("CertificateFile", cert), ("CertificateKeyFile", key)):
+            if not path:
+                continue
             full = path if os.path.isabs(path) or base_dir is None else os.path.join(base_dir, path)
             if not os.path.isfile(full):
                 raise PeerConfigError(f"peer {name!r}: {field_name} {path!r} is not a file")
@@ -213,9 +229,10 @@ def parse_peer(name: str, value: Any, *, base_dir: str | os.PathLike | None = No
     extra = {}
     for k, v in value.items():
         if k not in _RESERVED:
-            if not isinstance(v, str):
-                raise PeerConfigError(f"peer {name!r}: the user property {k} must be a string, not {v!r}")
-            extra[str(k)] = v
+            if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+                raise PeerConfigError(f"peer {name!r}: the user property {k} must be a string or a number, "
+                                      f"not {v!r}")
+            extra[str(k)] = v if isinstance(v, str) else json.dumps(v)
     return Peer(url, username, password, dict(headers), cert, key, key_pw, pkcs11, timeout, extra)
 
 
@@ -485,7 +502,8 @@ def http_session(ctx: Any, peer: Peer, *, pool_size: int | None = None) -> reque
         if not verify_peers:
             ssl_context.check_hostname = False
             ssl_context.verify_mode = ssl.CERT_NONE
-        ssl_context.load_cert_chain(_resolve(ctx, peer.certificate_file), _resolve(ctx, peer.certificate_key_file),
+        ssl_context.load_cert_chain(_resolve(ctx, peer.certificate_file),
+                                    _resolve(ctx, peer.certificate_key_file) if peer.certificate_key_file else None,
                                     peer.certificate_key_password or None)
     adapter = _PeerAdapter(ssl_context, pool_connections=2, pool_maxsize=max(1, size))
     s.mount("http://", adapter)
