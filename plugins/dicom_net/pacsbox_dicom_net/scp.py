@@ -1,10 +1,420 @@
-"""The SCP (not built yet)."""
+"""The SCP: pynetdicom's association server, started and stopped with the app.
+
+One :class:`ScpServer` per app (kept in ``plugin_state(ctx).extra["scp"]``) listens on
+``DicomPort`` and serves C-ECHO, C-STORE, C-FIND (Patient/Study Root, Modality
+Worklist), C-MOVE and C-GET, with the handlers of :mod:`.handlers` (and of
+``retrieve_scp`` for C-MOVE/C-GET) bound with the app's ``ctx`` as extra argument.
+
+Association negotiation (reference section 9.7), done in the ``EVT_REQUESTED`` handler
+of each association:
+
+1. ``DicomCheckCalledAet``: the called AET must be ``DicomAet`` (compared as
+   ``StrictAetComparison`` says), else A-ASSOCIATE-RJ permanent/service-user/reason 7
+   (dcmtk: "Called AE title not recognised");
+2. the calling AET is accepted when any ``DicomAlwaysAllow*`` option is true or it
+   matches a ``DicomModalities`` entry (with its host when ``DicomCheckModalityHost``),
+   else reason 3 ("Calling AE title not recognised");
+3. the ``filter_incoming_association`` veto hook (any ``False``, or an implementation
+   that raises, rejects with reason 3; the failure is logged with the plugin's name);
+4. the presentation contexts are computed for this association from what it proposes
+   and the current state: Verification, every storage SOP class (any unknown SOP class
+   too while ``UnknownSopClassAccepted``) with the proposed transfer syntaxes that match
+   an ``AcceptedTransferSyntaxes`` pattern (both changeable at run time, read afresh
+   for every association), Patient/Study Root FIND/MOVE/GET, and Modality Worklist FIND
+   only when a ``find_worklist_answers`` implementation is registered. The requestor's
+   order of transfer syntaxes is kept (the first acceptable one is chosen). Storage
+   contexts accept SCP/SCU role selection, so that a C-GET requestor can take the SCP
+   role.
+
+Concurrency: at most ``DicomThreadsCount`` associations are served at a time; further
+connections wait (their A-ASSOCIATE-RQ unanswered) until one ends, as Orthanc's worker
+pool queues them. Every accepted socket gets TCP_NODELAY.
+
+Bind address: ``DicomBindAddress`` (a pacsbox option) if set; otherwise the HTTP
+server's: ``HttpBindAddress`` (default ``127.0.0.1``), or ``0.0.0.0`` when
+``RemoteAccessAllowed`` is true and ``HttpBindAddress`` is not set. (Orthanc always
+listens on every interface.)
+
+Timeouts: ``DicomScpTimeout`` seconds (0 = none) for ACSE, DIMSE and network idleness.
+``MaximumPduLength`` is the maximum PDU size we receive.
+"""
 from __future__ import annotations
 
+import logging
+import re
+import threading
+from functools import lru_cache
+from typing import Any, Iterator
 
-def start(ctx):
-    """Start the SCP (not built yet)."""
+from pynetdicom import AE, evt
+from pynetdicom.pdu_primitives import SOPClassCommonExtendedNegotiation
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.service_class import ServiceClass, StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+
+from pacsbox import ConfigError, is_transfer_syntax
+
+from . import handlers
+from .modalities import aet_equal
+from .scu import set_nodelay, tls_context
+from .state import plugin_state
+
+log = logging.getLogger("pacsbox.dicom_net.scp")
+
+#: Key of the server in ``plugin_state(ctx).extra``.
+EXTRA_KEY = "scp"
+
+VERIFICATION = "1.2.840.10008.1.1"
+#: The uncompressed transfer syntaxes accepted for non-storage services (their data sets
+#: are decoded by pynetdicom).
+UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2")
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+QUERY_RETRIEVE = (PATIENT_ROOT_FIND, STUDY_ROOT_FIND, PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE, PATIENT_ROOT_GET,
+                  STUDY_ROOT_GET)
+WORKLIST_FIND = handlers.WORKLIST_FIND
+#: Service class UID of the Storage Service Class (PS3.4 B.3): the common-extended
+#: service class under which an accepted unknown SOP class is served.
+STORAGE_SERVICE_CLASS = "1.2.840.10008.4.2"
+
+_REASON_CALLING = 0x03
+_REASON_CALLED = 0x07
 
 
-def stop(ctx):
-    """Stop the SCP (not built yet)."""
+@lru_cache(maxsize=None)
+def is_storage_sop_class(uid: str) -> bool:
+    """Whether pynetdicom knows ``uid`` as a storage SOP class (PS3.4 annex B)."""
+    try:
+        return issubclass(uid_to_service_class(uid), StorageServiceClass)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@lru_cache(maxsize=None)
+def is_known_sop_class(uid: str) -> bool:
+    """Whether pynetdicom knows ``uid`` as a SOP class of any service."""
+    return uid_to_service_class(uid) is not ServiceClass
+
+
+@lru_cache(maxsize=1024)
+def _pattern(pattern: str) -> re.Pattern:
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + r"\Z")
+
+
+def transfer_syntax_accepted(uid: str, patterns: list[str]) -> bool:
+    """Whether transfer syntax ``uid`` matches one of the ``AcceptedTransferSyntaxes``
+    patterns (``*``: any run of characters, ``?``: one character) and is a transfer
+    syntax pydicom knows.
+
+    Parameters
+    ----------
+    uid : str
+    patterns : list of str
+
+    Returns
+    -------
+    bool
+    """
+    return is_transfer_syntax(uid) and any(_pattern(p).match(uid) for p in patterns)
+
+
+def has_worklist_provider(ctx: Any) -> bool:
+    """Whether a ``find_worklist_answers`` implementation is registered (otherwise the
+    worklist presentation context is refused, as Orthanc without a worklist plugin)."""
+    hook = getattr(ctx.pm.hook, "find_worklist_answers", None)
+    return bool(hook is not None and hook.get_hookimpls())
+
+
+def accepted_contexts(ctx: Any, requested: list[PresentationContext]) -> tuple[list[PresentationContext], list[str]]:
+    """The presentation contexts to support for an association that proposes ``requested``.
+
+    Parameters
+    ----------
+    ctx : ServerContext
+    requested : list of PresentationContext
+        The A-ASSOCIATE-RQ's presentation context definitions.
+
+    Returns
+    -------
+    (list of PresentationContext, list of str)
+        The supported contexts (see the module docstring for the rules), and the unknown
+        SOP classes among them (accepted as storage while ``UnknownSopClassAccepted``).
+    """
+    state = plugin_state(ctx)
+    with state.lock:
+        patterns = list(state.accepted_transfer_syntaxes)
+        unknown_ok = state.unknown_sop_class_accepted
+    worklist = None
+    out: dict[str, PresentationContext] = {}
+    unknown: list[str] = []
+    for rq in requested:
+        uid = str(rq.abstract_syntax)
+        if uid in out:
+            continue
+        proposed = [str(ts) for ts in rq.transfer_syntax]
+        role = False
+        if uid == VERIFICATION or uid in QUERY_RETRIEVE:
+            syntaxes = [ts for ts in proposed if ts in UNCOMPRESSED]
+        elif uid == WORKLIST_FIND:
+            if worklist is None:
+                worklist = has_worklist_provider(ctx)
+            if not worklist:
+                continue
+            syntaxes = [ts for ts in proposed if ts in UNCOMPRESSED]
+        elif is_storage_sop_class(uid) or (unknown_ok and not is_known_sop_class(uid)):
+            syntaxes = [ts for ts in proposed if transfer_syntax_accepted(ts, patterns)]
+            role = True
+            if not is_storage_sop_class(uid):
+                unknown.append(uid)
+        else:
+            continue
+        if not syntaxes:
+            continue
+        cx = PresentationContext()
+        cx.abstract_syntax = uid
+        cx.transfer_syntax = syntaxes
+        if role:
+            cx.scu_role = True
+            cx.scp_role = True
+        out[uid] = cx
+    return list(out.values()), unknown
+
+
+class _LimitedRequestHandler(RequestHandler):
+    """Serves one connection: waits for one of the ``DicomThreadsCount`` slots, then runs
+    the association to its end in this thread's care."""
+
+    def handle(self) -> None:
+        server = self.server
+        slots: threading.BoundedSemaphore = server.pacsbox_slots
+        stopping: threading.Event = server.pacsbox_stopping
+        while not slots.acquire(timeout=0.2):
+            if stopping.is_set():
+                return
+        try:
+            if stopping.is_set():
+                return
+            assoc = self._create_association()
+            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+            assoc.start()
+            assoc.join()
+        finally:
+            slots.release()
+
+
+class ScpServer:
+    """The SCP of one app.
+
+    Parameters
+    ----------
+    ctx : ServerContext
+
+    Attributes
+    ----------
+    ae : pynetdicom.AE
+    server : pynetdicom.transport.ThreadedAssociationServer
+    address : (str, int)
+        Where it listens.
+    """
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        state = plugin_state(ctx)
+        opts = state.options
+        self.aet: str = opts["DicomAet"]
+        timeout = opts["DicomScpTimeout"] or None
+        ae = AE(ae_title=self.aet)
+        ae.maximum_pdu_size = opts["MaximumPduLength"]
+        ae.acse_timeout = timeout
+        ae.dimse_timeout = timeout
+        ae.network_timeout = timeout
+        ae.maximum_associations = max(1000, opts["DicomThreadsCount"] * 4)
+        self.ae = ae
+        self.address = (bind_address(ctx), opts["DicomPort"])
+        ssl_context = tls_context(ctx, server=True) if opts["DicomTlsEnabled"] else None
+        cx = PresentationContext()
+        cx.abstract_syntax = VERIFICATION
+        cx.transfer_syntax = list(UNCOMPRESSED)
+        handlers_list = [
+            (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_REQUESTED, _on_requested, [ctx]),
+            (evt.EVT_ACCEPTED, _on_accepted, [ctx]),
+            (evt.EVT_C_ECHO, handlers.handle_echo, [ctx]),
+            (evt.EVT_C_STORE, handlers.handle_store, [ctx]),
+            (evt.EVT_C_FIND, handlers.handle_find, [ctx]),
+            (evt.EVT_C_MOVE, handle_move, [ctx]),
+            (evt.EVT_C_GET, handle_get, [ctx]),
+        ]
+        try:
+            server = ae.make_server(self.address, contexts=[cx], ssl_context=ssl_context, evt_handlers=handlers_list,
+                                    server_class=ThreadedAssociationServer, request_handler=_LimitedRequestHandler)
+        except OSError as e:
+            raise ConfigError(f"option DicomPort: cannot listen on {self.address[0]}:{self.address[1]} for the "
+                              f"DICOM server: {e.strerror or e}") from None
+        server.daemon_threads = True
+        server.pacsbox_slots = threading.BoundedSemaphore(opts["DicomThreadsCount"])
+        server.pacsbox_stopping = threading.Event()
+        self.server = server
+        ae._servers.append(server)  # so that AE.shutdown() and server.shutdown() agree
+        self.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                       name=f"pacsbox-scp-{self.address[1]}", daemon=True)
+        self.thread.start()
+        log.info("DICOM server listening on %s:%d with AET %s%s", self.address[0], self.address[1], self.aet,
+                 " (DICOM TLS)" if ssl_context else "")
+
+    def stop(self) -> None:
+        """Stop listening, abort the running associations and wait for the server thread."""
+        self.server.pacsbox_stopping.set()
+        try:
+            self.server.shutdown()
+        except ValueError:
+            pass  # already removed from the AE's servers
+        for assoc in list(self.server.active_associations):
+            try:
+                assoc.abort()
+            except Exception:  # noqa: BLE001 - best effort at shutdown
+                pass
+        self.thread.join(5)
+
+
+def bind_address(ctx: Any) -> str:
+    """Where the SCP listens: ``DicomBindAddress``, else the HTTP server's address
+    (``HttpBindAddress``; ``0.0.0.0`` when ``RemoteAccessAllowed`` and no
+    ``HttpBindAddress`` is set).
+
+    Returns
+    -------
+    str
+    """
+    cfg = ctx.config
+    explicit = cfg.get("DicomBindAddress")
+    if explicit:
+        return str(explicit)
+    if cfg.bool("RemoteAccessAllowed") and not cfg.is_set("HttpBindAddress"):
+        return "0.0.0.0"
+    return str(cfg.get("HttpBindAddress", "127.0.0.1") or "127.0.0.1")
+
+
+def _reject(assoc: Any, reason: int) -> None:
+    assoc.acse.send_reject(0x01, 0x01, reason)
+    evt.trigger(assoc, evt.EVT_REJECTED, {})
+    assoc.kill()
+
+
+def _on_requested(event: Any, ctx: Any) -> None:
+    """``EVT_REQUESTED``: the association checks and this association's contexts."""
+    assoc = event.assoc
+    try:
+        rq = assoc.requestor.primitive
+        calling = str(rq.calling_ae_title).strip()
+        called = str(rq.called_ae_title).strip()
+        ip = str(assoc.requestor.address)
+        assoc.pacsbox_peer = {"RemoteAET": calling, "CalledAET": called, "RemoteIP": ip}
+        state = plugin_state(ctx)
+        opts = state.options
+        if opts["DicomCheckCalledAet"] and not aet_equal(called, opts["DicomAet"], opts["StrictAetComparison"]):
+            log.warning("Rejected association: called AET %r is not ours (%r), from %s (AET %r)", called,
+                        opts["DicomAet"], ip, calling)
+            _reject(assoc, _REASON_CALLED)
+            return
+        if not any(opts[name] for name in handlers.ALWAYS_ALLOW.values()) and not state.modalities.by_aet(calling, ip):
+            log.warning("Rejected association: unknown calling AET %r from %s (not in DicomModalities)", calling, ip)
+            _reject(assoc, _REASON_CALLING)
+            return
+        if not ctx.pm.call_veto("filter_incoming_association", {"calling_aet": calling, "called_aet": called,
+                                                                "ip": ip}):
+            log.warning("Rejected association from %s (AET %r) by filter_incoming_association", ip, calling)
+            _reject(assoc, _REASON_CALLING)
+            return
+        contexts, unknown = accepted_contexts(ctx, rq.presentation_context_definition_list)
+        assoc.acceptor.supported_contexts = contexts
+        assoc.pacsbox_unknown = unknown
+    except Exception:  # noqa: BLE001 - a broken check fails closed, with a proper rejection
+        log.exception("Rejected association: error while checking it")
+        if not assoc.is_rejected:
+            _reject(assoc, 0x01)
+
+
+def _on_accepted(event: Any, ctx: Any) -> None:
+    """``EVT_ACCEPTED``: serve the accepted unknown SOP classes as storage.
+
+    pynetdicom picks the service of a request by its SOP class; an unknown one is mapped
+    to the Storage Service Class (``1.2.840.10008.4.2``) for this association only,
+    through its SOP Class Common Extended Negotiation table (PS3.7 D.3.3.6).
+    """
+    assoc = event.assoc
+    unknown = getattr(assoc, "pacsbox_unknown", ())
+    if not unknown:
+        return
+    accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+    table = assoc.acceptor._common_ext  # pynetdicom keeps no public setter for this table
+    for uid in unknown:
+        if uid in accepted:
+            item = SOPClassCommonExtendedNegotiation()
+            item.sop_class_uid = uid
+            item.service_class_uid = STORAGE_SERVICE_CLASS
+            table[uid] = item
+
+
+def _retrieve_module() -> Any:
+    from . import retrieve_scp  # written by the retrieve side; imported when first needed
+    return retrieve_scp
+
+
+def handle_move(event: Any, ctx: Any) -> Iterator[Any]:
+    """``EVT_C_MOVE``: the permission check (``Move``), then ``retrieve_scp.handle_move``.
+
+    A refused or failing C-MOVE raises before the first yield: pynetdicom answers
+    ``0xC514`` (failed: unable to process), never an abort.
+    """
+    if not handlers.command_allowed(ctx, event, "Move"):
+        raise PermissionError("C-MOVE is not allowed to this peer")
+    yield from _retrieve_module().handle_move(event, ctx)
+
+
+def handle_get(event: Any, ctx: Any) -> Iterator[Any]:
+    """``EVT_C_GET``: the permission check (``Get``), then ``retrieve_scp.handle_get``.
+
+    A refused C-GET yields no sub-operation and the status ``0x0124`` (refused: not
+    authorized).
+    """
+    if not handlers.command_allowed(ctx, event, "Get"):
+        yield 1
+        yield handlers.STATUS_NOT_AUTHORIZED, None
+        return
+    yield from _retrieve_module().handle_get(event, ctx)
+
+
+def start(ctx: Any) -> None:
+    """Start the SCP when ``DicomServerEnabled`` (reference section 9.8).
+
+    Raises
+    ------
+    pacsbox.ConfigError
+        ``DicomPort`` cannot be bound (in use, no permission); the message names the
+        option, the address and the reason.
+    OrthancError
+        ``SSL_INITIALIZATION`` when ``DicomTlsEnabled`` and a TLS file cannot be loaded.
+    """
+    state = plugin_state(ctx)
+    if not state.options["DicomServerEnabled"] or state.extra.get(EXTRA_KEY) is not None:
+        return
+    state.extra[EXTRA_KEY] = ScpServer(ctx)
+
+
+def stop(ctx: Any) -> None:
+    """Stop the SCP, if running."""
+    state = plugin_state(ctx)
+    server = state.extra.pop(EXTRA_KEY, None)
+    if server is not None:
+        server.stop()
+
+
+def server_of(ctx: Any) -> ScpServer | None:
+    """The running SCP of ``ctx``'s app, or None."""
+    return plugin_state(ctx).extra.get(EXTRA_KEY)
