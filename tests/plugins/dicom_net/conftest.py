@@ -41,6 +41,14 @@ def run_dcmtk(tool: str, *args: str, timeout: float = 60, env: dict | None = Non
     return subprocess.run([dcmtk(tool), *args], capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
+@pytest.fixture
+def dcmtk_tools():
+    """``(dcmtk, run_dcmtk)``: the two helpers above, as a fixture, for test modules that
+    cannot ``from conftest import`` them (the name ``conftest`` is taken by
+    ``tests/conftest.py`` when the whole suite is collected)."""
+    return dcmtk, run_dcmtk
+
+
 @dataclass
 class Node:
     """A pacsbox app with the dicom_net plugin, served on loopback.
