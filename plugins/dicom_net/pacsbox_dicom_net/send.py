@@ -253,6 +253,80 @@ def send_c_store_raw(assoc: Any, context_id: int, sop_class_uid: str, sop_instan
     return assoc._check_received_status(rsp)  # noqa: SLF001
 
 
+def choose_context(accepted: Sequence[Any], sop_class: str, ts: str, *, allow_transcoding: bool,
+                   preferred_ts: str = EXPLICIT_LE, role: str | None = None) -> tuple[Any, str] | None:
+    """The accepted presentation context to send an instance in.
+
+    Parameters
+    ----------
+    accepted : sequence of PresentationContext
+        ``assoc.accepted_contexts``.
+    sop_class, ts : str
+        The instance's SOP class and stored transfer syntax.
+    allow_transcoding : bool
+        Whether a compressed instance may be converted to an uncompressed syntax
+        (uncompressed ones may always change their element encoding).
+    preferred_ts : str
+        ``DicomScuPreferredTransferSyntax``.
+    role : {"scu", None}
+        ``"scu"``: only contexts where this side may send C-STORE requests (the
+        acceptor side of a C-GET: the peer offered the SCP role).
+
+    Returns
+    -------
+    (PresentationContext, str) or None
+        The context and the syntax to send in: the stored one if accepted, else the
+        first accepted of :func:`uncompressed_order`; None when there is none.
+    """
+    cands = [cx for cx in accepted if cx.abstract_syntax == sop_class and (role != "scu" or cx.as_scu)]
+    for cx in cands:
+        if cx.transfer_syntax[0] == ts:
+            return cx, ts
+    if allow_transcoding or is_uncompressed(ts):
+        for target in uncompressed_order(preferred_ts):
+            for cx in cands:
+                if cx.transfer_syntax[0] == target:
+                    return cx, target
+    return None
+
+
+def encoded_payload(data: bytes, meta: Any, target: str, result: SendResult) -> bytes | None:
+    """The data set bytes of ``data`` encoded in ``target``.
+
+    Parameters
+    ----------
+    data : bytes
+        The stored Part-10 file.
+    meta : pacsbox.FileMeta
+        Its meta information (:func:`pacsbox.read_file_meta`).
+    target : str
+        Transfer syntax to send in.
+    result : SendResult
+        Updated: ``transfer_syntax``, ``transcoded``, the UIDs of a converted file (the
+        converter rewrites the meta group from the data set), or ``error``.
+
+    Returns
+    -------
+    bytes or None
+        ``data[meta.dataset_offset:]`` unchanged when ``target`` is the stored syntax;
+        the converted data set otherwise; None (and ``result.error`` set) when the
+        conversion is impossible or did not give ``target``.
+    """
+    if target == meta.transfer_syntax:
+        result.transfer_syntax = target
+        return data[meta.dataset_offset:]
+    converted = transcode(data, target)
+    new_meta = read_file_meta(converted) if converted is not None else None
+    if new_meta is None or new_meta.transfer_syntax != target:
+        result.error = f"Cannot transcode instance {result.sop_instance_uid} from {meta.transfer_syntax} to {target}"
+        return None
+    result.sop_class_uid = new_meta.sop_class_uid or result.sop_class_uid
+    result.sop_instance_uid = new_meta.sop_instance_uid or result.sop_instance_uid
+    result.transfer_syntax = target
+    result.transcoded = True
+    return converted[new_meta.dataset_offset:]
+
+
 class StoreSender:
     """C-STORE SCU toward one modality over one association, opened on first use.
 
@@ -394,18 +468,8 @@ class StoreSender:
 
     # ---- sending --------------------------------------------------------------------
     def _choose(self, sop_class: str, ts: str) -> tuple[Any, str] | None:
-        """The accepted context to send an instance in: its own syntax if accepted, else
-        (with conversion allowed) an accepted uncompressed one, preferred first."""
-        accepted = [cx for cx in self.assoc.accepted_contexts if cx.abstract_syntax == sop_class]
-        for cx in accepted:
-            if cx.transfer_syntax[0] == ts:
-                return cx, ts
-        if self.allow_transcoding or is_uncompressed(ts):
-            for target in uncompressed_order(self.preferred_ts):
-                for cx in accepted:
-                    if cx.transfer_syntax[0] == target:
-                        return cx, target
-        return None
+        return choose_context(self.assoc.accepted_contexts, sop_class, ts, allow_transcoding=self.allow_transcoding,
+                              preferred_ts=self.preferred_ts)
 
     def next_message_id(self) -> int:
         """int: the next (0000,0110) *Message ID* on this sender (1-65535, wrapping)."""
@@ -471,22 +535,10 @@ class StoreSender:
                                                             " (transcoding is disabled for this modality)"))
             return result
         cx, target = chosen
-        payload: bytes
-        if target == ts:
-            payload = data[meta.dataset_offset:]
-        else:
-            converted = transcode(data, target)
-            new_meta = read_file_meta(converted) if converted is not None else None
-            if new_meta is None or new_meta.transfer_syntax != target:
-                result.error = f"Cannot transcode instance {sop_instance} from {ts} to {target}"
-                return result
-            payload = converted[new_meta.dataset_offset:]
-            # the converter writes the meta group from the data set
-            result.sop_class_uid = sop_class = new_meta.sop_class_uid or sop_class
-            result.sop_instance_uid = sop_instance = new_meta.sop_instance_uid or sop_instance
-            result.transcoded = True
-        result.transfer_syntax = target
-        status = send_c_store_raw(self.assoc, cx.context_id, sop_class, sop_instance, payload,
+        payload = encoded_payload(data, meta, target, result)
+        if payload is None:
+            return result
+        status = send_c_store_raw(self.assoc, cx.context_id, result.sop_class_uid, result.sop_instance_uid, payload,
                                   msg_id=self.next_message_id(), originator_aet=originator_aet,
                                   originator_id=originator_id, timeout=self.timeout, stop=self._stop)
         if "Status" not in status:

@@ -52,14 +52,14 @@ def test_plan_contexts_stored_syntax_first_then_uncompressed():
     assert len(plan_contexts([(f"1.2.{i}", EXPLICIT_LE) for i in range(100)], allow_transcoding=True)) == 128
 
 
-def test_send_unchanged_bytes_to_dcmtk_storescp(node, tmp_path):
+def test_send_unchanged_bytes_to_dcmtk_storescp(node, tmp_path, dcmtk_tools):
+    dcmtk = dcmtk_tools[0]
     n = node()
     _upload(n, CT, MR, JPEG)
     out = tmp_path / "out"
     out.mkdir()
     port = free_port()
     import subprocess
-    from conftest import dcmtk
     proc = subprocess.Popen([dcmtk("storescp"), "+xa", "+B", "--output-directory", str(out), "-aet", "DCMTK", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, TCP_NODELAY="1"))
     try:
