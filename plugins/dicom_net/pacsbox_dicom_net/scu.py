@@ -141,7 +141,9 @@ def open_association(ctx: Any, modality: Modality, contexts: Sequence[Presentati
     ae.connection_timeout = limit
     ae.maximum_pdu_size = opts["MaximumPduLength"]
     tls_args = (tls_context(ctx, server=False), None) if modality.use_tls else None
-    handlers = [(evt.EVT_CONN_OPEN, set_nodelay), *evt_handlers]
+    connected: list[bool] = []
+    handlers = [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_CONN_OPEN, lambda event: connected.append(True)),
+                *evt_handlers]
     prefix = f'DicomAssociation - connecting to AET "{modality.aet}"'
     try:
         assoc = ae.associate(modality.host, modality.port, contexts=list(contexts), ae_title=modality.aet,
@@ -153,6 +155,6 @@ def open_association(ctx: Any, modality: Modality, contexts: Sequence[Presentati
         return assoc
     if assoc.is_rejected:
         raise OrthancError(ErrorCode.NETWORK_PROTOCOL, f"{prefix}: Association rejected")
-    if assoc.is_aborted:
+    if assoc.is_aborted and connected:
         raise OrthancError(ErrorCode.NETWORK_PROTOCOL, f"{prefix}: Association aborted")
     raise OrthancError(ErrorCode.NETWORK_PROTOCOL, f"{prefix}: TCP Initialization Error: Connection refused")
