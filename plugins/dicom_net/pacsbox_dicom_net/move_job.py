@@ -1,7 +1,400 @@
-"""Job types of the dicom_net plugin (not built yet)."""
+"""Retrieve jobs: ``DicomMoveScu`` (C-MOVE SCU) and ``DicomGetScu`` (C-GET SCU).
+
+One job retrieves a list of identifiers (one per C-FIND answer, or per resource of
+``POST /modalities/{id}/move``) from one modality, over one association, in order
+(Orthanc ``DicomMoveScuJob``; reference sections 3 and 9.6). pacsbox adds:
+
+- **live progress**: each step handles the responses that arrived (a Pending response
+  carries the remaining/completed/failed/warning sub-operation counts), so ``Progress``
+  follows the sub-operations, not only the identifiers;
+- **no silent success**: a final status other than Success, or any failed sub-operation,
+  fails the job (``NETWORK_PROTOCOL``, with the counts and the status in
+  ``ErrorDetails``) unless ``Permissive``; the counts and statuses are in the content
+  either way (``InstancesCount``, ``FailedInstancesCount``, ``WarningInstancesCount``,
+  ``Failures``). Orthanc 1.10.1 ends such a job in ``Success`` when the final status is a
+  warning (0xB000);
+- **interruption**: :meth:`RetrieveJob.interrupt` aborts the association, so a pause or a
+  cancel takes effect at once even while the remote is silent;
+- **C-GET** (Orthanc 1.12 ``RetrieveMethod``): the instances come back on the same
+  association and are stored through ``ctx.ingest.store`` from the bytes as received.
+
+After a restart the identifier in progress is retrieved again; instances already received
+are ``AlreadyStored`` by the ingest path (no duplicate).
+"""
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from typing import Any, Mapping
 
-def job_types():
-    """The job types of this module (none yet)."""
-    return []
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
+from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import (PatientRootQueryRetrieveInformationModelGet,
+                                  PatientRootQueryRetrieveInformationModelMove,
+                                  StudyRootQueryRetrieveInformationModelGet,
+                                  StudyRootQueryRetrieveInformationModelMove)
+from pynetdicom.status import QR_GET_SERVICE_CLASS_STATUS, QR_MOVE_SERVICE_CLASS_STATUS
+
+from pacsbox import ErrorCode, Job, OrthancError, StepResult, tag_to_key
+
+from .modalities import Modality, parse_modality
+from .query import (ACCESSION_NUMBER, PATIENT_ID, QUERY_RETRIEVE_LEVEL, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
+                    STUDY_INSTANCE_UID, default_charset, move_identifier)
+from .scu import open_association
+from .state import plugin_state
+
+log = logging.getLogger(__name__)
+
+#: Tags of a retrieve's ``Query`` content item (Orthanc ``DicomMoveScuJob::AddFindAnswer``).
+CONTENT_TAGS = (QUERY_RETRIEVE_LEVEL, PATIENT_ID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
+                ACCESSION_NUMBER)
+#: Transfer syntaxes proposed for C-GET's storage contexts: uncompressed first, then the
+#: usual compressed ones (the files are stored as received).
+GET_TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.5"]
+#: Seconds a step keeps reading responses before handing back to the engine.
+STEP_BUDGET = 0.25
+
+
+def status_text(code: int, get: bool = False) -> str:
+    """``0xA801 (Refused: Move destination unknown)``: a DIMSE status and its meaning."""
+    table = QR_GET_SERVICE_CLASS_STATUS if get else QR_MOVE_SERVICE_CLASS_STATUS
+    entry = table.get(code)
+    if entry is None and 0xC000 <= code <= 0xCFFF:
+        entry = table.get(0xC000)
+    text = f"0x{code:04X}"
+    return f"{text} ({entry[0]}: {entry[1]})" if entry else text
+
+
+def content_item(fields: Mapping[int, Any]) -> dict[str, Any]:
+    """A ``Query`` content item: the identifiers, level and accession number, short form."""
+    return {tag_to_key(t): fields[t] for t in sorted(fields) if t in CONTENT_TAGS}
+
+
+def resolve_method(ctx: Any, modality: Modality, requested: Any = None) -> str:
+    """The retrieve method of a call: the call's ``RetrieveMethod``, else the modality's,
+    else the ``RetrieveMethod`` option (Orthanc 1.12).
+
+    Raises
+    ------
+    OrthancError
+        400 ``PARAMETER_OUT_OF_RANGE`` for a value other than ``C-MOVE``, ``C-GET`` or
+        ``SystemDefault``.
+    """
+    for value in (requested, modality.retrieve_method):
+        if value is None or value == "SystemDefault":
+            continue
+        if value not in ("C-MOVE", "C-GET"):
+            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown retrieve method: {value}")
+        return value
+    return plugin_state(ctx).options["RetrieveMethod"]
+
+
+class RetrieveJob(Job):
+    """Retrieve identifiers from a modality by C-MOVE (``DicomMoveScu``) or C-GET.
+
+    Parameters
+    ----------
+    modality_name : str
+        Symbolic name of the remote.
+    modality : Modality
+        Its configuration (kept in the job, as Orthanc does).
+    items : list of dict
+        One per C-MOVE/C-GET: ``{"Level": "Study", "Keys": {"gggg,eeee": value},
+        "Query": {content item}}``.
+    local_aet : str
+        Calling AET.
+    target_aet : str
+        C-MOVE destination (unused by C-GET).
+    timeout : float or None
+        Seconds; None = the modality's / ``DicomScuTimeout``.
+    permissive : bool
+        Go on after a failed identifier (reference section 3.2).
+
+    Attributes
+    ----------
+    position : int
+        Index of the identifier being retrieved.
+    results : list of dict
+        One per finished identifier: ``Status`` (``0x0000``), ``Completed``, ``Failed``,
+        ``Warning``, and ``FailedSOPInstanceUIDs`` when the remote listed them.
+    current : dict
+        Sub-operation counts of the identifier in progress (``Remaining``,
+        ``Completed``, ``Failed``, ``Warning``).
+    """
+
+    type_name = "DicomMoveScu"
+    method = "C-MOVE"
+
+    def __init__(self, modality_name: str, modality: Modality, items: list[dict], *, local_aet: str,
+                 target_aet: str, timeout: float | None = None, permissive: bool = False) -> None:
+        super().__init__()
+        self.modality_name = modality_name
+        self.modality = modality
+        self.items = items
+        self.local_aet = local_aet
+        self.target_aet = target_aet
+        self.timeout = timeout
+        self.permissive = permissive
+        self.position = 0
+        self.results: list[dict[str, Any]] = []
+        self.current: dict[str, int] = {}
+        self.stored = 0   # C-GET: instances stored by this run
+        self._assoc: Any = None
+        self._responses: Any = None
+        self._lock = threading.Lock()
+        self._ctx: Any = None
+
+    # ---- the job contract ----------------------------------------------------------
+    def public_content(self) -> dict[str, Any]:
+        """``Description``, ``LocalAet``, ``RemoteAet``, ``Query`` (as Orthanc), then
+        ``TargetAet`` (C-MOVE), ``RetrieveMethod``, ``InstancesCount``,
+        ``FailedInstancesCount``, ``WarningInstancesCount`` (sub-operations) and
+        ``Failures`` (one entry per identifier that did not end in plain Success)."""
+        done = list(self.results)
+        out: dict[str, Any] = {
+            "Description": self.description, "LocalAet": self.local_aet, "RemoteAet": self.modality.aet,
+            "Query": [it["Query"] for it in self.items], "RetrieveMethod": self.method,
+            "InstancesCount": sum(r["Completed"] for r in done),
+            "FailedInstancesCount": sum(r["Failed"] for r in done),
+            "WarningInstancesCount": sum(r["Warning"] for r in done),
+        }
+        if self.method == "C-MOVE":
+            out["TargetAet"] = self.target_aet
+        failures = [dict(r, Index=i) for i, r in enumerate(done) if r["Status"] != "0x0000" or r["Failed"]]
+        if failures:
+            out["Failures"] = failures
+        return out
+
+    def progress(self) -> float:
+        """Identifiers done, plus the done fraction of the sub-operations of the current
+        one (from its last Pending response), in percent."""
+        n = len(self.items)
+        if n == 0:
+            return 100.0 if self.position else 0.0
+        frac = 0.0
+        cur = self.current
+        if cur and self.position < n:
+            done = cur.get("Completed", 0) + cur.get("Failed", 0) + cur.get("Warning", 0)
+            total = done + cur.get("Remaining", 0)
+            frac = done / total if total else 0.0
+        return 100.0 * (min(self.position, n) + frac) / n
+
+    def reset(self) -> None:
+        """``resubmit``: start again from the first identifier."""
+        self.position = 0
+        self.results = []
+        self.current = {}
+
+    def start(self, ctx: Any) -> None:
+        """Remember the context (C-GET stores through it)."""
+        self._ctx = ctx
+
+    def step(self, ctx: Any) -> StepResult:
+        """Handle the responses that arrive within :data:`STEP_BUDGET` seconds (at least
+        one), opening the association and sending the next request when needed."""
+        self._ctx = ctx
+        t0 = time.monotonic()
+        while True:
+            if self.position >= len(self.items):
+                self._release()
+                return StepResult.SUCCESS
+            if self._responses is None:
+                self._send(ctx)
+            outcome = self._read_one()
+            if outcome is not None:
+                return outcome
+            if time.monotonic() - t0 >= STEP_BUDGET or self.stop_requested:
+                return StepResult.CONTINUE
+
+    def stop(self, reason: str) -> None:
+        """Release the association (abort it unless the job succeeded)."""
+        if reason in ("Success",):
+            self._release()
+        else:
+            self._abort()
+        self._responses = None
+        self.current = {}
+
+    def interrupt(self) -> None:
+        """Abort the association so that a blocked step returns at once."""
+        self._abort()
+
+    def serialize(self) -> dict[str, Any]:
+        """The job's parameters and progress (the identifier in progress restarts)."""
+        return {"Modality": self.modality_name, "ModalityConfig": self.modality.to_json(), "Items": self.items,
+                "LocalAet": self.local_aet, "TargetAet": self.target_aet, "Timeout": self.timeout,
+                "Permissive": self.permissive, "Position": self.position, "Results": self.results,
+                "Description": self.description}
+
+    @classmethod
+    def from_serialized(cls, data: Mapping[str, Any], ctx: Any) -> "RetrieveJob":
+        """Rebuild from :meth:`serialize`'s output."""
+        job = cls(data["Modality"], parse_modality(data["Modality"], dict(data["ModalityConfig"])),
+                  list(data["Items"]), local_aet=data["LocalAet"], target_aet=data["TargetAet"],
+                  timeout=data.get("Timeout"), permissive=bool(data.get("Permissive")))
+        job.position = int(data.get("Position", 0))
+        job.results = list(data.get("Results", []))
+        job.description = data.get("Description", "REST API")
+        return job
+
+    # ---- mechanics -----------------------------------------------------------------
+    def _models(self) -> tuple[str, str]:
+        if self.method == "C-GET":
+            return PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet
+        return PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove
+
+    def _open(self, ctx: Any) -> Any:
+        patient, study = self._models()
+        contexts = [build_context(patient), build_context(study)]
+        return open_association(ctx, self.modality, contexts, local_aet=self.local_aet, timeout=self.timeout)
+
+    def _send(self, ctx: Any) -> None:
+        with self._lock:
+            assoc = self._assoc
+        if assoc is None or not assoc.is_established:
+            assoc = self._open(ctx)
+            with self._lock:
+                self._assoc = assoc
+            if self.stop_requested:   # interrupted while associating
+                self._abort()
+        item = self.items[self.position]
+        fields = {int(k.replace(",", ""), 16): v for k, v in item["Keys"].items()}
+        ident = move_identifier(item["Level"], fields, self.modality.manufacturer, default_charset(ctx))
+        patient, study = self._models()
+        model = patient if item["Level"] == "Patient" else study
+        self.current = {}
+        if self.method == "C-GET":
+            self._responses = assoc.send_c_get(ident, model)
+        else:
+            self._responses = assoc.send_c_move(ident, self.target_aet, model)
+
+    def _read_one(self) -> StepResult | None:
+        """Read one response; returns a final StepResult, or None to go on."""
+        try:
+            status, ident = next(self._responses)
+        except StopIteration:
+            status, ident = Dataset(), None
+        code = int(status.Status) if status is not None and "Status" in status else None
+        counts = {name: int(status.get(f"NumberOf{name}Suboperations", 0) or 0) if status is not None else 0
+                  for name in ("Remaining", "Completed", "Failed", "Warning")}
+        if code in (0xFF00, 0xFF01):
+            self.current = counts
+            return None
+        self._responses = None
+        if code is None:
+            self._abort()
+            if self.stop_requested:
+                raise OrthancError(ErrorCode.NETWORK_PROTOCOL, "interrupted")
+            raise OrthancError(ErrorCode.NETWORK_PROTOCOL,
+                               f'{self.method} SCU to AET "{self.modality.aet}": the association was aborted or '
+                               f'timed out while waiting for the remote')
+        # The final response's counts are authoritative when given (PS3.4 C.4.2.1.6).
+        if not any(counts.values()) and self.current:
+            counts = dict(self.current, Remaining=0)
+        result: dict[str, Any] = {"Status": f"0x{code:04X}", "Completed": counts["Completed"],
+                                  "Failed": counts["Failed"], "Warning": counts["Warning"]}
+        failed_uids = ident.get("FailedSOPInstanceUIDList") if ident is not None else None
+        if failed_uids:
+            result["FailedSOPInstanceUIDs"] = ([str(u) for u in failed_uids] if not isinstance(failed_uids, str)
+                                               else [failed_uids])
+        self.results.append(result)
+        self.current = {}
+        self.position += 1
+        is_get = self.method == "C-GET"
+        ok = code == 0x0000 and counts["Failed"] == 0
+        if ok:
+            return None
+        if code == 0x0000 or 0xB000 <= code <= 0xBFFF:
+            details = (f'{self.method} SCU to AET "{self.modality.aet}": {counts["Failed"]} sub-operation(s) failed, '
+                       f'{counts["Completed"]} completed, {counts["Warning"]} with warnings '
+                       f'(DIMSE status {status_text(code, is_get)})')
+        else:
+            details = (f'{self.method} SCU to AET "{self.modality.aet}" has failed with DIMSE status '
+                       f'{status_text(code, is_get)}')
+        if self.permissive:
+            log.warning("%s (ignored: permissive job)", details)
+            return None
+        self.error_code = int(ErrorCode.NETWORK_PROTOCOL)
+        self.error_details = details
+        self._release()
+        return StepResult.FAILURE
+
+    def _release(self) -> None:
+        with self._lock:
+            assoc, self._assoc = self._assoc, None
+        if assoc is not None:
+            try:
+                if assoc.is_established:
+                    assoc.release()
+            except Exception:  # noqa: BLE001 - closing a broken association
+                assoc.abort()
+
+    def _abort(self) -> None:
+        with self._lock:
+            assoc, self._assoc = self._assoc, None
+        if assoc is not None:
+            try:
+                assoc.abort()
+            except Exception:  # noqa: BLE001
+                log.debug("abort failed", exc_info=True)
+
+
+class DicomMoveScuJob(RetrieveJob):
+    """C-MOVE SCU job (``DicomMoveScu``): the remote sends to ``target_aet`` on
+    associations of its own."""
+
+    type_name = "DicomMoveScu"
+    method = "C-MOVE"
+
+
+class DicomGetScuJob(RetrieveJob):
+    """C-GET SCU job (``DicomGetScu``, Orthanc 1.12): the remote sends the instances back
+    on the same association; each one is stored with ``ctx.ingest.store`` from the bytes
+    as received (never decoded and re-encoded), with origin ``DicomProtocol``."""
+
+    type_name = "DicomGetScu"
+    method = "C-GET"
+
+    def _open(self, ctx: Any) -> Any:
+        from pynetdicom import StoragePresentationContexts
+        patient, study = self._models()
+        contexts = [build_context(patient), build_context(study)]
+        roles = []
+        for cx in StoragePresentationContexts[:126]:
+            contexts.append(build_context(cx.abstract_syntax, GET_TRANSFER_SYNTAXES))
+            role = SCP_SCU_RoleSelectionNegotiation()
+            role.sop_class_uid = cx.abstract_syntax
+            role.scu_role = False
+            role.scp_role = True
+            roles.append(role)
+        return open_association(ctx, self.modality, contexts, local_aet=self.local_aet, timeout=self.timeout,
+                                ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+
+    def _on_store(self, event: Any) -> int:
+        """C-STORE sub-operation of the C-GET: store the instance as received."""
+        ctx = self._ctx
+        try:
+            data = event.encoded_dataset(include_meta=True)
+            origin = {"Origin": "DicomProtocol", "RemoteAET": self.modality.aet,
+                      "CalledAET": event.assoc.requestor.ae_title, "RemoteIP": event.assoc.acceptor.address}
+            ctx.ingest.store(data, origin)
+        except OrthancError as e:
+            log.warning("C-GET from %s: an instance was refused: %s", self.modality.aet, e)
+            return 0xA900 if e.code == ErrorCode.BAD_FILE_FORMAT else 0xC000
+        except Exception:  # noqa: BLE001 - the peer gets a failure status, never an abort
+            log.exception("C-GET from %s: storing an instance failed", self.modality.aet)
+            return 0xC000
+        self.stored += 1
+        return 0x0000
+
+
+def job_types() -> list[type[Job]]:
+    """``DicomMoveScu`` and ``DicomGetScu``."""
+    return [DicomMoveScuJob, DicomGetScuJob]
