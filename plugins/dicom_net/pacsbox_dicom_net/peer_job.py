@@ -86,7 +86,7 @@ def peer_content_json(peer: Peer) -> Any:
     if not advanced:
         return [peer.url, peer.username, ""] if peer.username else [peer.url]
     out: dict[str, Any] = {"Url": peer.url, "Pkcs11": peer.pkcs11, "Timeout": peer.timeout,
-                           "HttpHeaders": {k: None for k in peer.http_headers}}
+                           "HttpHeaders": {k: None for k in sorted(peer.http_headers)}}
     if peer.username:
         out["Username"] = peer.username
     if peer.certificate_file:

@@ -114,7 +114,7 @@ class Peer:
             Keys sorted, as Orthanc 1.10.1 prints them (``WebServiceParameters::FormatPublic``).
         """
         out: dict[str, Any] = {"Url": self.url, "Pkcs11": self.pkcs11, "Timeout": self.timeout,
-                               "HttpHeaders": list(self.http_headers)}
+                               "HttpHeaders": sorted(self.http_headers)}
         if self.username:
             out["Username"] = self.username
             out["Password"] = None
