@@ -1,0 +1,125 @@
+"""Crash test: ``pacsbox serve`` (``SaveJobs``) is killed with SIGKILL while an
+asynchronous ``OrthancPeerStore`` job uploads 40 instances to a slow stand-in peer, two at
+a time. After a restart the job resumes with the same ID and ends in ``Success``; the
+instances the peer confirmed before the kill are not sent again (only the uploads that
+were in flight at the kill can be), and every instance reached the peer."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from pacsbox.testing import free_port
+from peers_helpers import make_study, start_standin, upload, wait_job
+
+CONCURRENCY = 2
+
+
+def pacsbox_command():
+    exe = shutil.which("pacsbox")
+    return [exe] if exe else [sys.executable, "-m", "pacsbox.cli"]
+
+
+class Serve:
+    """``pacsbox serve --config FILE`` in a subprocess (stopped by its own PID)."""
+
+    def __init__(self, config_path, log_path, url):
+        self.config_path, self.log_path, self.url = config_path, log_path, url
+        self.proc = None
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()[-4000:]
+
+    def start(self):
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(pacsbox_command() + ["serve", "--config", self.config_path],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log()
+            try:
+                if requests.get(self.url + "/system", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("server did not start: " + self.log())
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def standin():
+    st = start_standin()
+    yield st
+    st.server.shutdown()
+
+
+@pytest.fixture
+def serve(tmp_path, standin):
+    port = free_port()
+    cfg = {"Name": "peercrash", "HttpPort": port, "DicomServerEnabled": False, "StorageDirectory": str(tmp_path / "db"),
+           "SaveJobs": True, "ConcurrentJobs": 1, "StableAge": 60, "RemoteAccessAllowed": False,
+           "OrthancPeers": {"standin": [standin.url]}, "OrthancPeerStoreConcurrency": CONCURRENCY}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    s = Serve(str(path), str(tmp_path / "server.log"), f"http://127.0.0.1:{port}")
+    s.journals = tmp_path / "db" / "pacsbox-peer-journals"
+    yield s
+    s.stop()
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_during_peer_store_resumes_without_resending(serve, standin):
+    serve.start()
+    files = make_study(40, "PEERCRASH")
+    answers = upload(serve.url, files)
+    study = answers[0]["ParentStudy"]
+    standin.delay = 0.1
+    job_id = requests.post(serve.url + "/peers/standin/store",
+                           json={"Resources": [study], "Asynchronous": True}).json()["ID"]
+    deadline = time.monotonic() + 60
+    while len(standin.uids()) < 15:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    serve.kill()
+    time.sleep(0.3)                       # let the uploads in flight at the kill finish at the peer
+    before = standin.uids()
+    assert 15 <= len(before) < 40
+    assert os.listdir(serve.journals)     # the confirmations since the last save are journaled
+
+    serve.start()
+    job = wait_job(serve.url, job_id, lambda j: j["State"] in ("Success", "Failure"), timeout=60)
+    assert job["State"] == "Success", job
+    assert job["Content"]["InstancesCount"] == 40 and job["Content"]["FailedInstancesCount"] == 0
+    after = standin.uids()[len(before):]
+    import io
+
+    import pydicom
+    all_uids = {str(pydicom.dcmread(io.BytesIO(f), stop_before_pixels=True).SOPInstanceUID) for f in files}
+    assert set(before) | set(after) == all_uids
+    resent = set(before) & set(after)
+    # without the journal, up to one second of confirmations (~20 here) would be sent again
+    assert len(resent) <= CONCURRENCY, (len(resent), len(before))
+    print(f"confirmed before the kill: {len(before)}, sent again: {len(resent)}")
+    assert len(after) == len(all_uids - set(before)) + len(resent)
+    assert not os.listdir(serve.journals)  # dropped when the job is over
