@@ -501,8 +501,9 @@ class PushTransferJob(_TransferJob):
         self.runner = None
         self._absorb(runner)
         if runner.failure is None:
-            self.state = "commit"
-            return StepResult.CONTINUE
+            if len(self.done) >= len(self.buckets):
+                self.state = "commit"
+            return StepResult.CONTINUE  # else stopped (pause, cancel): the next run goes on
         e = runner.failure
         if isinstance(e, PeerHttpError) and e.status == 404 and self.restarts < 3:
             # the receiver no longer knows the transaction (restart, eviction): start again
@@ -684,8 +685,9 @@ class PullTransferJob(_TransferJob):
         self.runner = None
         self._absorb(runner)
         if runner.failure is None:
-            self.state = "commit"
-            return StepResult.CONTINUE
+            if len(self.done) >= len(self.buckets):
+                self.state = "commit"
+            return StepResult.CONTINUE  # else stopped (pause, cancel): the next run goes on
         e = runner.failure
         self._drop_area()
         return self._fail(ErrorCode.NETWORK_PROTOCOL,
