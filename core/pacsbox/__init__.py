@@ -64,7 +64,8 @@ from .config import Config, ConfigError  # noqa: E402
 from .context import ServerContext  # noqa: E402
 from .dicom.ids import is_orthanc_id, orthanc_id  # noqa: E402
 from .dicom.matching import compile_query  # noqa: E402
-from .dicom.tags import dataset_to_json, element_text, parse_tag, tag_to_key  # noqa: E402
+from .dicom.modules import module_tags  # noqa: E402
+from .dicom.tags import TagDictionary, dataset_to_json, element_text, parse_tag, tag_dictionary, tag_to_key  # noqa: E402
 from .dicom.scan import DicomFormatError, FileMeta, read_file_meta  # noqa: E402
 from .dicom.transcode import is_transfer_syntax, transcode  # noqa: E402
 from .errors import ErrorCode, OrthancError, not_found, refused  # noqa: E402
@@ -87,6 +88,7 @@ __all__ = [
     "RouteSpec", "MetricSpec", "StorageArea", "Resource", "Attachment",
     "send_json", "send_text", "read_body", "read_bool", "read_json_body", "read_json_object", "query_flag", "dumps",
     "orthanc_id", "is_orthanc_id", "parse_tag", "tag_to_key", "element_text", "dataset_to_json",
+    "TagDictionary", "tag_dictionary", "module_tags",
     "compile_query", "find_resources", "transcode", "is_transfer_syntax",
     "read_file_meta", "FileMeta", "DicomFormatError",
 ]

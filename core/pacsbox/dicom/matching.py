@@ -173,8 +173,18 @@ def vr_of(tag: int) -> str:
     return vr.split(" or ")[0]
 
 
-def make_constraint(tag: int, keyword: str, pattern: str, case_sensitive: bool) -> Constraint:
+def make_constraint(tag: int, keyword: str, pattern: str, case_sensitive: bool, vr: str | None = None) -> Constraint:
     """Compile one query key (see the module docstring for the rules).
+
+    Parameters
+    ----------
+    tag : int
+    keyword : str
+    pattern : str
+    case_sensitive : bool
+    vr : str, optional
+        The tag's VR (default: :func:`vr_of`); the ``Dictionary`` option gives it for
+        the tags it declares.
 
     Raises
     ------
@@ -182,7 +192,8 @@ def make_constraint(tag: int, keyword: str, pattern: str, case_sensitive: bool) 
         400 ``PARAMETER_OUT_OF_RANGE`` "Wildcards are not allowed on tag gggg,eeee" for a
         wildcard on a tag whose VR is not in :data:`WILDCARD_VRS`.
     """
-    vr = vr_of(tag)
+    if vr is None:
+        vr = vr_of(tag)
     if pattern == "":
         kind = "universal"
     elif vr in RANGE_VRS and "-" in pattern:
@@ -200,7 +211,7 @@ def make_constraint(tag: int, keyword: str, pattern: str, case_sensitive: bool) 
 
 
 def compile_query(query: dict[str, str], case_sensitive: bool = False, *,
-                  dicom_rules: bool = False) -> list[Constraint]:
+                  dicom_rules: bool = False, dictionary=None) -> list[Constraint]:
     """Compile a ``/tools/find`` or C-FIND query.
 
     Parameters
@@ -213,6 +224,9 @@ def compile_query(query: dict[str, str], case_sensitive: bool = False, *,
     dicom_rules : bool
         C-FIND rules: every non-PN tag is case-sensitive, and ``*`` is universal (it
         also matches a resource without the tag, whereas ``/tools/find`` requires the tag).
+    dictionary : pacsbox.dicom.tags.TagDictionary, optional
+        The app's ``Dictionary`` option: its names are accepted as keys (a constraint's
+        ``keyword`` is then the name), and its VRs decide the matching rules.
 
     Returns
     -------
@@ -228,11 +242,18 @@ def compile_query(query: dict[str, str], case_sensitive: bool = False, *,
     from pydicom.datadict import keyword_for_tag
     out = []
     for k, v in query.items():
-        tag = parse_tag(k)
+        if dictionary:
+            tag = dictionary.parse(k)
+            vr = dictionary.vr(tag, dictionary.creator_of(tag)) if tag >> 16 & 1 else dictionary.entry(tag)
+            vr = vr[0] if isinstance(vr, tuple) else vr
+        else:
+            tag = parse_tag(k)
+            vr = None
+        vr = vr or vr_of(tag)
         kw = keyword_for_tag(tag) or k
-        sensitive = case_sensitive if (not dicom_rules or vr_of(tag) == "PN") else True
+        sensitive = case_sensitive if (not dicom_rules or vr == "PN") else True
         pattern = "" if v is None else str(v)
         if dicom_rules and pattern and set(pattern) == {"*"}:
             pattern = ""  # C-FIND: "*" is universal matching (PS3.4 C.2.2.2.3)
-        out.append(make_constraint(tag, kw, pattern, sensitive))
+        out.append(make_constraint(tag, kw, pattern, sensitive, vr))
     return out

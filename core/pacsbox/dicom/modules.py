@@ -32,3 +32,31 @@ INSTANCE_MODULE = _tags("""
 
 #: Level index (0 patient ... 3 instance) → module tags.
 MODULES = (PATIENT_MODULE, STUDY_MODULE, SERIES_MODULE, INSTANCE_MODULE)
+
+
+def module_tags(level: int | str) -> tuple[int, ...]:
+    """The tags of one level's DICOM module, as Orthanc's ``DicomTag::AddTagsForModule``.
+
+    Parameters
+    ----------
+    level : int or str
+        0 to 3, or ``"Patient"``, ``"Study"``, ``"Series"``, ``"Instance"``.
+
+    Returns
+    -------
+    tuple of int
+        Tags ``0xGGGGEEEE`` (reference Appendix C).
+
+    Raises
+    ------
+    ValueError
+        An unknown level.
+    """
+    if isinstance(level, str):
+        names = ("patient", "study", "series", "instance")
+        if level.lower() not in names:
+            raise ValueError(f"unknown level: {level!r}")
+        level = names.index(level.lower())
+    if not isinstance(level, int) or not 0 <= level <= 3:
+        raise ValueError(f"unknown level: {level!r}")
+    return MODULES[level]

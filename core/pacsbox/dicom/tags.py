@@ -528,6 +528,219 @@ def main_tags_from_raw(raw: Mapping[int, RawDataElement], encodings: list[str]) 
 
 
 # ------------------------------------------------------------------------------------------
+# The ``Dictionary`` configuration option (reference section 7.1)
+# ------------------------------------------------------------------------------------------
+
+class TagDictionary:
+    """The tags a site declares in the ``Dictionary`` option, used wherever a tag is named.
+
+    Orthanc registers these entries in DCMTK's data dictionary at start-up, so that their
+    names are accepted as tag names in requests (create-dicom ``Tags``, modify
+    ``Replace``/``Remove``, ``/tools/find``, ``/instances/{id}/content/{name}``) and shown
+    in the ``/tags`` answers, and so that their VR is used to encode new values.
+
+    Parameters
+    ----------
+    dictionary : mapping, optional
+        The ``Dictionary`` option: ``"gggg,eeee"`` (a ``0x`` prefix is accepted; for a
+        private tag only the element's low byte counts) → ``[VR, Name, MinMultiplicity,
+        MaxMultiplicity, PrivateCreator]`` (2 to 5 items).
+    default_private_creator : str
+        The ``DefaultPrivateCreator`` option, used when a request gives no
+        ``PrivateCreator``.
+
+    Attributes
+    ----------
+    names : dict of str to int
+        Name → tag. A private entry's tag is given in the first private block,
+        ``(gggg,10ee)``, the block whose creator is ``(gggg,0010)``.
+    public : dict of int to tuple of (str, str)
+        Public tag → ``(VR, Name)``.
+    private : dict of tuple of (int, int, str) to tuple of (str, str)
+        ``(group, element low byte, creator)`` → ``(VR, Name)``.
+    creators : dict of str to str
+        Name of a private entry → its private creator.
+    default_private_creator : str
+
+    Notes
+    -----
+    Entries whose key or shape is malformed are skipped here; the start-up check of the
+    option is the configuration's business. Source: reference section 7.1; Orthanc
+    ``LoadExternalDictionaries``/``RegisterDictionaryTag``; DICOM PS3.5 section 7.8.1
+    (private data element blocks).
+    """
+
+    def __init__(self, dictionary: Mapping[str, Any] | None = None, default_private_creator: str = "") -> None:
+        self.names: dict[str, int] = {}
+        self.public: dict[int, tuple[str, str]] = {}
+        self.private: dict[tuple[int, int, str], tuple[str, str]] = {}
+        self.creators: dict[str, str] = {}
+        self._tag_creators: dict[int, str] = {}
+        self.default_private_creator = default_private_creator or ""
+        for key, entry in (dictionary or {}).items():
+            try:
+                g, e = [int(x.strip().lower().replace("0x", ""), 16) for x in str(key).split(",")]
+            except ValueError:
+                continue
+            if not isinstance(entry, (list, tuple)) or len(entry) < 2 or not 0 <= g <= 0xFFFF \
+                    or not 0 <= e <= 0xFFFF:
+                continue
+            vr, name = str(entry[0]).upper(), str(entry[1])
+            creator = str(entry[4]) if len(entry) >= 5 and entry[4] is not None else ""
+            if g & 1 and creator:
+                self.private[(g, e & 0xFF, creator)] = (vr, name)
+                if name not in self.names:
+                    self.names[name] = (g << 16) | 0x1000 | (e & 0xFF)
+                    self.creators[name] = creator
+                    self._tag_creators.setdefault(self.names[name], creator)
+            else:
+                self.public[(g << 16) | e] = (vr, name)
+                self.names.setdefault(name, (g << 16) | e)
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    def parse(self, name: str) -> int:
+        """The tag named ``name``: a ``Dictionary`` name, a keyword or a hexadecimal tag.
+
+        Parameters
+        ----------
+        name : str
+            ``"KitComment"``, ``"PatientName"``, ``"0010,0010"``, ``"0010-0010"``...
+
+        Returns
+        -------
+        int
+            ``0xGGGGEEEE``; a private ``Dictionary`` name gives its element in the first
+            private block (``(gggg,10ee)``).
+
+        Raises
+        ------
+        KeyError
+            An unknown name (Orthanc answers "Unknown DICOM tag").
+        """
+        tag = self.names.get(name.strip())
+        if tag is not None:
+            return tag
+        return parse_tag(name)
+
+    def creator_of(self, tag: int) -> str | None:
+        """The private creator of a tag as :meth:`parse` gives it for a private ``Dictionary``
+        name (``(gggg,10ee)``), or None."""
+        return self._tag_creators.get(tag)
+
+    def locate(self, tag: int, ds: Dataset, creator: str | None = None) -> int:
+        """Where a private tag of the ``Dictionary`` sits in a dataset.
+
+        A private element's block depends on the file: ``KitComment`` is ``(0041,1010)``
+        when ``KitCreator`` is declared in (0041,0010), ``(0041,1110)`` when it is declared
+        in (0041,0011).
+
+        Parameters
+        ----------
+        tag : int
+            As :meth:`parse` gave it.
+        ds : pydicom.Dataset
+        creator : str, optional
+            The private creator (default: the one of the ``Dictionary`` entry).
+
+        Returns
+        -------
+        int
+            The tag in the block that ``ds`` reserves for the creator; ``tag`` itself when
+            it is not private, has no known creator, or ``ds`` reserves no block for it.
+        """
+        creator = creator or self._tag_creators.get(tag)
+        group, elem = tag >> 16, tag & 0xFFFF
+        if not creator or not group & 1 or elem <= 0x00FF:
+            return tag
+        for block in range(0x10, 0x100):
+            el = ds.get_item((group << 16) | block)
+            if el is None:
+                continue
+            if _creator_text(el) == creator:
+                return (group << 16) | (block << 8) | (elem & 0xFF)
+        return tag
+
+    def entry(self, tag: int, creator: str | None = None) -> tuple[str, str] | None:
+        """The ``(VR, Name)`` the option gives a tag, or None.
+
+        Parameters
+        ----------
+        tag : int
+        creator : str, optional
+            The private creator of the tag's block (private tags only).
+        """
+        if tag >> 16 & 1:
+            if not creator or not self.private or (tag & 0xFFFF) <= 0x00FF:
+                return None
+            return self.private.get((tag >> 16, tag & 0xFF, creator))
+        return self.public.get(tag)
+
+    def vr(self, tag: int, creator: str | None = None) -> str:
+        """The VR to encode a new value of ``tag`` with.
+
+        Parameters
+        ----------
+        tag : int
+        creator : str, optional
+            The private creator of the tag's block.
+
+        Returns
+        -------
+        str
+            The ``Dictionary`` VR, else the data dictionary's (DCMTK's rules of
+            :func:`dictionary_vr`, ``"US or SS"`` resolved to ``US``); ``"UN"`` for an
+            unknown private tag.
+        """
+        e = self.entry(tag, creator)
+        if e is not None:
+            return e[0]
+        if not tag >> 16 & 1:
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                return "UL" if tag & 0xFFFF == 0 else "UN"
+            return vr.split(" or ")[0] if len(vr) != 2 else vr
+        return dictionary_vr(tag, creator)
+
+    def name(self, tag: int, creator: str | None = None) -> str:
+        """Orthanc's name of a tag in the JSON answers (``Name`` of ``/tags``, the keys of
+        ``/simplified-tags``): the ``Dictionary`` name when the option lists the tag, else
+        :func:`keyword` or :func:`private_name`."""
+        e = self.entry(tag, creator)
+        if e is not None:
+            return e[1]
+        if tag >> 16 & 1:
+            return private_name(tag, creator)
+        return keyword(tag)
+
+
+#: Key of the app's :class:`TagDictionary` in ``ctx.stash``.
+_DICTIONARY_STASH_KEY = "pacsbox.dictionary"
+
+
+def tag_dictionary(ctx: Any) -> TagDictionary:
+    """The :class:`TagDictionary` of an app (its ``Dictionary`` and
+    ``DefaultPrivateCreator`` options), built once and kept in ``ctx.stash``.
+
+    Parameters
+    ----------
+    ctx : ServerContext
+
+    Returns
+    -------
+    TagDictionary
+    """
+    d = ctx.stash.get(_DICTIONARY_STASH_KEY)
+    if d is None:
+        cfg = ctx.config
+        d = ctx.stash[_DICTIONARY_STASH_KEY] = TagDictionary(cfg.get("Dictionary") or {},
+                                                            str(cfg.get("DefaultPrivateCreator") or ""))
+    return d
+
+
+# ------------------------------------------------------------------------------------------
 # JSON formats of /tags
 # ------------------------------------------------------------------------------------------
 
@@ -570,11 +783,13 @@ _SKIP = object()
 class _Renderer:
     """Renders datasets to Orthanc's JSON (``FromDcmtkBridge::DatasetToJson``)."""
 
-    def __init__(self, fmt: str, max_len: int, include_binary: bool, pixel_representation: int):
+    def __init__(self, fmt: str, max_len: int, include_binary: bool, pixel_representation: int,
+                 dictionary: TagDictionary | None = None):
         self.fmt = fmt
         self.max_len = max_len
         self.include_binary = include_binary
         self.pixel_representation = pixel_representation
+        self.dictionary = dictionary or None  # None when the option is empty
 
     def dataset(self, ds: Dataset, encodings: list[str], top: bool, skip_pixel_data: bool = False) -> dict:
         if ds.get_item(0x00080005) is not None:
@@ -602,7 +817,9 @@ class _Renderer:
             node = self.element(ds, elem, tag, encodings, creator)
             if node is _SKIP:
                 continue
-            if group & 1:
+            if self.dictionary is not None:
+                name = self.dictionary.name(tag, creator)
+            elif group & 1:
                 name = private_name(tag, creator)
             else:
                 name = keyword(tag)
@@ -622,6 +839,10 @@ class _Renderer:
         """The rendering of one element (``_SKIP`` to leave it out)."""
         if isinstance(elem, RawDataElement):
             file_vr = elem.VR
+            if file_vr is None and self.dictionary is not None:
+                entry = self.dictionary.entry(tag, creator)
+                if entry is not None and entry[0] != "SQ":
+                    file_vr = entry[0]  # implicit VR: the Dictionary's VR decodes the value
             is_seq = file_vr == "SQ" or (
                 (file_vr is None or (file_vr == "UN" and elem.length == 0xFFFFFFFF))
                 and dictionary_vr(tag, creator) == "SQ")
@@ -663,7 +884,8 @@ class _Renderer:
 
 def dataset_to_json(ds: Dataset, fmt: str = "full", encodings: list[str] | None = None,
                     max_len: int = MAX_TAG_LENGTH, *, skip_pixel_data: bool = False,
-                    include_binary: bool = True, top: bool = True) -> dict[str, Any]:
+                    include_binary: bool = True, top: bool = True,
+                    dictionary: TagDictionary | None = None) -> dict[str, Any]:
     """Orthanc's JSON rendering of a dataset (``/instances/{id}/tags``, reference section 2.5).
 
     Parameters
@@ -688,6 +910,9 @@ def dataset_to_json(ds: Dataset, fmt: str = "full", encodings: list[str] | None 
         ``/header`` route).
     top : bool
         ``ds`` is a top-level dataset: elements after (7FE0,0010) are left out, as Orthanc does.
+    dictionary : TagDictionary, optional
+        The app's ``Dictionary`` option (:func:`tag_dictionary`): the tags it lists take
+        its names, and an implicit-VR value of such a tag is decoded with its VR.
 
     Returns
     -------
@@ -696,5 +921,5 @@ def dataset_to_json(ds: Dataset, fmt: str = "full", encodings: list[str] | None 
     """
     if encodings is None:
         encodings = dataset_encodings(ds, "latin_1")
-    r = _Renderer(fmt, max_len, include_binary, _pixel_representation(ds))
+    r = _Renderer(fmt, max_len, include_binary, _pixel_representation(ds), dictionary)
     return r.dataset(ds, encodings, top=top, skip_pixel_data=skip_pixel_data)

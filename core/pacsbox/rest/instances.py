@@ -131,7 +131,7 @@ class TagsResource:
         ds = self.ctx.resources.read_dataset(id)
         fmt = tag_format(req, self.default)
         enc = T.dataset_encodings(ds, self.ctx.ingest.default_encoding)
-        send_json(resp, T.dataset_to_json(ds, fmt, enc))
+        send_json(resp, T.dataset_to_json(ds, fmt, enc, dictionary=T.tag_dictionary(self.ctx)))
 
 
 class HeaderResource:
@@ -167,11 +167,14 @@ class ContentResource:
         parts = [p for p in path.split("/") if p]
         cur: Any = ds
         i = 0
+        dictionary = T.tag_dictionary(self.ctx)  # keywords, gggg-eeee and Dictionary names
         while True:
             try:
-                tag = T.parse_tag(parts[i])
+                tag = dictionary.parse(parts[i])
             except KeyError:
                 raise OrthancError(ErrorCode.UNKNOWN_DICOM_TAG) from None
+            if isinstance(cur, pydicom.Dataset):
+                tag = dictionary.locate(tag, cur)  # a private name: the file's block
             elem = cur.get_item(tag) if isinstance(cur, pydicom.Dataset) else None
             if elem is None:
                 raise not_found()

@@ -238,7 +238,7 @@ class SharedTagsResource(_ChildInstancesResource):
         shared: dict[str, Any] | None = None
         for inst in instances:
             ds = ctx.resources.read_dataset(inst, stop_before_pixels=True)
-            js = T.dataset_to_json(ds, "full")
+            js = T.dataset_to_json(ds, "full", dictionary=T.tag_dictionary(ctx))
             flat = {k: v for k, v in js.items() if v.get("Type") == "String"}
             if shared is None:
                 shared = flat
@@ -260,6 +260,7 @@ class InstancesTagsResource(_ChildInstancesResource):
         ctx = self.ctx
         instances, fmt = self._instances(req, id)
         instances = sorted(instances, key=lambda r: r.public_id)
+        dictionary = T.tag_dictionary(ctx)
 
         def entry(inst) -> bytes | None:
             try:
@@ -267,7 +268,7 @@ class InstancesTagsResource(_ChildInstancesResource):
             except (OrthancError, FileNotFoundError):  # deleted meanwhile
                 return None
             return dumps(inst.public_id) + b":" + dumps(
-                T.dataset_to_json(ds, fmt, T.dataset_encodings(ds, ctx.ingest.default_encoding)))
+                T.dataset_to_json(ds, fmt, T.dataset_encodings(ds, ctx.ingest.default_encoding), dictionary=dictionary))
 
         # the first entry is made before the answer starts, so that an unexpected error
         # there is still an error status; an instance whose file is gone is left out

@@ -166,7 +166,8 @@ def find_resources(ctx, level: int, query: dict[str, Any], *, case_sensitive: bo
     if case_sensitive is None:
         case_sensitive = ctx.config.bool("CaseSensitivePN")
     try:
-        constraints = compile_query(dict(query), case_sensitive, dicom_rules=dicom_rules)
+        constraints = compile_query(dict(query), case_sensitive, dicom_rules=dicom_rules,
+                                    dictionary=T.tag_dictionary(ctx))
     except KeyError:
         raise OrthancError(ErrorCode.UNKNOWN_DICOM_TAG) from None
     exact: dict[str, str] = {}
@@ -231,8 +232,9 @@ def _match_file(ctx, res, constraints) -> bool:
     inst = index.get_by_internal(ids[0])
     ds = ctx.resources.read_dataset(inst, stop_before_pixels=True)
     enc = T.dataset_encodings(ds, ctx.ingest.default_encoding)
+    dictionary = T.tag_dictionary(ctx)
     for c in constraints:
-        el = ds.get_item(c.tag)
+        el = ds.get_item(dictionary.locate(c.tag, ds))  # a private name: the file's block
         value = T.element_text(el, enc) if el is not None else None
         if not c.matches(value):
             return False
