@@ -1,0 +1,158 @@
+"""The ``Dictionary`` option everywhere a tag is named (reference section 7): a creator
+with an LO and a US element, created by name, read back, found, modified and archived."""
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+
+import falcon.testing
+import pydicom
+import pytest
+
+import pacsbox_archive.plugin as archive_plugin
+import pacsbox_pdf.plugin as pdf_plugin
+from pacsbox import TagDictionary, tag_dictionary
+from pdf_helpers import KIT_DICTIONARY, data_uri, make_pdf, read_dataset
+
+
+@pytest.fixture
+def client(make_app):
+    app = make_app({"Dictionary": KIT_DICTIONARY}, plugins=[pdf_plugin, archive_plugin])
+    return falcon.testing.TestClient(app)
+
+
+@pytest.fixture
+def kit(client):
+    r = client.simulate_post("/tools/create-dicom", json={
+        "Tags": {"PatientName": "Kit^Test", "KitComment": "hello", "KitNumber": "42"},
+        "PrivateCreator": "KitCreator", "Content": data_uri("application/pdf", make_pdf())})
+    assert r.status_code == 200, r.text
+    return r.json["ID"]
+
+
+def element_bytes(data: bytes, tag: int) -> tuple[str, bytes]:
+    """``(VR, value)`` of a top-level element of an Explicit VR Little Endian file, read
+    from the bytes themselves."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    raw = ds.get_item(tag)
+    return raw.VR, raw.value
+
+
+def test_names_in_create_dicom_are_written_with_their_vr_and_creator(client, kit):
+    data = client.simulate_get(f"/instances/{kit}/file").content
+    assert element_bytes(data, 0x00410010) == ("LO", b"KitCreator")
+    assert element_bytes(data, 0x00411010) == ("LO", b"hello ")
+    assert element_bytes(data, 0x00411011) == ("US", struct.pack("<H", 42))
+    ds = read_dataset(client, kit)
+    block = ds.private_block(0x0041, "KitCreator")
+    assert block[0x10].value == "hello" and block[0x11].value == 42 and block[0x11].VR == "US"
+
+
+def test_tags_and_simplified_tags_use_the_dictionary_names(client, kit):
+    tags = client.simulate_get(f"/instances/{kit}/tags").json
+    assert tags["0041,0010"] == {"Name": "PrivateCreator", "Type": "String", "Value": "KitCreator"}
+    assert tags["0041,1010"] == {"Name": "KitComment", "PrivateCreator": "KitCreator", "Type": "String",
+                                 "Value": "hello"}
+    assert tags["0041,1011"] == {"Name": "KitNumber", "PrivateCreator": "KitCreator", "Type": "String",
+                                 "Value": "42"}
+    simple = client.simulate_get(f"/instances/{kit}/simplified-tags").json
+    assert (simple["KitComment"], simple["KitNumber"]) == ("hello", "42")
+    short = client.simulate_get(f"/instances/{kit}/tags?short").json
+    assert short["0041,1011"] == "42"
+
+
+def test_content_by_name(client, kit):
+    r = client.simulate_get(f"/instances/{kit}/content/KitComment")
+    assert r.status_code == 200 and r.content == b"hello "
+    assert client.simulate_get(f"/instances/{kit}/content/KitNumber").content == struct.pack("<H", 42)
+    assert client.simulate_get(f"/instances/{kit}/content/0041-1011").content == struct.pack("<H", 42)
+    r = client.simulate_get(f"/instances/{kit}/content/NoSuchName")
+    assert r.status_code == 500 and r.json["OrthancStatus"] == 27
+
+
+def test_find_by_dictionary_name(client, kit):
+    other = client.simulate_post("/tools/create-dicom", json={"Tags": {"KitComment": "other"}}).json["ID"]
+    assert other != kit
+    for query, expected in [({"KitComment": "hello"}, [kit]), ({"KitComment": "HEL*"}, [kit]),
+                            ({"KitComment": "other"}, [other]), ({"KitNumber": "42"}, [kit]),
+                            ({"KitComment": "nothing"}, [])]:
+        r = client.simulate_post("/tools/find", json={"Level": "Instance", "Query": query})
+        assert r.status_code == 200 and r.json == expected, query
+    r = client.simulate_post("/tools/find", json={"Level": "Study", "Query": {"KitComment": "hello"}, "Expand": True})
+    assert [s["ID"] for s in r.json] == [client.simulate_get(f"/instances/{kit}/study").json["ID"]]
+    # wildcards follow the Dictionary VR: none on a US
+    r = client.simulate_post("/tools/find", json={"Level": "Instance", "Query": {"KitNumber": "4*"}})
+    assert r.status_code == 400
+
+
+def test_modify_replace_and_remove_by_name(client, kit):
+    r = client.simulate_post(f"/instances/{kit}/modify", json={"Replace": {"KitNumber": "7", "KitComment": "bye"},
+                                                               "PrivateCreator": "KitCreator", "Force": True})
+    assert r.status_code == 200, r.text
+    ds = pydicom.dcmread(io.BytesIO(r.content))
+    assert ds.get_item(0x00411011).VR == "US" and ds[0x00411011].value == 7
+    assert ds[0x00411010].value == "bye"
+    r = client.simulate_post(f"/instances/{kit}/modify", json={"Remove": ["KitComment"], "Force": True})
+    assert r.status_code == 200, r.text
+    ds = pydicom.dcmread(io.BytesIO(r.content))
+    assert 0x00411010 not in ds and ds[0x00411011].value == 42
+
+
+def test_archive_keeps_the_bytes(client, kit):
+    study = client.simulate_get(f"/instances/{kit}/study").json["ID"]
+    r = client.simulate_get(f"/studies/{study}/archive")
+    assert r.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        names = [n for n in zf.namelist() if not n.endswith("/")]
+        assert len(names) == 1
+        data = zf.read(names[0])
+    assert data == client.simulate_get(f"/instances/{kit}/file").content
+    assert element_bytes(data, 0x00411011) == ("US", struct.pack("<H", 42))
+
+
+def test_private_creator_written_when_the_client_did_not(client):
+    r = client.simulate_post("/tools/create-dicom", json={
+        "Tags": {"0041,1010": "x", "0041,1011": "5"}, "PrivateCreator": "KitCreator"})
+    ds = read_dataset(client, r.json["ID"])
+    assert ds[0x00410010].value == "KitCreator" and ds[0x00411011].VR == "US"
+    # the client's own creator element is kept as given
+    r = client.simulate_post("/tools/create-dicom", json={
+        "Tags": {"0041,0010": "KitCreator", "0041,1011": "5"}, "PrivateCreator": "KitCreator"})
+    assert read_dataset(client, r.json["ID"])[0x00411011].value == 5
+    # no creator known: UN, no creator element invented (as Orthanc)
+    r = client.simulate_post("/tools/create-dicom", json={"Tags": {"0041,1011": "5"}})
+    ds = read_dataset(client, r.json["ID"])
+    assert 0x00410010 not in ds and ds.get_item(0x00411011).VR == "UN"
+
+
+def test_bad_values_by_dictionary_vr(client):
+    r = client.simulate_post("/tools/create-dicom", json={"Tags": {"KitNumber": "abc"}, "PrivateCreator": "KitCreator"})
+    assert r.status_code == 400 and r.json["OrthancStatus"] == 15
+    assert r.json["Details"] == 'While creating a DICOM instance, tag (0041,1011) has out-of-range value: "abc"'
+    r = client.simulate_post("/tools/create-dicom", json={"Tags": {"KitMissing": "x"}})
+    assert r.status_code == 500 and r.json["OrthancStatus"] == 27 and r.json["Message"] == "Unknown DICOM tag"
+    assert client.simulate_get("/instances").json == []
+
+
+def test_tag_dictionary_api():
+    d = TagDictionary({**KIT_DICTIONARY, "0x0009,0x1001": ["DS", "Odd"], "0014,1020": ["DA", "ValidityDate", 1, 1],
+                       "bad": ["LO", "Bad"], "0041,12": "not a list"}, "KitCreator")
+    assert d.parse("KitComment") == 0x00411010 and d.parse("PatientName") == 0x00100010
+    assert d.parse("ValidityDate") == 0x00141020 and d.parse("0010-0010") == 0x00100010
+    with pytest.raises(KeyError):
+        d.parse("Nope")
+    assert d.vr(0x00411011, "KitCreator") == "US" and d.vr(0x00411011) == "UN"
+    assert d.vr(0x00141020) == "DA" and d.vr(0x00100010) == "PN"
+    assert d.name(0x00411110, "KitCreator") == "KitComment" and d.name(0x00411010, "Other") == "Unknown Tag & Data"
+    assert d.creator_of(0x00411010) == "KitCreator" and d.default_private_creator == "KitCreator"
+    ds = pydicom.Dataset()
+    ds.add_new(0x00410011, "LO", "KitCreator")
+    assert d.locate(0x00411010, ds) == 0x00411110 and d.locate(0x00100010, ds) == 0x00100010
+    assert not TagDictionary({})
+
+
+def test_tag_dictionary_is_built_once_per_app(make_app):
+    app = make_app({"Dictionary": KIT_DICTIONARY, "DefaultPrivateCreator": "KitCreator"})
+    d = tag_dictionary(app.ctx)
+    assert d is tag_dictionary(app.ctx) and d.default_private_creator == "KitCreator" and "KitNumber" in d.names
