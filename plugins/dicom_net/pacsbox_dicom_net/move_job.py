@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any, Mapping
 
 from pydicom.dataset import Dataset
@@ -58,8 +57,6 @@ GET_TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
     "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
     "1.2.840.10008.1.2.5"]
-#: Seconds a step keeps reading responses before handing back to the engine.
-STEP_BUDGET = 0.25
 
 
 def status_text(code: int, get: bool = False) -> str:
@@ -197,21 +194,17 @@ class RetrieveJob(Job):
         self._ctx = ctx
 
     def step(self, ctx: Any) -> StepResult:
-        """Handle the responses that arrive within :data:`STEP_BUDGET` seconds (at least
-        one), opening the association and sending the next request when needed."""
+        """Handle the next response (one step per response, so that ``Progress`` follows
+        the Pending counts), opening the association and sending the next request when
+        needed."""
         self._ctx = ctx
-        t0 = time.monotonic()
-        while True:
-            if self.position >= len(self.items):
-                self._release()
-                return StepResult.SUCCESS
-            if self._responses is None:
-                self._send(ctx)
-            outcome = self._read_one()
-            if outcome is not None:
-                return outcome
-            if time.monotonic() - t0 >= STEP_BUDGET or self.stop_requested:
-                return StepResult.CONTINUE
+        if self.position >= len(self.items):
+            self._release()
+            return StepResult.SUCCESS
+        if self._responses is None:
+            self._send(ctx)
+        outcome = self._read_one()
+        return StepResult.CONTINUE if outcome is None else outcome
 
     def stop(self, reason: str) -> None:
         """Release the association (abort it unless the job succeeded)."""
@@ -344,6 +337,11 @@ class RetrieveJob(Job):
                 assoc.abort()
             except Exception:  # noqa: BLE001
                 log.debug("abort failed", exc_info=True)
+            # pynetdicom waits for the next response on a queue, up to the DIMSE timeout,
+            # even once aborted: an empty item wakes the waiting step at once.
+            queue = getattr(getattr(assoc, "dimse", None), "msg_queue", None)
+            if queue is not None:
+                queue.put((None, None))
 
 
 class DicomMoveScuJob(RetrieveJob):

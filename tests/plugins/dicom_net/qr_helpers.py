@@ -146,6 +146,7 @@ def start_scripted_qr(aet: str = "REMOTE") -> ScriptedQR:
               PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet,
               ModalityWorklistInformationFind):
         ae.add_supported_context(c)
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2")   # CT Image Storage, for C-MOVE sub-operations
     ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 120
     qr.server = ae.start_server(("127.0.0.1", qr.port), block=False,
                                 evt_handlers=[(evt.EVT_C_FIND, on_find), (evt.EVT_C_MOVE, on_move),
