@@ -331,8 +331,9 @@ class OrthancPeerStoreJob(InstancesJob):
         s, self._session = self._session, None
         if s is not None:
             s.close()
-        if reason in ("Success", "Failure", "Canceled"):
-            self._drop_journal(self._ctx)
+        ctx = getattr(self, "_ctx", None)
+        if reason in ("Success", "Failure", "Canceled") and ctx is not None:
+            self._drop_journal(ctx)
         elif self._journal is not None:
             self._journal.close()
             self._journal = None

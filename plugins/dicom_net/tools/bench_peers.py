@@ -202,7 +202,10 @@ def timed_transfers_send(sender: str, receiver: str, study: str, n: int, compres
     if got != n:
         print(f"   /transfers/send: {got} received, {n} expected")
         return None
-    return elapsed, int(answer.get("Size", answer.get("TotalSize", 0)) or 0)
+    size = answer.get("Size")
+    if size is None:     # PushTransfer's content: UploadedSizeMB (MiB)
+        size = float(answer.get("UploadedSizeMB", 0) or 0) * 1024 * 1024
+    return elapsed, int(float(size))
 
 
 def main(argv: list[str] | None = None) -> None:
