@@ -114,8 +114,10 @@ class StandIn:
             return [r["uid"] for r in self.received if r["status"] == status]
 
 
-def start_standin() -> StandIn:
-    """Start a :class:`StandIn` (stop it with ``standin.server.shutdown()``)."""
+def start_standin(ssl_context=None) -> StandIn:
+    """Start a :class:`StandIn` (stop it with ``standin.server.shutdown()``); HTTPS when
+    ``ssl_context`` (a server-side ``ssl.SSLContext``) is given. ``received`` entries
+    then also hold the client certificate's subject (``"client_cert"``)."""
     st = StandIn()
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -133,6 +135,11 @@ def start_standin() -> StandIn:
             self.wfile.write(data)
 
         def do_GET(self):
+            cert = self.connection.getpeercert() if ssl_context is not None else None
+            if cert:
+                with st.lock:
+                    st.received.append({"uid": None, "status": 200, "headers": dict(self.headers), "size": 0,
+                                        "client_cert": dict(x[0] for x in cert["subject"])})
             if self.path == "/system":
                 self._answer(200, {"Name": "StandIn", "Version": "0"})
             else:
@@ -160,7 +167,10 @@ def start_standin() -> StandIn:
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
     server.daemon_threads = True
+    if ssl_context is not None:
+        server.socket = ssl_context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     st.server = server
-    st.url = f"http://127.0.0.1:{server.server_address[1]}/"
+    scheme = "https" if ssl_context is not None else "http"
+    st.url = f"{scheme}://127.0.0.1:{server.server_address[1]}/"
     return st
