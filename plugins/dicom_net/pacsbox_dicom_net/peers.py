@@ -219,7 +219,13 @@ def parse_store_body(raw: bytes) -> tuple[list[str], dict[str, Any]]:
     return out, fields
 
 
-def resources_to_instances(ctx: Any, resource_ids: list[str]) -> list[str]:
+def _export_identifiers(ctx: Any, res: Any) -> list[str]:
+    chain = sorted([*ctx.index.ancestors(res), res], key=lambda r: r.level)
+    keys = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+    return [str(r.main_tags.get(keys[r.level], "") or "") for r in chain]
+
+
+def resources_to_instances(ctx: Any, resource_ids: list[str], log_export_to: str | None = None) -> list[str]:
     """The instances below the given resources, in index order, each once.
 
     Parameters
@@ -227,6 +233,9 @@ def resources_to_instances(ctx: Any, resource_ids: list[str]) -> list[str]:
     ctx : pacsbox.ServerContext
     resource_ids : list of str
         Orthanc IDs of patients, studies, series or instances (mixed).
+    log_export_to : str, optional
+        When given, each resource is recorded in ``/exports`` with this remote name as it
+        is resolved (``LogExportedResources``, as Orthanc: before the peer is looked up).
 
     Returns
     -------
@@ -243,6 +252,8 @@ def resources_to_instances(ctx: Any, resource_ids: list[str]) -> list[str]:
         res = ctx.index.lookup(rid)
         if res is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
+        if log_export_to is not None:
+            ctx.index.log_export(res, log_export_to, _export_identifiers(ctx, res))
         for inst in ctx.index.descendant_instances(res.internal_id, res.level):
             if inst.public_id not in seen:
                 seen.add(inst.public_id)
@@ -270,7 +281,9 @@ class PeerStoreResource:
     def on_post(self, req: Any, resp: Any, id: str) -> None:
         ctx = self.ctx
         resource_ids, fields = parse_store_body(read_body(req))
-        instances = resources_to_instances(ctx, resource_ids)
+        from .state import plugin_state
+        log_to = id if plugin_state(ctx).options["LogExportedResources"] else None
+        instances = resources_to_instances(ctx, resource_ids, log_to)
         ts = fields.get("Transcode")
         if ts is not None:
             if not isinstance(ts, str):

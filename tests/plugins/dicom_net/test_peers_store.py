@@ -116,3 +116,23 @@ def test_store_straight(node, orthanc, study):
     theirs = requests.post(ref.url + "/peers/self/store-straight", data=study[0]).json()
     ours = requests.post(sender.url + "/peers/ref/store-straight", data=study[0]).json()
     assert ours == theirs and ours["Status"] == "AlreadyStored"
+
+
+def test_log_exported_resources(node, orthanc, study):
+    """``LogExportedResources``: each resource of the request is in ``/exports`` with the
+    peer's name, as the reference records it."""
+    files = study[:1]
+    ref = orthanc({"DicomServerEnabled": False, "LogExportedResources": True,
+                   "OrthancPeers": {"dead": ["http://127.0.0.1:9/"]}})
+    ours = node({"DicomServerEnabled": False, "LogExportedResources": True, "OrthancPeerStoreRetries": 0,
+                 "OrthancPeers": {"dead": ["http://127.0.0.1:9/"]}})
+    out = {}
+    for name, url in (("ref", ref.url), ("ours", ours.url)):
+        a = upload(url, files)[0]
+        r = requests.post(url + "/peers/dead/store", json={"Resources": [a["ParentStudy"], a["ID"]],
+                                                           "Permissive": True})
+        assert r.status_code == 200
+        exports = requests.get(url + "/exports").json()["Exports"]
+        out[name] = [{k: v for k, v in e.items() if k != "Date"} for e in exports]
+    assert out["ours"] == out["ref"] and len(out["ours"]) == 2
+    assert out["ours"][0]["RemoteModality"] == "dead"
