@@ -49,6 +49,18 @@ def test_pacsbox_to_orthanc_and_orthanc_to_pacsbox(node, orthanc, study):
     got = files_of(receiver.url, ids)
     assert [got[i] for i in ids] == study
 
+    # Orthanc -> pacsbox with Compress (gzip bodies), into an empty receiver
+    requests.delete(f"{receiver.url}/studies/{study_id}").raise_for_status()
+    r3 = requests.post(ref.url + "/peers/pacsbox/store", json={"Resources": [study_id], "Compress": True})
+    assert r3.status_code == 200 and r3.json()["Compress"] is True, r3.text
+    assert int(r3.json()["Size"]) < sum(map(len, study))
+    got = files_of(receiver.url, ids)
+    assert [got[i] for i in ids] == study
+
+    # /peers/{id}/system relays the peer's /system, in both directions
+    assert requests.get(sender.url + "/peers/ref/system").json() == requests.get(ref.url + "/system").json()
+    assert requests.get(ref.url + "/peers/pacsbox/system").json() == requests.get(receiver.url + "/system").json()
+
 
 def test_compress_sends_gzip_and_counts_bytes_sent(node, orthanc, study):
     ref = orthanc({"DicomServerEnabled": False})
