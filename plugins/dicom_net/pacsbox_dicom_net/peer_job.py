@@ -60,8 +60,20 @@ _MB = 1024 * 1024
 
 
 def curl_like_error(e: BaseException) -> str:
-    """Orthanc's wording of an HTTP client error (``libCURL error: ...``) for a
-    ``requests`` exception, so that details read the same as the reference's."""
+    """Orthanc's wording of an HTTP client error for a ``requests`` exception.
+
+    Parameters
+    ----------
+    e : BaseException
+        What ``requests`` raised (connection refused, timeout, SSL error...).
+
+    Returns
+    -------
+    str
+        ``"libCURL error: Couldn't connect to server"``, ``"libCURL error: Timeout was
+        reached"``..., so that ``Details`` read as the reference's (Orthanc 1.10.1
+        ``HttpClient``).
+    """
     if isinstance(e, requests.Timeout):
         return "libCURL error: Timeout was reached"
     if isinstance(e, requests.exceptions.SSLError):
@@ -106,7 +118,19 @@ class _Outcome:
 
 
 def journal_directory(ctx: Any) -> str:
-    """Folder of the confirmation journals: ``<IndexDirectory>/pacsbox-peer-journals`` (created)."""
+    """Folder of the confirmation journals of the peer-store jobs.
+
+    Parameters
+    ----------
+    ctx : pacsbox.ServerContext
+
+    Returns
+    -------
+    str
+        ``<IndexDirectory>/pacsbox-peer-journals``, created if missing. Each running job
+        appends there, to a file named by its token, the 4-byte little-endian index of
+        every instance the peer confirmed.
+    """
     d = os.path.join(str(ctx.config.path("IndexDirectory")), "pacsbox-peer-journals")
     os.makedirs(d, exist_ok=True)
     return d
@@ -393,7 +417,7 @@ class OrthancPeerStoreJob(InstancesJob):
     @classmethod
     def from_serialized(cls, data: Mapping[str, Any], ctx: Any) -> "OrthancPeerStoreJob":
         """Rebuild the job (the journal is merged at :meth:`start`)."""
-        job = cls(parse_peer("peer", data["Peer"]), list(data["Instances"]), list(data.get("Parents", [])),
+        job = cls(parse_peer("peer", data["Peer"], check_files=False), list(data["Instances"]), list(data.get("Parents", [])),
                   transcode_to=data.get("Transcode"), compress=bool(data.get("Compress")),
                   permissive=bool(data.get("Permissive")))
         bitmap = base64.b64decode(data.get("Confirmed", ""))

@@ -159,7 +159,7 @@ def _string(value: Any, name: str, field_name: str) -> str:
     return value
 
 
-def parse_peer(name: str, value: Any, *, base_dir: str | os.PathLike | None = None) -> Peer:
+def parse_peer(name: str, value: Any, *, base_dir: str | os.PathLike | None = None, check_files: bool = True) -> Peer:
     """Read one peer definition, in the array or the object form.
 
     Parameters
@@ -173,6 +173,9 @@ def parse_peer(name: str, value: Any, *, base_dir: str | os.PathLike | None = No
         (seconds, integer >= 0) and other string fields (user properties).
     base_dir : path-like, optional
         Directory against which relative certificate paths are checked.
+    check_files : bool
+        Check that the certificate files exist (true for the configuration and ``PUT``;
+        false for peers read back from the index or from a saved job).
 
     Returns
     -------
@@ -211,7 +214,7 @@ def parse_peer(name: str, value: Any, *, base_dir: str | os.PathLike | None = No
     key_pw = _string(value.get("CertificateKeyPassword", ""), name, "CertificateKeyPassword")
     if key and not cert:
         raise PeerConfigError(f"peer {name!r}: CertificateKeyFile given without CertificateFile")
-    if cert:
+    if cert and check_files:
         for field_name, path in (("CertificateFile", cert), ("CertificateKeyFile", key)):
             if not path:
                 continue
@@ -315,7 +318,19 @@ def check_config(config: Mapping[str, Any]) -> None:
 
 
 def option(ctx: Any, name: str) -> Any:
-    """The value of one of the :data:`HTTP_OPTIONS` in ``ctx``'s configuration (or its default)."""
+    """The value of one of the :data:`HTTP_OPTIONS` in ``ctx``'s configuration.
+
+    Parameters
+    ----------
+    ctx : pacsbox.ServerContext
+    name : str
+        A key of :data:`HTTP_OPTIONS`.
+
+    Returns
+    -------
+    any
+        The configured value, else the default of :data:`HTTP_OPTIONS`.
+    """
     return ctx.config.get(name, HTTP_OPTIONS[name])
 
 
@@ -340,7 +355,7 @@ class PeerRegistry:
             if stored is None:
                 self._save(peers)
             else:
-                peers = {n: parse_peer(n, v) for n, v in json.loads(stored).items()}
+                peers = {n: parse_peer(n, v, check_files=False) for n, v in json.loads(stored).items()}
         self._peers = peers
 
     def _save(self, peers: Mapping[str, Peer]) -> None:
