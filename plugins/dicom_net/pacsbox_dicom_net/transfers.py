@@ -192,6 +192,23 @@ class TransfersState:
         self.cache: InstancesCache = InstancesCache(ctx, st.cache_size)
         self.chunks_semaphore = threading.Semaphore(st.threads)
 
+    def collect_metrics(self, store: Any) -> None:
+        """Publish the plugin's metrics (``RefreshMetricsCallback``): cache size, hits and
+        misses; push transactions available, created, committed, aborted; bytes received
+        and milliseconds spent receiving and committing."""
+        c = self.transactions.info()
+        for name, value in (("orthanc_transfers_used_cache_size", self.cache.memory_size),
+                            ("orthanc_transfers_cache_hit_count", self.cache.hits),
+                            ("orthanc_transfers_cache_miss_count", self.cache.misses),
+                            ("orthanc_transfers_available_push_count", self.transactions.available()),
+                            ("orthanc_transfers_created_push_count", c["created"]),
+                            ("orthanc_transfers_committed_push_count", c["committed"]),
+                            ("orthanc_transfers_aborted_push_count", c["aborted"]),
+                            ("orthanc_transfers_push_total_received_bytes_count", c["received_bytes"]),
+                            ("orthanc_transfers_push_total_time_spent_in_reception_ms", c["reception_ms"]),
+                            ("orthanc_transfers_push_total_time_spent_in_commit_ms", c["commit_ms"])):
+            store.set_value(name, value)
+
 
 def state(ctx: "ServerContext") -> TransfersState:
     """The accelerator of ``ctx``'s app, created on first use."""
@@ -228,6 +245,7 @@ def start(ctx: "ServerContext") -> None:
     except Exception:  # noqa: BLE001 - never block the start-up on a cleanup
         log.exception("transfers: cannot clean the staging folder")
     st.transactions.start()
+    ctx.metrics.add_collector(st.collect_metrics)
 
 
 def stop(ctx: "ServerContext") -> None:
@@ -235,6 +253,7 @@ def stop(ctx: "ServerContext") -> None:
     from .state import plugin_state
     st = plugin_state(ctx).extra.get(EXTRA_KEY)
     if st is not None:
+        ctx.metrics.remove_collector(st.collect_metrics)
         st.transactions.stop()
 
 

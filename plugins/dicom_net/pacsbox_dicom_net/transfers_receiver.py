@@ -82,7 +82,8 @@ class PushTransactions:
         self.timeout = timeout
         self._items: "OrderedDict[str, PushTransaction]" = OrderedDict()
         self._lock = threading.Lock()
-        self.counters = {"created": 0, "committed": 0, "aborted": 0, "received_bytes": 0}
+        self.counters = {"created": 0, "committed": 0, "aborted": 0, "received_bytes": 0, "reception_ms": 0,
+                         "commit_ms": 0}
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
 
@@ -227,8 +228,11 @@ class PushTransactions:
         tx = self._get(tid, pop=True)
         with tx.lock:
             tx.closed = True
+        t0 = time.monotonic()
+        self.counters["reception_ms"] += int(1000 * (t0 - tx.created))
         try:
             created = tx.area.commit(self.ctx, self.commit_threads)
+            self.counters["commit_ms"] += int(1000 * (time.monotonic() - t0))
             self.counters["committed"] += 1
             log.info("transfers: committed push transaction %s (%d new instance(s))", tid, len(created))
             return created

@@ -208,3 +208,28 @@ def test_push_job_serialization_keeps_the_plugins_fields():
     pull = PullTransferJob({"Peer": "a", "Resources": [], "Compression": "none", "Originator": "o"})
     assert pull.serialize()["Originator"] == "o"
     assert pull.public_content() == {"Originator": "o", "Resources": [], "Peer": "a", "Compression": "none"}
+
+
+def test_metrics_of_the_plugin(node):
+    a, b = node(), node()
+    study = load(a, make_study(8, seed=24))
+    link(a, "b", b)
+    r = requests.post(f"{a.url}/transfers/send", json={
+        "Resources": [{"Level": "Study", "ID": study}], "Compression": "none", "Peer": "b", "Synchronous": True},
+        timeout=60)
+    assert r.status_code == 200, r.text
+
+    def values(n):
+        return {spec.name: next(iter(samples.values())).value for spec, samples in n.ctx.metrics.snapshot()
+                if spec.name.startswith("orthanc_transfers_")}
+
+    rx = values(b)
+    assert rx["orthanc_transfers_created_push_count"] == 1
+    assert rx["orthanc_transfers_committed_push_count"] == 1
+    assert rx["orthanc_transfers_aborted_push_count"] == 0
+    assert rx["orthanc_transfers_available_push_count"] == 4
+    assert rx["orthanc_transfers_push_total_received_bytes_count"] == int(
+        requests.post(f"{a.url}/transfers/lookup", json=[{"Level": "Study", "ID": study}], timeout=10).json()[
+            "TotalSize"])
+    tx = values(a)
+    assert tx["orthanc_transfers_cache_miss_count"] == 8 and tx["orthanc_transfers_used_cache_size"] > 0
