@@ -72,6 +72,7 @@ from .errors import ErrorCode, OrthancError, not_found, refused  # noqa: E402
 from .web import (dumps, query_flag, read_body, read_bool, read_json_body, read_json_object,  # noqa: E402
                   send_json, send_text)
 from .index.index import Attachment, Resource  # noqa: E402
+from .internal_rest import RestAnswer, call_rest_api  # noqa: E402
 from .jobs.base import InstancesJob, Job, JobInfo, JobOutput, JobState, StepResult  # noqa: E402
 from .jobs.engine import StartupError, request_mode  # noqa: E402
 from .metrics import MetricSpec  # noqa: E402
@@ -91,4 +92,5 @@ __all__ = [
     "TagDictionary", "tag_dictionary", "module_tags",
     "compile_query", "find_resources", "transcode", "is_transfer_syntax",
     "read_file_meta", "FileMeta", "DicomFormatError",
+    "call_rest_api", "RestAnswer",
 ]

@@ -83,7 +83,11 @@ def read_strings(body: Mapping[str, Any], name: str) -> list[str]:
 
 def request_origin(req) -> dict[str, str]:
     """Origin of instances written on behalf of a REST request (Orthanc
-    ``DicomInstanceOrigin::FromRest``): ``RestApi``, remote IP, user name."""
+    ``DicomInstanceOrigin::FromRest``): ``RestApi``, remote IP, user name; for an internal
+    call (:func:`pacsbox.call_rest_api`), the caller's origin (``Lua``, ``Plugins``) alone."""
+    internal = req.env.get("pacsbox.internal_origin")
+    if internal:
+        return {"Origin": str(internal)}
     return {"Origin": "RestApi", "RemoteIP": req.remote_addr or "",
             "HttpUsername": getattr(req.context, "username", None) or ""}
 

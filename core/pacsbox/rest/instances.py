@@ -35,8 +35,10 @@ class UploadResource:
         self._list.on_get(req, resp)
 
     def on_post(self, req, resp):
-        origin = {"Origin": "RestApi", "RemoteIP": req.remote_addr or "",
-                  "HttpUsername": getattr(req.context, "username", None) or ""}
+        internal = req.env.get("pacsbox.internal_origin")  # pacsbox.call_rest_api (e.g. Lua)
+        origin = {"Origin": str(internal)} if internal else {
+            "Origin": "RestApi", "RemoteIP": req.remote_addr or "",
+            "HttpUsername": getattr(req.context, "username", None) or ""}
         if (req.content_type or "").lower().startswith("multipart/form-data"):
             self._store_multipart(req, origin)
             resp.content_type = None
