@@ -157,12 +157,6 @@ _NOT_RETIRED_IN_DCMTK = frozenset({0x00380004, 0x00701807, 0x00701808, 0x3004001
 UNKNOWN_NAME = "Unknown Tag & Data"
 
 
-def _camel(description: str) -> str:
-    """``"ROI Bottom Right"`` → ``"ROIBottomRight"`` (DCMTK's private dictionary style)."""
-    words = "".join(ch if ch.isalnum() else " " for ch in description).split()
-    return "".join(w[0].upper() + w[1:] for w in words)
-
-
 def private_name(tag: int, creator: str | None) -> str:
     """Orthanc's name for a private tag.
 
@@ -177,13 +171,17 @@ def private_name(tag: int, creator: str | None) -> str:
     -------
     str
         ``"PrivateCreator"`` for (gggg,0010-00FF), ``"PrivateGroupLength"`` for
-        (gggg,0000), the private dictionary's name when ``creator`` knows the tag, else
-        ``"Unknown Tag & Data"``.
+        (gggg,0000), the name DCMTK's private dictionary gives ``(group, creator,
+        element)`` (as the reference, whose ``LoadPrivateDictionary`` defaults to true),
+        else ``"Unknown Tag & Data"``.
 
     Notes
     -----
-    pydicom's private dictionary is used; DCMTK's (used by Orthanc) differs for some
-    vendors, so a few names differ from the reference.
+    DCMTK's private dictionary is read from the system's ``private.dic`` (Debian's
+    ``libdcmtk`` data, which the reference itself uses; see :func:`dcmtk_private_dictionary`).
+    Without that file every private tag outside the ``Dictionary`` option is
+    ``"Unknown Tag & Data"``: pydicom's private dictionary names many tags differently
+    (``LowerRangeOfPixels1`` for DCMTK's ``LowerRangeOfPixels``), so it is not used for names.
     """
     elem = tag & 0xFFFF
     if 0x0010 <= elem <= 0x00FF:
@@ -191,24 +189,59 @@ def private_name(tag: int, creator: str | None) -> str:
     if elem == 0:
         return "PrivateGroupLength"
     if creator:
-        key = (tag, creator)
-        name = _PRIVATE_CACHE.get(key)
-        if name is None:
-            try:
-                name = _camel(get_private_entry(tag, creator)[2])
-            except KeyError:
-                name = ""
-            if not name or name == "Unknown":
-                name = UNKNOWN_NAME
-            if len(_PRIVATE_CACHE) < 100_000:  # bounded: creators come from the files
-                _PRIVATE_CACHE[key] = name
-        return name
+        entry = dcmtk_private_dictionary().get((tag >> 16, creator, elem & 0xFF))
+        if entry is not None:
+            return entry[1]
     return UNKNOWN_NAME
 
 
-#: ``(tag, creator)`` → name, filled by :func:`private_name` (the dictionary lookup and the
-#: name's formatting cost ~50 µs per element).
-_PRIVATE_CACHE: dict[tuple[int, str], str] = {}
+#: Where DCMTK's private dictionary is looked for (Debian/Ubuntu ``libdcmtk*`` data, a
+#: DCMTK install prefix); the environment variable ``PACSBOX_DCMTK_PRIVATE_DIC`` overrides.
+DCMTK_PRIVATE_DIC_GLOBS = ("/usr/share/libdcmtk*/private.dic", "/usr/share/dcmtk*/private.dic",
+                           "/usr/local/share/dcmtk*/private.dic")
+
+_DCMTK_PRIVATE: dict[tuple[int, str, int], tuple[str, str]] | None = None
+
+
+def dcmtk_private_dictionary() -> dict[tuple[int, str, int], tuple[str, str]]:
+    """DCMTK's private data dictionary, read once from its ``private.dic`` file.
+
+    Returns
+    -------
+    dict
+        ``(group, private creator, element low byte)`` → ``(VR, name)``; empty when no
+        ``private.dic`` is found (see :data:`DCMTK_PRIVATE_DIC_GLOBS`).
+
+    Notes
+    -----
+    Lines look like ``(0029,"GEMS_IMPS_01",04)<TAB>SL<TAB>LowerRangeOfPixels<TAB>1<TAB>PrivateTag``;
+    the first entry of a key wins, as in DCMTK's dictionary, and spaces are dropped from a name (the
+    file has "End NumberForBaseline" where the reference answers "EndNumberForBaseline").
+    Source: DCMTK ``dcmdata/data/private.dic``.
+    """
+    global _DCMTK_PRIVATE
+    if _DCMTK_PRIVATE is None:
+        import glob
+        import os
+        import re
+        table: dict[tuple[int, str, int], tuple[str, str]] = {}
+        paths = [os.environ["PACSBOX_DCMTK_PRIVATE_DIC"]] if os.environ.get("PACSBOX_DCMTK_PRIVATE_DIC") else \
+            sorted(p for g in DCMTK_PRIVATE_DIC_GLOBS for p in glob.glob(g))
+        line_re = re.compile(r'\(([0-9A-Fa-f]{4}),"([^"]*)",([0-9A-Fa-f]{2,4})\)\t([^\t]*)\t([^\t]+)')
+        for path in paths[:1]:
+            try:
+                with open(path, encoding="latin-1") as f:
+                    for line in f:
+                        m = line_re.match(line)
+                        if m:
+                            key = (int(m.group(1), 16), m.group(2), int(m.group(3), 16) & 0xFF)
+                            table.setdefault(key, (m.group(4), m.group(5).replace(" ", "")))
+            except OSError:
+                continue
+        _DCMTK_PRIVATE = table
+    return _DCMTK_PRIVATE
+
+
 
 
 def _unpack(vr: str, value: bytes, little: bool) -> str | None:
