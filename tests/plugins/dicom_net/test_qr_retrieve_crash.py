@@ -1,0 +1,92 @@
+"""A retrieve survives a SIGKILL of ``pacsbox serve``: the job comes back with the same ID,
+does not retrieve again the identifiers it had finished, retrieves the interrupted one
+again, and pacsbox ends with each instance exactly once."""
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+
+import pydicom
+import requests
+
+from pacsbox.testing import free_port
+from qr_helpers import ServeProcess as Server
+from qr_helpers import make_instances, start_scripted_qr, wait_for
+
+
+def test_sigkill_during_cmove_resumes_without_duplicates(tmp_path):
+    study_a = make_instances(3, "CRA", series=1)
+    study_b = make_instances(12, "CRB", series=1)
+    uids = {0: "1.2.3.100", 1: "1.2.3.200"}
+    by_study = {uids[0]: study_a, uids[1]: study_b}
+    gate = threading.Event()
+    moves = []
+    http_port, dicom_port = free_port(), free_port()
+
+    qr = start_scripted_qr("REMOTE")
+
+    def answers(ident):
+        out = []
+        for i in (0, 1):
+            a = pydicom.Dataset()
+            a.QueryRetrieveLevel = "STUDY"
+            a.PatientID = f"CR{i}"
+            a.StudyInstanceUID = uids[i]
+            a.AccessionNumber = ""
+            out.append(a)
+        return out
+
+    def move(event):
+        study = str(event.identifier.StudyInstanceUID)
+        moves.append(study)
+        first_b = study == uids[1] and moves.count(study) == 1
+        files = [pydicom.dcmread(io.BytesIO(f)) for f in by_study[study]]
+        yield "127.0.0.1", dicom_port
+        yield len(files)
+        for i, ds in enumerate(files):
+            if first_b and i == 1:
+                time.sleep(1.2)       # a step ends more than 1 s after the last save: progress is saved
+            if first_b and i == 6:
+                gate.wait(60)         # silent until pacsbox was killed
+                return
+            yield 0xFF00, ds
+
+    qr.find_answers = answers
+    qr.move = move
+    cfg = {"Name": "qrcrash", "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "PACSBOX",
+           "StorageDirectory": str(tmp_path / "db"), "SaveJobs": True, "ConcurrentJobs": 1, "StableAge": 60,
+           "RemoteAccessAllowed": False, "DicomScuTimeout": 30,
+           "DicomModalities": {"remote": ["REMOTE", "127.0.0.1", qr.port]}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    server = Server(str(tmp_path / "config.json"), str(tmp_path / "server.log"))
+    try:
+        server.start()
+        url = server.url
+        q = requests.post(url + "/modalities/remote/query", json={"Level": "Study"}).json()["Path"]
+        job_id = requests.post(f"{url}{q}/retrieve", json={"Asynchronous": True}).json()["ID"]
+        wait_for(lambda: requests.get(url + "/statistics").json()["CountInstances"] == 3 + 6, timeout=30)
+        time.sleep(0.5)   # the registry is saved within 0.1 s of a snapshot
+        before = requests.get(f"{url}/jobs/{job_id}").json()
+        assert before["State"] == "Running" and before["Progress"] >= 50, before
+        server.kill()
+        gate.set()
+
+        server.start()
+        info = wait_for(lambda: (lambda j: j if j["State"] in ("Success", "Failure") else None)(
+            requests.get(f"{url}/jobs/{job_id}").json()), timeout=60)
+        assert info["State"] == "Success", info
+        assert info["CreationTime"] == before["CreationTime"]
+        # study A was not moved again; study B was asked again after the restart
+        assert moves == [uids[0], uids[1], uids[1]]
+        assert info["Content"]["InstancesCount"] == 3 + 12
+        stats = requests.get(url + "/statistics").json()
+        assert stats["CountInstances"] == 15 and stats["CountStudies"] == 2
+        instances = requests.get(url + "/instances?expand").json()
+        assert len({i["MainDicomTags"]["SOPInstanceUID"] for i in instances}) == 15
+        changes = requests.get(url + "/changes?limit=1000&since=0").json()["Changes"]
+        assert sum(1 for c in changes if c["ChangeType"] == "NewInstance") == 15
+    finally:
+        server.stop()
+        qr.stop()
