@@ -37,6 +37,7 @@ from typing import Any, Iterable, Sequence
 from pydicom.uid import UID
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import A_P_ABORT
 from pynetdicom.presentation import PresentationContext, build_context
 
 from pacsbox import DicomFormatError, ErrorCode, OrthancError, read_file_meta, transcode
@@ -449,16 +450,26 @@ class StoreSender:
 
     @staticmethod
     def _kill(assoc: Any) -> None:
-        try:
-            assoc.abort(block=False)
-        except Exception:  # noqa: BLE001
-            pass
+        """Abort ``assoc`` from another thread, established or still negotiating."""
+        negotiating = not assoc.is_established
+        if not negotiating:
+            try:
+                assoc.abort(block=False)
+            except Exception:  # noqa: BLE001
+                pass
         sock = getattr(getattr(assoc, "dul", None), "socket", None)
         try:
             if sock is not None:
                 sock.close()
         except Exception:  # noqa: BLE001
             pass
+        if negotiating:
+            # wake the requestor waiting for A-ASSOCIATE-AC (pynetdicom waits on the DUL's
+            # to-user queue for up to the ACSE timeout): it takes this as an abort
+            try:
+                assoc.dul.to_user_queue.put(A_P_ABORT())
+            except Exception:  # noqa: BLE001
+                pass
 
     def __enter__(self) -> "StoreSender":
         return self
