@@ -35,8 +35,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import threading
-import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -184,7 +182,6 @@ class OrthancPeerStoreJob(InstancesJob):
         self._inflight: dict[Future, int] = {}
         self._queue: list[int] = []
         self._halt = False
-        self._run_lock = threading.Lock()
 
     # ---- bitmap ----------------------------------------------------------------------------
     def is_confirmed(self, i: int) -> bool:

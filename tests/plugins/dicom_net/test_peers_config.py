@@ -80,3 +80,25 @@ def test_http_session_and_timeout(make_app, tmp_path):
     assert s2.verify is False and s2.proxies == {}
     assert peer_timeout(app2.ctx, p) is None
     s2.close()
+
+
+def test_http_proxy_is_used(node):
+    """``HttpProxy``: requests go to the proxy (here a TCP forwarder to the receiver, which
+    serves the absolute-form request), not to the peer's own address (nothing listens on
+    port 9)."""
+    import requests
+
+    from latency_proxy import LatencyProxy
+    from peers_helpers import make_study, upload
+
+    receiver = node({"DicomServerEnabled": False})
+    with LatencyProxy("127.0.0.1", int(receiver.url.rsplit(":", 1)[1]), delay_ms=0) as proxy:
+        sender = node({"DicomServerEnabled": False, "HttpProxy": f"127.0.0.1:{proxy.port}",
+                       "OrthancPeers": {"p": ["http://127.0.0.1:9/"]}})
+        assert requests.get(sender.url + "/peers/p/system").json()["Name"] == receiver.app.ctx.config["Name"]
+        files = make_study(2, "PROXY")
+        ids = [a["ID"] for a in upload(sender.url, files)]
+        r = requests.post(sender.url + "/peers/p/store", json=ids)
+        assert r.status_code == 200, r.text
+        assert proxy.connections >= 1
+    assert [requests.get(f"{receiver.url}/instances/{i}/file").content for i in ids] == files

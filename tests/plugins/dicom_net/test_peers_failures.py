@@ -56,7 +56,7 @@ def test_refused_uploads_fail_the_job_naming_the_instances(sender, standin):
     assert r.status_code == 500
     err = r.json()
     assert err["OrthancStatus"] == 9 and err["Message"] == "Error in the network protocol"
-    assert f"HTTP 500" in err["Details"] and bad in err["Details"]
+    assert "HTTP 500" in err["Details"] and bad in err["Details"]
     # 500 is not transient: sent once
     assert standin.attempts[sender.uid_of[bad]] == 1
     job = requests.get(sender.url + "/jobs?expand").json()[-1]
