@@ -15,13 +15,16 @@ instance (see :func:`pacsbox_pdf.hookspecs.register_content_encoders`).
   like a PNG. Orthanc 1.10.1 always decodes.
 
 Images get (0008,0016) *SOP Class UID* Secondary Capture when the client gives none (an
-addition: Orthanc leaves it out).
+addition: Orthanc leaves it out), and then the SC Image IOD's other mandatory attributes
+(Type 2 ones empty, Conversion Type ``WSD``); 3D models get the Encapsulated STL/OBJ/MTL
+IODs' mandatory attributes (Orthanc 1.12.1 leaves them to the client). A PDF gets what
+Orthanc 1.10.1 writes, so that its ``/tags`` stay the reference's.
 """
 from __future__ import annotations
 
 import io
 import struct
-from typing import Callable
+from typing import Any, Callable
 
 import pydicom
 from pydicom.dataelem import DataElement
@@ -45,6 +48,58 @@ def _set_default(ds: pydicom.Dataset, keyword: str, value: str) -> None:
     """Set ``keyword`` unless the client gave a value (an empty one counts as none)."""
     if not ds.get(keyword):
         setattr(ds, keyword, value)
+
+
+def _set_absent(ds: pydicom.Dataset, keyword: str, value: Any) -> None:
+    """Set ``keyword`` only when the dataset lacks it (an empty value given stays)."""
+    if keyword not in ds:
+        setattr(ds, keyword, value)
+
+
+#: Type 2 attributes of the Patient, General Study and General Series modules (PS3.3
+#: C.7.1.1, C.7.2.1, C.7.3.1) that a new instance gets empty when the client gave none,
+#: for the IODs whose SOP class pacsbox chooses itself (Secondary Capture images, 3D models).
+_TYPE2_COMMON = ("PatientName", "PatientBirthDate", "PatientSex", "ReferringPhysicianName", "StudyID",
+                 "AccessionNumber")
+
+
+def _complete_common(ds: pydicom.Dataset) -> None:
+    for kw in _TYPE2_COMMON:
+        _set_absent(ds, kw, "")
+
+
+def _complete_secondary_capture(ds: pydicom.Dataset) -> None:
+    """The remaining mandatory attributes of the SC Image IOD (PS3.3 A.8.1): the Type 2
+    ones empty, (0008,0064) *Conversion Type* ``WSD`` (workstation)."""
+    _complete_common(ds)
+    for kw in ("SeriesNumber", "Laterality", "InstanceNumber", "PatientOrientation"):
+        _set_absent(ds, kw, "")
+    _set_default(ds, "ConversionType", "WSD")
+
+
+def _complete_model(ds: pydicom.Dataset) -> None:
+    """The remaining mandatory attributes of the Encapsulated STL/OBJ/MTL IODs (PS3.3
+    A.85): Frame of Reference (a new UID), Enhanced General Equipment (pacsbox),
+    Encapsulated Document and Manufacturing 3D Model (millimetres) modules."""
+    from pydicom.uid import generate_uid
+    _complete_common(ds)
+    _set_absent(ds, "SeriesNumber", "1")
+    _set_absent(ds, "InstanceNumber", "1")
+    _set_absent(ds, "FrameOfReferenceUID", generate_uid(prefix="1.2.826.0.1.3680043.10.1404."))
+    _set_absent(ds, "PositionReferenceIndicator", "")
+    _set_default(ds, "Manufacturer", "pacsbox")
+    _set_default(ds, "ManufacturerModelName", "pacsbox")
+    _set_default(ds, "DeviceSerialNumber", "0")
+    _set_default(ds, "SoftwareVersions", "pacsbox")
+    _set_absent(ds, "AcquisitionDateTime", "")
+    _set_default(ds, "BurnedInAnnotation", "NO")
+    _set_absent(ds, "DocumentTitle", "")
+    if "ConceptNameCodeSequence" not in ds:
+        ds.ConceptNameCodeSequence = pydicom.Sequence()
+    if "MeasurementUnitsCodeSequence" not in ds:
+        unit = pydicom.Dataset()
+        unit.CodeValue, unit.CodingSchemeDesignator, unit.CodeMeaning = "mm", "UCUM", "mm"
+        ds.MeasurementUnitsCodeSequence = pydicom.Sequence([unit])
 
 
 def encapsulate_document(ds: pydicom.Dataset, payload: bytes, mime: str) -> None:
@@ -92,6 +147,7 @@ def _model_encoder(mime: str, sop_class: str) -> Callable[[bytes, pydicom.Datase
     def encode(payload: bytes, ds: pydicom.Dataset) -> None:
         _set_default(ds, "SOPClassUID", sop_class)
         _set_default(ds, "Modality", "M3D")
+        _complete_model(ds)
         encapsulate_document(ds, payload, mime)
     encode.__name__ = "encode_" + mime.split("/")[1]
     encode.__doc__ = (f"``{mime}`` → Encapsulated {mime.split('/')[1].upper()} Storage (PS3.3 A.85), as Orthanc "
@@ -131,8 +187,11 @@ def _jpeg_error(payload: bytes, exc: Exception) -> str:
 
 def _image_attributes(ds: pydicom.Dataset, rows: int, columns: int, samples: int, bits: int,
                       photometric: str) -> None:
-    """The Image Pixel module (PS3.3 C.7.6.3) of a single-frame unsigned image."""
-    _set_default(ds, "SOPClassUID", SECONDARY_CAPTURE)
+    """The Image Pixel module (PS3.3 C.7.6.3) of a single-frame unsigned image; with the
+    SC Image IOD's mandatory attributes when pacsbox chooses the SOP class."""
+    if not ds.get("SOPClassUID"):
+        ds.SOPClassUID = SECONDARY_CAPTURE
+        _complete_secondary_capture(ds)
     ds.SamplesPerPixel = samples
     ds.PhotometricInterpretation = photometric
     if samples > 1:
