@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import threading
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -103,6 +104,36 @@ def peer_content_json(peer: Peer) -> Any:
         out["CertificateFile"] = peer.certificate_file
     out.update(peer.user_properties)
     return dict(sorted(out.items()))
+
+
+#: Bodies larger than this (bytes) are sent through :class:`_AbortableBody`.
+ABORTABLE_SIZE = 256 * 1024
+
+
+class _Aborted(Exception):
+    """The run of the job stopped while a body was being sent."""
+
+
+class _AbortableBody:
+    """A request body read in blocks that stops (raises :class:`_Aborted`) once ``abort``
+    is set, so that a pause or a cancel also stops a long upload on a slow link. Its
+    ``__len__`` gives requests the ``Content-Length``."""
+
+    def __init__(self, data: bytes, abort: threading.Event) -> None:
+        self._view = memoryview(data)
+        self._pos = 0
+        self._abort = abort
+
+    def __len__(self) -> int:
+        return len(self._view) - self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        if self._abort.is_set():
+            raise _Aborted()
+        end = len(self._view) if n is None or n < 0 else min(len(self._view), self._pos + n)
+        chunk = bytes(self._view[self._pos:end])
+        self._pos = end
+        return chunk
 
 
 @dataclass
@@ -239,6 +270,7 @@ class OrthancPeerStoreJob(InstancesJob):
         self._queue.reverse()      # pop() from the end gives index order
         self._inflight = {}
         self._halt = False
+        self._abort = threading.Event()
         self.setup_done = True
 
     def _body(self, ctx: Any, iid: str) -> bytes:
@@ -252,6 +284,7 @@ class OrthancPeerStoreJob(InstancesJob):
     def _upload(self, i: int, session: requests.Session) -> _Outcome:
         """Send ``instances[i]`` (worker thread); retries transient errors."""
         ctx = self._ctx
+        abort = self._abort        # this run's: set by stop()
         iid = self.instances[i]
         try:
             data = self._body(ctx, iid)
@@ -266,11 +299,16 @@ class OrthancPeerStoreJob(InstancesJob):
         sent = 0
         delay = BACKOFF_FIRST
         for attempt in range(self._retries + 1):
-            if self.stop_requested:
+            if self.stop_requested or abort.is_set():
                 return _Outcome(i, False, sent, "interrupted")
+            body: Any = _AbortableBody(data, abort) if len(data) > ABORTABLE_SIZE else data
             try:
-                r = session.post(url, data=data, headers=headers, timeout=self._timeout)
+                r = session.post(url, data=body, headers=headers, timeout=self._timeout)
+            except _Aborted:
+                return _Outcome(i, False, sent, "interrupted")
             except requests.RequestException as e:
+                if abort.is_set():
+                    return _Outcome(i, False, sent, "interrupted")
                 detail = curl_like_error(e)
                 transient = True
             else:
@@ -282,7 +320,7 @@ class OrthancPeerStoreJob(InstancesJob):
             if not transient or attempt == self._retries:
                 break
             log.info("peer store: %s; retry %d/%d in %.2f s", detail, attempt + 1, self._retries, delay)
-            if self.wait_stop(delay):
+            if self.wait_stop(delay) or abort.is_set():
                 return _Outcome(i, False, sent, "interrupted")
             delay = min(delay * 2, BACKOFF_MAX)
         if not detail.startswith("the peer"):
@@ -340,9 +378,13 @@ class OrthancPeerStoreJob(InstancesJob):
         return StepResult.SUCCESS
 
     def stop(self, reason: str) -> None:
-        """Stop the upload threads (those in flight finish on their own, their results are
-        dropped and the instances sent again at the next run), close the session; drop the
-        journal when the job is over."""
+        """Stop the upload threads: bodies larger than :data:`ABORTABLE_SIZE` stop being
+        sent, smaller uploads in flight finish on their own; their results are dropped and
+        the instances sent again at the next run. Close the session; drop the journal when
+        the job is over."""
+        abort = getattr(self, "_abort", None)
+        if abort is not None:
+            abort.set()
         ex, self._executor = self._executor, None
         if ex is not None:
             ex.shutdown(wait=False, cancel_futures=True)

@@ -28,9 +28,13 @@ def testfile(name: str) -> str:
         return get_testdata_file(name)
 
 
-def make_study(n: int, patient_id: str = "PEERS", series: int = 2) -> list[bytes]:
-    """``n`` CT instances (pydicom's CT_small.dcm, ~39 KB each) of one new study, new UIDs."""
+def make_study(n: int, patient_id: str = "PEERS", series: int = 2, size: int = 0) -> list[bytes]:
+    """``n`` CT instances (pydicom's CT_small.dcm, ~39 KB each) of one new study, new UIDs;
+    ``size`` > 0 makes ``size`` x ``size`` 16-bit images instead of 128 x 128."""
     template = pydicom.dcmread(testfile("CT_small.dcm"))
+    if size:
+        template.Rows = template.Columns = size
+        template.PixelData = bytes(range(256)) * (size * size * 2 // 256)
     template.PatientID = patient_id
     template.PatientName = f"Peers^{patient_id}"
     template.StudyInstanceUID = generate_uid()
@@ -96,6 +100,9 @@ class StandIn:
         ``{"uid", "status", "headers", "size"}`` per upload, in arrival order.
     max_inflight : int
         Most uploads being handled at the same time.
+    read_delay : float
+        When > 0, bodies are read 64 KB at a time with this pause (seconds) in between (a
+        slow link); a body cut short is recorded in :attr:`truncated`.
     """
 
     url: str = ""
@@ -105,6 +112,8 @@ class StandIn:
     attempts: dict = field(default_factory=dict)
     inflight: int = 0
     max_inflight: int = 0
+    read_delay: float = 0.0
+    truncated: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: object = None
 
@@ -146,7 +155,23 @@ def start_standin(ssl_context=None) -> StandIn:
                 self._answer(404, {})
 
         def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            length = int(self.headers.get("Content-Length", 0))
+            if st.read_delay:
+                parts = []
+                got = 0
+                while got < length:
+                    piece = self.rfile.read(min(65536, length - got))
+                    if not piece:
+                        with st.lock:
+                            st.truncated.append(got)
+                        self.close_connection = True
+                        return
+                    parts.append(piece)
+                    got += len(piece)
+                    time.sleep(st.read_delay)
+                body = b"".join(parts)
+            else:
+                body = self.rfile.read(length)
             with st.lock:
                 st.inflight += 1
                 st.max_inflight = max(st.max_inflight, st.inflight)
