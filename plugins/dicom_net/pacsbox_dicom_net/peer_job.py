@@ -421,11 +421,14 @@ class OrthancPeerStoreJob(InstancesJob):
 
     # ---- reporting -------------------------------------------------------------------------
     def progress(self) -> float:
-        """Percent of instances confirmed or refused."""
+        """Percent of instances confirmed (or refused, in a permissive run: a refused
+        instance stops a strict job, whose progress stays at what the peer confirmed, as
+        Orthanc's stays at the failed step)."""
         n = len(self.instances)
         if n == 0:
             return 100.0 if self.finalized else 0.0
-        return 100.0 * (self.confirmed_count() + len(self.failed_indexes)) / n
+        done = self.confirmed_count() + (len(self.failed_indexes) if self.permissive else 0)
+        return 100.0 * done / n
 
     def public_content(self) -> dict[str, Any]:
         """``Compress``, ``Description``, ``FailedInstancesCount``, ``InstancesCount``,

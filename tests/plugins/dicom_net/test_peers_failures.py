@@ -60,7 +60,7 @@ def test_refused_uploads_fail_the_job_naming_the_instances(sender, standin):
     # 500 is not transient: sent once
     assert standin.attempts[sender.uid_of[bad]] == 1
     job = requests.get(sender.url + "/jobs?expand").json()[-1]
-    assert job["State"] == "Failure" and job["ErrorCode"] == 9
+    assert job["State"] == "Failure" and job["ErrorCode"] == 9 and job["Progress"] < 100
     assert job["Content"]["FailedInstances"] == [bad] and job["Content"]["FailedInstancesCount"] == 1
 
 
