@@ -237,7 +237,7 @@ def handle_store(event: Any, ctx: Any) -> int:
         filtered out (as Orthanc 1.10.1); ``0x0124`` when ``Store`` is not allowed to
         the peer; ``0xA900`` when the data set's SOP Class or Instance UID differs from
         the command's (as DCMTK's store SCP in Orthanc); ``0xC000`` when the data set
-        cannot be read; ``0xA700`` when storing fails (bad file for the index, storage
+        cannot be read or lacks these UIDs; ``0xA700`` when storing fails (bad file for the index, storage
         error, a plugin hook that raised...). Nothing is half-stored in any case.
     """
     if not command_allowed(ctx, event, "Store"):
@@ -249,8 +249,9 @@ def handle_store(event: Any, ctx: Any) -> int:
         return STATUS_CANNOT_UNDERSTAND
     req = event.request
     uids = dataset_uids(data)
-    if uids is None:
-        log.error("C-STORE: cannot parse the received data set (%d bytes)", len(data))
+    if uids is None or not uids[0] or not uids[1]:
+        log.error("C-STORE: cannot read the SOP Class and Instance UIDs of the received data set (%d bytes)",
+                  len(data))
         return STATUS_CANNOT_UNDERSTAND
     if uids[0] != str(req.AffectedSOPClassUID).strip("\0 ") or uids[1] != str(req.AffectedSOPInstanceUID).strip("\0 "):
         log.error("C-STORE: the data set's SOP Class/Instance UID (%s, %s) differ from the command's (%s, %s)",

@@ -53,7 +53,7 @@ from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from pacsbox import ConfigError, is_transfer_syntax
+from pacsbox import ConfigError
 
 from . import handlers
 from .modalities import aet_equal
@@ -82,6 +82,22 @@ WORKLIST_FIND = handlers.WORKLIST_FIND
 #: service class under which an accepted unknown SOP class is served.
 STORAGE_SERVICE_CLASS = "1.2.840.10008.4.2"
 
+#: The transfer syntaxes Orthanc 1.10.1 knows (``GetAllDicomTransferSyntaxes``), in its order.
+ORTHANC_TRANSFER_SYNTAXES = (
+    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.52", "1.2.840.10008.1.2.4.53",
+    "1.2.840.10008.1.2.4.54", "1.2.840.10008.1.2.4.55", "1.2.840.10008.1.2.4.56", "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.58", "1.2.840.10008.1.2.4.59", "1.2.840.10008.1.2.4.60", "1.2.840.10008.1.2.4.61",
+    "1.2.840.10008.1.2.4.62", "1.2.840.10008.1.2.4.63", "1.2.840.10008.1.2.4.64", "1.2.840.10008.1.2.4.65",
+    "1.2.840.10008.1.2.4.66", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93",
+    "1.2.840.10008.1.2.4.94", "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.101",
+    "1.2.840.10008.1.2.4.102", "1.2.840.10008.1.2.4.103", "1.2.840.10008.1.2.4.104", "1.2.840.10008.1.2.4.105",
+    "1.2.840.10008.1.2.4.106", "1.2.840.10008.1.2.4.107", "1.2.840.10008.1.2.4.108", "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.6.1", "1.2.840.10008.1.2.6.2",
+)
+_KNOWN_TS = frozenset(ORTHANC_TRANSFER_SYNTAXES)
+
 _REASON_CALLING = 0x03
 _REASON_CALLED = 0x07
 
@@ -108,8 +124,8 @@ def _pattern(pattern: str) -> re.Pattern:
 
 def transfer_syntax_accepted(uid: str, patterns: list[str]) -> bool:
     """Whether transfer syntax ``uid`` matches one of the ``AcceptedTransferSyntaxes``
-    patterns (``*``: any run of characters, ``?``: one character) and is a transfer
-    syntax pydicom knows.
+    patterns (``*``: any run of characters, ``?``: one character) and is one of the
+    :data:`ORTHANC_TRANSFER_SYNTAXES`.
 
     Parameters
     ----------
@@ -120,7 +136,7 @@ def transfer_syntax_accepted(uid: str, patterns: list[str]) -> bool:
     -------
     bool
     """
-    return is_transfer_syntax(uid) and any(_pattern(p).match(uid) for p in patterns)
+    return uid in _KNOWN_TS and any(_pattern(p).match(uid) for p in patterns)
 
 
 def has_worklist_provider(ctx: Any) -> bool:
@@ -150,24 +166,24 @@ def accepted_contexts(ctx: Any, requested: list[PresentationContext]) -> tuple[l
         patterns = list(state.accepted_transfer_syntaxes)
         unknown_ok = state.unknown_sop_class_accepted
     worklist = None
+    proposed: dict[str, list[str]] = {}
+    for rq in requested:  # a requestor may propose one context per transfer syntax
+        syntaxes = proposed.setdefault(str(rq.abstract_syntax), [])
+        syntaxes.extend(str(ts) for ts in rq.transfer_syntax if str(ts) not in syntaxes)
     out: dict[str, PresentationContext] = {}
     unknown: list[str] = []
-    for rq in requested:
-        uid = str(rq.abstract_syntax)
-        if uid in out:
-            continue
-        proposed = [str(ts) for ts in rq.transfer_syntax]
+    for uid, offered in proposed.items():
         role = False
         if uid == VERIFICATION or uid in QUERY_RETRIEVE:
-            syntaxes = [ts for ts in proposed if ts in UNCOMPRESSED]
+            syntaxes = [ts for ts in offered if ts in UNCOMPRESSED]
         elif uid == WORKLIST_FIND:
             if worklist is None:
                 worklist = has_worklist_provider(ctx)
             if not worklist:
                 continue
-            syntaxes = [ts for ts in proposed if ts in UNCOMPRESSED]
+            syntaxes = [ts for ts in offered if ts in UNCOMPRESSED]
         elif is_storage_sop_class(uid) or (unknown_ok and not is_known_sop_class(uid)):
-            syntaxes = [ts for ts in proposed if transfer_syntax_accepted(ts, patterns)]
+            syntaxes = [ts for ts in offered if transfer_syntax_accepted(ts, patterns)]
             role = True
             if not is_storage_sop_class(uid):
                 unknown.append(uid)
