@@ -184,3 +184,34 @@ def test_interrupt_while_peer_never_answers(node, storage_scp):
         sender.send(data)
     assert time.monotonic() - t0 < 1.5
     sender.close()
+
+
+@pytest.mark.parametrize("originator", [None, ("MOVER", 7), ("ODD", 65535)])
+@pytest.mark.parametrize("size,max_pdu", [(1, 16384), (39000, 16384), (16378, 16384), (5000, 0)])
+def test_c_store_pdus_equal_pynetdicom_encoding(originator, size, max_pdu):
+    from io import BytesIO
+
+    from pynetdicom.dimse_messages import C_STORE_RQ
+    from pynetdicom.dimse_primitives import C_STORE
+
+    from pacsbox_dicom_net.send import encode_c_store_pdus
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    req = C_STORE()
+    req.MessageID, req.Priority = 12, 2
+    req.AffectedSOPClassUID, req.AffectedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", "1.2.3.45"
+    if originator:
+        req.MoveOriginatorApplicationEntityTitle, req.MoveOriginatorMessageID = originator
+    req.DataSet = BytesIO(data)
+    msg = C_STORE_RQ()
+    msg.primitive_to_message(req)
+    from pynetdicom.pdu import P_DATA_TF
+    pdus = []
+    for prim in msg.encode_msg(5, max_pdu):
+        pdu = P_DATA_TF()
+        pdu.from_primitive(prim)
+        pdus.append(pdu.encode())
+    theirs = b"".join(pdus)
+    ours = encode_c_store_pdus(5, max_pdu, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", data, msg_id=12, priority=2,
+                               originator_aet=originator[0] if originator else None,
+                               originator_id=originator[1] if originator else None)
+    assert ours == theirs
