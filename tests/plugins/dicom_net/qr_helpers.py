@@ -107,6 +107,7 @@ class ScriptedQR:
     hang: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     server: Any = None
+    callers: list = field(default_factory=list)
 
     def stop(self) -> None:
         self.release.set()
@@ -122,12 +123,14 @@ def start_scripted_qr(aet: str = "REMOTE") -> ScriptedQR:
             qr.release.wait(120)
 
     def on_find(event):
+        qr.callers.append(("FIND", event.assoc.requestor.ae_title))
         qr.log.append(("FIND", str(event.context.abstract_syntax), elements(event.identifier)))
         wait_if_silent()
         for a in qr.find_answers(event.identifier):
             yield 0xFF00, a
 
     def on_move(event):
+        qr.callers.append(("MOVE", event.assoc.requestor.ae_title))
         qr.log.append(("MOVE", event.move_destination, elements(event.identifier)))
         wait_if_silent()
         if qr.move is None:
@@ -136,6 +139,7 @@ def start_scripted_qr(aet: str = "REMOTE") -> ScriptedQR:
         yield from qr.move(event)
 
     def on_get(event):
+        qr.callers.append(("GET", event.assoc.requestor.ae_title))
         qr.log.append(("GET", elements(event.identifier)))
         wait_if_silent()
         yield from qr.get(event)
@@ -147,6 +151,8 @@ def start_scripted_qr(aet: str = "REMOTE") -> ScriptedQR:
               ModalityWorklistInformationFind):
         ae.add_supported_context(c)
     ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2")   # CT Image Storage, for C-MOVE sub-operations
+    # and for C-GET sub-operations (the SCU proposes the SCP role for it)
+    ae.add_supported_context("1.2.840.10008.5.1.4.1.1.2", scu_role=True, scp_role=True)
     ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 120
     qr.server = ae.start_server(("127.0.0.1", qr.port), block=False,
                                 evt_handlers=[(evt.EVT_C_FIND, on_find), (evt.EVT_C_MOVE, on_move),
