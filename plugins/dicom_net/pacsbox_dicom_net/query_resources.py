@@ -9,8 +9,29 @@
 - retrieve: ``POST /queries/{id}/retrieve``, ``/queries/{id}/answers/{index}/retrieve``
   and ``POST /modalities/{id}/move`` (a job, as Orthanc 1.11+), by C-MOVE or C-GET.
 
-Every answer, error and status code was compared with Orthanc 1.10.1 querying the same
-remote; the differences are listed in the plugin's README.
+Every answer, error, status code and identifier sent was compared with Orthanc 1.10.1
+querying the same remote (``tests/plugins/dicom_net/test_qr_*_reference.py``,
+``test_qr_orthanc_remote.py``). The differences, all deliberate:
+
+- Orthanc 1.10.1 puts (0002,0003) (and (0002,0002) when the query has *SOPClassUID*) in
+  IMAGE-level C-FIND and C-MOVE identifiers, and shows ``MediaStorageSOPInstanceUID`` in
+  instance-level answers (its answers are files whose meta header copies the SOP UIDs);
+  pacsbox never sends group 0002 in an identifier nor shows it in an answer.
+- A retrieve body that is valid JSON but not an object (``"AET"``, ``[1]``): Orthanc answers
+  500 "Internal error", pacsbox 400 "Bad file format".
+- ``POST /modalities/{id}/move``: 1.10.1 moves synchronously and answers ``{}``; pacsbox
+  runs the ``DicomMoveScu`` job of Orthanc 1.11+ (``Synchronous``/``Asynchronous``/
+  ``Priority``/``Permissive``), whose synchronous answer is the job's content.
+- The retrieve job's content adds ``RetrieveMethod``, ``TargetAet`` (C-MOVE),
+  ``InstancesCount``, ``FailedInstancesCount``, ``WarningInstancesCount`` (sub-operations)
+  and ``Failures`` to Orthanc's ``Description``/``LocalAet``/``RemoteAet``/``Query``.
+- Failed sub-operations (a final 0xB000, or a failed count) fail the job unless
+  ``Permissive``; Orthanc 1.10.1 ends such a retrieve in ``Success``.
+- ``ErrorDetails`` of a refused retrieve add the status's meaning: ``C-MOVE SCU to AET
+  "X" has failed with DIMSE status 0xA801 (Failure: Move destination unknown)``.
+- ``Progress`` follows the Pending sub-operation counts (Orthanc: identifiers done).
+- Retrieve by C-GET (``RetrieveMethod`` of Orthanc 1.12: body, modality, option), job type
+  ``DicomGetScu``.
 """
 from __future__ import annotations
 
