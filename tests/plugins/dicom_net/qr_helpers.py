@@ -127,6 +127,9 @@ def start_scripted_qr(aet: str = "REMOTE") -> ScriptedQR:
         qr.log.append(("FIND", str(event.context.abstract_syntax), elements(event.identifier)))
         wait_if_silent()
         for a in qr.find_answers(event.identifier):
+            if isinstance(a, int):      # a scripted final status
+                yield a, None
+                return
             yield 0xFF00, a
 
     def on_move(event):

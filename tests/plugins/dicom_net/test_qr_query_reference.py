@@ -16,7 +16,15 @@ from pacsbox.testing import free_port
 @pytest.fixture
 def remote():
     qr = start_scripted_qr("REMOTE")
-    qr.find_answers = canned_answers(2)
+    canned = canned_answers(2)
+
+    def answers(ident):
+        # PatientID "FAIL" makes the remote answer a failure status after one answer
+        if str(ident.get("PatientID", "")) == "FAIL":
+            return canned(ident)[:1] + [0xA700]
+        return canned(ident)
+
+    qr.find_answers = answers
     yield qr
     qr.stop()
 
@@ -148,6 +156,12 @@ SCRIPT = [
     ("POST", "/modalities/remote/find-worklist", {"Query": {"PatientName": "D*"}, "Short": True}),
     ("POST", "/modalities/remote/find-worklist", {"Query": {"PatientName": "D*"}, "Full": True}),
     ("POST", "/modalities/remote/find-worklist", "garbage"),
+    ("POST", "/modalities/remote/find-worklist", {"Query": {
+        "PatientName": "", "AccessionNumber": "",
+        "ScheduledProcedureStepSequence": [{"Modality": "CT", "ScheduledStationAETitle": "",
+                                            "ScheduledProcedureStepStartDate": "20240101-"}]}}),
+    ("POST", "/modalities/remote/query", {"Level": "Study", "Query": {"PatientID": "FAIL"}}),
+    ("POST", "/modalities/remote/find-patient", {"PatientID": "FAIL"}),
 ]
 
 
