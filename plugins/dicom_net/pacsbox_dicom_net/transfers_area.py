@@ -160,6 +160,8 @@ class DownloadArea:
                  reopen: bool = False) -> None:
         self.directory = directory
         self.instances = {i.id: i for i in instances}
+        # files are named by position, never by the ID a remote sent (no path games)
+        self._names = {iid: f"{n:06d}.dcm" for n, iid in enumerate(sorted(self.instances))}
         self.buckets = list(buckets)
         self.received: set[int] = set()
         self.total_size = sum(i.size for i in instances)
@@ -179,7 +181,7 @@ class DownloadArea:
             raise OrthancError(ErrorCode.CANNOT_WRITE_FILE, f"Cannot prepare the transfer area: {e}") from None
 
     def _path(self, instance_id: str) -> str:
-        return os.path.join(self.directory, instance_id + ".dcm")
+        return os.path.join(self.directory, self._names[instance_id])
 
     def write_bucket(self, bucket: Bucket, data: bytes, compression: str, index: int | None = None) -> None:
         """Write the bytes of one bucket into the staged files.

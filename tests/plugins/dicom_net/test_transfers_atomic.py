@@ -216,3 +216,20 @@ def test_bucket_shapes_match_the_plugin():
     ]
     assert Bucket((Chunk("x", 7, 3), Chunk("y", 0, 5))).pull_uri("gzip") == \
         "/transfers/chunks/x.y?offset=7&size=8&compression=gzip"
+
+
+def test_instance_ids_never_name_files(node):
+    """IDs come from the remote: one that looks like a path stays inside the staging folder."""
+    b = node(CONFIG)
+    evil = "../../../../escaped"
+    data = b"x" * 10
+    infos = [InstanceInfo(evil, len(data), hashlib.md5(data).hexdigest())]
+    buckets = [Bucket((Chunk(evil, 0, len(data)),))]
+    path = _open(b.url, infos, buckets)
+    assert requests.put(f"{b.url}{path}/0", data=data, timeout=10).status_code == 200
+    root = staging_root(b.ctx)
+    tid = path.rsplit("/", 1)[1]
+    for suffix in ("", ".dcm"):
+        assert not os.path.exists(os.path.normpath(os.path.join(root, "push", tid, evil + suffix)))
+    assert requests.post(f"{b.url}{path}/commit", timeout=10).status_code == 400  # not DICOM
+    assert _staging_empty(b)
