@@ -161,3 +161,31 @@ def test_bad_size_option_stops_the_start(make_app):
     from pacsbox import ConfigError, StartupError
     with pytest.raises((ConfigError, StartupError)):
         pdf_client(make_app, {"CreateDicomMaximumSize": "big"})
+
+
+def _rss_mb() -> int:
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS")).split()[1]) // 1024
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="needs /proc")
+def test_large_body_through_the_server_keeps_memory_flat(live_server):
+    """A 200 MB body on a real server (waitress spools it to a file): 413 from the option,
+    and the process does not grow by the body's size."""
+    import select
+    import socket
+    import pacsbox_pdf.plugin as pdf_plugin
+    server = live_server({"CreateDicomMaximumSize": 1}, plugins=[pdf_plugin])
+    size = 200 << 20
+    before = _rss_mb()
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(f"POST /tools/create-dicom HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode())
+        chunk, sent, answer = b"A" * (1 << 20), 0, b""
+        while sent < size and not select.select([s], [], [], 0)[0]:  # waitress answers once it has it all
+            s.sendall(chunk)
+            sent += len(chunk)
+        s.settimeout(30)
+        while b"\r\n\r\n" not in answer:
+            answer += s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert _rss_mb() - before < 64
