@@ -332,19 +332,13 @@ class _TransferJob(Job):
         """Open the peer's session (fails the job for an unknown peer)."""
         self.client = PeerClient(ctx, self.peer_name, _settings(ctx).threads, self.query[KEY_SENDER_TRANSFER_ID])
 
-    def _end_runner(self) -> None:
-        runner, self.runner = self.runner, None
-        if runner is not None:
-            runner.stop()
-            self._absorb(runner)
-
     def _absorb(self, runner: QueryRunner) -> None:
+        """Take the results of a finished (or stopped) runner; called once per runner."""
         with runner._lock:  # noqa: SLF001 - a consistent snapshot of the counters
             self.done |= runner.done
             self.uploaded += runner.uploaded
             self.downloaded += runner.downloaded
-            runner.uploaded = runner.downloaded = 0
-            self.speed = runner.speed_kbs()
+        self.speed = runner.speed_kbs()
 
     def interrupt(self) -> None:
         """Abort the HTTP queries in flight (pause, cancel, shutdown)."""
@@ -403,9 +397,10 @@ class _TransferJob(Job):
         if runner is not None:
             with runner._lock:  # noqa: SLF001
                 done |= runner.done
+        up, down = self._transfer_counts()
         d["pacsbox"] = {"State": self.state, "Instances": [i.to_json() for i in self.instances],
                         "Buckets": [b.to_json() for b in self.buckets], "DoneBuckets": sorted(done),
-                        "Uploaded": self.uploaded, "Downloaded": self.downloaded}
+                        "Uploaded": up, "Downloaded": down}
         return d
 
     def load_base(self, data: Mapping[str, Any]) -> None:
@@ -523,7 +518,7 @@ class PushTransferJob(_TransferJob):
         runner = self.runner
         runner.wait(0.2)
         if runner.running:
-            self._absorb(runner)
+            self.speed = runner.speed_kbs()
             return StepResult.CONTINUE
         self.runner = None
         self._absorb(runner)
@@ -707,7 +702,7 @@ class PullTransferJob(_TransferJob):
         runner = self.runner
         runner.wait(0.2)
         if runner.running:
-            self._absorb(runner)
+            self.speed = runner.speed_kbs()
             return StepResult.CONTINUE
         self.runner = None
         self._absorb(runner)

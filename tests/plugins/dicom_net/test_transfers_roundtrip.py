@@ -37,6 +37,11 @@ def test_send_500_instances(node, study_files, compression):
     # 500 x ~2.6 KB grouped by 256 KB, plus 3 x 512 KB instances cut in 2 chunks each
     assert c["CompletedHttpQueries"] >= 6 + 5
     assert job["Progress"] == 100
+    assert c["NetworkSpeedKBs"] > 0
+    total = sum(map(len, study_files))
+    assert c["TotalSizeMB"] == round(total / 2 ** 20)
+    if compression == "none":  # bytes uploaded = the files, in MB
+        assert c["UploadedSizeMB"] == round(total / 2 ** 20)
     src = md5s(a)
     assert len(src) == 503
     assert md5s(b) == src
