@@ -55,7 +55,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from pacsbox import ConfigError
 
-from . import handlers
+from . import handlers, worklist
 from .modalities import aet_equal
 from .scu import set_nodelay, tls_context
 from .state import plugin_state
@@ -382,53 +382,72 @@ def _retrieve_module() -> Any:
     return retrieve_scp
 
 
+def _refuse_retrieve(event: Any, primitive: type) -> None:
+    """Answer a refused C-MOVE/C-GET with ``0x0124`` and zero sub-operations, through
+    the retrieve side's responder (which then drops pynetdicom's own final response)."""
+    retrieve_scp = _retrieve_module()
+    responder = retrieve_scp._Responder(event, primitive)
+    responder.send(handlers.STATUS_NOT_AUTHORIZED, retrieve_scp._Counts(0), final=True)
+    responder.finish()
+
+
 def handle_move(event: Any, ctx: Any) -> Iterator[Any]:
     """``EVT_C_MOVE``: the permission check (``Move``), then ``retrieve_scp.handle_move``.
 
-    A refused or failing C-MOVE raises before the first yield: pynetdicom answers
-    ``0xC514`` (failed: unable to process), never an abort.
+    A refused C-MOVE is answered ``0x0124`` (refused: not authorized) with no
+    sub-operation (Orthanc 1.10.1 aborts the association instead).
     """
     if not handlers.command_allowed(ctx, event, "Move"):
-        raise PermissionError("C-MOVE is not allowed to this peer")
+        from pynetdicom.dimse_primitives import C_MOVE
+        _refuse_retrieve(event, C_MOVE)
+        yield ("127.0.0.1", 1)  # placeholder destination: no sub-operation follows
+        yield 0
+        return
     yield from _retrieve_module().handle_move(event, ctx)
 
 
 def handle_get(event: Any, ctx: Any) -> Iterator[Any]:
     """``EVT_C_GET``: the permission check (``Get``), then ``retrieve_scp.handle_get``.
 
-    A refused C-GET yields no sub-operation and the status ``0x0124`` (refused: not
-    authorized).
+    A refused C-GET is answered ``0x0124`` (refused: not authorized) with no
+    sub-operation.
     """
     if not handlers.command_allowed(ctx, event, "Get"):
-        yield 1
-        yield handlers.STATUS_NOT_AUTHORIZED, None
+        from pynetdicom.dimse_primitives import C_GET
+        _refuse_retrieve(event, C_GET)
+        yield 0
         return
     yield from _retrieve_module().handle_get(event, ctx)
 
 
 def start(ctx: Any) -> None:
-    """Start the SCP when ``DicomServerEnabled`` (reference section 9.8).
+    """Start the SCP when ``DicomServerEnabled`` (reference section 9.8), after
+    registering the default worklist provider when the ``Worklists`` section enables it.
 
     Raises
     ------
     pacsbox.ConfigError
         ``DicomPort`` cannot be bound (in use, no permission); the message names the
         option, the address and the reason.
+    pacsbox.ConfigError
+        ``Worklists.Database`` is not a folder while ``Worklists.Enable``.
     OrthancError
         ``SSL_INITIALIZATION`` when ``DicomTlsEnabled`` and a TLS file cannot be loaded.
     """
     state = plugin_state(ctx)
     if not state.options["DicomServerEnabled"] or state.extra.get(EXTRA_KEY) is not None:
         return
+    worklist.start(ctx)
     state.extra[EXTRA_KEY] = ScpServer(ctx)
 
 
 def stop(ctx: Any) -> None:
-    """Stop the SCP, if running."""
+    """Stop the SCP, if running, and unregister the default worklist provider."""
     state = plugin_state(ctx)
     server = state.extra.pop(EXTRA_KEY, None)
     if server is not None:
         server.stop()
+    worklist.stop(ctx)
 
 
 def server_of(ctx: Any) -> ScpServer | None:
