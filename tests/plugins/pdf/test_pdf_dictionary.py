@@ -156,3 +156,36 @@ def test_tag_dictionary_is_built_once_per_app(make_app):
     app = make_app({"Dictionary": KIT_DICTIONARY, "DefaultPrivateCreator": "KitCreator"})
     d = tag_dictionary(app.ctx)
     assert d is tag_dictionary(app.ctx) and d.default_private_creator == "KitCreator" and "KitNumber" in d.names
+
+
+def test_module_tags_api():
+    from pacsbox import module_tags
+    assert 0x00100010 in module_tags(0) and module_tags("Patient") == module_tags(0)
+    assert 0x0020000D in module_tags("study") and 0x00080060 in module_tags(2) and 0x00080018 in module_tags(3)
+    for bad in (4, -1, "Frame", 1.5):
+        with pytest.raises(ValueError):
+            module_tags(bad)
+
+
+def test_dataset_to_json_with_a_dictionary_reads_implicit_vr_values():
+    from pydicom.filewriter import dcmwrite
+    from pydicom.dataset import FileMetaDataset
+    from pacsbox import dataset_to_json
+    ds = pydicom.Dataset()
+    ds.add_new(0x00410010, "LO", "KitCreator")
+    ds.add_new(0x00411011, "US", 42)
+    ds.add_new(0x00411010, "LO", "hello")
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"  # implicit VR: the file states no VR
+    buf = io.BytesIO()
+    dcmwrite(buf, ds, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    raw = pydicom.dcmread(io.BytesIO(buf.getvalue()), force=True)
+    plain = dataset_to_json(raw, "full")
+    assert plain["0041,1011"]["Name"] == "Unknown Tag & Data" and plain["0041,1011"]["Type"] == "Null"
+    named = dataset_to_json(pydicom.dcmread(io.BytesIO(buf.getvalue()), force=True), "full",
+                            dictionary=TagDictionary(KIT_DICTIONARY))
+    assert named["0041,1011"] == {"Name": "KitNumber", "PrivateCreator": "KitCreator", "Type": "String", "Value": "42"}
+    assert named["0041,1010"]["Value"] == "hello"
+    simple = dataset_to_json(pydicom.dcmread(io.BytesIO(buf.getvalue()), force=True), "simplify",
+                             dictionary=TagDictionary(KIT_DICTIONARY))
+    assert simple["KitNumber"] == "42"
