@@ -60,8 +60,8 @@ from pynetdicom.dsutils import encode
 from pacsbox import DicomFormatError, OrthancError, find_resources, read_file_meta
 
 from .modalities import Modality, parse_modality
-from .send import (SendInterrupted, SendResult, StoreSender, choose_context, encoded_payload, instance_uids,
-                   plan_instances, send_c_store_raw)
+from .send import (SendInterrupted, SendResult, StoreSender, choose_context, encode_pending_pdu, encoded_payload,
+                   instance_uids, plan_instances, send_c_store_raw, write_pdus)
 from .state import plugin_state
 
 log = logging.getLogger("pacsbox.dicom_net")
@@ -212,6 +212,14 @@ class _Responder:
         self.primitive = primitive
 
     def send(self, status: int, counts: _Counts | None, *, final: bool) -> None:
+        if not final and counts is not None:
+            # the frequent Pending response: encoded here, written on the socket at once
+            if self.assoc.is_established:
+                write_pdus(self.assoc, encode_pending_pdu(
+                    self.cx_id, 0x8021 if self.primitive is C_MOVE else 0x8010, self.sop_class, self.message_id,
+                    remaining=counts.remaining, completed=counts.completed, failed=counts.failed,
+                    warning=counts.warning, status=status))
+            return
         rsp = self.primitive()
         rsp.MessageIDBeingRespondedTo = self.message_id
         rsp.AffectedSOPClassUID = self.sop_class
@@ -309,7 +317,8 @@ def _do_move(event: Any, ctx: Any, responder: _Responder) -> None:
         responder.send(0x0000, counts, final=True)
         return
     sender = StoreSender(ctx, modality)
-    sender.plan(plan_instances(ctx, instances))
+    kinds: dict = {}
+    sender.plan(plan_instances(ctx, instances, kinds))
     lost: list[Exception] = []
 
     def send_one(inst: Any) -> SendResult | None:
@@ -317,7 +326,7 @@ def _do_move(event: Any, ctx: Any, responder: _Responder) -> None:
             return None
         try:
             return sender.send(ctx.resources.read_file(inst), originator_aet=requester,
-                               originator_id=responder.message_id, uids=instance_uids(ctx, inst))
+                               originator_id=responder.message_id, uids=instance_uids(ctx, inst, kinds))
         except (OrthancError, SendInterrupted, DicomFormatError) as e:
             if getattr(e, "code", None) is not None and "DicomAssociation" in str(e):
                 lost.append(e)  # the destination is unreachable: the rest fails too

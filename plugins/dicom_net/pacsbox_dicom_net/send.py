@@ -228,6 +228,54 @@ def encode_c_store_pdus(context_id: int, max_pdu: int, sop_class_uid: str, sop_i
     return b"".join(out)
 
 
+def encode_pending_pdu(context_id: int, command_field: int, sop_class_uid: str, responded_id: int, *,
+                       remaining: int, completed: int, failed: int, warning: int, status: int = 0xFF00) -> bytes:
+    """The P-DATA-TF PDU of a C-MOVE-RSP (``command_field`` ``0x8021``) or C-GET-RSP
+    (``0x8010``) without identifier, as a Pending response carries.
+
+    Parameters
+    ----------
+    context_id : int
+        Presentation context of the request.
+    command_field : int
+        (0000,0100) *Command Field*.
+    sop_class_uid : str
+        (0000,0002) *Affected SOP Class UID* of the request.
+    responded_id : int
+        (0000,0120) *Message ID Being Responded To*.
+    remaining, completed, failed, warning : int
+        (0000,1020) to (0000,1023), the sub-operation counts (0-65535).
+    status : int
+        (0000,0900) *Status* (``0xFF00`` Pending).
+
+    Returns
+    -------
+    bytes
+        One PDU (command set in Implicit VR Little Endian, last fragment), byte-identical
+        to pynetdicom's encoding of the same response.
+    """
+    rest = b"".join([_element(0x0002, _uid(sop_class_uid)), _element(0x0100, struct.pack("<H", command_field)),
+                     _element(0x0120, struct.pack("<H", responded_id)), _element(0x0800, struct.pack("<H", 0x0101)),
+                     _element(0x0900, struct.pack("<H", status)),
+                     _element(0x1020, struct.pack("<H", min(remaining, 65535))),
+                     _element(0x1021, struct.pack("<H", min(completed, 65535))),
+                     _element(0x1022, struct.pack("<H", min(failed, 65535))),
+                     _element(0x1023, struct.pack("<H", min(warning, 65535)))])
+    command = _element(0x0000, struct.pack("<I", len(rest))) + rest
+    return struct.pack(">BBIIBB", 0x04, 0, len(command) + 6, len(command) + 2, context_id, 0x03) + command
+
+
+def write_pdus(assoc: Any, pdus: bytes) -> None:
+    """Write encoded PDUs on the association's socket from this thread (the reactor
+    must be paused; pynetdicom's DUL thread then only reads). A failure is reported to
+    the DUL as a closed connection (``Evt17``), as pynetdicom does."""
+    sock = assoc.dul.socket
+    try:
+        sock.socket.sendall(pdus)
+    except (OSError, AttributeError):
+        sock.event_queue.put("Evt17")
+
+
 def hold_reactor(assoc: Any) -> None:
     """Pause the association's reactor thread (pynetdicom 3.0's protocol for the
     ``send_*`` methods), so that this thread alone reads the DIMSE responses; release it
@@ -307,11 +355,7 @@ def send_c_store_raw(assoc: Any, context_id: int, sop_class_uid: str, sop_instan
         # written on the socket from this thread: the DUL thread only reads while the
         # reactor is paused, and pynetdicom's per-PDU queue hops cost a round of 1 ms
         # polls each
-        sock = assoc.dul.socket
-        try:
-            sock.socket.sendall(pdus)
-        except (OSError, AttributeError):
-            sock.event_queue.put("Evt17")  # connection closed, as pynetdicom reports it
+        write_pdus(assoc, pdus)
         deadline = time.monotonic() + timeout if timeout else None
         rsp = None
         while True:
@@ -337,7 +381,12 @@ def send_c_store_raw(assoc: Any, context_id: int, sop_class_uid: str, sop_instan
         assoc._handle_no_response()  # noqa: SLF001 - aborts after a DIMSE timeout
         from pydicom import Dataset
         return Dataset()
-    return assoc._check_received_status(rsp)  # noqa: SLF001
+    if not rsp.is_valid_response:
+        return assoc._check_received_status(rsp)  # noqa: SLF001 - logs and aborts
+    from pydicom import Dataset
+    status = Dataset()
+    status.Status = rsp.Status
+    return status
 
 
 def choose_context(accepted: Sequence[Any], sop_class: str, ts: str, *, allow_transcoding: bool,
@@ -674,7 +723,7 @@ def stored_kind(ctx: Any, instance: Any) -> tuple[str, str] | None:
     return None
 
 
-def instance_uids(ctx: Any, instance: Any) -> tuple[str, str]:
+def instance_uids(ctx: Any, instance: Any, cache: dict | None = None) -> tuple[str, str]:
     """(0008,0016) *SOP Class UID* and (0008,0018) *SOP Instance UID* of a stored
     instance, from the index (metadata ``SopClassUid``, main tag ``SOPInstanceUID``);
     empty strings for what the index lacks.
@@ -683,20 +732,36 @@ def instance_uids(ctx: Any, instance: Any) -> tuple[str, str]:
     ----------
     ctx : ServerContext
     instance : pacsbox.Resource
+    cache : dict, optional
+        Filled by :func:`plan_instances` (saves a query per instance).
     """
-    md = ctx.index.metadata(instance.internal_id)
-    return md.get("SopClassUid", ""), str(instance.main_tags.get("SOPInstanceUID", "") or "")
+    kind = cache.get(instance.internal_id) if cache is not None else None
+    if kind is None:
+        kind = stored_kind(ctx, instance) or ("", "")
+    return kind[0], str(instance.main_tags.get("SOPInstanceUID", "") or "")
 
 
-def plan_instances(ctx: Any, instances: Sequence[Any]) -> list[tuple[str, str]]:
+def plan_instances(ctx: Any, instances: Sequence[Any], cache: dict | None = None) -> list[tuple[str, str]]:
     """The ``(SOP class, transfer syntax)`` kinds of ``instances``, in order, from the
     index (see :func:`stored_kind`); instances without metadata are left out (they are
-    negotiated when they come)."""
+    negotiated when they come).
+
+    Parameters
+    ----------
+    ctx : ServerContext
+    instances : sequence of pacsbox.Resource
+    cache : dict, optional
+        Filled with internal ID -> kind, for :func:`instance_uids`.
+    """
     out = []
     seen: set[tuple[str, str]] = set()
     for inst in instances:
         k = stored_kind(ctx, inst)
-        if k is not None and k not in seen:
+        if k is None:
+            continue
+        if cache is not None:
+            cache[inst.internal_id] = k
+        if k not in seen:
             seen.add(k)
             out.append(k)
     return out

@@ -80,6 +80,8 @@ class StoreScuJob(InstancesJob):
         self.timeout = timeout
         self._sender: StoreSender | None = None
         self._ctx: Any = None
+        self._resources: dict[str, Any] = {}  # instance ID -> Resource, from the planning step
+        self._kinds: dict = {}  # internal ID -> (SOP class, transfer syntax)
 
     # ---- running ---------------------------------------------------------------------
     def start(self, ctx: Any) -> None:
@@ -94,7 +96,9 @@ class StoreScuJob(InstancesJob):
 
     def _plan(self, ctx: Any) -> None:
         rest = [r for r in (ctx.index.lookup(i, 3) for i in self.instances[self.position:]) if r is not None]
-        self._sender.plan(plan_instances(ctx, rest))
+        self._resources = {r.public_id: r for r in rest}
+        self._kinds = {}
+        self._sender.plan(plan_instances(ctx, rest, self._kinds))
 
     def setup(self, ctx: Any) -> None:
         """Announce the SOP classes and transfer syntaxes of every instance."""
@@ -111,7 +115,7 @@ class StoreScuJob(InstancesJob):
         SendInterrupted
             Pause, cancel or shutdown while sending (the engine applies it).
         """
-        res = ctx.index.lookup(instance_id, 3)
+        res = self._resources.pop(instance_id, None) or ctx.index.lookup(instance_id, 3)
         if res is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Unknown instance: {instance_id}")
         data = ctx.resources.read_file(res)
@@ -122,7 +126,7 @@ class StoreScuJob(InstancesJob):
             originator = self.move_originator_aet or plugin_state(ctx).options["DicomAet"]
         result = self._sender.send(data, originator_aet=originator,
                                    originator_id=self.move_originator_id if originator else None,
-                                   uids=instance_uids(ctx, res))
+                                   uids=instance_uids(ctx, res, self._kinds))
         if not result.ok:
             log.warning("C-STORE of instance %s to %s failed: %s", instance_id, self.modality.aet, result.error)
             self.error_code = int(ErrorCode.NETWORK_PROTOCOL)

@@ -215,3 +215,29 @@ def test_c_store_pdus_equal_pynetdicom_encoding(originator, size, max_pdu):
                                originator_aet=originator[0] if originator else None,
                                originator_id=originator[1] if originator else None)
     assert ours == theirs
+
+
+@pytest.mark.parametrize("kind", ["move", "get"])
+def test_pending_pdu_equals_pynetdicom_encoding(kind):
+    from pynetdicom.dimse_messages import C_GET_RSP, C_MOVE_RSP
+    from pynetdicom.dimse_primitives import C_GET, C_MOVE
+    from pynetdicom.pdu import P_DATA_TF
+
+    from pacsbox_dicom_net.send import encode_pending_pdu
+    prim, msg_cls = (C_MOVE, C_MOVE_RSP) if kind == "move" else (C_GET, C_GET_RSP)
+    rsp = prim()
+    rsp.MessageIDBeingRespondedTo = 3
+    rsp.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.2"
+    rsp.Status = 0xFF00
+    rsp.NumberOfRemainingSuboperations, rsp.NumberOfCompletedSuboperations = 498, 1
+    rsp.NumberOfFailedSuboperations, rsp.NumberOfWarningSuboperations = 1, 0
+    msg = msg_cls()
+    msg.primitive_to_message(rsp)
+    pdus = []
+    for p in msg.encode_msg(7, 16384):
+        pdu = P_DATA_TF()
+        pdu.from_primitive(p)
+        pdus.append(pdu.encode())
+    ours = encode_pending_pdu(7, 0x8021 if kind == "move" else 0x8010, "1.2.840.10008.5.1.4.1.2.2.2", 3,
+                              remaining=498, completed=1, failed=1, warning=0)
+    assert ours == b"".join(pdus)
