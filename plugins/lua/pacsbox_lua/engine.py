@@ -295,13 +295,15 @@ class LuaEngine:
     # --------------------------------------------------------------- conversions
 
     def to_lua(self, value: Any) -> Any:
-        """A Python JSON-like value as a Lua value (strings as Lua strings, dicts and lists as
-        tables, ``None`` as ``nil``), as Orthanc's ``PushJson``."""
+        """A Python JSON-like value as a Lua value (strings as Lua strings, numbers as floats,
+        dicts and lists as tables, ``None`` as ``nil``), as Orthanc 1.10.1's ``PushJson``."""
         if value is None or isinstance(value, bool):
             return value
         if isinstance(value, str):
             return value.encode("utf-8")
-        if isinstance(value, (bytes, int, float)):
+        if isinstance(value, int):
+            return float(value)  # as Orthanc 1.10.1, JSON numbers reach Lua as floats (print shows 1.0)
+        if isinstance(value, (bytes, float)):
             return value
         if isinstance(value, Mapping):
             t = self.lua.table()
