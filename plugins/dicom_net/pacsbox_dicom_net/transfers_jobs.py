@@ -478,6 +478,15 @@ class PushTransferJob(_TransferJob):
                 self._with_retries(st.max_http_retries, lambda: self.client.request(
                     "POST", f"{self.transaction}/commit", data=b"", timeout=st.peer_commit_timeout))
             except PeerHttpError as e:
+                if e.status == 404 and self.restarts < 3:
+                    # the receiver no longer knows the transaction (it restarted, or a first
+                    # commit went through but its answer was lost): send again, the
+                    # instances already stored answer AlreadyStored
+                    self.restarts += 1
+                    log.warning("transfers: peer %s does not know push transaction %s at commit, sending again",
+                                self.peer_name, self.transaction)
+                    self.state = "create"
+                    return StepResult.CONTINUE
                 return self._fail(ErrorCode.NETWORK_PROTOCOL,
                                   f"Cannot commit push transaction on remote peer {self.peer_name}: {e.details}")
             self.state = "success"

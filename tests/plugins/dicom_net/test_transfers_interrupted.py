@@ -266,3 +266,29 @@ def test_sender_restart_reloads_the_job_and_sends_only_what_is_missing(node, stu
     # only the unconfirmed buckets went again (plus those in flight at the shutdown)
     assert len(received) <= total + 2, (len(received), at_stop, total)
     assert md5s(b) == expected
+
+
+def test_commit_whose_answer_is_lost_is_sent_again(node, study_files):
+    """The first commit goes through on the receiver but its answer never reaches the
+    sender (the retry then finds no transaction): the job sends again and ends in Success
+    with every instance there once."""
+    a = node({"Transfers": {"BucketSize": 64, "MaxHttpRetries": 1}})
+    b = node()
+    study = load(a, study_files[:50])
+    link(a, "b", b)
+    rx = transfers_state(b.ctx).transactions
+    original_commit = rx.commit
+    calls = {"n": 0}
+
+    def commit(tid):
+        calls["n"] += 1
+        created = original_commit(tid)
+        if calls["n"] == 1:
+            raise ConnectionAbortedError("answer lost")  # a 500 to the sender, stored anyway
+        return created
+
+    rx.commit = commit
+    job = wait_job(a.url, _send(a, study))
+    assert job["State"] == "Success", job
+    assert calls["n"] == 3 and rx.info()["created"] == 2  # commit, retried commit (404), new commit
+    assert md5s(b) == md5s(a)
