@@ -285,6 +285,14 @@ class SendResource:
         self.ctx = ctx
 
     def on_post(self, req, resp) -> None:
+        """Start a push job, or ask a ``RemoteSelf`` peer to pull.
+
+        Raises
+        ------
+        OrthancError
+            ``BadFileFormat`` (400) for a malformed body; ``UnknownResource`` (404) for an
+            unknown peer; ``NetworkProtocol`` (500) when a pulling peer cannot be asked.
+        """
         ctx = self.ctx
         body = read_json_body(req, allow_empty=False)
         query = parse_transfer_query(body)
@@ -334,6 +342,14 @@ class PullResource:
         self.ctx = ctx
 
     def on_post(self, req, resp) -> None:
+        """Start a pull job (``{"ID", "Path"}``).
+
+        Raises
+        ------
+        OrthancError
+            ``BadFileFormat`` (400) for a malformed body; ``UnknownResource`` (404) for an
+            unknown peer.
+        """
         body = read_json_body(req, allow_empty=False)
         query = parse_transfer_query(body)
         _peer(self.ctx, query[KEY_PEER])
@@ -348,6 +364,14 @@ class LookupResource:
         self.ctx = ctx
 
     def on_post(self, req, resp) -> None:
+        """Describe the instances of a ``Resources`` array.
+
+        Raises
+        ------
+        OrthancError
+            ``BadFileFormat`` / ``ParameterOutOfRange`` (400) for a malformed array;
+            ``UnknownResource`` (404) for a missing resource.
+        """
         from .transfers_source import describe_instances, instances_of_resources, lookup_answer
         body = read_json_body(req, allow_empty=False)
         st = state(self.ctx)
@@ -371,6 +395,15 @@ class ChunksResource:
         self.ctx = ctx
 
     def on_get(self, req, resp, ids: str) -> None:
+        """Serve a pull bucket (at most ``Threads`` at once).
+
+        Raises
+        ------
+        OrthancError
+            ``BadParameterType`` (400) for a non-integer ``offset``/``size``;
+            ``ParameterOutOfRange`` (400) for an unknown compression; ``UnknownResource``
+            (404) for an unknown instance.
+        """
         st = state(self.ctx)
         offset = _size_arg(req, "offset") or 0
         size = _size_arg(req, "size") or 0
@@ -389,6 +422,14 @@ class PushCreateResource:
         self.ctx = ctx
 
     def on_post(self, req, resp) -> None:
+        """Open a push transaction (``{"ID", "Path"}``).
+
+        Raises
+        ------
+        OrthancError
+            ``BadFileFormat`` (400) for a malformed body or a bucket outside the announced
+            instances; ``ParameterOutOfRange`` (400) for an unknown compression.
+        """
         body = read_json_body(req, allow_empty=False)
         if (not isinstance(body, Mapping) or not isinstance(body.get(KEY_BUCKETS), list)
                 or not isinstance(body.get(KEY_COMPRESSION), str) or not isinstance(body.get(KEY_INSTANCES), list)):
@@ -409,10 +450,13 @@ class PushTransactionResource:
         self.ctx = ctx
 
     def on_delete(self, req, resp, id: str) -> None:  # noqa: A002 - falcon field name
+        """Discard a transaction; 404 when unknown."""
         state(self.ctx).transactions.discard(id)
         send_json(resp, {})
 
     def on_put_part(self, req, resp, id: str, part: str) -> None:  # noqa: A002
+        """Receive bucket ``part``; 404 for an unknown transaction, 400 for a bucket number
+        out of range, 500 ``NetworkProtocol`` for a bucket of the wrong size."""
         if not part.isascii() or not part.isdigit():
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Unknown bucket: {part}")
         data = req.bounded_stream.read()
@@ -420,6 +464,8 @@ class PushTransactionResource:
         send_json(resp, {})
 
     def on_post_part(self, req, resp, id: str, part: str) -> None:  # noqa: A002
+        """Commit (``part`` = ``commit``); 500 ``CorruptedFile`` for a missing bucket or
+        an MD5 mismatch, with nothing kept."""
         if part != "commit":
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Unknown URI: {URI_PUSH}/{id}/{part}")
         state(self.ctx).transactions.commit(id)
@@ -473,6 +519,7 @@ class PeersResource:
         self.ctx = ctx
 
     def on_get(self, req, resp) -> None:
+        """Probe every peer at once (``Threads`` at a time)."""
         from . import peers
         ctx = self.ctx
         st = state(ctx)

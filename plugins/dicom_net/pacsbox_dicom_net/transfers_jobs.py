@@ -322,10 +322,12 @@ class _TransferJob(Job):
     # ---- shared plumbing ----------------------------------------------------------------
     @property
     def peer_name(self) -> str:
+        """str: the peer's symbolic name (``Peer``)."""
         return self.query[KEY_PEER]
 
     @property
     def compression(self) -> str:
+        """str: ``"gzip"`` or ``"none"`` (``Compression``)."""
         return self.query[KEY_COMPRESSION]
 
     def start(self, ctx: "ServerContext") -> None:
@@ -388,6 +390,15 @@ class _TransferJob(Job):
         return up, down
 
     def base_serialized(self) -> dict[str, Any]:
+        """The plugin's serialized query (``TransferQuery::Serialize``: ``Peer``,
+        ``Resources``, ``Compression``, ``SenderTransferID``, ``Originator``) plus
+        pacsbox's progress under ``"pacsbox"`` (state, instances, bucket plan, done
+        buckets, bytes moved).
+
+        Returns
+        -------
+        dict
+        """
         d = {KEY_PEER: self.peer_name, KEY_RESOURCES: self.query[KEY_RESOURCES], KEY_COMPRESSION: self.compression,
              KEY_SENDER_TRANSFER_ID: self.query[KEY_SENDER_TRANSFER_ID]}
         if KEY_ORIGINATOR in self.query:
@@ -404,6 +415,14 @@ class _TransferJob(Job):
         return d
 
     def load_base(self, data: Mapping[str, Any]) -> None:
+        """Restore what :meth:`base_serialized` saved under ``"pacsbox"`` (a job saved
+        by the plugin's form alone starts from its first state).
+
+        Raises
+        ------
+        OrthancError
+            ``BadFileFormat`` for a malformed saved plan.
+        """
         extra = data.get("pacsbox") or {}
         self.state = extra.get("State", "init")
         self.instances = [InstanceInfo.from_json(i) for i in extra.get("Instances", [])]
@@ -600,6 +619,7 @@ class PushTransferJob(_TransferJob):
         return job
 
     def reset(self) -> None:
+        """Start again from the first state, with a new transaction (``resubmit``)."""
         super().reset()
         self.transaction = None
         self.restarts = 0
@@ -774,6 +794,7 @@ class PullTransferJob(_TransferJob):
         return job
 
     def reset(self) -> None:
+        """Start again from the lookup, dropping the staged files (``resubmit``)."""
         self._drop_area()
         super().reset()
         self.area_dir = None
