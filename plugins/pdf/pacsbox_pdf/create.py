@@ -24,6 +24,7 @@ from __future__ import annotations
 import binascii
 import io
 import logging
+import re
 import struct
 import uuid
 from datetime import datetime, timezone
@@ -79,6 +80,8 @@ _NUMBERS = {"US": ("H", 0, 0xFFFF), "SS": ("h", -0x8000, 0x7FFF), "UL": ("I", 0,
             "SL": ("i", -0x80000000, 0x7FFFFFFF), "SV": ("q", -(1 << 63), (1 << 63) - 1),
             "UV": ("Q", 0, (1 << 64) - 1), "FL": ("f", None, None), "FD": ("d", None, None)}
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 Encoder = Callable[[bytes, pydicom.Dataset], None]
 
@@ -214,7 +217,7 @@ class ValueEncoder:
             items = []
             for item in value:
                 if not isinstance(item, dict):
-                    raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, f"Bad Parameter type for tag {tag_to_key(tag)}")
+                    raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE)
                 sub = pydicom.Dataset()
                 for k in sorted(item):
                     t, c = self.parse(k)
@@ -236,21 +239,21 @@ class ValueEncoder:
             except Exception:  # noqa: BLE001 - a character the charset lacks: replaced
                 return value.encode(self.encodings[0], "replace")
         if vr in _NUMBERS:
+            # one value, as boost::lexical_cast reads it: no spaces, no backslash; a
+            # negative value of an unsigned VR wraps around ("-1" in a US is 65535)
             fmt, lo, hi = _NUMBERS[vr]
-            out = []
-            for part in value.split("\\"):
-                s = part.strip()
-                try:
-                    if lo is None:
-                        out.append(float(s))
-                    else:
-                        n = int(s, 10)
-                        if not lo <= n <= hi:
-                            raise ValueError(s)
-                        out.append(n)
-                except ValueError:
-                    raise _out_of_range(tag, value) from None
-            return struct.pack("<" + fmt * len(out), *out)
+            if lo is None:
+                if not _FLOAT.fullmatch(value):
+                    raise _out_of_range(tag, value)
+                return struct.pack("<" + fmt, float(value))
+            if not _INTEGER.fullmatch(value):
+                raise _out_of_range(tag, value)
+            n = int(value, 10)
+            if lo == 0 and -hi <= n < 0:
+                n += hi + 1
+            if not lo <= n <= hi:
+                raise _out_of_range(tag, value)
+            return struct.pack("<" + fmt, n)
         if vr == "SQ":
             raise _out_of_range(tag, value)
         if vr == "AT":
@@ -353,7 +356,9 @@ class DicomCreator:
             raise OrthancError(ErrorCode.BAD_REQUEST)
         charset = tags.get("SpecificCharacterSet")
         if charset is not None:
-            if not isinstance(charset, str) or not self._valid_charset(charset):
+            if not isinstance(charset, str):  # Orthanc 1.10.1 fails on it (asCString)
+                raise OrthancError(ErrorCode.INTERNAL_ERROR, "An unhandled exception was generated inside the HTTP server")
+            if not self._valid_charset(charset):
                 raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown specific character set: {charset}")
         else:
             charset = self._default_charset()

@@ -182,7 +182,10 @@ def _jpeg_error(payload: bytes, exc: Exception) -> str:
         b0 = payload[0] if payload else 0
         b1 = payload[1] if len(payload) > 1 else 0
         return f"Error during JPEG decoding: Not a JPEG file: starts with 0x{b0:02x} 0x{b1:02x}"
-    return f"Error during JPEG decoding: {exc}"
+    text = str(exc)
+    if "cannot identify image file" in text:
+        text = "Not a JPEG file"  # pillow names the buffer object: not for the client
+    return f"Error during JPEG decoding: {text}"
 
 
 def _image_attributes(ds: pydicom.Dataset, rows: int, columns: int, samples: int, bits: int,

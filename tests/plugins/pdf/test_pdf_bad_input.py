@@ -66,6 +66,25 @@ BAD = {
     "interpret_not_bool": ({"Tags": {}, "InterpretBinaryTags": "yes"}, _err(400, 8, "Bad request")),
     "creator_not_string": ({"Tags": {}, "PrivateCreator": 3}, _err(400, 8, "Bad request")),
     "array_item_without_payload": ({"Tags": {}, "Content": [{"Tags": {}}]}, _err(404, 17, "Unknown resource")),
+    "array_second_item_bad": ({"Tags": {}, "Content": ["data:application/pdf;base64,JVBERi0=", 3]}, _err(
+        400, 2023, "The payload of the DICOM instance must be specified according to Data URI scheme")),
+    "us_two_values": ({"Tags": {"Rows": "1\\2"}}, _err(
+        400, 15, "Bad file format", "While creating a DICOM instance, tag (0028,0010) has out-of-range value: \"1\\2\"")),
+    "us_with_space": ({"Tags": {"Rows": " 12"}}, _err(
+        400, 15, "Bad file format", "While creating a DICOM instance, tag (0028,0010) has out-of-range value: \" 12\"")),
+    "fd_three_values": ({"Tags": {"0018,9089": "1\\2\\3"}}, _err(
+        400, 15, "Bad file format",
+        "While creating a DICOM instance, tag (0018,9089) has out-of-range value: \"1\\2\\3\"")),
+    "sequence_item_not_object": ({"Tags": {"ReferencedStudySequence": ["x"]}},
+                                 _err(400, 5, "Bad type for a parameter")),
+    "sequence_item_unknown_tag": ({"Tags": {"ReferencedStudySequence": [{"Nope": "x"}]}},
+                                  _err(500, 27, "Unknown DICOM tag")),
+    "charset_unknown": ({"Tags": {"SpecificCharacterSet": "ISO_IR 999"}},
+                        _err(400, 3, "Parameter out of range", "Unknown specific character set: ISO_IR 999")),
+    "content_null": ({"Tags": {}, "Content": None}, _err(
+        400, 2023, "The payload of the DICOM instance must be specified according to Data URI scheme")),
+    "v1_bad_pixel_data": ({"PatientName": "x", "PixelData": "nope"}, _err(400, 15, "Bad file format")),
+    "v1_unknown_tag": ({"Nope": "x"}, _err(500, 27, "Unknown DICOM tag")),
 }
 
 

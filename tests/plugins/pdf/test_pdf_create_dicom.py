@@ -252,3 +252,11 @@ def test_hook_register_content_encoders_override_and_duplicates(make_app):
     bad = inline_plugin("bad", register_content_encoders=(lambda ctx: ["x"], {"optionalhook": True}))
     with pytest.raises(StartupError, match="bad"):
         pdf_client(make_app, plugins=[bad])
+
+
+def test_numbers_as_boost_lexical_cast(client):
+    ans = create(client, {"Tags": {"Rows": "-1", "Columns": "+7", "0018,9089": "1.5e1", "SliceThickness": "abc"}})
+    ds = read_dataset(client, ans["ID"])
+    assert (ds.Rows, ds.Columns) == (65535, 7)  # a negative unsigned wraps, as Orthanc 1.10.1
+    assert ds[0x00189089].VR == "FD" and ds[0x00189089].value == 15.0
+    assert ds["SliceThickness"].VR == "DS"  # DS/IS strings are written as given, as DCMTK's putString
