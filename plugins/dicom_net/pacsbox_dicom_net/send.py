@@ -28,6 +28,7 @@ Orthanc 1.10.1 ``DicomStoreUserConnection`` (contexts, transcoding) for the beha
 from __future__ import annotations
 
 import queue
+import ssl
 import struct
 import threading
 import time
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from pynetdicom import evt
-from pynetdicom.pdu_primitives import A_P_ABORT
+from pynetdicom.pdu_primitives import A_P_ABORT, P_DATA
 from pynetdicom.presentation import PresentationContext, build_context
 
 from pacsbox import DicomFormatError, ErrorCode, OrthancError, read_file_meta, transcode
@@ -266,12 +267,27 @@ def encode_pending_pdu(context_id: int, command_field: int, sop_class_uid: str, 
 
 
 def write_pdus(assoc: Any, pdus: bytes) -> None:
-    """Write encoded PDUs on the association's socket from this thread (the reactor
-    must be paused; pynetdicom's DUL thread then only reads). A failure is reported to
-    the DUL as a closed connection (``Evt17``), as pynetdicom does."""
+    """Send P-DATA-TF PDUs (each holding one PDV, as encoded here).
+
+    On a plain TCP socket they are written from this thread (the reactor must be
+    paused; pynetdicom's DUL thread then only reads); a failure is reported to the DUL
+    as a closed connection (``Evt17``), as pynetdicom does. On a TLS socket, which must
+    not be read and written by two threads at once, they go through the DUL's queue.
+    """
     sock = assoc.dul.socket
+    raw = getattr(sock, "socket", None)
+    if isinstance(raw, ssl.SSLSocket):
+        view = memoryview(pdus)
+        pos = 0
+        while pos + 12 <= len(view):
+            (length,) = struct.unpack_from(">I", view, pos + 2)
+            p = P_DATA()
+            p.presentation_data_value_list.append((view[pos + 10], bytes(view[pos + 11:pos + 6 + length])))
+            assoc.dul.send_pdu(p)
+            pos += 6 + length
+        return
     try:
-        sock.socket.sendall(pdus)
+        raw.sendall(pdus)
     except (OSError, AttributeError):
         sock.event_queue.put("Evt17")
 
