@@ -57,6 +57,7 @@ TRACE_ENV = "PACSBOX_TRACE_PLUGINS"
 DEFAULT_PLUGINS = (
     "pacsbox.storage.filesystem",
     "pacsbox.rest.core",
+    "pacsbox.rest.images",
     "pacsbox.rest.jobs",
     "pacsbox.rest.plugins",
     "pacsbox.builtin.modify",
