@@ -37,11 +37,12 @@ from pynetdicom.sop_class import (PatientRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove)
 from pynetdicom.status import QR_GET_SERVICE_CLASS_STATUS, QR_MOVE_SERVICE_CLASS_STATUS
 
-from pacsbox import ErrorCode, Job, OrthancError, StepResult, tag_to_key
+from pacsbox import ErrorCode, Job, OrthancError, StepResult, orthanc_id, tag_to_key
 
-from .modalities import Modality, parse_modality
+from .modalities import Modality, aet_equal, parse_modality
 from .query import (ACCESSION_NUMBER, PATIENT_ID, QUERY_RETRIEVE_LEVEL, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
-                    STUDY_INSTANCE_UID, default_charset, move_identifier)
+                    STUDY_INSTANCE_UID, answer_short, default_charset, find_identifier, move_identifier, run_find,
+                    short_keys)
 from .scu import open_association
 from .state import plugin_state
 
@@ -122,8 +123,15 @@ class RetrieveJob(Job):
         One per finished identifier: ``Status`` (``0x0000``), ``Completed``, ``Failed``,
         ``Warning``, and ``FailedSOPInstanceUIDs`` when the remote listed them.
     current : dict
-        Sub-operation counts of the identifier in progress (``Remaining``,
-        ``Completed``, ``Failed``, ``Warning``).
+        Sub-operation counts of the request in progress (``Remaining``, ``Completed``,
+        ``Failed``, ``Warning``).
+    partial : bool
+        Sub-operations of the identifier in progress completed (saved with the job). When
+        such a job is run again after a restart or a pause and the instances come here
+        (C-GET, or C-MOVE to this server's AET), only the instances not yet stored are
+        retrieved: the identifier is expanded by C-FIND into its series and instances,
+        those already in the index are counted as completed, and a series with none of
+        them stored is retrieved whole, the others instance by instance.
     """
 
     type_name = "DicomMoveScu"
@@ -142,6 +150,10 @@ class RetrieveJob(Job):
         self.position = 0
         self.results: list[dict[str, Any]] = []
         self.current: dict[str, int] = {}
+        self.requests: list[dict[str, Any]] = []   # C-MOVE/C-GET requests left for the current item
+        self.request_total = 1
+        self.acc: dict[str, Any] = {}               # counts of the current item's finished requests
+        self.partial = False                       # the current item had completed sub-operations
         self.stored = 0   # C-GET: instances stored by this run
         self._assoc: Any = None
         self._responses: Any = None
@@ -177,10 +189,14 @@ class RetrieveJob(Job):
             return 100.0 if self.position else 0.0
         frac = 0.0
         cur = self.current
-        if cur and self.position < n:
-            done = cur.get("Completed", 0) + cur.get("Failed", 0) + cur.get("Warning", 0)
-            total = done + cur.get("Remaining", 0)
-            frac = done / total if total else 0.0
+        if self.position < n:
+            if cur:
+                done = cur.get("Completed", 0) + cur.get("Failed", 0) + cur.get("Warning", 0)
+                total = done + cur.get("Remaining", 0)
+                frac = done / total if total else 0.0
+            total_requests = max(1, self.request_total)
+            finished = max(0, total_requests - len(self.requests)) if self.requests else 0
+            frac = (finished + frac) / total_requests
         return 100.0 * (min(self.position, n) + frac) / n
 
     def reset(self) -> None:
@@ -188,6 +204,10 @@ class RetrieveJob(Job):
         self.position = 0
         self.results = []
         self.current = {}
+        self.requests = []
+        self.request_total = 1
+        self.acc = {}
+        self.partial = False
 
     def start(self, ctx: Any) -> None:
         """Remember the context (C-GET stores through it)."""
@@ -201,9 +221,10 @@ class RetrieveJob(Job):
         if self.position >= len(self.items):
             self._release()
             return StepResult.SUCCESS
-        if self._responses is None:
-            self._send(ctx)
-        outcome = self._read_one()
+        if self._responses is None and not self._send(ctx):
+            outcome = self._finish_item(None)
+        else:
+            outcome = self._read_one()
         return StepResult.CONTINUE if outcome is None else outcome
 
     def stop(self, reason: str) -> None:
@@ -214,6 +235,8 @@ class RetrieveJob(Job):
             self._abort()
         self._responses = None
         self.current = {}
+        if reason != "Success":
+            self.requests = []      # rebuilt (refined when partial) at the next run
 
     def interrupt(self) -> None:
         """Abort the association so that a blocked step returns at once."""
@@ -224,7 +247,8 @@ class RetrieveJob(Job):
         return {"Modality": self.modality_name, "ModalityConfig": self.modality.to_json(), "Items": self.items,
                 "LocalAet": self.local_aet, "TargetAet": self.target_aet, "Timeout": self.timeout,
                 "Permissive": self.permissive, "Position": self.position, "Results": self.results,
-                "Description": self.description}
+                "Description": self.description, "Partial": self.partial or bool(self.current.get("Completed")),
+                "Accumulated": self.acc}
 
     @classmethod
     def from_serialized(cls, data: Mapping[str, Any], ctx: Any) -> "RetrieveJob":
@@ -235,6 +259,8 @@ class RetrieveJob(Job):
         job.position = int(data.get("Position", 0))
         job.results = list(data.get("Results", []))
         job.description = data.get("Description", "REST API")
+        job.partial = bool(data.get("Partial", False))
+        job.acc = dict(data.get("Accumulated", {}))
         return job
 
     # ---- mechanics -----------------------------------------------------------------
@@ -248,7 +274,90 @@ class RetrieveJob(Job):
         contexts = [build_context(patient), build_context(study)]
         return open_association(ctx, self.modality, contexts, local_aet=self.local_aet, timeout=self.timeout)
 
-    def _send(self, ctx: Any) -> None:
+    def _lands_here(self, ctx: Any) -> bool:
+        """Whether the retrieved instances are stored by this server."""
+        if self.method == "C-GET":
+            return True
+        state = plugin_state(ctx)
+        return aet_equal(self.target_aet, state.options["DicomAet"], state.options["StrictAetComparison"])
+
+    def _plan(self, ctx: Any) -> None:
+        """The requests of the current item (refined after an interruption, see
+        :attr:`partial`)."""
+        item = self.items[self.position]
+        self.requests = [{"Level": item["Level"], "Keys": dict(item["Keys"])}]
+        refined = False
+        if self.partial and self._lands_here(ctx):
+            try:
+                requests, present = self._missing(ctx, item)
+                # nothing of it stored, or a remote that lists nothing below the level:
+                # the identifier is retrieved whole
+                if present:
+                    self.requests, refined = requests, True
+            except OrthancError as e:
+                log.warning("retrieve from %s: cannot list what is left of an interrupted identifier, retrieving it "
+                            "whole: %s", self.modality.aet, e)
+        if refined:     # what is stored counts as completed, whichever run brought it
+            self.acc["Completed"] = present
+        else:           # the item starts again from scratch
+            self.acc = {}
+        self.partial = False
+        self.request_total = len(self.requests)
+
+    def _missing(self, ctx: Any, item: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int]:
+        """The requests retrieving what of ``item`` is not stored yet, and how many of its
+        instances are (C-FIND at the series and image levels)."""
+        def keys_of(level: str, fields: Mapping[int, str]) -> list[dict[int, Any]]:
+            ident = find_identifier(level, fields, normalize=False, manufacturer=self.modality.manufacturer,
+                                    charset=default_charset(ctx))
+            return [answer_short(a) for a in run_find(ctx, self.modality, ident, local_aet=self.local_aet,
+                                                      timeout=self.timeout)]
+
+        level = item["Level"]
+        keys = {int(k.replace(",", ""), 16): v for k, v in item["Keys"].items()}
+        if level == "Instance":
+            series = [(keys.get(STUDY_INSTANCE_UID, ""), keys.get(SERIES_INSTANCE_UID, ""))]
+        elif level == "Series":
+            series = [(keys.get(STUDY_INSTANCE_UID, ""), keys.get(SERIES_INSTANCE_UID, ""))]
+        else:
+            studies = ([keys[STUDY_INSTANCE_UID]] if level == "Study" else
+                       [a.get(STUDY_INSTANCE_UID) for a in keys_of("Study", {PATIENT_ID: keys.get(PATIENT_ID, "")})])
+            series = [(st, a.get(SERIES_INSTANCE_UID)) for st in studies if isinstance(st, str)
+                      for a in keys_of("Series", {STUDY_INSTANCE_UID: st})]
+        requests: list[dict[str, Any]] = []
+        present = 0
+        for study, ser in series:
+            if not isinstance(ser, str):
+                continue
+            fields = {STUDY_INSTANCE_UID: study, SERIES_INSTANCE_UID: ser}
+            if level == "Instance":
+                fields[SOP_INSTANCE_UID] = keys.get(SOP_INSTANCE_UID, "")
+            missing = []
+            instances = keys_of("Instance", fields)
+            for a in instances:
+                sop = a.get(SOP_INSTANCE_UID)
+                if not isinstance(sop, str):
+                    continue
+                pid = a.get(PATIENT_ID) if isinstance(a.get(PATIENT_ID), str) else ""
+                if ctx.index.lookup(orthanc_id(pid.strip(), study.strip(), ser.strip(), sop.strip()), 3) is None:
+                    missing.append(sop)
+                else:
+                    present += 1
+            if len(missing) == len(instances) and level != "Instance":
+                requests.append({"Level": "Series", "Keys": short_keys({STUDY_INSTANCE_UID: study,
+                                                                       SERIES_INSTANCE_UID: ser})})
+            else:
+                requests += [{"Level": "Instance", "Keys": short_keys({STUDY_INSTANCE_UID: study,
+                                                                      SERIES_INSTANCE_UID: ser,
+                                                                      SOP_INSTANCE_UID: sop})} for sop in missing]
+        return requests, present
+
+    def _send(self, ctx: Any) -> bool:
+        """Send the next request of the current item; False when nothing is left to send."""
+        if not self.requests:
+            self._plan(ctx)
+            if not self.requests:
+                return False
         with self._lock:
             assoc = self._assoc
         if assoc is None or not assoc.is_established:
@@ -257,16 +366,17 @@ class RetrieveJob(Job):
                 self._assoc = assoc
             if self.stop_requested:   # interrupted while associating
                 self._abort()
-        item = self.items[self.position]
-        fields = {int(k.replace(",", ""), 16): v for k, v in item["Keys"].items()}
-        ident = move_identifier(item["Level"], fields, self.modality.manufacturer, default_charset(ctx))
+        request = self.requests[0]
+        fields = {int(k.replace(",", ""), 16): v for k, v in request["Keys"].items()}
+        ident = move_identifier(request["Level"], fields, self.modality.manufacturer, default_charset(ctx))
         patient, study = self._models()
-        model = patient if item["Level"] == "Patient" else study
+        model = patient if request["Level"] == "Patient" else study
         self.current = {}
         if self.method == "C-GET":
             self._responses = assoc.send_c_get(ident, model)
         else:
             self._responses = assoc.send_c_move(ident, self.target_aet, model)
+        return True
 
     def _read_one(self) -> StepResult | None:
         """Read one response; returns a final StepResult, or None to go on."""
@@ -279,6 +389,8 @@ class RetrieveJob(Job):
                   for name in ("Remaining", "Completed", "Failed", "Warning")}
         if code in (0xFF00, 0xFF01):
             self.current = counts
+            if counts["Completed"]:
+                self.partial = True
             return None
         self._responses = None
         if code is None:
@@ -291,19 +403,21 @@ class RetrieveJob(Job):
         # The final response's counts are authoritative when given (PS3.4 C.4.2.1.6).
         if not any(counts.values()) and self.current:
             counts = dict(self.current, Remaining=0)
-        result: dict[str, Any] = {"Status": f"0x{code:04X}", "Completed": counts["Completed"],
-                                  "Failed": counts["Failed"], "Warning": counts["Warning"]}
+        acc = self.acc
+        for name in ("Completed", "Failed", "Warning"):
+            acc[name] = acc.get(name, 0) + counts[name]
+        if code != 0x0000 and acc.get("Status", "0x0000") == "0x0000":
+            acc["Status"] = f"0x{code:04X}"
         failed_uids = ident.get("FailedSOPInstanceUIDList") if ident is not None else None
         if failed_uids:
-            result["FailedSOPInstanceUIDs"] = ([str(u) for u in failed_uids] if not isinstance(failed_uids, str)
-                                               else [failed_uids])
-        self.results.append(result)
+            acc.setdefault("FailedSOPInstanceUIDs", []).extend(
+                [str(u) for u in failed_uids] if not isinstance(failed_uids, str) else [failed_uids])
         self.current = {}
-        self.position += 1
+        if self.requests:
+            self.requests.pop(0)
         is_get = self.method == "C-GET"
-        ok = code == 0x0000 and counts["Failed"] == 0
-        if ok:
-            return None
+        if code == 0x0000 and counts["Failed"] == 0:
+            return None if self.requests else self._finish_item(None)
         if code == 0x0000 or 0xB000 <= code <= 0xBFFF:
             details = (f'{self.method} SCU to AET "{self.modality.aet}": {counts["Failed"]} sub-operation(s) failed, '
                        f'{counts["Completed"]} completed, {counts["Warning"]} with warnings '
@@ -313,9 +427,28 @@ class RetrieveJob(Job):
                        f'{status_text(code, is_get)}')
         if self.permissive:
             log.warning("%s (ignored: permissive job)", details)
+            return None if self.requests else self._finish_item(None)
+        self.requests = []
+        return self._finish_item(details)
+
+    def _finish_item(self, failure: str | None) -> StepResult | None:
+        """Record the current item's result and move to the next one; with ``failure``
+        (details), fail the job."""
+        acc = self.acc
+        result: dict[str, Any] = {"Status": acc.get("Status", "0x0000"), "Completed": acc.get("Completed", 0),
+                                  "Failed": acc.get("Failed", 0), "Warning": acc.get("Warning", 0)}
+        if acc.get("FailedSOPInstanceUIDs"):
+            result["FailedSOPInstanceUIDs"] = acc["FailedSOPInstanceUIDs"]
+        self.results.append(result)
+        self.acc = {}
+        self.partial = False
+        self.requests = []
+        self.request_total = 1
+        self.position += 1
+        if failure is None:
             return None
         self.error_code = int(ErrorCode.NETWORK_PROTOCOL)
-        self.error_details = details
+        self.error_details = failure
         self._release()
         return StepResult.FAILURE
 

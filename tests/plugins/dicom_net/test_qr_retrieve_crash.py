@@ -1,6 +1,6 @@
 """A retrieve survives a SIGKILL of ``pacsbox serve``: the job comes back with the same ID,
-does not retrieve again the identifiers it had finished, retrieves the interrupted one
-again, and pacsbox ends with each instance exactly once."""
+does not retrieve again the identifiers it had finished, retrieves only the instances of the
+interrupted one that had not arrived, and pacsbox ends with each instance exactly once."""
 from __future__ import annotations
 
 import io
@@ -17,9 +17,9 @@ from qr_helpers import make_instances, start_scripted_qr, wait_for
 
 
 def test_sigkill_during_cmove_resumes_without_duplicates(tmp_path):
-    study_a = make_instances(3, "CRA", series=1)
-    study_b = make_instances(12, "CRB", series=1)
     uids = {0: "1.2.3.100", 1: "1.2.3.200"}
+    study_a = make_instances(3, "CRA", series=1, study_uid=uids[0])
+    study_b = make_instances(12, "CRB", series=1, study_uid=uids[1])
     by_study = {uids[0]: study_a, uids[1]: study_b}
     gate = threading.Event()
     moves = []
@@ -27,22 +27,42 @@ def test_sigkill_during_cmove_resumes_without_duplicates(tmp_path):
 
     qr = start_scripted_qr("REMOTE")
 
+    parsed = {study: [pydicom.dcmread(io.BytesIO(f)) for f in files] for study, files in by_study.items()}
+
     def answers(ident):
+        level = str(ident.QueryRetrieveLevel)
         out = []
-        for i in (0, 1):
+        if level == "STUDY":
+            for i in (0, 1):
+                a = pydicom.Dataset()
+                a.QueryRetrieveLevel = "STUDY"
+                a.PatientID = f"CR{i}"
+                a.StudyInstanceUID = uids[i]
+                a.AccessionNumber = ""
+                out.append(a)
+            return out
+        for ds in parsed[str(ident.StudyInstanceUID)]:
+            if level == "IMAGE" and str(ds.SeriesInstanceUID) != str(ident.SeriesInstanceUID):
+                continue
             a = pydicom.Dataset()
-            a.QueryRetrieveLevel = "STUDY"
-            a.PatientID = f"CR{i}"
-            a.StudyInstanceUID = uids[i]
-            a.AccessionNumber = ""
-            out.append(a)
+            a.QueryRetrieveLevel = level
+            a.PatientID = ds.PatientID
+            a.StudyInstanceUID = ds.StudyInstanceUID
+            a.SeriesInstanceUID = ds.SeriesInstanceUID
+            if level == "IMAGE":
+                a.SOPInstanceUID = ds.SOPInstanceUID
+            if level == "IMAGE" or not any(x.SeriesInstanceUID == a.SeriesInstanceUID for x in out):
+                out.append(a)
         return out
 
     def move(event):
-        study = str(event.identifier.StudyInstanceUID)
-        moves.append(study)
-        first_b = study == uids[1] and moves.count(study) == 1
-        files = [pydicom.dcmread(io.BytesIO(f)) for f in by_study[study]]
+        ident = event.identifier
+        study = str(ident.StudyInstanceUID)
+        level = str(ident.QueryRetrieveLevel)
+        moves.append(study if level == "STUDY" else (level, str(ident.get("SOPInstanceUID", ""))))
+        first_b = study == uids[1] and level == "STUDY"
+        files = [ds for ds in parsed[study]
+                 if level != "IMAGE" or str(ds.SOPInstanceUID) == str(ident.SOPInstanceUID)]
         yield "127.0.0.1", dicom_port
         yield len(files)
         for i, ds in enumerate(files):
@@ -78,8 +98,10 @@ def test_sigkill_during_cmove_resumes_without_duplicates(tmp_path):
             requests.get(f"{url}/jobs/{job_id}").json()), timeout=60)
         assert info["State"] == "Success", info
         assert info["CreationTime"] == before["CreationTime"]
-        # study A was not moved again; study B was asked again after the restart
-        assert moves == [uids[0], uids[1], uids[1]]
+        # study A was not moved again; of study B, only the 6 instances that had not arrived
+        # were asked for after the restart, one by one
+        assert moves[:2] == [uids[0], uids[1]]
+        assert sorted(moves[2:]) == sorted(("IMAGE", str(d.SOPInstanceUID)) for d in parsed[uids[1]][6:])
         assert info["Content"]["InstancesCount"] == 3 + 12
         stats = requests.get(url + "/statistics").json()
         assert stats["CountInstances"] == 15 and stats["CountStudies"] == 2
