@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 
 import falcon
 
-from .config import Config
+from .config import Config, validate_core_options
 from .context import HookCaller, ServerContext
 from .errors import install_error_handlers
 from .index import create_index
@@ -136,7 +136,10 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
     pluggy.PluginValidationError
         An implementation does not match its spec or implements an unknown hook.
     ConfigError
-        A malformed option.
+        A malformed core option (:func:`pacsbox.config.validate_core_options`: the
+        message names the option, its value and what is expected). A plugin's
+        ``ConfigError`` from ``configure`` comes as a ``StartupError`` whose
+        ``__cause__`` is that ``ConfigError``.
 
     Notes
     -----
@@ -146,6 +149,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
     """
     if not isinstance(config, Config):
         config = Config(config or {})
+    validate_core_options(config)
     pm = build_plugin_manager(config, plugins=plugins, load_entrypoints=load_entrypoints)
     pm.call_historic("configure", config=config)
 

@@ -63,7 +63,17 @@ def _serve(args) -> int:
         return 2
     try:
         app = create_app(config, load_jobs=not args.no_jobs)
-    except (StartupError, ConfigError, pluggy.PluginValidationError) as e:
+    except ConfigError as e:
+        print(f"pacsbox: bad configuration: {e}", file=sys.stderr)
+        return 2
+    except StartupError as e:
+        if isinstance(e.__cause__, ConfigError):  # a plugin refused one of its options
+            plugin = str(e).split(" failed in hook", 1)[0]
+            print(f"pacsbox: bad configuration: {e.__cause__} ({plugin})", file=sys.stderr)
+        else:
+            print(f"pacsbox: cannot start: {e}", file=sys.stderr)
+        return 2
+    except pluggy.PluginValidationError as e:
         print(f"pacsbox: cannot start: {e}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, AttributeError) as e:  # an option of the wrong type or shape

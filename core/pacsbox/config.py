@@ -172,11 +172,173 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for f in files:
         try:
-            text = f.read_text(encoding="utf-8")
+            raw = f.read_bytes()
         except OSError as e:
             raise ConfigError(f"{f}: cannot read the configuration file: {e.strerror}") from None
-        merged.update(parse_config_text(text, str(f)))
+        merged.update(parse_config_text(decode_config_bytes(raw, str(f)), str(f)))
     return merged
+
+
+def decode_config_bytes(raw: bytes, source: str = "<config>") -> str:
+    """Decode a configuration file: UTF-8, with or without a byte-order mark.
+
+    Parameters
+    ----------
+    raw : bytes
+        The file's content.
+    source : str
+        Name used in error messages (the file path).
+
+    Returns
+    -------
+    str
+        The text, without a UTF-8 byte-order mark.
+
+    Raises
+    ------
+    ConfigError
+        The file starts with a UTF-16 or UTF-32 byte-order mark, or is not valid UTF-8
+        (the message gives the offset of the first bad byte).
+    """
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                      (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if raw.startswith(bom):
+            raise ConfigError(f"{source}: the file is encoded in {name} (byte-order mark {bom.hex(' ')}); "
+                              f"a configuration file must be UTF-8")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{source}: line {line}: byte 0x{raw[e.start]:02x} at offset {e.start} is not "
+                          f"UTF-8; a configuration file must be UTF-8") from None
+
+
+#: The kind of each core option, checked at start-up by :func:`validate_core_options`.
+#: Kinds: ``bool``, ``int>=0``, ``int>0``, ``port``, ``aet``, ``str``, ``str?`` (a string or
+#: null), ``bool?``, ``dict``, ``list``, ``list[str]``, ``dir`` (a folder whose parent exists).
+CORE_OPTION_KINDS: dict[str, str] = {
+    "Name": "str", "StorageDirectory": "dir", "IndexDirectory": "dir?", "StorageCompression": "bool",
+    "MaximumStorageSize": "int>=0", "MaximumPatientCount": "int>=0", "HttpServerEnabled": "bool",
+    "HttpPort": "port", "HttpBindAddress": "str", "HttpThreadsCount": "int>0", "HttpDescribeErrors": "bool",
+    "HttpCompressionEnabled": "bool", "HttpTimeout": "int>=0", "HttpRequestTimeout": "int>=0",
+    "KeepAlive": "bool", "RemoteAccessAllowed": "bool", "AuthenticationEnabled": "bool?",
+    "RegisteredUsers": "dict", "DicomServerEnabled": "bool", "DicomAet": "aet", "DicomPort": "port",
+    "DicomCheckCalledAet": "bool", "DicomModalities": "dict", "OrthancPeers": "dict", "StableAge": "int>=0",
+    "OverwriteInstances": "bool", "StoreMD5ForAttachments": "bool", "SyncStorageArea": "bool",
+    "DefaultEncoding": "str", "CaseSensitivePN": "bool", "LimitFindResults": "int>=0",
+    "LimitFindInstances": "int>=0", "LogExportedResources": "bool", "ConcurrentJobs": "int>=0",
+    "JobsHistorySize": "int>=0", "SaveJobs": "bool", "MediaArchiveSize": "int>=0",
+    "SynchronousZipStream": "bool", "ZipLoaderThreads": "int>=0", "MetricsEnabled": "bool",
+    "DeidentifyLogs": "bool", "DefaultPrivateCreator": "str", "Dictionary": "dict", "Plugins": "list",
+    "PluginsBlocklist": "list[str]",
+}
+
+_EXPECTED = {
+    "bool": "true or false", "bool?": "true, false or null", "int>=0": "an integer >= 0",
+    "int>0": "an integer > 0", "port": "a TCP port number (1-65535)",
+    "aet": "an AET: a string of 1 to 16 characters", "str": "a string", "dict": "a JSON object",
+    "list": "a JSON array", "list[str]": "a JSON array of strings",
+    "dir": "a folder path (a string)", "dir?": "a folder path (a string) or null",
+}
+
+
+def check_option(name: str, value: Any, kind: str, base_dir: str | os.PathLike | None = None) -> None:
+    """Check one option's value against its kind.
+
+    Parameters
+    ----------
+    name : str
+        The option's name (for the message).
+    value : any
+        The configured value.
+    kind : str
+        One of the kinds of :data:`CORE_OPTION_KINDS`. Integers may be given as strings
+        of digits and booleans as the strings ``"true"``/``"false"`` (what environment
+        substitution produces); anything else of the wrong type is refused.
+    base_dir : path-like, optional
+        Folder against which a relative ``dir`` is resolved.
+
+    Raises
+    ------
+    ConfigError
+        The value does not fit; the message names the option, the value and what is
+        expected.
+    """
+    def bad(expected: str | None = None) -> ConfigError:
+        return ConfigError(f"option {name}: {json.dumps(value, default=str)} is not "
+                           f"{expected or _EXPECTED[kind]}")
+
+    if value is None and kind in ("bool?", "dir?"):
+        return
+    if kind in ("bool", "bool?"):
+        if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in ("true", "false")):
+            return
+        raise bad()
+    if kind in ("int>=0", "int>0", "port"):
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            number = int(value)
+        elif isinstance(value, int):
+            number = value
+        else:
+            raise bad()
+        if (kind == "int>=0" and number < 0) or (kind == "int>0" and number <= 0) \
+                or (kind == "port" and not 0 < number < 65536):
+            raise bad()
+        return
+    if kind == "aet":
+        if not isinstance(value, str) or not value.strip() or len(value) > 16:
+            raise bad()
+        return
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad()
+        return
+    if kind == "dict":
+        if not isinstance(value, dict):
+            raise bad()
+        return
+    if kind in ("list", "list[str]"):
+        if not isinstance(value, list) or (kind == "list[str]" and not all(isinstance(v, str) for v in value)):
+            raise bad()
+        return
+    if kind in ("dir", "dir?"):
+        if not isinstance(value, str) or not value:
+            raise bad()
+        p = Path(value)
+        if not p.is_absolute():
+            p = Path(base_dir or os.getcwd()) / p
+        if p.exists():
+            if not p.is_dir():
+                raise bad("a folder (it is a file)")
+            return
+        if not p.parent.is_dir():
+            raise ConfigError(f"option {name}: {json.dumps(value)}: the parent folder {str(p.parent)!r} does not "
+                              f"exist (pacsbox creates the folder itself, not its parents)")
+        return
+    raise ValueError(f"unknown option kind {kind!r}")  # pragma: no cover - a programming error
+
+
+def validate_core_options(config: "Config") -> None:
+    """Check every core option the user set (:data:`CORE_OPTION_KINDS`).
+
+    Plugins check their own options in their ``configure`` hook.
+
+    Parameters
+    ----------
+    config : Config
+
+    Raises
+    ------
+    ConfigError
+        The first malformed option, named with its value and what is expected.
+    """
+    for name, kind in CORE_OPTION_KINDS.items():
+        if config.is_set(name):
+            check_option(name, config[name], kind, config.base_dir)
 
 
 class Config(Mapping[str, Any]):

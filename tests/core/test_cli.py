@@ -241,8 +241,9 @@ def test_serve_stops_promptly_with_an_idle_keepalive_connection(serve):
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"HttpPort": "abc"}, "cannot start the HTTP server on port abc"),
-    ({"RegisteredUsers": "alice", "AuthenticationEnabled": True}, "cannot start: bad configuration value"),
+    ({"HttpPort": "abc"}, 'bad configuration: option HttpPort: "abc" is not a TCP port number (1-65535)'),
+    ({"RegisteredUsers": "alice", "AuthenticationEnabled": True},
+     'bad configuration: option RegisteredUsers: "alice" is not a JSON object'),
 ])
 def test_serve_refuses_bad_option_values_cleanly(tmp_path, config, message):
     cfg = {"StorageDirectory": str(tmp_path / "data"), "DicomPort": free_port(), **config}
