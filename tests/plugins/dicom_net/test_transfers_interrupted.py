@@ -292,3 +292,33 @@ def test_commit_whose_answer_is_lost_is_sent_again(node, study_files):
     assert job["State"] == "Success", job
     assert calls["n"] == 3 and rx.info()["created"] == 2  # commit, retried commit (404), new commit
     assert md5s(b) == md5s(a)
+
+
+def test_pull_cut_in_the_middle_fails_and_keeps_nothing(node, study_files, proxies):
+    a = node()
+    b = node({"Transfers": {"BucketSize": 32, "Threads": 1}})
+    study = load(a, study_files)
+    src = transfers_state(a.ctx).cache
+    original = src.serve_chunks
+
+    def slow(*args, **kwargs):
+        time.sleep(0.05)
+        return original(*args, **kwargs)
+
+    src.serve_chunks = slow
+    proxy = proxies(a.server.port)
+    link_url(b, "a", proxy.url + "/")
+    r = requests.post(f"{b.url}/transfers/pull", json={
+        "Resources": [{"Level": "Study", "ID": study}], "Compression": "gzip", "Peer": "a"}, timeout=30)
+    job_id = r.json()["ID"]
+    deadline = time.monotonic() + 20
+    while requests.get(f"{b.url}/jobs/{job_id}", timeout=10).json()["Content"].get("CompletedHttpQueries", 0) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proxy.cut()
+    job = wait_job(b.url, job_id)
+    assert job["State"] == "Failure" and job["ErrorCode"] == 9
+    assert "Cannot download bucket" in job["ErrorDetails"]
+    assert requests.get(f"{b.url}/instances", timeout=10).json() == []
+    pull_dir = os.path.join(staging_root(b.ctx), "pull")
+    assert not os.path.isdir(pull_dir) or os.listdir(pull_dir) == []
