@@ -31,13 +31,15 @@ generator, while pynetdicom holds the association's reactor paused:
 Final statuses (PS3.4 C.4.2.1.5 and C.4.3.1.4):
 
 =========  ==========================================================================
-``0x0000``  every sub-operation succeeded (or there was nothing to send)
+``0x0000``  every sub-operation succeeded
 ``0xB000``  some sub-operations failed or gave a warning, some succeeded
 ``0xA702``  every sub-operation failed (including: the destination refused the
             association) - never a silent ``0x0000``
 ``0xFE00``  cancelled by the requester (C-CANCEL), with the counts so far
 ``0xC000``  unknown Move Destination (no modality, no ``move_destination`` hook
-            answer), a malformed identifier, or an internal error: no sub-operation
+            answer), an identifier that matches nothing (as Orthanc 1.10.1), a
+            malformed one (``PATIENT`` level in a Study Root model), or an internal
+            error: no sub-operation
 =========  ==========================================================================
 
 With ``SynchronousCMove: false`` the sub-operations run as a ``DicomModalityStore`` job
@@ -138,7 +140,11 @@ def resolve_destination(ctx: Any, aet: str) -> Modality | None:
         return None
 
 
-def matching_instances(ctx: Any, identifier: Dataset) -> list[Any]:
+#: Study Root Q/R MOVE and GET: no PATIENT level (PS3.4 C.6.2).
+STUDY_ROOT = {"1.2.840.10008.5.1.4.1.2.2.2", "1.2.840.10008.5.1.4.1.2.2.3"}
+
+
+def matching_instances(ctx: Any, identifier: Dataset, model: str = "") -> list[Any]:
     """The stored instances a C-MOVE/C-GET identifier designates, in index order.
 
     Parameters
@@ -148,6 +154,9 @@ def matching_instances(ctx: Any, identifier: Dataset) -> list[Any]:
         With (0008,0052) *Query/Retrieve Level* (``PATIENT``, ``STUDY``, ``SERIES``,
         ``IMAGE``) and the keys to match, usually the unique keys of that level and
         above (a list of UIDs separated by backslashes is a list match).
+    model : str, optional
+        The request's SOP class (information model): the Study Root models have no
+        ``PATIENT`` level.
 
     Returns
     -------
@@ -161,7 +170,7 @@ def matching_instances(ctx: Any, identifier: Dataset) -> list[Any]:
         A key the matcher refuses.
     """
     level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
-    if level not in LEVELS:
+    if level not in LEVELS or (level == "PATIENT" and model in STUDY_ROOT):
         raise ValueError(f"unknown Query/Retrieve Level {level!r}")
     query: dict[str, str] = {}
     for elem in identifier:
@@ -298,13 +307,13 @@ def _do_move(event: Any, ctx: Any, responder: _Responder) -> None:
         responder.send(0xC000, _Counts(0), final=True)
         return
     try:
-        instances = matching_instances(ctx, event.identifier)
+        instances = matching_instances(ctx, event.identifier, str(event.request.AffectedSOPClassUID))
     except (ValueError, OrthancError) as e:
         log.warning("C-MOVE identifier refused: %s", e)
         responder.send(0xC000, _Counts(0), final=True)
         return
-    if not instances:
-        responder.send(0x0000, _Counts(0), final=True)
+    if not instances:  # Orthanc 1.10.1: an identifier matching nothing is a failure
+        responder.send(0xC000, _Counts(0), final=True)
         return
     state = plugin_state(ctx)
     if not state.options["SynchronousCMove"]:
@@ -375,13 +384,13 @@ def handle_get(event: Any, ctx: Any) -> Iterator[Any]:
 
 def _do_get(event: Any, ctx: Any, responder: _Responder) -> None:
     try:
-        instances = matching_instances(ctx, event.identifier)
+        instances = matching_instances(ctx, event.identifier, str(event.request.AffectedSOPClassUID))
     except (ValueError, OrthancError) as e:
         log.warning("C-GET identifier refused: %s", e)
         responder.send(0xC000, _Counts(0), final=True)
         return
     if not instances:
-        responder.send(0x0000, _Counts(0), final=True)
+        responder.send(0xC000, _Counts(0), final=True)
         return
     opts = plugin_state(ctx).options
     assoc = event.assoc
