@@ -478,12 +478,10 @@ class _FindContext:
             if tag == 0x00080054:
                 continue  # RetrieveAETitle: always ours
             out.add(_element(tag, vr, text))
-        for tag in self.sequences:
+        for tag in self.sequences:  # absent from the instance: left out, as Orthanc 1.10.1
             seq = ds.get(tag) if ds is not None else None
             if seq is not None and seq.VR == "SQ":
                 out.add(DataElement(tag, "SQ", DicomSequence([_copy_item(item) for item in seq.value])))
-            else:
-                out.add(DataElement(tag, "SQ", DicomSequence([])))
         return out
 
 
@@ -522,7 +520,7 @@ def handle_find(event: Any, ctx: Any) -> Iterator[tuple[int, Dataset | None]]:
     holds exactly the requested keys (empty when the resource has no value), plus
     (0008,0052) *Query/Retrieve Level*, (0008,0054) *Retrieve AE Title* = ``DicomAet``
     and (0008,0005) *Specific Character Set*; requested sequences are copied whole from
-    one instance of the resource, as Orthanc 1.10.1. Computed keys of the level
+    one instance of the resource (left out when it has none), as Orthanc 1.10.1. Computed keys of the level
     (``ModalitiesInStudy``, ``NumberOf...Related...``, ``SOPClassesInStudy``) are
     computed. The main tags in the index answer the query without reading any file
     unless a requested key is not a main tag (Orthanc's ``IsDicomAsJsonNeeded``).

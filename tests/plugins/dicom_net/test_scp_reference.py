@@ -1,0 +1,114 @@
+"""pacsbox's SCP side by side with a real Orthanc 1.10.1 (the ``orthanc`` fixture):
+
+- Orthanc sends to pacsbox with ``/modalities/{x}/store`` and queries it with
+  ``/modalities/{x}/query``;
+- the same files are stored in both, the same ``findscu`` queries are run against both,
+  and the answers must be equal, except (0008,0054) *Retrieve AE Title* (each server's
+  own AET) and where noted.
+"""
+from __future__ import annotations
+
+import glob
+import io
+
+import pydicom
+import pytest
+import requests
+
+from scp_helpers import run_dcmtk, sample
+
+FILES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "JPEG2000.dcm", "SC_rgb.dcm", "emri_small.dcm",
+         "liver.dcm"]
+
+
+@pytest.fixture
+def pair(node, orthanc):
+    """(pacsbox, Orthanc) knowing each other as modalities, the same files in both."""
+    n = node({"DicomAlwaysAllowFind": True})
+    ref = orthanc({"DicomAlwaysAllowFind": True, "DicomModalities": {"pacsbox": ["PACSBOX", "127.0.0.1",
+                                                                                 n.dicom_port]}})
+    ids = []
+    for name in FILES:
+        data = open(sample(name), "rb").read()
+        r = requests.post(ref.url + "/instances", data=data, timeout=10)
+        assert r.status_code == 200
+        ids.append(r.json()["ID"])
+    return n, ref, ids
+
+
+def test_orthanc_stores_to_pacsbox_and_queries_it(pair):
+    n, ref, ids = pair
+    r = requests.post(ref.url + "/modalities/pacsbox/store", json={"Resources": ids, "Synchronous": True}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["FailedInstancesCount"] == 0
+    assert sorted(requests.get(n.url + "/instances", timeout=10).json()) == sorted(ids)
+    md = requests.get(f"{n.url}/instances/{ids[0]}/metadata?expand", timeout=10).json()
+    assert (md["RemoteAET"], md["CalledAET"], md["Origin"]) == ("ORTHANCREF", "PACSBOX", "DicomProtocol")
+    # what Orthanc sent is what pacsbox stored: its stored data set (DCMTK drops the
+    # trailing padding and may write sequences with explicit lengths when sending), in the
+    # same transfer syntax
+    for i in ids:
+        theirs = pydicom.dcmread(io.BytesIO(requests.get(f"{ref.url}/instances/{i}/file", timeout=10).content))
+        ours = pydicom.dcmread(io.BytesIO(requests.get(f"{n.url}/instances/{i}/file", timeout=10).content))
+        for ds in (theirs, ours):
+            ds.pop(0xFFFCFFFC, None)
+        assert ours == theirs, i
+        assert ours.file_meta.TransferSyntaxUID == theirs.file_meta.TransferSyntaxUID
+
+    r = requests.post(ref.url + "/modalities/pacsbox/query",
+                      json={"Level": "Study", "Query": {"PatientName": "*", "ModalitiesInStudy": "",
+                                                        "NumberOfStudyRelatedInstances": ""}}, timeout=30)
+    assert r.status_code == 200, r.text
+    answers = requests.get(ref.url + r.json()["Path"] + "/answers?expand&simplify", timeout=10).json()
+    studies = requests.get(n.url + "/studies?expand", timeout=10).json()
+    assert sorted(a["StudyInstanceUID"] for a in answers) == \
+        sorted(s["MainDicomTags"]["StudyInstanceUID"] for s in studies)
+    for a in answers:
+        assert a["RetrieveAETitle"] == "PACSBOX" and a["QueryRetrieveLevel"] == "STUDY"
+        assert int(a["NumberOfStudyRelatedInstances"]) >= 1
+
+
+def _findscu(port, aet, tmp_path, tag, keys, root):
+    out = tmp_path / f"{tag}{len(list(tmp_path.glob(tag + '*')))}"
+    out.mkdir()
+    args = ["-aec", aet, root, "-X", "-od", str(out)]
+    for k in keys:
+        args += ["-k", k]
+    r = run_dcmtk("findscu", *args, "127.0.0.1", str(port))
+    assert r.returncode == 0, r.stderr
+    answers = []
+    for p in sorted(glob.glob(str(out / "rsp*.dcm"))):
+        ds = pydicom.dcmread(p)
+        answers.append({(e.tag, e.VR): (str(e.value) if e.VR != "SQ" else
+                                        [sorted((str(x.tag), str(x.value)) for x in item) for item in e.value])
+                        for e in ds if e.tag != 0x00080054})
+    return sorted(answers, key=repr)
+
+
+QUERIES = [
+    ("-P", ["QueryRetrieveLevel=PATIENT", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+            "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries", "NumberOfPatientRelatedInstances"]),
+    ("-S", ["QueryRetrieveLevel=STUDY", "PatientName=*", "PatientID", "StudyInstanceUID", "StudyDate",
+            "StudyDescription", "AccessionNumber", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
+            "NumberOfStudyRelatedInstances", "SOPClassesInStudy"]),
+    ("-S", ["QueryRetrieveLevel=STUDY", "StudyDate=20000101-", "StudyInstanceUID", "ReferringPhysicianName"]),
+    ("-S", ["QueryRetrieveLevel=STUDY", "ModalitiesInStudy=MR", "StudyInstanceUID"]),
+    ("-S", ["QueryRetrieveLevel=SERIES", "Modality=CT", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription",
+            "NumberOfSeriesRelatedInstances", "StudyInstanceUID"]),
+    ("-S", ["QueryRetrieveLevel=SERIES", "SeriesInstanceUID", "Modality", "BodyPartExamined"]),
+    ("-S", ["QueryRetrieveLevel=IMAGE", "SOPInstanceUID", "InstanceNumber", "SOPClassUID", "Rows", "Columns"]),
+    ("-S", ["QueryRetrieveLevel=IMAGE", "SOPInstanceUID", "PatientName=CompressedSamples*", "ImageType"]),
+    ("-S", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID", "(0008,1032)"]),   # a sequence key
+    ("-S", ["QueryRetrieveLevel=IMAGE", "SOPInstanceUID", "(0043,0010)", "(0043,1001)"]),   # private keys
+]
+
+
+@pytest.mark.parametrize("root,keys", QUERIES, ids=[k[0] + ":" + ",".join(k[1][:2]) for k in QUERIES])
+def test_same_findscu_answers_as_orthanc(pair, tmp_path, root, keys):
+    n, ref, ids = pair
+    for name in FILES:
+        requests.post(n.url + "/instances", data=open(sample(name), "rb").read(), timeout=10)
+    theirs = _findscu(ref.dicom_port, ref.aet, tmp_path, "ref", keys, root)
+    ours = _findscu(n.dicom_port, n.aet, tmp_path, "ours", keys, root)
+    assert theirs, "the reference found nothing: the query is not a useful comparison"
+    assert ours == theirs
