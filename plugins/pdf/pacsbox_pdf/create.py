@@ -595,13 +595,86 @@ class DicomCreator:
         meta.MediaStorageSOPInstanceUID = _text(ds.get_item(0x00080018).value)
         meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
         meta.ImplementationVersionName = "PACSBOX_010"
-        buf = io.BytesIO()
-        dcmwrite(buf, ds, enforce_file_format=True, little_endian=True, implicit_vr=False)
-        result = self.ctx.ingest.store(buf.getvalue(), self.origin)
+        result = self.ctx.ingest.store(write_file(ds), self.origin)
         if result.status == "FilteredOut" or result.ids is None:
             raise OrthancError(ErrorCode.CANNOT_STORE_INSTANCE)
         result.status = "Success"  # Orthanc answers Success, even for an instance stored before
         return result
+
+
+#: VRs whose explicit-VR header has a 4-byte length (PS3.5 7.1.2).
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
+
+
+def _meta_element(tag: int, vr: str, value: bytes) -> bytes:
+    value = _pad(value, vr)
+    if vr in _LONG_VRS:
+        return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(value)) + value
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(value)) + value
+
+
+def write_file(ds: pydicom.Dataset) -> bytes:
+    """The DICOM file of ``ds``: preamble, ``DICM``, meta header, then the dataset in
+    Explicit VR Little Endian (whatever ``file_meta.TransferSyntaxUID`` says of the pixel
+    data: the encoders only choose encapsulated syntaxes).
+
+    The elements built by this module (raw, explicit VR little endian) are written as
+    they are, each value copied once; the others (set by encoders through pydicom) go
+    through :func:`pydicom.filewriter.write_data_element`. The bytes are those of
+    ``pydicom.dcmwrite(..., enforce_file_format=True)`` (PS3.10 7.1), without its copies
+    of a large value through intermediate buffers.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        With ``file_meta`` holding (0002,0002), (0002,0003), (0002,0010), (0002,0012)
+        and (0002,0013).
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    OrthancError
+        400 ``BAD_FILE_FORMAT`` "... out-of-range value ..." for a value too long for
+        its VR's 16-bit length field.
+    """
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_data_element
+    meta = ds.file_meta
+    elems = [_meta_element(0x00020001, "OB", b"\x00\x01")]
+    for tag, vr in ((0x00020002, "UI"), (0x00020003, "UI"), (0x00020010, "UI"), (0x00020012, "UI"), (0x00020013, "SH")):
+        if tag in meta:
+            elems.append(_meta_element(tag, vr, str(meta[tag].value).encode("ascii")))
+    group = b"".join(elems)
+    parts = [b"\x00" * 128, b"DICM", _meta_element(0x00020000, "UL", struct.pack("<I", len(group))), group]
+    charset = ds.get_item(SPECIFIC_CHARACTER_SET)
+    encodings = None
+    for tag in sorted(ds.keys()):
+        el = ds.get_item(tag)
+        if isinstance(el, RawDataElement) and el.VR and not el.is_implicit_VR and el.is_little_endian \
+                and el.length != 0xFFFFFFFF and el.VR != "SQ":
+            value = _pad(bytes(el.value or b""), el.VR)
+            if el.VR in _LONG_VRS:
+                parts.append(struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, el.VR.encode(), 0, len(value)))
+            elif len(value) > 0xFFFF:
+                raise _out_of_range(int(tag), value[:64].decode("latin-1") + "...")
+            else:
+                parts.append(struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, el.VR.encode(), len(value)))
+            parts.append(value)
+            continue
+        if encodings is None:
+            try:
+                encodings = convert_encodings(_charset_text(charset).split("\\")) if charset is not None \
+                    else ["iso8859"]
+            except Exception:  # noqa: BLE001 - checked when the dataset was made
+                encodings = ["iso8859"]
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        write_data_element(fp, el, encodings)
+        parts.append(fp.getvalue())
+    return b"".join(parts)
 
 
 def _text(value: Any) -> str:
