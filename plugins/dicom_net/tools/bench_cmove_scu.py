@@ -122,13 +122,14 @@ def start_orthanc(procs: Procs, folder: Path, aet: str, dicom_port: int, modalit
     return url, p.pid
 
 
-def start_pacsbox(procs: Procs, folder: Path, aet: str, dicom_port: int, modalities: dict) -> tuple[str, int]:
-    """``pacsbox serve`` on free ports; returns (URL, PID)."""
+def start_pacsbox(procs: Procs, folder: Path, aet: str, dicom_port: int, modalities: dict,
+                  extra: dict | None = None) -> tuple[str, int]:
+    """``pacsbox serve`` on free ports, with ``extra`` options; returns (URL, PID)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cfg = {"Name": aet, "StorageDirectory": str(folder / "db"), "HttpPort": port, "DicomPort": dicom_port,
            "DicomAet": aet, "RemoteAccessAllowed": False, "DicomModalities": modalities, "DicomScuTimeout": 60,
-           "StableAge": 3600}
+           "StableAge": 3600, **(extra or {})}
     (folder / "pacsbox.json").write_text(json.dumps(cfg))
     exe = shutil.which("pacsbox")
     cmd = [exe] if exe else [sys.executable, "-m", "pacsbox.cli"]
@@ -222,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workdir")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--method", choices=("C-MOVE", "C-GET"), default="C-MOVE")
+    ap.add_argument("--pacsbox-config", default="{}",
+                    help="JSON object of extra pacsbox options (e.g. '{\"MaximumPduLength\": 1048576}')")
     args = ap.parse_args(argv)
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-cmove-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -242,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
             start_dcmqrscp(procs, workdir / "remote", "REMOTE", remote_port, peers, files)
         remote = {"remote": ["REMOTE", "127.0.0.1", remote_port]}
         ref_url, ref_pid = start_orthanc(procs, workdir / "ref", "REF", ref_port, remote)
-        pb_url, pb_pid = start_pacsbox(procs, workdir / "pacsbox", "PACSBOX", pb_port, remote)
+        pb_url, pb_pid = start_pacsbox(procs, workdir / "pacsbox", "PACSBOX", pb_port, remote,
+                                       json.loads(args.pacsbox_config))
         times: dict[str, list[tuple[float, float]]] = {"reference": [], "pacsbox": []}
         for rep in range(args.repeat):
             times["reference"].append(timed_retrieve(ref_url, ref_pid, uid, n, {}))
