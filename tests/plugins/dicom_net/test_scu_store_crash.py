@@ -1,0 +1,116 @@
+"""A DicomModalityStore job survives a SIGKILL of ``pacsbox serve``: after the restart it
+continues from the last instance whose sending was saved (not from the first), and every
+instance reaches the peer."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pydicom
+import requests
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from pacsbox.testing import free_port
+
+N = 120
+
+
+def _instances(n):
+    template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    template.StudyInstanceUID = generate_uid()
+    out = []
+    for i in range(n):
+        ds = template.copy()
+        ds.SOPInstanceUID = generate_uid()
+        ds.InstanceNumber = i + 1
+        ds.file_meta = template.file_meta.copy()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        out.append((ds.SOPInstanceUID, buf.getvalue()))
+    return out
+
+
+class _Server:
+    def __init__(self, cfg_path, log_path, url):
+        self.cfg_path, self.log_path, self.url, self.proc = cfg_path, log_path, url, None
+
+    def start(self):
+        exe = shutil.which("pacsbox")
+        cmd = [exe] if exe else [sys.executable, "-m", "pacsbox.cli"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd + ["serve", "--config", self.cfg_path], stdout=log,
+                                         stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, open(self.log_path).read()[-3000:]
+            try:
+                if requests.get(self.url + "/system", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("server did not start")
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def test_store_job_resumes_after_sigkill(tmp_path, storage_scp):
+    scp = storage_scp("SLOWSCP")
+
+    def slow(ds):
+        time.sleep(0.02)  # about 40 instances per second
+        return 0x0000
+
+    scp.status = slow
+    port = free_port()
+    cfg = {"HttpPort": port, "DicomPort": free_port(), "DicomAet": "CRASHSCU", "StorageDirectory": str(tmp_path / "db"),
+           "SaveJobs": True, "ConcurrentJobs": 1, "StableAge": 60,
+           "DicomModalities": {"slow": ["SLOWSCP", "127.0.0.1", scp.port]}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    server = _Server(str(tmp_path / "config.json"), str(tmp_path / "server.log"), f"http://127.0.0.1:{port}")
+    server.start()
+    try:
+        instances = _instances(N)
+        for _, data in instances:
+            assert requests.post(server.url + "/instances", data=data).status_code == 200
+        study = requests.get(server.url + "/studies").json()[0]
+        job_id = requests.post(server.url + "/modalities/slow/store",
+                               json={"Resources": [study], "Asynchronous": True}).json()["ID"]
+        deadline = time.monotonic() + 30
+        while len(scp.received) < N // 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(10)
+        before = len(scp.received)
+        assert N // 2 <= before < N
+        server.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            job = requests.get(f"{server.url}/jobs/{job_id}").json()
+            if job["State"] in ("Success", "Failure"):
+                break
+            time.sleep(0.05)
+        assert job["State"] == "Success", job
+        assert job["Content"]["InstancesCount"] == N and job["Content"]["FailedInstancesCount"] == 0
+        received = [ds.SOPInstanceUID for ds, _ in scp.received]
+        assert set(received) == {uid for uid, _ in instances}
+        after = len(received) - before
+        # continued from the saved position (saved at most every second, ~40 instances),
+        # not from the first instance
+        assert after < N - before + 60, (before, after)
+        assert after < N
+    finally:
+        server.stop()
