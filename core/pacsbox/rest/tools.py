@@ -370,7 +370,7 @@ class DefaultEncodingResource:
 #: Orthanc's log categories (``/tools/log-level-{category}``) and the loggers each drives.
 LOG_CATEGORIES = {
     "generic": ("pacsbox",), "http": ("pacsbox.http", "pacsbox.rest", "waitress"),
-    "dicom": ("pacsbox.dicom", "pynetdicom"), "jobs": ("pacsbox.jobs", "pacsbox.builtin"), "lua": (),
+    "dicom": ("pacsbox.dicom", "pynetdicom"), "jobs": ("pacsbox.jobs", "pacsbox.builtin"), "lua": ("pacsbox.lua",),
     "plugins": ("pacsbox.plugins",), "sqlite": ("pacsbox.index",),
 }
 #: Orthanc verbosity names and the :mod:`logging` levels they set (``trace`` is below DEBUG).
@@ -421,6 +421,19 @@ TOOLS = ["accepted-transfer-syntaxes", "bulk-anonymize", "bulk-content", "bulk-d
          "reconstruct", "reset", "shutdown", "unknown-sop-class-accepted"]
 
 
+class ExecuteScriptDisabled:
+    """``POST /tools/execute-script`` without a scripting plugin: 403 with an empty body, as
+    Orthanc 1.10.1 answers when ``ExecuteLuaEnabled`` is false (the Lua plugin replaces it)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_post(self, req, resp):
+        resp.status = 403
+        resp.content_type = None
+        resp.data = b""
+
+
 class ToolsResource:
     """``GET /tools``: the list of tools."""
 
@@ -446,5 +459,6 @@ def routes(ctx) -> list[RouteSpec]:
         RouteSpec("/tools/now-local", lambda c: NowResource(c, True)),
         RouteSpec("/tools/default-encoding", DefaultEncodingResource),
         RouteSpec("/tools/log-level", LogLevelResource),
+        RouteSpec("/tools/execute-script", ExecuteScriptDisabled, fallback=True),
     ] + [RouteSpec(f"/tools/log-level-{category}", lambda c, k=category: LogLevelResource(c, k))
          for category in LOG_CATEGORIES]

@@ -32,12 +32,17 @@ class RouteSpec:
         resource.
     plugin : str
         Declaring plugin (filled in by the core).
+    fallback : bool
+        A default answer, replaced without error by another plugin's declaration of the same
+        route (the core's ``/tools/execute-script`` answers 403 until a scripting plugin
+        declares it).
     """
 
     path: str
     factory: Callable[[Any], Any]
     suffix: str | None = None
     plugin: str = ""
+    fallback: bool = False
 
 
 _FIELD = re.compile(r"\{[^}]*\}")
@@ -57,6 +62,9 @@ class RouteRegistry:
     def add(self, spec: RouteSpec) -> None:
         """Add one declaration.
 
+        A ``fallback`` declaration gives way to any other declaration of the same route,
+        whichever comes first.
+
         Raises
         ------
         StartupError
@@ -65,6 +73,11 @@ class RouteRegistry:
         """
         key = (_shape(spec.path), spec.suffix)
         prev = self._by_shape.get(key)
+        if prev is not None and prev.fallback != spec.fallback:
+            if spec.fallback:
+                return
+            self.routes.remove(prev)
+            prev = None
         if prev is not None:
             raise StartupError(f"route {spec.path!r} declared by both plugin {prev.plugin!r} "
                                f"and plugin {spec.plugin!r}")
