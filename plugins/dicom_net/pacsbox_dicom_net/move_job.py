@@ -61,7 +61,20 @@ GET_TRANSFER_SYNTAXES = [
 
 
 def status_text(code: int, get: bool = False) -> str:
-    """``0xA801 (Refused: Move destination unknown)``: a DIMSE status and its meaning."""
+    """A DIMSE status with its meaning.
+
+    Parameters
+    ----------
+    code : int
+        The status, e.g. ``0xA801``.
+    get : bool
+        Read it in the C-GET table instead of the C-MOVE one (PS3.4 C.4.2.1.5, C.4.3.1.4).
+
+    Returns
+    -------
+    str
+        ``0xA801 (Failure: Move destination unknown)``; just ``0x....`` when unknown.
+    """
     table = QR_GET_SERVICE_CLASS_STATUS if get else QR_MOVE_SERVICE_CLASS_STATUS
     entry = table.get(code)
     if entry is None and 0xC000 <= code <= 0xCFFF:
@@ -71,7 +84,19 @@ def status_text(code: int, get: bool = False) -> str:
 
 
 def content_item(fields: Mapping[int, Any]) -> dict[str, Any]:
-    """A ``Query`` content item: the identifiers, level and accession number, short form."""
+    """A ``Query`` item of the job content (Orthanc ``DicomMoveScuJob::AddFindAnswer``).
+
+    Parameters
+    ----------
+    fields : mapping of int to any
+        An answer (or a ``/move`` resource) by tag.
+
+    Returns
+    -------
+    dict of str to any
+        Its (0008,0052), PatientID, Study/Series/SOP Instance UIDs and AccessionNumber,
+        in short ``gggg,eeee`` form.
+    """
     return {tag_to_key(t): fields[t] for t in sorted(fields) if t in CONTENT_TAGS}
 
 
@@ -307,7 +332,7 @@ class RetrieveJob(Job):
     def _missing(self, ctx: Any, item: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int]:
         """The requests retrieving what of ``item`` is not stored yet, and how many of its
         instances are (C-FIND at the series and image levels)."""
-        def keys_of(level: str, fields: Mapping[int, str]) -> list[dict[int, Any]]:
+        def _keys_of(level: str, fields: Mapping[int, str]) -> list[dict[int, Any]]:
             ident = find_identifier(level, fields, normalize=False, manufacturer=self.modality.manufacturer,
                                     charset=default_charset(ctx))
             return [answer_short(a) for a in run_find(ctx, self.modality, ident, local_aet=self.local_aet,
@@ -321,9 +346,9 @@ class RetrieveJob(Job):
             series = [(keys.get(STUDY_INSTANCE_UID, ""), keys.get(SERIES_INSTANCE_UID, ""))]
         else:
             studies = ([keys[STUDY_INSTANCE_UID]] if level == "Study" else
-                       [a.get(STUDY_INSTANCE_UID) for a in keys_of("Study", {PATIENT_ID: keys.get(PATIENT_ID, "")})])
+                       [a.get(STUDY_INSTANCE_UID) for a in _keys_of("Study", {PATIENT_ID: keys.get(PATIENT_ID, "")})])
             series = [(st, a.get(SERIES_INSTANCE_UID)) for st in studies if isinstance(st, str)
-                      for a in keys_of("Series", {STUDY_INSTANCE_UID: st})]
+                      for a in _keys_of("Series", {STUDY_INSTANCE_UID: st})]
         requests: list[dict[str, Any]] = []
         present = 0
         for study, ser in series:
@@ -333,7 +358,7 @@ class RetrieveJob(Job):
             if level == "Instance":
                 fields[SOP_INSTANCE_UID] = keys.get(SOP_INSTANCE_UID, "")
             missing = []
-            instances = keys_of("Instance", fields)
+            instances = _keys_of("Instance", fields)
             for a in instances:
                 sop = a.get(SOP_INSTANCE_UID)
                 if not isinstance(sop, str):

@@ -24,7 +24,7 @@ import collections
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
@@ -172,8 +172,19 @@ def tags_from_json(value: Any) -> dict[int, str]:
 
 
 def allowed_tags(level: str) -> frozenset[int]:
-    """Tags ``Normalize`` keeps at ``level``: the modules from the Patient one down to the
-    level, the level's counters, and (0008,0005) *Specific Character Set*."""
+    """Tags ``Normalize`` keeps at ``level`` (Orthanc ``FixFindQuery``).
+
+    Parameters
+    ----------
+    level : str
+        One of :data:`LEVELS`.
+
+    Returns
+    -------
+    frozenset of int
+        The tags of the modules from the Patient one down to ``level``, the level's
+        computed counters, and (0008,0005) *Specific Character Set*.
+    """
     idx = LEVELS.index(level)
     tags: set[int] = set()
     for lv in LEVELS[: idx + 1]:
@@ -190,8 +201,21 @@ def _vr(tag: int) -> str:
 
 
 def fix_for_manufacturer(fields: Mapping[int, str], manufacturer: str) -> dict[int, str]:
-    """Orthanc ``ConvertQueryFields``: a ``*`` becomes an empty value in DA elements for
-    ``GenericNoWildcardInDates``, in any element for ``GenericNoUniversalWildcard``."""
+    """Apply a manufacturer's wildcard quirk (Orthanc ``ConvertQueryFields``).
+
+    Parameters
+    ----------
+    fields : mapping of int to str
+        Tag -> value.
+    manufacturer : str
+        The modality's ``Manufacturer``.
+
+    Returns
+    -------
+    dict of int to str
+        A copy where a ``*`` value becomes empty (universal matching) in DA elements for
+        ``GenericNoWildcardInDates``, in every element for ``GenericNoUniversalWildcard``.
+    """
     out = dict(fields)
     if manufacturer in ("GenericNoWildcardInDates", "GenericNoUniversalWildcard"):
         for tag, v in fields.items():
@@ -201,7 +225,17 @@ def fix_for_manufacturer(fields: Mapping[int, str], manufacturer: str) -> dict[i
 
 
 def default_charset(ctx: Any) -> str:
-    """The (0008,0005) value of outgoing queries, from ``DefaultEncoding`` (Latin-1)."""
+    """The (0008,0005) *Specific Character Set* of outgoing identifiers.
+
+    Parameters
+    ----------
+    ctx : ServerContext
+
+    Returns
+    -------
+    str
+        From the ``DefaultEncoding`` option (``Latin1``, the default, gives ``ISO_IR 100``).
+    """
     enc = ctx.config.get("DefaultEncoding", "Latin1") if hasattr(ctx.config, "get") else "Latin1"
     return _CHARSETS.get(str(enc), "ISO_IR 100")
 
@@ -214,6 +248,12 @@ def make_dataset(fields: Mapping[int, str], charset: str | None = None) -> Datas
     fields : mapping of int to str
     charset : str, optional
         (0008,0005) to set when ``fields`` has none.
+
+    Returns
+    -------
+    pydicom.Dataset
+        Group 0002 is left out (never part of an identifier); binary and numeric VRs get
+        typed values, SQ an empty sequence.
     """
     ds = Dataset()
     if charset and SPECIFIC_CHARACTER_SET not in fields:
@@ -276,8 +316,24 @@ def find_identifier(level: str, fields: Mapping[int, str], *, normalize: bool = 
 
 def move_identifier(level: str, fields: Mapping[int, str], manufacturer: str = "Generic",
                     charset: str = "ISO_IR 100") -> Dataset:
-    """The C-MOVE / C-GET identifier of Orthanc ``MoveInternal``: ``fields`` with the
-    manufacturer quirks, (0008,0052) and (0008,0005)."""
+    """The C-MOVE / C-GET identifier (Orthanc ``MoveInternal``).
+
+    Parameters
+    ----------
+    level : str
+        One of :data:`LEVELS`.
+    fields : mapping of int to str
+        The identifier's keys (see :func:`retrieve_keys`).
+    manufacturer : str
+        The modality's ``Manufacturer`` (wildcard quirks).
+    charset : str
+        (0008,0005) when ``fields`` has none.
+
+    Returns
+    -------
+    pydicom.Dataset
+        ``fields`` with (0008,0052) *Query/Retrieve Level* and (0008,0005).
+    """
     fields = fix_for_manufacturer(fields, manufacturer)
     fields[QUERY_RETRIEVE_LEVEL] = QR_LEVEL[level]
     return make_dataset(fields, charset)
@@ -308,7 +364,17 @@ def retrieve_keys(answer: Dataset) -> tuple[str, dict[int, str]]:
 
 
 def answer_short(ds: Dataset) -> dict[int, Any]:
-    """An answer as tag -> string value (binary and sequences as None)."""
+    """An answer's values by tag.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+
+    Returns
+    -------
+    dict of int to str or None
+        Tag -> text value (binary values and sequences as None, as Orthanc's short form).
+    """
     out = {}
     for key, value in dataset_to_json(ds, "short", max_len=0).items():
         out[int(key.replace(",", ""), 16)] = value
@@ -316,14 +382,36 @@ def answer_short(ds: Dataset) -> dict[int, Any]:
 
 
 def render(ds: Dataset, fmt: str) -> dict[str, Any]:
-    """Orthanc's JSON of an answer or a query (``full``, ``simplify``, ``short``), strings
-    never truncated (Orthanc ``DicomFindAnswers::ToJson``)."""
+    """Orthanc's JSON of an answer or a query (Orthanc ``DicomFindAnswers::ToJson``).
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        With raw elements (see :func:`as_raw`).
+    fmt : {"full", "simplify", "short"}
+
+    Returns
+    -------
+    dict
+        Strings are never truncated (``max_len`` 0).
+    """
     return dataset_to_json(ds, fmt, max_len=0)
 
 
 def as_raw(ds: Dataset) -> Dataset:
-    """``ds`` re-read with raw elements (explicit VR little endian), as
-    :func:`pacsbox.dataset_to_json` expects: pynetdicom hands out decoded elements."""
+    """Re-read a data set with raw elements, as :func:`pacsbox.dataset_to_json` expects.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        As pynetdicom hands it out (decoded elements, whose PN values would render as
+        bytes).
+
+    Returns
+    -------
+    pydicom.Dataset
+        Encoded in explicit VR little endian and read back without decoding.
+    """
     from io import BytesIO
 
     from pydicom.filereader import read_dataset
@@ -494,7 +582,18 @@ class QueryStore:
 
 
 def query_store(ctx: Any) -> QueryStore:
-    """This app's :class:`QueryStore` (``plugin_state(ctx).extra["queries"]``)."""
+    """This app's query store.
+
+    Parameters
+    ----------
+    ctx : ServerContext
+
+    Returns
+    -------
+    QueryStore
+        Kept in ``plugin_state(ctx).extra["queries"]``, created on first use with
+        ``QueryRetrieveSize``.
+    """
     state = plugin_state(ctx)
     with state.lock:
         store = state.extra.get("queries")
@@ -554,10 +653,16 @@ def run_query(ctx: Any, modality_name: str, level: str, fields: Mapping[int, str
 
 
 def short_keys(fields: Mapping[int, Any]) -> dict[str, Any]:
-    """``{0x00100020: "P"}`` -> ``{"0010,0020": "P"}``."""
+    """Tag -> value with Orthanc's ``gggg,eeee`` keys.
+
+    Parameters
+    ----------
+    fields : mapping of int to any
+
+    Returns
+    -------
+    dict of str to any
+        ``{0x00100020: "P"}`` gives ``{"0010,0020": "P"}``, sorted by tag.
+    """
     return {tag_to_key(t): v for t, v in sorted(fields.items())}
 
-
-def iter_levels_below(level: str) -> Iterable[str]:
-    """The levels strictly below ``level``."""
-    return LEVELS[LEVELS.index(level) + 1:]
