@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
+import ssl
 import threading
 from functools import lru_cache
 from typing import Any, Iterator
@@ -201,12 +203,43 @@ def accepted_contexts(ctx: Any, requested: list[PresentationContext]) -> tuple[l
     return list(out.values()), unknown
 
 
+class _Server(ThreadedAssociationServer):
+    """pynetdicom's threaded server, with the TLS handshake moved out of the accepting
+    thread: a peer that connects and stays silent then holds only its own thread."""
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        client, address = self.socket.accept()
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        return client, address
+
+
 class _LimitedRequestHandler(RequestHandler):
-    """Serves one connection: waits for one of the ``DicomThreadsCount`` slots, then runs
-    the association to its end in this thread's care."""
+    """Serves one connection: the TLS handshake (bounded by ``DicomScpTimeout``), then one
+    of the ``DicomThreadsCount`` slots, then the association to its end."""
+
+    def _handshake(self) -> bool:
+        sock = self.request
+        if not isinstance(sock, ssl.SSLSocket):
+            return True
+        previous = sock.gettimeout()
+        try:
+            sock.settimeout(self.server.pacsbox_handshake_timeout)
+            sock.do_handshake()
+        except (OSError, ValueError) as e:
+            log.warning("DICOM TLS handshake with %s failed: %s", self.client_address[0], e)
+            try:
+                sock.close()
+            except OSError:
+                pass
+            return False
+        sock.settimeout(previous)
+        return True
 
     def handle(self) -> None:
         server = self.server
+        if not self._handshake():
+            return
         slots: threading.BoundedSemaphore = server.pacsbox_slots
         stopping: threading.Event = server.pacsbox_stopping
         while not slots.acquire(timeout=0.2):
@@ -268,13 +301,14 @@ class ScpServer:
         ]
         try:
             server = ae.make_server(self.address, contexts=[cx], ssl_context=ssl_context, evt_handlers=handlers_list,
-                                    server_class=ThreadedAssociationServer, request_handler=_LimitedRequestHandler)
+                                    server_class=_Server, request_handler=_LimitedRequestHandler)
         except OSError as e:
             raise ConfigError(f"option DicomPort: cannot listen on {self.address[0]}:{self.address[1]} for the "
                               f"DICOM server: {e.strerror or e}") from None
         server.daemon_threads = True
         server.pacsbox_slots = threading.BoundedSemaphore(opts["DicomThreadsCount"])
         server.pacsbox_stopping = threading.Event()
+        server.pacsbox_handshake_timeout = float(timeout or 30)
         self.server = server
         ae._servers.append(server)  # so that AE.shutdown() and server.shutdown() agree
         self.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
