@@ -581,6 +581,9 @@ class TagDictionary:
     default_private_creator : str
         The ``DefaultPrivateCreator`` option, used when a request gives no
         ``PrivateCreator``.
+    load_private_dictionary : bool
+        The ``LoadPrivateDictionary`` option: False leaves DCMTK's private dictionary out,
+        so that a private tag outside the ``Dictionary`` is ``"Unknown Tag & Data"``.
 
     Attributes
     ----------
@@ -594,6 +597,7 @@ class TagDictionary:
     creators : dict of str to str
         Name of a private entry → its private creator.
     default_private_creator : str
+    load_private_dictionary : bool
 
     Notes
     -----
@@ -603,13 +607,15 @@ class TagDictionary:
     (private data element blocks).
     """
 
-    def __init__(self, dictionary: Mapping[str, Any] | None = None, default_private_creator: str = "") -> None:
+    def __init__(self, dictionary: Mapping[str, Any] | None = None, default_private_creator: str = "",
+                 load_private_dictionary: bool = True) -> None:
         self.names: dict[str, int] = {}
         self.public: dict[int, tuple[str, str]] = {}
         self.private: dict[tuple[int, int, str], tuple[str, str]] = {}
         self.creators: dict[str, str] = {}
         self._tag_creators: dict[int, str] = {}
         self.default_private_creator = default_private_creator or ""
+        self.load_private_dictionary = bool(load_private_dictionary)
         for key, entry in (dictionary or {}).items():
             try:
                 g, e = [int(x.strip().lower().replace("0x", ""), 16) for x in str(key).split(",")]
@@ -631,7 +637,9 @@ class TagDictionary:
                 self.names.setdefault(name, (g << 16) | e)
 
     def __bool__(self) -> bool:
-        return bool(self.names)
+        """True when the dictionary changes anything (names given, or DCMTK's private
+        dictionary left out)."""
+        return bool(self.names) or not self.load_private_dictionary
 
     def parse(self, name: str) -> int:
         """The tag named ``name``: a ``Dictionary`` name, a keyword or a hexadecimal tag.
@@ -745,7 +753,7 @@ class TagDictionary:
         if e is not None:
             return e[1]
         if tag >> 16 & 1:
-            return private_name(tag, creator)
+            return private_name(tag, creator if self.load_private_dictionary else None)
         return keyword(tag)
 
 
@@ -754,8 +762,8 @@ _DICTIONARY_STASH_KEY = "pacsbox.dictionary"
 
 
 def tag_dictionary(ctx: Any) -> TagDictionary:
-    """The :class:`TagDictionary` of an app (its ``Dictionary`` and
-    ``DefaultPrivateCreator`` options), built once and kept in ``ctx.stash``.
+    """The :class:`TagDictionary` of an app (its ``Dictionary``, ``DefaultPrivateCreator``
+    and ``LoadPrivateDictionary`` options), built once and kept in ``ctx.stash``.
 
     Parameters
     ----------
@@ -768,8 +776,10 @@ def tag_dictionary(ctx: Any) -> TagDictionary:
     d = ctx.stash.get(_DICTIONARY_STASH_KEY)
     if d is None:
         cfg = ctx.config
+        load = cfg.get("LoadPrivateDictionary", True)
         d = ctx.stash[_DICTIONARY_STASH_KEY] = TagDictionary(cfg.get("Dictionary") or {},
-                                                            str(cfg.get("DefaultPrivateCreator") or ""))
+                                                            str(cfg.get("DefaultPrivateCreator") or ""),
+                                                            load is not False)
     return d
 
 

@@ -189,3 +189,20 @@ def test_dataset_to_json_with_a_dictionary_reads_implicit_vr_values():
     simple = dataset_to_json(pydicom.dcmread(io.BytesIO(buf.getvalue()), force=True), "simplify",
                              dictionary=TagDictionary(KIT_DICTIONARY))
     assert simple["KitNumber"] == "42"
+
+
+@pytest.mark.parametrize("load", [True, False])
+def test_load_private_dictionary_option(make_app, load):
+    from pydicom.data import get_testdata_file
+    from pacsbox.dicom.tags import dcmtk_private_dictionary
+    if load and not dcmtk_private_dictionary():
+        pytest.skip("DCMTK's private.dic is not installed")
+    app = make_app({"LoadPrivateDictionary": load, "Dictionary": KIT_DICTIONARY})
+    client = falcon.testing.TestClient(app)
+    with open(get_testdata_file("CT_small.dcm"), "rb") as f:
+        iid = client.simulate_post("/instances", body=f.read()).json["ID"]
+    tags = client.simulate_get(f"/instances/{iid}/tags").json
+    # as Orthanc 1.10.1 with DCMTK's private dictionary (GEMS_IDEN_01), or without it
+    assert tags["0009,1001"]["Name"] == ("FullFidelity" if load else "Unknown Tag & Data")
+    assert tags["0009,1001"]["PrivateCreator"] == "GEMS_IDEN_01"
+    assert tags["0009,0010"]["Name"] == "PrivateCreator"
