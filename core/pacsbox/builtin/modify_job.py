@@ -22,6 +22,7 @@ from pacsbox import ErrorCode, OrthancError
 
 from ..dicom import rewrite as RW
 from ..dicom.ids import hierarchy_ids
+from ..index.index import ResourceGoneError
 from ..dicom.modification import SOP_UID, Modification, TagParser, UidMapper
 from .common import ChunkedInstancesJob, ParentsCache
 
@@ -154,9 +155,12 @@ class ResourceModificationJob(ChunkedInstancesJob):
         for level in (2, 1, 0):
             new, old = ids[level], source[level]
             if new != old and new not in self._tagged:
+                # the new resource may be deleted meanwhile (by a request): set_metadata then
+                # raises ResourceGoneError, an UnknownResource failure of the job
                 res = index.lookup(new, level)
-                if res is not None:
-                    index.set_metadata(res.internal_id, self.metadata_name, old, log_change=False)
+                if res is None:
+                    raise ResourceGoneError(new)
+                index.set_metadata(res.internal_id, self.metadata_name, old, public_id=new, log_change=False)
                 self._tagged.add(new)
         with self._lock:                 # public_content() may run on an HTTP thread
             if self.first is None:

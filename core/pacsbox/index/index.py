@@ -21,7 +21,26 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from ..dicom.matching import normalize_identifier
+from ..errors import ErrorCode, OrthancError
 from .schema import SCHEMA_VERSION, schema_statements
+
+
+class ResourceGoneError(OrthancError):
+    """A write to a resource that was deleted meanwhile (by another request or job).
+
+    An :class:`~pacsbox.OrthancError` with code ``UnknownResource`` (HTTP 404), so that a
+    REST route answers as for an unknown resource and a job fails with that code, as
+    Orthanc does when a job's resource disappears under it.
+
+    Parameters
+    ----------
+    public_id : str
+        The Orthanc ID of the resource (or its row ID when unknown).
+    """
+
+    def __init__(self, public_id: str) -> None:
+        super().__init__(ErrorCode.UNKNOWN_RESOURCE, f"Unknown resource: {public_id}")
+        self.public_id = public_id
 
 LEVEL_NAMES = ("Patient", "Study", "Series", "Instance")
 LEVEL_OF = {"Patient": 0, "Study": 1, "Series": 2, "Instance": 3,
@@ -425,9 +444,17 @@ class Index:
 
     def set_metadata(self, internal_id: int, name: str, value: str, public_id: str | None = None,
                      level: int | None = None, log_change: bool = True) -> list[dict]:
-        """Create or replace a metadata value; logs ``UpdatedMetadata`` when asked."""
+        """Create or replace a metadata value; logs ``UpdatedMetadata`` when asked.
+
+        Raises
+        ------
+        ResourceGoneError
+            The resource no longer exists (checked in the write transaction).
+        """
         changes = []
         with self.transaction() as tx:
+            if tx.execute("SELECT 1 FROM resources WHERE id = ?", (internal_id,)).fetchone() is None:
+                raise ResourceGoneError(public_id or str(internal_id))
             tx.execute("DELETE FROM metadata WHERE resource_id = ? AND name = ?", (internal_id, name))
             tx.execute("INSERT INTO metadata(resource_id, name, value) VALUES (?, ?, ?)", (internal_id, name, value))
             if log_change and public_id is not None and level is not None:
@@ -646,8 +673,16 @@ class Index:
                 "Path": f"/{PLURAL[level]}/{public_id}", "ResourceType": LEVEL_NAMES[level], "Seq": seq}
 
     def log_change(self, change_type: str, res: Resource) -> dict:
-        """Append a change-log entry for ``res`` and return it (``/changes`` shape)."""
+        """Append a change-log entry for ``res`` and return it (``/changes`` shape).
+
+        Raises
+        ------
+        ResourceGoneError
+            ``res`` no longer exists (checked in the write transaction).
+        """
         with self.transaction() as tx:
+            if tx.execute("SELECT 1 FROM resources WHERE id = ?", (res.internal_id,)).fetchone() is None:
+                raise ResourceGoneError(res.public_id)
             return self._log_change(tx, change_type, res.internal_id, res.public_id, res.level)
 
     # ---- delete ----------------------------------------------------------------------
