@@ -33,7 +33,8 @@ class HookCaller:
     def __init__(self, pm: "PacsboxPluginManager") -> None:
         self._pm = pm
 
-    def filter_received_instance(self, dataset: Any, origin: Mapping[str, Any]) -> bool:
+    def filter_received_instance(self, dataset: Any, origin: Mapping[str, Any],
+                                 failed: list[str] | None = None) -> bool:
         """Run the ``filter_received_instance`` veto filters.
 
         Parameters
@@ -42,6 +43,8 @@ class HookCaller:
             The parsed instance.
         origin : mapping
             ``Origin``, ``RemoteIP``, ``RemoteAET``, ``CalledAET``, ``HttpUsername``.
+        failed : list of str, optional
+            Receives the names of the plugins whose filter raised.
 
         Returns
         -------
@@ -49,7 +52,7 @@ class HookCaller:
             False when an implementation returned False or raised (logged with the
             plugin's name: a broken filter fails closed).
         """
-        return self._pm.call_veto("filter_received_instance", {"dataset": dataset, "origin": origin})
+        return self._pm.call_veto("filter_received_instance", {"dataset": dataset, "origin": origin}, failed)
 
     def filter_incoming_http_request(self, **kwargs: Any) -> list[bool]:
         """Run the ``filter_incoming_http_request`` veto filters.

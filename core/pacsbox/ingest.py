@@ -52,11 +52,16 @@ class StoreResult:
         Orthanc IDs of patient, study, series, instance.
     changes : list of dict
         Change-log entries written.
+    failed_filters : tuple of str
+        With ``"FilteredOut"``: the plugins whose ``filter_received_instance`` raised
+        (empty when the instance was refused by a filter returning ``False``); the C-STORE
+        SCP answers a failure status then, as Orthanc answers a filter that throws.
     """
 
     status: str
     ids: tuple[str, str, str, str] | None = None
     changes: list[dict] = field(default_factory=list)
+    failed_filters: tuple[str, ...] = ()
 
     def answer(self) -> dict[str, Any]:
         """The JSON object answered by ``POST /instances`` (reference section 2.1)."""
@@ -193,8 +198,9 @@ class Ingest:
             idents.append(v)
         if ctx.notifier.has_listeners("filter_received_instance"):
             full = pydicom.dcmread(io.BytesIO(data), force=True)
-            if not ctx.hooks.filter_received_instance(full, origin):
-                return StoreResult("FilteredOut")
+            failed: list[str] = []
+            if not ctx.hooks.filter_received_instance(full, origin, failed):
+                return StoreResult("FilteredOut", failed_filters=tuple(failed))
         ids = hierarchy_ids(*idents)
         index = ctx.index
         if not self.overwrite and index.exists(ids[3]):

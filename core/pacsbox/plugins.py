@@ -208,7 +208,7 @@ class PacsboxPluginManager(pluggy.PluginManager):
                 log.exception("plugin %r failed in hook %s", impl.plugin_name, hook_name)
         return failed
 
-    def call_veto(self, hook_name: str, kwargs: Mapping[str, Any]) -> bool:
+    def call_veto(self, hook_name: str, kwargs: Mapping[str, Any], failed: list[str] | None = None) -> bool:
         """Call a veto filter: every implementation runs; any ``False`` refuses.
 
         Parameters
@@ -217,6 +217,9 @@ class PacsboxPluginManager(pluggy.PluginManager):
             ``"filter_incoming_http_request"`` or ``"filter_received_instance"``.
         kwargs : mapping
             The hook's arguments.
+        failed : list of str, optional
+            Receives the name of each plugin whose implementation raised (so that a
+            caller can tell a refusal from a failure, e.g. the C-STORE SCP's status).
 
         Returns
         -------
@@ -233,6 +236,8 @@ class PacsboxPluginManager(pluggy.PluginManager):
             except Exception:  # noqa: BLE001 - fail closed
                 log.exception("plugin %r failed in hook %s; refusing", impl.plugin_name, hook_name)
                 accepted = False
+                if failed is not None:
+                    failed.append(impl.plugin_name)
                 continue
             if result is False:
                 accepted = False

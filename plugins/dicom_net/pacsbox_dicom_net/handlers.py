@@ -12,10 +12,11 @@ Status codes (DICOM PS3.4 annex B.2.3 and C.4.1.1.4, PS3.7 annex C):
 status   when
 ======== ===============================================================================
 0x0000   success; also a duplicate instance and an instance refused by a
-         ``filter_received_instance`` filter (Orthanc 1.10.1 answers success "to keep
-         backward compatibility")
+         ``filter_received_instance`` filter returning False (Orthanc 1.10.1 answers
+         success "to keep backward compatibility")
 0x0124   refused: not authorized (the command is not allowed to the calling AET)
-0xA700   C-STORE: an error while storing (Orthanc's ``STATUS_STORE_Refused_OutOfResources``)
+0xA700   C-STORE: an error while storing, or a ``filter_received_instance`` filter that
+         raised (Orthanc's ``STATUS_STORE_Refused_OutOfResources`` for an exception)
 0xA900   C-STORE: the data set's SOP Class/Instance UID differs from the command's
 0xC000   cannot understand / unable to process (unparseable data set, handler failure)
 0xFE00   C-FIND: answers cut at ``LimitFindResults``/``LimitFindInstances``
@@ -234,7 +235,9 @@ def handle_store(event: Any, ctx: Any) -> int:
     -------
     int
         The C-STORE status (PS3.4 B.2.3): ``0x0000`` when stored, already stored, or
-        filtered out (as Orthanc 1.10.1); ``0x0124`` when ``Store`` is not allowed to
+        filtered out by a filter returning False (as Orthanc 1.10.1); ``0xA700`` when a
+        ``filter_received_instance`` implementation raised (logged with its plugin's
+        name; Orthanc answers an exception in a filter so); ``0x0124`` when ``Store`` is not allowed to
         the peer; ``0xA900`` when the data set's SOP Class or Instance UID differs from
         the command's (as DCMTK's store SCP in Orthanc); ``0xC000`` when the data set
         cannot be read or lacks these UIDs; ``0xA700`` when storing fails (bad file for the index, storage
@@ -268,6 +271,11 @@ def handle_store(event: Any, ctx: Any) -> int:
         log.exception("C-STORE: error while storing the instance %s", uids[1])
         return STATUS_OUT_OF_RESOURCES
     if result.status == "FilteredOut":
+        failed = getattr(result, "failed_filters", ())
+        if failed:
+            log.error("C-STORE: instance %s refused: filter_received_instance of plugin %s raised", uids[1],
+                      ", ".join(repr(f) for f in failed))
+            return STATUS_OUT_OF_RESOURCES
         log.info("C-STORE: instance %s discarded by a filter", uids[1])
     return STATUS_SUCCESS
 

@@ -376,13 +376,23 @@ def test_accepted_transfer_syntaxes_change_at_run_time(node):
 
 def test_filter_that_raises_gives_a_failure_status_and_names_the_plugin(node, caplog):
     def refuse(dataset, origin):
-        raise ValueError("filter bug")
+        if dataset.Modality == "CT":
+            raise ValueError("filter bug")
+        return dataset.Modality != "MR"
 
     n = node(plugins=[inline_plugin("badinstancefilter", filter_received_instance=refuse)])
     with caplog.at_level(logging.ERROR):
-        r = run_dcmtk("storescu", "-v", "127.0.0.1", str(n.dicom_port), sample("CT_small.dcm"),
-                      sample("MR_small_implicit.dcm"))
+        r = run_dcmtk("storescu", "-v", "-R", "-nh", "127.0.0.1", str(n.dicom_port), sample("CT_small.dcm"),
+                      sample("MR_small_implicit.dcm"), sample("SC_rgb.dcm"))
     assert "badinstancefilter" in caplog.text
-    assert instances(n) == []
-    # both C-STOREs answered on the same association
-    assert r.stderr.count("Received Store Response") == 2
+    # all three answered on one association: the raising filter is a failure (0xA700, as
+    # Orthanc answers an exception), the filter that says no is a success (as Orthanc
+    # 1.10.1), the third is stored
+    assert r.stderr.count("Received Store Response") == 3
+    assert "Received Store Response (Refused: OutOfResources)" in r.stderr
+    assert r.stderr.count("Received Store Response (Success)") == 2
+    assert [i["MainDicomTags"]["SOPInstanceUID"] for i in instances(n)] == \
+        [pydicom.dcmread(sample("SC_rgb.dcm")).SOPInstanceUID]
+    # the core reports which plugin raised
+    result = n.ctx.ingest.store(open(sample("CT_small.dcm"), "rb").read())
+    assert (result.status, result.failed_filters) == ("FilteredOut", ("badinstancefilter",))
