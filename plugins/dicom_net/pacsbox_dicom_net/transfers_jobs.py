@@ -296,6 +296,10 @@ def effective_bucket_size(st, instances) -> int:
     return max(1, min(st.bucket_size, max(MIN_BUCKET_SIZE, wanted)))
 
 
+class _Interrupted(Exception):
+    """A pause, cancel or shutdown came while a request was in flight."""
+
+
 def _settings(ctx: "ServerContext"):
     from .transfers import settings
     return settings(ctx)
@@ -359,6 +363,37 @@ class _TransferJob(Job):
             self._absorb(runner)
         if self.client is not None:
             self.client.close()
+
+    def _interruptible(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` (one blocking request) on a helper thread and wait for it, giving up
+        as soon as a pause, cancel or shutdown is requested (the request then ends in the
+        background, its outcome ignored).
+
+        Raises
+        ------
+        _Interrupted
+            A stop was requested first.
+        Exception
+            What ``fn`` raised.
+        """
+        box: dict[str, Any] = {}
+        finished = threading.Event()
+
+        def run() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as e:  # noqa: BLE001 - handed to the job's thread
+                box["error"] = e
+            finally:
+                finished.set()
+
+        threading.Thread(target=run, name="TF-REQ", daemon=True).start()
+        while not finished.wait(0.1):
+            if self.stop_requested:
+                raise _Interrupted()
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
 
     def _fail(self, code: ErrorCode, details: str) -> StepResult:
         self.error_code = int(code)
@@ -479,9 +514,14 @@ class PushTransferJob(_TransferJob):
             body = {"Instances": [i.to_json() for i in sorted(self.instances, key=lambda i: i.id)],
                     "Buckets": [b.to_json() for b in self.buckets], "Compression": self.compression}
             try:
-                answer = self._with_retries(st.max_http_retries, lambda: self.client.request(
-                    "POST", URI_PUSH, json_body=body, timeout=st.peer_commit_timeout).json())
+                answer = self._with_retries(st.max_http_retries, lambda: self._interruptible(
+                    lambda: self.client.request("POST", URI_PUSH, json_body=body,
+                                                timeout=st.peer_commit_timeout).json()))
+            except _Interrupted:
+                return StepResult.CONTINUE  # paused/canceled: created again at resume
             except (PeerHttpError, ValueError) as e:
+                if self.stop_requested:
+                    return StepResult.CONTINUE
                 return self._fail(ErrorCode.NETWORK_PROTOCOL,
                                   f'Cannot create a push transaction to peer "{self.peer_name}" (check that it has '
                                   f"the transfers accelerator plugin installed): {e}")
@@ -494,9 +534,14 @@ class PushTransferJob(_TransferJob):
             return self._push_step(ctx, st)
         if self.state == "commit":
             try:
-                self._with_retries(st.max_http_retries, lambda: self.client.request(
-                    "POST", f"{self.transaction}/commit", data=b"", timeout=st.peer_commit_timeout))
+                self._with_retries(st.max_http_retries, lambda: self._interruptible(
+                    lambda: self.client.request("POST", f"{self.transaction}/commit", data=b"",
+                                                timeout=st.peer_commit_timeout)))
+            except _Interrupted:
+                return StepResult.CONTINUE  # paused: committed again at resume (404 → sent again)
             except PeerHttpError as e:
+                if self.stop_requested and e.status is None:
+                    return StepResult.CONTINUE
                 if e.status == 404 and self.restarts < 3:
                     # the receiver no longer knows the transaction (it restarted, or a first
                     # commit went through but its answer was lost): send again, the
@@ -661,7 +706,11 @@ class PullTransferJob(_TransferJob):
         if self.state == "init":
             try:
                 answer = self._lookup(st)
+            except _Interrupted:
+                return StepResult.CONTINUE  # paused/canceled: asked again at resume
             except (PeerHttpError, ValueError) as e:
+                if self.stop_requested:
+                    return StepResult.CONTINUE  # interrupted by a pause: asked again at resume
                 return self._fail(ErrorCode.NETWORK_PROTOCOL,
                                   f'Cannot retrieve the list of instances to pull from peer "{self.peer_name}" '
                                   f"(check that it has the transfers accelerator plugin installed): {e}")
@@ -702,7 +751,8 @@ class PullTransferJob(_TransferJob):
         attempt = 0
         while True:
             try:
-                return self.client.request("POST", URI_LOOKUP, json_body=self.query[KEY_RESOURCES]).json()
+                return self._interruptible(
+                    lambda: self.client.request("POST", URI_LOOKUP, json_body=self.query[KEY_RESOURCES]).json())
             except PeerHttpError as e:
                 attempt += 1
                 if attempt > st.max_http_retries or (e.status is not None and 400 <= e.status < 500) \

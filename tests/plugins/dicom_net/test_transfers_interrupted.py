@@ -322,3 +322,35 @@ def test_pull_cut_in_the_middle_fails_and_keeps_nothing(node, study_files, proxi
     assert requests.get(f"{b.url}/instances", timeout=10).json() == []
     pull_dir = os.path.join(staging_root(b.ctx), "pull")
     assert not os.path.isdir(pull_dir) or os.listdir(pull_dir) == []
+
+
+def test_pause_during_the_commit_then_resume(node, study_files):
+    """A pause while the commit request is in flight pauses the job (not a failure); on
+    resume it finds the transaction committed (404) and sends again: Success."""
+    a = node({"Transfers": {"BucketSize": 64}})
+    b = node()
+    study = load(a, study_files[:40])
+    link(a, "b", b)
+    rx = transfers_state(b.ctx).transactions
+    original_commit = rx.commit
+    committing = []
+
+    def slow_commit(tid):
+        committing.append(tid)
+        time.sleep(1.0)
+        return original_commit(tid)
+
+    rx.commit = slow_commit
+    job_id = _send(a, study)
+    deadline = time.monotonic() + 20
+    while not committing:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert requests.post(f"{a.url}/jobs/{job_id}/pause", json={}, timeout=10).status_code == 200
+    assert wait_job(a.url, job_id, states=("Paused", "Success", "Failure"))["State"] == "Paused"
+    rx.commit = original_commit
+    time.sleep(1.2)  # the first commit ends on the receiver
+    assert requests.post(f"{a.url}/jobs/{job_id}/resume", json={}, timeout=10).status_code == 200
+    job = wait_job(a.url, job_id)
+    assert job["State"] == "Success", job
+    assert md5s(b) == md5s(a)
