@@ -194,6 +194,32 @@ class TransfersState:
                                                                st.push_transaction_timeout)
         self.cache: InstancesCache = InstancesCache(ctx, st.cache_size)
         self.chunks_semaphore = threading.Semaphore(st.threads)
+        self.sweep_period = 60.0
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    def start_sweeper(self, ctx: "ServerContext") -> None:
+        """Start the thread that deletes unused pull staging folders every
+        :attr:`sweep_period` seconds."""
+        from .transfers_area import sweep_pull_areas
+
+        def loop() -> None:
+            while not self._stop.wait(self.sweep_period):
+                try:
+                    sweep_pull_areas(ctx)
+                except Exception:  # noqa: BLE001 - keep sweeping
+                    log.exception("transfers: cannot sweep the pull staging folders")
+
+        if self._sweeper is None:
+            self._sweeper = threading.Thread(target=loop, name="TF-SWEEP", daemon=True)
+            self._sweeper.start()
+
+    def stop_sweeper(self) -> None:
+        """Stop the sweeping thread."""
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(5)
+            self._sweeper = None
 
     def collect_metrics(self, store: Any) -> None:
         """Publish the plugin's metrics (``RefreshMetricsCallback``): cache size, hits and
@@ -238,7 +264,8 @@ def source_cache(ctx: "ServerContext") -> "InstancesCache":
 
 def start(ctx: "ServerContext") -> None:
     """Clean what a previous run left in the staging folder (rolling back a commit cut
-    by a crash) and start the reaper of idle push transactions."""
+    by a crash), start the reaper of idle push transactions and the sweeper of unused pull
+    staging folders."""
     from .transfers_area import recover_staging
     st = state(ctx)
     try:
@@ -248,6 +275,7 @@ def start(ctx: "ServerContext") -> None:
     except Exception:  # noqa: BLE001 - never block the start-up on a cleanup
         log.exception("transfers: cannot clean the staging folder")
     st.transactions.start()
+    st.start_sweeper(ctx)
     ctx.metrics.add_collector(st.collect_metrics)
 
 
@@ -257,6 +285,7 @@ def stop(ctx: "ServerContext") -> None:
     st = plugin_state(ctx).extra.get(EXTRA_KEY)
     if st is not None:
         ctx.metrics.remove_collector(st.collect_metrics)
+        st.stop_sweeper()
         st.transactions.stop()
 
 

@@ -94,8 +94,9 @@ def recover_staging(ctx: "ServerContext") -> int:
     """Clean the staging folders left by a previous run of the server.
 
     A folder with an unfinished commit journal has its journaled instances deleted
-    (:func:`rollback`); every folder is then removed (push transactions do not survive a
-    restart, as in the plugin).
+    (:func:`rollback`) and is removed; every push folder is removed (push transactions do
+    not survive a restart, as in the plugin); other pull folders stay for their reloaded
+    job.
 
     Parameters
     ----------
@@ -108,15 +109,60 @@ def recover_staging(ctx: "ServerContext") -> int:
     """
     root = staging_root(ctx)
     rolled = 0
-    for kind in ("push",):
-        base = os.path.join(root, kind)
-        if not os.path.isdir(base):
-            continue
+    base = os.path.join(root, "push")
+    if os.path.isdir(base):
         for name in os.listdir(base):
             d = os.path.join(base, name)
             rolled += _recover_one(ctx, d)
             shutil.rmtree(d, ignore_errors=True)
+    base = os.path.join(root, "pull")
+    if os.path.isdir(base):  # pull areas stay for their reloaded job, unless a commit was cut
+        for name in os.listdir(base):
+            d = os.path.join(base, name)
+            if os.path.exists(os.path.join(d, JOURNAL)):
+                rolled += _recover_one(ctx, d)
+                shutil.rmtree(d, ignore_errors=True)
     return rolled
+
+
+def sweep_pull_areas(ctx: "ServerContext", grace: float = 60.0) -> int:
+    """Delete the pull staging folders that no unfinished ``PullTransfer`` job uses (a
+    paused job canceled, a job forgotten).
+
+    Parameters
+    ----------
+    ctx : ServerContext
+    grace : float
+        Seconds: folders modified more recently are kept.
+
+    Returns
+    -------
+    int
+        Folders deleted.
+    """
+    import time
+
+    base = os.path.join(staging_root(ctx), "pull")
+    if not os.path.isdir(base):
+        return 0
+    keep = set()
+    for rec in ctx.jobs.records():
+        area = getattr(rec.job, "area_dir", None)
+        if area and not rec.state.is_final:
+            keep.add(os.path.normpath(area))
+    n = 0
+    for name in os.listdir(base):
+        d = os.path.normpath(os.path.join(base, name))
+        if d in keep:
+            continue
+        try:
+            if time.time() - os.path.getmtime(d) < grace:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        n += 1
+    return n
 
 
 def _recover_one(ctx: "ServerContext", directory: str) -> int:

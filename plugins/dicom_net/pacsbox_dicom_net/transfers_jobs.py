@@ -737,6 +737,9 @@ class PullTransferJob(_TransferJob):
         if self.state == "pull":
             return self._pull_step(ctx, st)
         if self.state == "commit":
+            if self.area is None and not (self.area_dir and os.path.isdir(self.area_dir)):
+                self.state, self.done = "pull", set()  # staging lost (a commit cut by a crash)
+                return StepResult.CONTINUE
             area = self.area or self._open_area(ctx, fresh=False)
             try:
                 area.commit(ctx, st.commit_threads)

@@ -354,3 +354,38 @@ def test_pause_during_the_commit_then_resume(node, study_files):
     job = wait_job(a.url, job_id)
     assert job["State"] == "Success", job
     assert md5s(b) == md5s(a)
+
+
+def test_paused_pull_canceled_leaves_no_staging(node, study_files):
+    """A paused pull keeps its staged buckets; canceled while paused (the job does not run
+    then), its folder is swept away."""
+    from pacsbox_dicom_net.transfers_area import sweep_pull_areas
+    a = node()
+    b = node({"Transfers": {"BucketSize": 32, "Threads": 1}})
+    study = load(a, study_files)
+    src = transfers_state(a.ctx).cache
+    original = src.serve_chunks
+
+    def slow(*args, **kwargs):
+        time.sleep(0.05)
+        return original(*args, **kwargs)
+
+    src.serve_chunks = slow
+    link(b, "a", a)
+    r = requests.post(f"{b.url}/transfers/pull", json={
+        "Resources": [{"Level": "Study", "ID": study}], "Compression": "none", "Peer": "a"}, timeout=30)
+    job_id = r.json()["ID"]
+    deadline = time.monotonic() + 20
+    while requests.get(f"{b.url}/jobs/{job_id}", timeout=10).json()["Content"].get("CompletedHttpQueries", 0) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    requests.post(f"{b.url}/jobs/{job_id}/pause", json={}, timeout=10)
+    wait_job(b.url, job_id, states=("Paused",))
+    pull_dir = os.path.join(staging_root(b.ctx), "pull")
+    assert len(os.listdir(pull_dir)) == 1
+    assert sweep_pull_areas(b.ctx, grace=0) == 0          # still used by the paused job
+    requests.post(f"{b.url}/jobs/{job_id}/cancel", json={}, timeout=10)
+    assert wait_job(b.url, job_id)["ErrorCode"] == 37
+    assert sweep_pull_areas(b.ctx, grace=0) == 1
+    assert os.listdir(pull_dir) == []
+    assert requests.get(f"{b.url}/instances", timeout=10).json() == []
