@@ -144,3 +144,36 @@ def test_tags_as_reference(reference_kit, client, case):
     kept_jpeg = {"0028,0004", "0028,0006"} if case == "jpeg" else set()  # YBR_FULL_422, not decoded to RGB
     for key in set(a) - _GENERATED - {"7fe0,0010"} - kept_jpeg:
         assert (b[key]["Name"], b[key]["Type"], b[key]["Value"]) == (a[key]["Name"], a[key]["Type"], a[key]["Value"]), key
+
+
+@pytest.mark.parametrize("level", ["ParentPatient", "ParentStudy", "ParentSeries"])
+def test_parent_inheritance_as_reference(reference_kit, client, level):
+    """The same parent on both servers, then a child through ``Parent``: the same tags
+    (inherited values, charset, which dates are regenerated)."""
+    first = {"Tags": {"SpecificCharacterSet": "ISO_IR 192", "PatientName": "Jörg^Müller", "PatientSex": "M",
+                      "PatientBirthDate": "19800101", "StudyDescription": "Étude", "AccessionNumber": "ACC1",
+                      "StudyDate": "20200101", "StudyTime": "101010", "SeriesDate": "20200102",
+                      "SeriesTime": "111111", "SeriesDescription": "first", "Modality": "OT",
+                      "ReferringPhysicianName": "Dr^Who", "BodyPartExamined": "CHEST"}}
+    r = requests.post(reference_kit + "/tools/create-dicom", data=json.dumps(first))
+    assert r.status_code == 200, r.text
+    ref_parent = r.json()
+    r = client.simulate_post("/tools/create-dicom", json=first)
+    assert r.status_code == 200, r.text
+    our_parent = r.json
+    child = {"Tags": {"InstanceNumber": "2"}, "Content": data_uri("application/pdf", make_pdf())}
+    ref = requests.post(reference_kit + "/tools/create-dicom", data=json.dumps({**child, "Parent": ref_parent[level]}))
+    ours = client.simulate_post("/tools/create-dicom", json={**child, "Parent": our_parent[level]})
+    assert ref.status_code == ours.status_code == 200
+    assert (ref.json()[level] == ref_parent[level]) and (ours.json[level] == our_parent[level])
+    a = requests.get(reference_kit + ref.json()["Path"] + "/tags").json()
+    b = client.simulate_get(ours.json["Path"] + "/tags").json
+    assert set(b) - {"0042,0015"} == set(a)
+    uids = {"0008,0018", "0010,0020", "0020,000d", "0020,000e"}
+    now = {"0008,0012", "0008,0013", "0008,0022", "0008,0023", "0008,0032", "0008,0033"}
+    for key in set(a) - uids - now - {"0042,0011"}:
+        if a[key]["Value"] == first["Tags"].get(a[key]["Name"], "?") or key in ("0008,0020", "0008,0021"):
+            assert b[key]["Value"] == a[key]["Value"], key
+        assert (b[key]["Name"], b[key]["Type"]) == (a[key]["Name"], a[key]["Type"]), key
+    assert b["0008,0005"]["Value"] == a["0008,0005"]["Value"] == "ISO_IR 192"
+    assert b["0010,0010"]["Value"] == a["0010,0010"]["Value"] == "Jörg^Müller"
