@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Mapping
 
 from pydicom.dataset import Dataset
@@ -43,7 +44,7 @@ from .modalities import Modality, aet_equal, parse_modality
 from .query import (ACCESSION_NUMBER, PATIENT_ID, QUERY_RETRIEVE_LEVEL, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
                     STUDY_INSTANCE_UID, answer_short, default_charset, find_identifier, move_identifier, run_find,
                     short_keys)
-from .scu import open_association
+from .scu import open_association, scu_timeout
 from .state import plugin_state
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,7 @@ class RetrieveJob(Job):
         self._responses: Any = None
         self._lock = threading.Lock()
         self._ctx: Any = None
+        self._sent_at = 0.0
 
     # ---- the job contract ----------------------------------------------------------
     def public_content(self) -> dict[str, Any]:
@@ -397,6 +399,7 @@ class RetrieveJob(Job):
         patient, study = self._models()
         model = patient if request["Level"] == "Patient" else study
         self.current = {}
+        self._sent_at = time.monotonic()
         if self.method == "C-GET":
             self._responses = assoc.send_c_get(ident, model)
         else:
@@ -410,6 +413,8 @@ class RetrieveJob(Job):
         except StopIteration:
             status, ident = Dataset(), None
         code = int(status.Status) if status is not None and "Status" in status else None
+        if code is not None:
+            self._sent_at = time.monotonic()    # the DIMSE timeout counts from the last message
         counts = {name: int(status.get(f"NumberOf{name}Suboperations", 0) or 0) if status is not None else 0
                   for name in ("Remaining", "Completed", "Failed", "Warning")}
         if code in (0xFF00, 0xFF01):
@@ -422,9 +427,13 @@ class RetrieveJob(Job):
             self._abort()
             if self.stop_requested:
                 raise OrthancError(ErrorCode.NETWORK_PROTOCOL, "interrupted")
+            seconds = scu_timeout(self._ctx, self.modality, self.timeout) if self._ctx is not None else 0
+            if seconds and time.monotonic() - self._sent_at >= 0.9 * seconds:   # Orthanc 1.10.1's wording
+                reason = "DIMSE No data available (timeout in non-blocking mode)"
+            else:
+                reason = "the association was aborted by the remote"
             raise OrthancError(ErrorCode.NETWORK_PROTOCOL,
-                               f'{self.method} SCU to AET "{self.modality.aet}": the association was aborted or '
-                               f'timed out while waiting for the remote')
+                               f'DicomAssociation - {self.method} to AET "{self.modality.aet}": {reason}')
         # The final response's counts are authoritative when given (PS3.4 C.4.2.1.6).
         if not any(counts.values()) and self.current:
             counts = dict(self.current, Remaining=0)

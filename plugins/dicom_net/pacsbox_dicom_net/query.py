@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -465,6 +466,7 @@ def run_find(ctx: Any, modality: Modality, identifier: Dataset, *, worklist: boo
     assoc = open_association(ctx, modality, [build_context(model)], local_aet=local_aet, timeout=timeout)
     answers: list[Dataset] = []
     final = None
+    t0 = time.monotonic()
     try:
         for status, ident in assoc.send_c_find(identifier, model):
             if not status or "Status" not in status:
@@ -480,9 +482,12 @@ def run_find(ctx: Any, modality: Modality, identifier: Dataset, *, worklist: boo
         if assoc.is_established:
             assoc.release()
     if final is None:
-        raise OrthancError(ErrorCode.NETWORK_PROTOCOL,
-                           f'DicomAssociation - C-FIND to AET "{modality.aet}": the association was aborted or '
-                           f'timed out ({scu_timeout(ctx, modality, timeout):g} s)')
+        seconds = scu_timeout(ctx, modality, timeout)
+        if seconds and time.monotonic() - t0 >= 0.9 * seconds:   # Orthanc 1.10.1's (DCMTK's) wording
+            reason = "DIMSE No data available (timeout in non-blocking mode)"
+        else:
+            reason = "the association was aborted by the remote"
+        raise OrthancError(ErrorCode.NETWORK_PROTOCOL, f'DicomAssociation - C-FIND to AET "{modality.aet}": {reason}')
     if final != 0x0000 and not 0xB000 <= final <= 0xBFFF:
         raise OrthancError(ErrorCode.NETWORK_PROTOCOL,
                            f'C-FIND SCU to AET "{modality.aet}" has failed with DIMSE status {_status_text(final)}')

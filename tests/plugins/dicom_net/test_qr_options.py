@@ -44,9 +44,11 @@ def test_timeout_on_a_silent_remote(remote, node, orthanc):
     for url in (orthanc(dict(mods)).url, node(dict(mods)).url):
         t0 = time.monotonic()
         r = requests.post(url + "/modalities/remote/query", json={"Level": "Study", "Timeout": 1})
-        answers.append((r.status_code, r.json()["OrthancStatus"], time.monotonic() - t0))
-    (ref_status, ref_code, ref_dt), (status, code, dt) = answers
+        answers.append((r.status_code, r.json()["OrthancStatus"], r.json()["Details"], time.monotonic() - t0))
+    (ref_status, ref_code, ref_details, ref_dt), (status, code, details, dt) = answers
     assert (status, code) == (ref_status, ref_code) == (500, 9)
+    assert details == ref_details == ('DicomAssociation - C-FIND to AET "REMOTE": DIMSE No data available '
+                                      '(timeout in non-blocking mode)')
     assert 0.9 < dt < 3
 
 
@@ -98,3 +100,18 @@ def test_retrieve_method(remote, node, where):
     assert r.json()["RetrieveMethod"] == "C-MOVE" and remote.callers[-1][0] == "MOVE"
     assert requests.post(f"{n.url}{q}/answers/0/retrieve",
                          json={"RetrieveMethod": "C-FOO"}).json()["OrthancStatus"] == 3
+
+
+def test_retrieve_timeout_on_a_silent_remote(remote, node, orthanc):
+    mods = {"DicomModalities": {"remote": ["REMOTE", "127.0.0.1", remote.port]}}
+    out = []
+    for url in (orthanc(dict(mods)).url, node(dict(mods)).url):
+        remote.hang.clear()
+        q = requests.post(url + "/modalities/remote/query", json={"Level": "Study"}).json()["Path"]
+        remote.hang.set()
+        t0 = time.monotonic()
+        r = requests.post(f"{url}{q}/answers/0/retrieve", json={"TargetAet": "X", "Timeout": 1})
+        out.append((r.status_code, r.json()["OrthancStatus"], r.json()["Details"]))
+        assert time.monotonic() - t0 < 4
+    assert out[0] == out[1] == (500, 9, 'DicomAssociation - C-MOVE to AET "REMOTE": DIMSE No data available '
+                                        '(timeout in non-blocking mode)')
