@@ -260,3 +260,22 @@ def test_numbers_as_boost_lexical_cast(client):
     assert (ds.Rows, ds.Columns) == (65535, 7)  # a negative unsigned wraps, as Orthanc 1.10.1
     assert ds[0x00189089].VR == "FD" and ds[0x00189089].value == 15.0
     assert ds["SliceThickness"].VR == "DS"  # DS/IS strings are written as given, as DCMTK's putString
+
+
+@pytest.mark.parametrize("name", ["chrH31.dcm", "chrH32.dcm", "chrI2.dcm", "chrGreek.dcm", "chrX2.dcm", "chrRuss.dcm"])
+def test_parent_keeps_names_byte_for_byte(client, name):
+    """A child of a study in ISO 2022 / GB18030 / single-byte charsets keeps the parent's
+    (0008,0005) and the very bytes of its patient and study tags."""
+    from pydicom.data import get_charset_files
+    path = get_charset_files(name)[0]
+    with open(path, "rb") as f:
+        parent = client.simulate_post("/instances", body=f.read()).json
+    ans = create(client, {"Tags": {"SeriesDescription": "child"}, "Parent": parent["ParentStudy"],
+                          "Content": data_uri("application/pdf", make_pdf())})
+    for tag in ("0008-0005", "0010-0010", "0010-0020"):
+        src = client.simulate_get(f"/instances/{parent['ID']}/content/{tag}").content
+        new = client.simulate_get(f"/instances/{ans['ID']}/content/{tag}").content
+        assert new.rstrip(b" \x00") == src.rstrip(b" \x00"), tag
+    a = client.simulate_get(f"/instances/{parent['ID']}/simplified-tags").json
+    b = client.simulate_get(f"/instances/{ans['ID']}/simplified-tags").json
+    assert b["PatientName"] == a["PatientName"]
