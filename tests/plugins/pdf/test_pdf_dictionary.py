@@ -206,3 +206,37 @@ def test_load_private_dictionary_option(make_app, load):
     assert tags["0009,1001"]["Name"] == ("FullFidelity" if load else "Unknown Tag & Data")
     assert tags["0009,1001"]["PrivateCreator"] == "GEMS_IDEN_01"
     assert tags["0009,0010"]["Name"] == "PrivateCreator"
+
+
+def test_c_store_keeps_the_dictionary_vr(make_app):
+    """Sent by C-STORE (dicom_net, Explicit VR Little Endian accepted), the private US is
+    still a US on the wire."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import EncapsulatedPDFStorage
+    net_plugin = pytest.importorskip("pacsbox_dicom_net.plugin")
+    from conftest import free_port
+    received = []
+
+    def handle(event):
+        received.append((event.context.transfer_syntax, event.request.DataSet.getvalue()))
+        return 0x0000
+
+    ae = AE(ae_title="KITSCP")
+    ae.add_supported_context(EncapsulatedPDFStorage, ["1.2.840.10008.1.2.1"])
+    port = free_port()
+    scp = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handle)])
+    try:
+        app = make_app({"DicomServerEnabled": False, "Dictionary": KIT_DICTIONARY,
+                        "DicomModalities": {"kit": ["KITSCP", "127.0.0.1", port]}}, plugins=[pdf_plugin, net_plugin])
+        client = falcon.testing.TestClient(app)
+        r = client.simulate_post("/tools/create-dicom", json={"Tags": {"KitNumber": "42", "KitComment": "c"},
+                                                              "Content": data_uri("application/pdf", make_pdf())})
+        r = client.simulate_post("/modalities/kit/store", json={"Resources": [r.json["ID"]], "Synchronous": True})
+        assert r.status_code == 200 and r.json["FailedInstancesCount"] == 0
+    finally:
+        scp.shutdown()
+    assert len(received) == 1 and received[0][0] == "1.2.840.10008.1.2.1"
+    ds = pydicom.dcmread(io.BytesIO(received[0][1]), force=True)
+    raw = ds.get_item(0x00411011)
+    assert (raw.VR, raw.value) == ("US", struct.pack("<H", 42))
+    assert ds.get_item(0x00410010).value.rstrip(b" ") == b"KitCreator"
