@@ -154,7 +154,7 @@ def open_association(ctx: Any, modality: Modality, contexts: Sequence[Presentati
     if assoc.is_established:
         return assoc
     if assoc.is_rejected:
-        raise OrthancError(ErrorCode.NETWORK_PROTOCOL, f"{prefix}: Association rejected")
+        raise OrthancError(ErrorCode.NETWORK_PROTOCOL, f"{prefix}: DUL Association Rejected")
     if assoc.is_aborted and connected:
         raise OrthancError(ErrorCode.NETWORK_PROTOCOL, f"{prefix}: Association aborted")
     raise OrthancError(ErrorCode.NETWORK_PROTOCOL, f"{prefix}: TCP Initialization Error: Connection refused")

@@ -157,6 +157,7 @@ def start_scripted_qr(aet: str = "REMOTE") -> ScriptedQR:
     # and for C-GET sub-operations (the SCU proposes the SCP role for it)
     ae.add_supported_context("1.2.840.10008.5.1.4.1.1.2", scu_role=True, scp_role=True)
     ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 120
+    ae.require_called_aet = True     # an association to another AET is rejected
     qr.server = ae.start_server(("127.0.0.1", qr.port), block=False,
                                 evt_handlers=[(evt.EVT_C_FIND, on_find), (evt.EVT_C_MOVE, on_move),
                                               (evt.EVT_C_GET, on_get)])

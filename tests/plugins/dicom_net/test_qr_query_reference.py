@@ -33,7 +33,8 @@ def modalities(port):
     return {"remote": ["REMOTE", "127.0.0.1", port], "ge": ["REMOTE", "127.0.0.1", port, "GE"],
             "nwd": ["REMOTE", "127.0.0.1", port, "GenericNoWildcardInDates"],
             "nuw": ["REMOTE", "127.0.0.1", port, "GenericNoUniversalWildcard"],
-            "closed": ["CLOSED", "127.0.0.1", free_port()]}
+            "closed": ["CLOSED", "127.0.0.1", free_port()],
+            "wrongaet": ["NOTREMOTE", "127.0.0.1", port]}
 
 
 @pytest.fixture
@@ -97,6 +98,7 @@ SCRIPT = [
     ("POST", "/modalities/remote/query", "[]"),
     ("POST", "/modalities/nonexist/query", {"Level": "Study"}),
     ("POST", "/modalities/closed/query", {"Level": "Study"}),
+    ("POST", "/modalities/wrongaet/query", {"Level": "Study"}),
     ("POST", "/modalities/remote/query", {"Level": "Study", "LocalAet": "MYAET", "Timeout": 2}),
     ("POST", "/modalities/remote/query", {"Level": "Study", "Query": {"PatientID": "P*"}}),
     ("GET", "{q}", None),
