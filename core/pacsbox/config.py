@@ -232,8 +232,7 @@ CORE_OPTION_KINDS: dict[str, str] = {
     "JobsHistorySize": "int>=0", "SaveJobs": "bool", "MediaArchiveSize": "int>=0",
     "SynchronousZipStream": "bool", "ZipLoaderThreads": "int>=0", "MetricsEnabled": "bool",
     "DeidentifyLogs": "bool", "DefaultPrivateCreator": "str", "Dictionary": "dict", "Plugins": "list",
-    "PluginsBlocklist": "list[str]",
-}
+}  # PluginsBlocklist (a list, or a comma-separated string) is checked by pacsbox.plugins.blocklist
 
 _EXPECTED = {
     "bool": "true or false", "bool?": "true, false or null", "int>=0": "an integer >= 0",

@@ -78,7 +78,7 @@ def test_a_utf8_bom_is_accepted(tmp_path):
 
 @pytest.mark.parametrize("options", [
     {"HttpPort": 70000}, {"ConcurrentJobs": 1.5}, {"SaveJobs": "maybe"}, {"JobsHistorySize": -1},
-    {"PluginsBlocklist": "archive"}, {"DicomAet": "A" * 17}, {"StableAge": None},
+    {"Dictionary": []}, {"DicomAet": "A" * 17}, {"StableAge": None},
 ])
 def test_create_app_refuses_wrong_core_options(tmp_path, options):
     with pytest.raises(ConfigError, match="^option " + next(iter(options))):
