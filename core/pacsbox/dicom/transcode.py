@@ -1,5 +1,5 @@
-"""Transfer-syntax conversion of Part-10 files, with pydicom (``Transcode`` of
-modify/anonymize, archives and media).
+"""Transfer-syntax conversion of Part-10 files (``Transcode`` of modify/anonymize,
+archives and media, the ``/file`` download, the store SCU and peers).
 
 Orthanc converts to the requested transfer syntax and keeps the original file when it
 cannot (reference sections 4.1 and 5.2). Here:
@@ -9,12 +9,17 @@ cannot (reference sections 4.1 and 5.2). Here:
   needed, every element is decoded in the source encoding and written in the target's;
   between little and big endian the binary values pydicom keeps as bytes (OW, OF, OL,
   OD, OV and native Pixel Data) are byte-swapped;
-- compressed targets: :meth:`pydicom.dataset.Dataset.compress` for the encoders pydicom
-  has (RLE Lossless always; JPEG-LS and JPEG 2000 with the pylibjpeg/pyjpegls plugins).
+- compressed targets (JPEG baseline/extended/lossless, JPEG-LS lossless/near-lossless,
+  JPEG 2000 lossless/lossy, RLE): :func:`pacsbox.imaging.encoders.encode_dataset`
+  (imagecodecs, pydicom's RLE). A **lossy** target gives the instance a new
+  SOPInstanceUID, as the reference does, and sets (0028,2110) *Lossy Image
+  Compression* "01", (0028,2112) *Lossy Image Compression Ratio* and (0028,2114)
+  *Lossy Image Compression Method*; a lossless target keeps the UID and the pixels.
 
-Decompressing or byte-swapping pixel data needs NumPy (and, for JPEG sources, the
-pylibjpeg plugins): the ``transcode`` extra of the distribution installs them. Without
-them the conversion is reported as impossible and the caller keeps the file.
+Decompressing, byte-swapping and compressing pixel data needs the ``transcode`` extra
+(NumPy, pylibjpeg, imagecodecs). Without it the conversion is reported as impossible and
+the caller keeps the file; a returned file's TransferSyntaxUID always tells the truth
+about its bytes.
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ def is_transfer_syntax(uid: str) -> bool:
     return entry is not None and entry[1] == "Transfer Syntax"
 
 
-def transcode(data: bytes, target: str) -> bytes | None:
+def transcode(data: bytes, target: str, quality: int = 90) -> bytes | None:
     """Convert a Part-10 file to another transfer syntax.
 
     Parameters
@@ -52,13 +57,17 @@ def transcode(data: bytes, target: str) -> bytes | None:
         The file.
     target : str
         Transfer Syntax UID (PS3.5 section 10).
+    quality : int
+        JPEG quality (1-100) of the lossy targets (``LossyQuality``, Orthanc's
+        ``DicomLossyTranscodingQuality``), 90 by default.
 
     Returns
     -------
     bytes or None
         The converted file (``data`` itself when it is already in ``target``), or None
-        when pydicom cannot do the conversion (no encoder or decoder, unreadable file):
-        the caller then keeps the original, as Orthanc does.
+        when the conversion is impossible (no encoder or decoder installed, pixel data the
+        target cannot hold, unreadable file): the caller then keeps the original, as
+        Orthanc does.
     """
     try:
         with warnings.catch_warnings():
@@ -67,15 +76,12 @@ def transcode(data: bytes, target: str) -> bytes | None:
             source = UID(str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_LE)))
             if source == target:
                 return data
-            if source.is_compressed and "PixelData" in ds:
-                ds.decompress()
-                source = UID(str(ds.file_meta.TransferSyntaxUID))
             tsu = UID(target)
             if target not in UNCOMPRESSED and target != DEFLATED_LE:
-                ds.compress(tsu)
-                buf = io.BytesIO()
-                ds.save_as(buf, enforce_file_format=True)
-                return buf.getvalue()
+                return _compress(ds, source, target, quality, len(data))
+            if source.is_compressed and "PixelData" in ds:
+                _decompress(ds)
+                source = UID(str(ds.file_meta.TransferSyntaxUID))
             for _ in ds.iterall():  # decode every raw element in the source encoding
                 pass
             target_little = target != EXPLICIT_BE
@@ -90,6 +96,66 @@ def transcode(data: bytes, target: str) -> bytes | None:
     except Exception as e:  # noqa: BLE001 - any failure: the caller keeps the original file
         log.info("cannot transcode an instance to %s (%s: %s)", target, type(e).__name__, e)
         return None
+
+
+def can_write(target: str) -> bool:
+    """Whether :func:`transcode` can write ``target`` at all (codec installed).
+
+    Returns
+    -------
+    bool
+        True for the uncompressed and deflated syntaxes and for the compressed ones whose
+        encoder is installed.
+    """
+    if target in UNCOMPRESSED or target == DEFLATED_LE:
+        return True
+    from ..imaging.encoders import can_encode
+    return can_encode(target)
+
+
+def _decompress(ds: pydicom.Dataset) -> None:
+    """Decompress in place, one frame at a time through :mod:`pacsbox.imaging`'s
+    decoders choice (Pillow first for 8-bit JPEG), keeping the stored values."""
+    try:
+        ds.decompress(decoding_plugin=_PLUGIN.get(str(ds.file_meta.TransferSyntaxUID), ""), generate_instance_uid=False)
+    except Exception:  # noqa: BLE001 - the preferred plugin refused: any plugin
+        ds.decompress(generate_instance_uid=False)
+
+
+#: pydicom decoding plugins preferred per source syntax (as :mod:`pacsbox.imaging`).
+_PLUGIN = {"1.2.840.10008.1.2.4.50": "pillow", "1.2.840.10008.1.2.4.51": "pillow"}
+
+
+def _compress(ds: pydicom.Dataset, source: UID, target: str, quality: int, source_size: int) -> bytes:
+    from ..imaging.encoders import LOSSY, encode_dataset
+    if "PixelData" not in ds:  # no pixels: only the declared syntax changes
+        ds.file_meta.TransferSyntaxUID = target
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        return buf.getvalue()
+    if source.is_compressed:
+        _decompress(ds)
+    for _ in ds.iterall():
+        pass
+    if not UID(str(ds.file_meta.TransferSyntaxUID)).is_little_endian:
+        _swap_binary_values(ds, int(ds.get("BitsAllocated", 8) or 8))
+        ds.file_meta.TransferSyntaxUID = EXPLICIT_LE
+    native_size = len(ds.PixelData)
+    encode_dataset(ds, target, quality=quality)
+    if target in LOSSY:
+        from pydicom.uid import generate_uid
+        uid = generate_uid()
+        ds.SOPInstanceUID = uid
+        ds.file_meta.MediaStorageSOPInstanceUID = uid
+        ds.LossyImageCompression = "01"
+        ratio = native_size / max(1, len(ds.PixelData))
+        ds.LossyImageCompressionRatio = f"{ratio:.4g}"[:16]
+        ds.LossyImageCompressionMethod = LOSSY[target]
+    ds.file_meta.TransferSyntaxUID = target
+    ds.preamble = ds.preamble or b"\x00" * 128
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, implicit_vr=False, little_endian=True, force_encoding=True)
+    return buf.getvalue()
 
 
 def _swap_binary_values(ds: pydicom.Dataset, bits_allocated: int) -> None:
