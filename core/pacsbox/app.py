@@ -27,6 +27,7 @@ from .plugins import PacsboxPluginManager, build_plugin_manager
 from .resources import Resources
 from .routing.middleware import MetricsMiddleware, SecurityMiddleware
 from .routing.registry import RouteRegistry, RouteSpec
+from .storage.pending import JOURNAL_NAME, PendingFiles
 
 log = logging.getLogger("pacsbox.app")
 
@@ -56,6 +57,7 @@ class PacsboxApp(falcon.App):
         finally:
             ctx.notifier.stop()
             ctx.index.close()
+            ctx.pending_files.close()
 
 
 def _declarations(pm: PacsboxPluginManager, hook_name: str, kind: type, ctx: ServerContext,
@@ -172,6 +174,16 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
         removed = cleanup()
         if removed:
             log.info("removed %d temporary files left by an interrupted write", removed)
+    # files written (or dereferenced) by a transaction a crash interrupted
+    ctx.pending_files = PendingFiles(config.path("IndexDirectory") / JOURNAL_NAME)
+    try:
+        removed = ctx.pending_files.recover(ctx.index, storage)
+    except BaseException:
+        ctx.index.close()
+        raise
+    if removed:
+        log.info("removed %d storage files that no attachment references (interrupted writes or deletions)",
+                 removed)
     started: list[str] = []
     try:
         app = _build(ctx, pm, config)

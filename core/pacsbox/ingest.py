@@ -22,6 +22,7 @@ from .dicom.ids import hierarchy_ids
 from .dicom.scan import DicomFormatError, scan, sop_class_from_meta
 from .errors import ErrorCode, OrthancError
 from .index.index import Attachment, NewInstance, now_stamp
+from .storage import pending
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import ServerContext
@@ -248,19 +249,23 @@ class Ingest:
         md5 = hashlib.md5(data).hexdigest() if self.store_md5 else None
         att = Attachment(1, att_uuid, len(data), len(data), md5)
         t1 = time.perf_counter()
-        ctx.storage.create(att_uuid, data, 1)
-        t2 = time.perf_counter()
+        keys = pending.begin(ctx, [(att_uuid, 1)])  # a crash before the commit: removed at start
         try:
-            outcome = index.store_instance(NewInstance(
-                ids=ids, main_tags=tuple(levels), identifiers=identifiers, metadata=metadata, attachment=att,
-                index_in_series=index_in_series, expected_instances=expected_instances(levels[2])),
-                overwrite=self.overwrite)
-        except BaseException:
-            ctx.storage.remove(att_uuid, 1)
-            raise
-        if outcome.status != "Success":
-            ctx.storage.remove(att_uuid, 1)
-            return StoreResult(outcome.status, ids)
+            ctx.storage.create(att_uuid, data, 1)
+            t2 = time.perf_counter()
+            try:
+                outcome = index.store_instance(NewInstance(
+                    ids=ids, main_tags=tuple(levels), identifiers=identifiers, metadata=metadata, attachment=att,
+                    index_in_series=index_in_series, expected_instances=expected_instances(levels[2])),
+                    overwrite=self.overwrite)
+            except BaseException:
+                ctx.storage.remove(att_uuid, 1)
+                raise
+            if outcome.status != "Success":
+                ctx.storage.remove(att_uuid, 1)
+                return StoreResult(outcome.status, ids)
+        finally:
+            pending.end(ctx, keys)
         for a in outcome.removed_attachments:
             ctx.storage.remove(a.uuid, a.content_type)
         m = ctx.metrics

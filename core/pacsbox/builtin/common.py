@@ -19,6 +19,8 @@ from typing import Any, Mapping
 
 from pacsbox import ErrorCode, InstancesJob, OrthancError, StepResult
 
+from ..storage import pending
+
 log = logging.getLogger("pacsbox.builtin")
 
 
@@ -112,14 +114,20 @@ def delete_instance(ctx, public_id: str) -> bool:
     res = ctx.index.lookup(public_id, 3)
     if res is None:
         return False
-    deleted = ctx.index.delete_resource(res)
+    keys: list[str] = []
+    deleted = ctx.index.delete_resource(
+        res, before_commit=lambda atts: keys.extend(pending.begin(ctx, [(a.uuid, a.content_type) for a in atts])))
     if deleted is None:
         return False
-    for a in deleted[1]:
-        try:
-            ctx.storage.remove(a.uuid, a.content_type)
-        except Exception:  # noqa: BLE001 - a left-over file is harmless, the index is consistent
-            log.warning("could not remove attachment %s of deleted instance %s", a.uuid, public_id)
+    try:
+        for a in deleted[1]:
+            try:
+                ctx.storage.remove(a.uuid, a.content_type)
+            except Exception:  # noqa: BLE001 - journalled: removed at the next start
+                log.warning("could not remove attachment %s of deleted instance %s", a.uuid, public_id)
+                keys = []
+    finally:
+        pending.end(ctx, keys)
     return True
 
 

@@ -686,7 +686,25 @@ class Index:
             return self._log_change(tx, change_type, res.internal_id, res.public_id, res.level)
 
     # ---- delete ----------------------------------------------------------------------
-    def delete_resource(self, res: Resource) -> tuple[Resource | None, list[Attachment]] | None:
+    def referenced_uuids(self, uuids: Sequence[str]) -> set[str]:
+        """The subset of ``uuids`` that attachment rows reference (crash recovery).
+
+        Parameters
+        ----------
+        uuids : sequence of str
+
+        Returns
+        -------
+        set of str
+        """
+        found: set[str] = set()
+        for i in range(0, len(uuids), 500):
+            chunk = list(uuids[i:i + 500])
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self._all(f"SELECT uuid FROM attachments WHERE uuid IN ({marks})", chunk))
+        return found
+
+    def delete_resource(self, res: Resource, before_commit=None) -> tuple[Resource | None, list[Attachment]] | None:
         """Delete a resource, its descendants and its ancestors left empty.
 
         The resource is found again by its Orthanc ID inside the write transaction, so a
@@ -697,6 +715,9 @@ class Index:
         ----------
         res : Resource
             The resource to delete (only ``public_id`` and ``level`` are used).
+        before_commit : callable, optional
+            Called with the list of attachments removed from the index, inside the
+            transaction, before it commits (the storage's journal of pending files).
 
         Returns
         -------
@@ -750,6 +771,8 @@ class Index:
                 chunk = all_ids[i:i + 500]
                 marks = ",".join("?" * len(chunk))
                 tx.execute(f"DELETE FROM resources WHERE id IN ({marks})", chunk)
+            if before_commit is not None:
+                before_commit(atts)
         return remaining, atts
 
     # ---- statistics --------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ..dicom.ids import new_uuid
 from ..index.index import LEVEL_NAMES, PLURAL, Attachment
 from ..ingest import expected_instances
 from ..routing.registry import RouteSpec
+from ..storage import pending
 
 log = logging.getLogger("pacsbox.rest")
 
@@ -124,13 +125,18 @@ def delete_resource(ctx, res) -> dict[str, Any]:
     OrthancError
         Empty 404 when the resource no longer exists.
     """
-    deleted = ctx.index.delete_resource(res)
+    keys: list[str] = []
+    deleted = ctx.index.delete_resource(
+        res, before_commit=lambda atts: keys.extend(pending.begin(ctx, [(a.uuid, a.content_type) for a in atts])))
     if deleted is None:  # deleted meanwhile by another request
         raise not_found()
     remaining, atts = deleted
     t0 = time.perf_counter()
-    for a in atts:
-        ctx.storage.remove(a.uuid, a.content_type)
+    try:
+        for a in atts:
+            ctx.storage.remove(a.uuid, a.content_type)
+    finally:
+        pending.end(ctx, keys)
     if atts:
         ctx.metrics.record_duration("orthanc_storage_remove_duration_ms", (time.perf_counter() - t0) / len(atts))
     if remaining is None:
@@ -570,12 +576,16 @@ class AttachmentsResource:
         md5 = hashlib.md5(data).hexdigest() if self.ctx.ingest.store_md5 else None
         att = Attachment(ct, new_uuid(), len(data), len(data), md5)
         storage = self.ctx.storage
-        storage.create(att.uuid, data, ct)
+        keys = pending.begin(self.ctx, [(att.uuid, ct)])
         try:
-            done = self.ctx.index.set_attachment(res.internal_id, att, res.public_id, res.level)
-        except BaseException:
-            storage.remove(att.uuid, ct)
-            raise
+            storage.create(att.uuid, data, ct)
+            try:
+                done = self.ctx.index.set_attachment(res.internal_id, att, res.public_id, res.level)
+            except BaseException:
+                storage.remove(att.uuid, ct)
+                raise
+        finally:
+            pending.end(self.ctx, keys)
         if done is None:  # the resource was deleted meanwhile
             storage.remove(att.uuid, ct)
             raise not_found()

@@ -1,0 +1,156 @@
+"""A write-ahead journal of the storage files whose index row may not exist (yet, or any
+more), so that a crash never leaves a file no attachment row references.
+
+Every file is written to the storage area *before* the index transaction that references
+it commits, and removed *after* the one that dereferences it commits. A crash between the
+two leaves an orphan file. :class:`PendingFiles` appends the file's UUID to a journal
+(``index.pending-files`` next to the index) before the file is written, or before the
+deleting transaction commits; at start-up, :meth:`PendingFiles.recover` removes every
+journalled file that no attachment row references, then empties the journal.
+
+The journal is appended with ``write(2)`` on an ``O_APPEND`` descriptor, which survives a
+SIGKILL of the process (the kernel holds the data). It is rewritten with only the files
+still in flight once it exceeds :attr:`PendingFiles.max_entries` lines, so it stays small.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Iterable
+
+log = logging.getLogger("pacsbox.storage")
+
+#: Name of the journal file, in the index directory.
+JOURNAL_NAME = "index.pending-files"
+
+
+class PendingFiles:
+    """The journal of storage files in flight.
+
+    Parameters
+    ----------
+    path : path-like
+        The journal file (created when missing).
+    max_entries : int, default 1000
+        Lines after which the journal is rewritten with the files still in flight.
+    """
+
+    def __init__(self, path: str | os.PathLike, max_entries: int = 1000) -> None:
+        self.path = Path(path)
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._inflight: dict[str, int] = {}   # "uuid content_type" -> references in flight
+        self._lines = 0
+        self._fd: int | None = None
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        return self._fd
+
+    def begin(self, files: Iterable[tuple[str, int]]) -> list[str]:
+        """Journal files about to be written, or about to be dereferenced by a commit.
+
+        Parameters
+        ----------
+        files : iterable of (str, int)
+            ``(uuid, content_type)`` pairs.
+
+        Returns
+        -------
+        list of str
+            Keys to give to :meth:`end` once the index and the storage agree again.
+        """
+        keys = [f"{uuid} {int(ct)}" for uuid, ct in files]
+        if not keys:
+            return keys
+        with self._lock:
+            for k in keys:
+                self._inflight[k] = self._inflight.get(k, 0) + 1
+            if self._lines + len(keys) > self.max_entries:
+                self._rewrite()
+            os.write(self._open(), ("\n".join(keys) + "\n").encode("ascii"))
+            self._lines += len(keys)
+        return keys
+
+    def end(self, keys: Iterable[str]) -> None:
+        """The files of :meth:`begin` are referenced, or removed: no longer in flight."""
+        with self._lock:
+            for k in keys:
+                n = self._inflight.get(k, 0) - 1
+                if n > 0:
+                    self._inflight[k] = n
+                else:
+                    self._inflight.pop(k, None)
+
+    def _rewrite(self) -> None:
+        """Replace the journal with the files in flight (lock held)."""
+        tmp = self.path.with_name(self.path.name + ".new")
+        data = "".join(k + "\n" for k in self._inflight).encode("ascii")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        os.replace(tmp, self.path)
+        self._lines = len(self._inflight)
+
+    def recover(self, index, storage) -> int:
+        """Remove the journalled files that no attachment row references (start-up).
+
+        Parameters
+        ----------
+        index : Index
+            The open index (its lock says no other server writes).
+        storage : StorageArea
+
+        Returns
+        -------
+        int
+            Number of orphan files removed.
+        """
+        try:
+            text = self.path.read_text(encoding="ascii", errors="replace")
+        except FileNotFoundError:
+            return 0
+        entries: dict[str, int] = {}
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                entries[parts[0]] = int(parts[1])
+        referenced = index.referenced_uuids(list(entries)) if entries else set()
+        removed = 0
+        for uuid, ct in entries.items():
+            if uuid in referenced:
+                continue
+            try:
+                storage.remove(uuid, ct)
+                removed += 1
+            except Exception:  # noqa: BLE001 - keep the entry for the next start
+                log.exception("cannot remove the orphan storage file %s", uuid)
+                return removed
+        with self._lock:
+            self._rewrite()
+        return removed
+
+    def close(self) -> None:
+        """Close the journal's descriptor."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+def begin(ctx, files: Iterable[tuple[str, int]]) -> list[str]:
+    """:meth:`PendingFiles.begin` on the app's journal (``ctx.pending_files``), if any."""
+    pending = getattr(ctx, "pending_files", None)
+    return pending.begin(files) if pending is not None else []
+
+
+def end(ctx, keys: Iterable[str]) -> None:
+    """:meth:`PendingFiles.end` on the app's journal (``ctx.pending_files``), if any."""
+    pending = getattr(ctx, "pending_files", None)
+    if pending is not None and keys:
+        pending.end(keys)
