@@ -166,7 +166,8 @@ def _swap_binary_values(ds: pydicom.Dataset, bits_allocated: int) -> None:
         if not isinstance(el.value, (bytes, bytearray)):
             continue
         if el.tag == _PIXEL_DATA:
-            size = {16: 2, 32: 4, 64: 8}.get(bits_allocated, 1)
+            # 8-bit pixels in OW are swapped as 16-bit words too (PS3.5 section 8.2)
+            size = {16: 2, 32: 4, 64: 8}.get(bits_allocated, 2 if el.VR == "OW" else 1)
         else:
             size = _SWAP_SIZES.get(el.VR, 1)
         if size > 1 and len(el.value) % size == 0:
