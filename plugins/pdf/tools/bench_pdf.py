@@ -1,12 +1,13 @@
 """Side-by-side speed of the pdf plugin and the reference (Debian's Orthanc 1.10.1), issue 12.
 
 Starts both servers on free loopback ports with scratch storage (``pacsbox serve`` as
-installed, and ``/usr/sbin/Orthanc``), then, on each in turn, over one keep-alive
-connection:
+installed, and ``/usr/sbin/Orthanc``), then measures them interleaved (request by
+request, or in alternating half-second slices), each over one keep-alive connection, so
+that a busy shared machine slows both alike:
 
 1. ``POST /tools/create-dicom`` of a 1 MB PDF (a new random payload each time, so that
-   every request stores a new instance): ``--creates`` requests, p50/p90 latency;
-2. ``GET /instances/{id}/pdf`` of one such instance for ``--seconds`` seconds:
+   every request stores a new instance): ``--creates`` requests each, p50/p90 latency;
+2. ``GET /instances/{id}/pdf`` of one such instance, ``--seconds`` seconds each:
    requests/s and MB/s.
 
 It prints both and the ratios (pacsbox / reference: latency below 1 and throughput above
@@ -86,35 +87,43 @@ def make_pdf(size: int) -> bytes:
     return head + os.urandom(size - len(head) - len(tail)) + tail
 
 
-def bench(url: str, creates: int, seconds: float, size: int) -> dict:
-    """Measure one server; returns latencies (ms) and /pdf throughput."""
-    s = requests.Session()
-    lat = []
-    last = None
+def bench(urls: dict[str, str], creates: int, seconds: float, size: int) -> dict[str, dict]:
+    """Measure the servers of ``urls`` (name → URL) *interleaved*: each create request
+    goes to every server in turn, and ``/pdf`` is timed in alternating half-second slices,
+    so that the load of a shared machine weighs on both alike."""
+    sessions = {k: requests.Session() for k in urls}
+    lat: dict[str, list[float]] = {k: [] for k in urls}
+    last: dict[str, str] = {}
     for i in range(creates + 3):
         body = json.dumps({"Tags": {"PatientName": f"Bench^{i}"},
                            "Content": "data:application/pdf;base64," + base64.b64encode(make_pdf(size)).decode()})
-        t0 = time.perf_counter()
-        r = s.post(url + "/tools/create-dicom", data=body)
-        dt = time.perf_counter() - t0
-        assert r.status_code == 200, r.text
-        last = r.json()["ID"]
-        if i >= 3:  # warm-up
-            lat.append(dt * 1000)
-    expected = s.get(url + f"/instances/{last}/pdf").content
-    assert len(expected) == size
-    n = 0
-    nbytes = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        r = s.get(url + f"/instances/{last}/pdf")
-        assert r.status_code == 200 and len(r.content) == size
-        n += 1
-        nbytes += len(r.content)
-    elapsed = time.perf_counter() - t0
-    q = statistics.quantiles(lat, n=10)
-    return {"create_p50_ms": statistics.median(lat), "create_p90_ms": q[8], "pdf_req_per_s": n / elapsed,
-            "pdf_mb_per_s": nbytes / elapsed / 1e6}
+        for k, url in urls.items():
+            t0 = time.perf_counter()
+            r = sessions[k].post(url + "/tools/create-dicom", data=body)
+            dt = time.perf_counter() - t0
+            assert r.status_code == 200, r.text
+            last[k] = r.json()["ID"]
+            if i >= 3:  # warm-up
+                lat[k].append(dt * 1000)
+    count = {k: 0 for k in urls}
+    spent = {k: 0.0 for k in urls}
+    for k, url in urls.items():
+        assert len(sessions[k].get(url + f"/instances/{last[k]}/pdf").content) == size
+    end = time.perf_counter() + seconds * len(urls)
+    while time.perf_counter() < end:
+        for k, url in urls.items():
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < 0.5:
+                r = sessions[k].get(url + f"/instances/{last[k]}/pdf")
+                assert r.status_code == 200 and len(r.content) == size
+                count[k] += 1
+            spent[k] += time.perf_counter() - t0
+    out = {}
+    for k in urls:
+        q = statistics.quantiles(lat[k], n=10)
+        out[k] = {"create_p50_ms": statistics.median(lat[k]), "create_p90_ms": q[8],
+                  "pdf_req_per_s": count[k] / spent[k], "pdf_mb_per_s": count[k] * size / spent[k] / 1e6}
+    return out
 
 
 def main() -> int:
@@ -123,13 +132,15 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--size", type=int, default=1 << 20)
     args = p.parse_args()
-    results = {}
+    procs = {}
     with tempfile.TemporaryDirectory() as work:
-        for kind in ("orthanc", "pacsbox"):
-            url, proc = start(kind, work)
-            try:
-                results[kind] = bench(url, args.creates, args.seconds, args.size)
-            finally:
+        try:
+            urls = {}
+            for kind in ("orthanc", "pacsbox"):
+                urls[kind], procs[kind] = start(kind, work)
+            results = bench(urls, args.creates, args.seconds, args.size)
+        finally:
+            for proc in procs.values():
                 proc.terminate()
                 try:
                     proc.wait(15)
