@@ -330,12 +330,23 @@ def _do_move(event: Any, ctx: Any, responder: _Responder) -> None:
     sender.plan(plan_instances(ctx, instances, kinds))
     lost: list[Exception] = []
 
+    ahead: dict[int, bytes] = {}
+    order = {inst.internal_id: i for i, inst in enumerate(instances)}
+
+    def read_next(inst: Any) -> None:
+        i = order[inst.internal_id] + 1
+        if i < len(instances):
+            ahead[instances[i].internal_id] = ctx.resources.read_file(instances[i])
+
     def send_one(inst: Any) -> SendResult | None:
         if lost:
             return None
         try:
-            return sender.send(ctx.resources.read_file(inst), originator_aet=requester,
-                               originator_id=responder.message_id, uids=instance_uids(ctx, inst, kinds))
+            data = ahead.pop(inst.internal_id, None)
+            if data is None:
+                data = ctx.resources.read_file(inst)
+            return sender.send(data, originator_aet=requester, originator_id=responder.message_id,
+                               uids=instance_uids(ctx, inst, kinds), while_waiting=lambda: read_next(inst))
         except (OrthancError, SendInterrupted, DicomFormatError) as e:
             if getattr(e, "code", None) is not None and "DicomAssociation" in str(e):
                 lost.append(e)  # the destination is unreachable: the rest fails too

@@ -82,6 +82,7 @@ class StoreScuJob(InstancesJob):
         self._ctx: Any = None
         self._resources: dict[str, Any] = {}  # instance ID -> Resource, from the planning step
         self._kinds: dict = {}  # internal ID -> (SOP class, transfer syntax)
+        self._prefetched: dict[str, bytes] = {}  # the next instance's file, read ahead
 
     # ---- running ---------------------------------------------------------------------
     def start(self, ctx: Any) -> None:
@@ -118,7 +119,9 @@ class StoreScuJob(InstancesJob):
         res = self._resources.pop(instance_id, None) or ctx.index.lookup(instance_id, 3)
         if res is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Unknown instance: {instance_id}")
-        data = ctx.resources.read_file(res)
+        data = self._prefetched.pop(instance_id, None)
+        if data is None:
+            data = ctx.resources.read_file(res)
         if self._sender is None:
             self.start(ctx)
         originator = None
@@ -126,7 +129,8 @@ class StoreScuJob(InstancesJob):
             originator = self.move_originator_aet or plugin_state(ctx).options["DicomAet"]
         result = self._sender.send(data, originator_aet=originator,
                                    originator_id=self.move_originator_id if originator else None,
-                                   uids=instance_uids(ctx, res, self._kinds))
+                                   uids=instance_uids(ctx, res, self._kinds),
+                                   while_waiting=lambda: self._prefetch(ctx))
         if not result.ok:
             log.warning("C-STORE of instance %s to %s failed: %s", instance_id, self.modality.aet, result.error)
             self.error_code = int(ErrorCode.NETWORK_PROTOCOL)
@@ -134,8 +138,19 @@ class StoreScuJob(InstancesJob):
             return False
         return True
 
+    def _prefetch(self, ctx: Any) -> None:
+        """Read the next instance's file while the peer stores the current one."""
+        self._prefetched.clear()
+        nxt = self.position + 1
+        if nxt < len(self.instances):
+            iid = self.instances[nxt]
+            res = self._resources.get(iid)
+            if res is not None:
+                self._prefetched[iid] = ctx.resources.read_file(res)
+
     def stop(self, reason: str) -> None:
         """Release the association."""
+        self._prefetched.clear()
         if self._sender is not None:
             self._sender.close()
             self._sender = None

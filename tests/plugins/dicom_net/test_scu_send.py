@@ -241,3 +241,37 @@ def test_pending_pdu_equals_pynetdicom_encoding(kind):
     ours = encode_pending_pdu(7, 0x8021 if kind == "move" else 0x8010, "1.2.840.10008.5.1.4.1.2.2.2", 3,
                               remaining=498, completed=1, failed=1, warning=0)
     assert ours == b"".join(pdus)
+
+
+def test_peer_abort_during_a_store_is_a_network_error(node):
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+    from pacsbox import OrthancError
+    n = node()
+    _upload(n, CT)
+    ctx = n.ctx
+    data = ctx.resources.read_file(ctx.index.list_public_ids(3)[0])
+    calls = []
+
+    def on_store(event):
+        calls.append(1)
+        if len(calls) == 2:
+            event.assoc.abort()
+        return 0x0000
+
+    ae = AE("ABORTER")
+    for cx in AllStoragePresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax, cx.transfer_syntax)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        mod = Modality("ABORTER", "127.0.0.1", port, timeout=5)
+        with StoreSender(ctx, mod) as sender:
+            assert sender.send(data).ok
+            t0 = time.monotonic()
+            with pytest.raises(OrthancError, match="no response"):
+                sender.send(data)
+            assert time.monotonic() - t0 < 2
+            assert sender.send(data).ok  # a new association
+    finally:
+        server.shutdown()
