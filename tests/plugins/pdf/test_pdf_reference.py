@@ -177,3 +177,20 @@ def test_parent_inheritance_as_reference(reference_kit, client, level):
         assert (b[key]["Name"], b[key]["Type"]) == (a[key]["Name"], a[key]["Type"]), key
     assert b["0008,0005"]["Value"] == a["0008,0005"]["Value"] == "ISO_IR 192"
     assert b["0010,0010"]["Value"] == a["0010,0010"]["Value"] == "Jörg^Müller"
+
+
+@pytest.mark.parametrize("size,ending", [(193, b"%%EOF\n"), (194, b"%%EOF\n"), (195, b"%%EOF"), (196, b"%%EOF")])
+def test_pdf_of_the_reference_files(reference_kit, client, size, ending):
+    """A file made by Orthanc 1.10.1 (no (0042,0015)) gives, through pacsbox's ``/pdf``, the
+    bytes the reference's ``/pdf`` gives (its padding rule); pacsbox's own file gives the
+    PDF as uploaded."""
+    pdf = make_pdf(size, ending=ending)
+    body = {"Tags": {}, "Content": data_uri("application/pdf", pdf)}
+    ref = requests.post(reference_kit + "/tools/create-dicom", data=json.dumps(body)).json()
+    ref_pdf = requests.get(reference_kit + f"/instances/{ref['ID']}/pdf")
+    assert ref_pdf.headers["Content-Type"] == "application/pdf"
+    data = requests.get(reference_kit + f"/instances/{ref['ID']}/file").content
+    ours = client.simulate_post("/instances", body=data).json
+    assert client.simulate_get(f"/instances/{ours['ID']}/pdf").content == ref_pdf.content
+    own = client.simulate_post("/tools/create-dicom", json=body).json
+    assert client.simulate_get(f"/instances/{own['ID']}/pdf").content == pdf
