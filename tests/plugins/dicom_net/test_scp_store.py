@@ -13,6 +13,7 @@ import zlib
 
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
 import requests
 from pydicom.data import get_testdata_file
 from pynetdicom import AE, evt
@@ -299,37 +300,67 @@ def test_uid_mismatch_truncated_and_unparseable_data_sets(node):
     assert len(instances(n)) == 1
 
 
+def _pdv(context_id: int, control: int, data: bytes) -> bytes:
+    return struct.pack(">IBB", len(data) + 2, context_id, control) + data
+
+
+def _p_data(*pdvs: bytes) -> bytes:
+    body = b"".join(pdvs)
+    return struct.pack(">BBI", 0x04, 0, len(body)) + body
+
+
+def _store_command(sop_class: str, sop_instance: str) -> bytes:
+    from pynetdicom.dsutils import encode
+    cmd = Dataset()
+    cmd.CommandGroupLength = 0
+    cmd.AffectedSOPClassUID = sop_class
+    cmd.CommandField = 0x0001
+    cmd.MessageID = 7
+    cmd.Priority = 0
+    cmd.CommandDataSetType = 0x0000
+    cmd.AffectedSOPInstanceUID = sop_instance
+    raw = encode(cmd, True, True)
+    cmd.CommandGroupLength = len(raw) - 12
+    return encode(cmd, True, True)
+
+
 def test_abort_in_the_middle_of_a_store_stores_nothing(node):
+    """An association aborted after the command and half of the data set (a P-DATA
+    fragment without the last-fragment bit): nothing is stored, the server goes on."""
     n = node()
     path = sample("CT_small.dcm")
     source = open(path, "rb").read()
-    body = source[read_file_meta(source).dataset_offset:]
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    # a raw association: A-ASSOCIATE-RQ, then P-DATA with only the command and half of the
-    # data set (no last fragment), then the TCP connection is closed
+    meta = read_file_meta(source)
+    body = source[meta.dataset_offset:]
     ae = AE(ae_title="HALF")
     ae.add_requested_context(CTImageStorage, ["1.2.840.10008.1.2.1"])
-    assoc = ae.associate("127.0.0.1", n.dicom_port)
+    assoc = ae.associate("127.0.0.1", n.dicom_port, ae_title="PACSBOX")
     assert assoc.is_established
-    from pynetdicom.dimse_primitives import C_STORE
-    req = C_STORE()
-    req.MessageID = 1
-    req.AffectedSOPClassUID = CTImageStorage
-    req.AffectedSOPInstanceUID = ds.SOPInstanceUID
-    req.Priority = 2
-    req.DataSet = io.BytesIO(body[: len(body) // 2])
-    # send the command and the half data set marked as not last: fragment by hand
-    from pynetdicom.dsutils import encode
     cx_id = assoc.accepted_contexts[0].context_id
-    cmd = req._command_set if hasattr(req, "_command_set") else None
-    assoc.dimse.send_msg(req, cx_id)   # a complete message with half a data set ...
-    assoc.abort()                       # ... then an A-ABORT before the answer is read
-    time.sleep(0.2)
-    # whatever arrived, nothing half-stored: either nothing or nothing readable
-    for inst in instances(n):
-        data = requests.get(f"{n.url}/instances/{inst['ID']}/file", timeout=10).content
-        pydicom.dcmread(io.BytesIO(data))
+    sock = assoc.dul.socket.socket
+    assoc._reactor_checkpoint.clear()  # keep pynetdicom's own threads quiet
+    sock.sendall(_p_data(_pdv(cx_id, 0x03, _store_command(CTImageStorage, meta.sop_instance_uid))))
+    sock.sendall(_p_data(_pdv(cx_id, 0x00, body[: len(body) // 2])))
+    sock.sendall(struct.pack(">BBIBBBB", 0x07, 0, 4, 0, 0, 0, 0))  # A-ABORT
+    assoc._reactor_checkpoint.set()
+    assoc.abort()
+    # the SCP is still serving, and stored nothing
     assert echo(n).returncode == 0
+    assert instances(n) == []
+    assert requests.get(n.url + "/statistics", timeout=10).json()["CountInstances"] == 0
+    # control: the same hand-made PDUs with the whole data set and the last-fragment bit
+    assoc = ae.associate("127.0.0.1", n.dicom_port, ae_title="PACSBOX")
+    assoc._reactor_checkpoint.clear()
+    while not assoc._is_paused:
+        time.sleep(0.001)
+    sock = assoc.dul.socket.socket
+    sock.sendall(_p_data(_pdv(cx_id, 0x03, _store_command(CTImageStorage, meta.sop_instance_uid))))
+    sock.sendall(_p_data(_pdv(cx_id, 0x02, body)))
+    _, rsp = assoc.dimse.get_msg(block=True)
+    assoc._reactor_checkpoint.set()
+    assert rsp.Status == 0x0000
+    assoc.release()
+    assert len(instances(n)) == 1
 
 
 def test_unknown_sop_class_only_when_accepted(node):
