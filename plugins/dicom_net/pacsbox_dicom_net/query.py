@@ -165,11 +165,15 @@ def tags_from_json(value: Any) -> dict[int, str]:
     Raises
     ------
     OrthancError
-        400 ``BAD_FILE_FORMAT`` when it is not such an object.
+        400 ``BAD_FILE_FORMAT`` (no details) when it is not such an object.
     """
+    error = OrthancError(ErrorCode.BAD_FILE_FORMAT)   # no details, as Orthanc 1.10.1
     if not isinstance(value, Mapping):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Each resource must be a JSON object of DICOM tags")
-    return parse_tag_map({"Resource": value}, "Resource")
+        raise error
+    try:
+        return parse_tag_map({"Resource": value}, "Resource")
+    except OrthancError:
+        raise error from None
 
 
 def allowed_tags(level: str) -> frozenset[int]:

@@ -78,24 +78,64 @@ def _body_format(body: Mapping[str, Any], default: str) -> str:
 
 
 def _timeout(body: Mapping[str, Any]) -> float | None:
-    """``Timeout`` (seconds, integer >= 0), None when absent or 0."""
+    """``Timeout`` (seconds, unsigned integer), None when absent or 0.
+
+    Raises
+    ------
+    OrthancError
+        400 ``BAD_FILE_FORMAT`` "Integer value expected in field: Timeout" or "Unsigned
+        integer value expected in field: Timeout" (Orthanc 1.10.1).
+    """
     if "Timeout" not in body:
         return None
     v = body["Timeout"]
     if isinstance(v, bool) or not isinstance(v, int):
-        raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, "Timeout must be an integer number of seconds")
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Integer value expected in field: Timeout")
     if v < 0:
-        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, "Timeout must be >= 0")
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Unsigned integer value expected in field: Timeout")
     return float(v) or None
 
 
 def _local_aet(body: Mapping[str, Any]) -> str | None:
+    """``LocalAet``: None when absent; ``""`` is kept (the association then fails, as in
+    Orthanc 1.10.1, see :func:`_check_calling`).
+
+    Raises
+    ------
+    OrthancError
+        400 ``BAD_FILE_FORMAT`` "The field LocalAet must contain a string".
+    """
     v = body.get("LocalAet")
     if v is None:
         return None
     if not isinstance(v, str):
-        raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, "LocalAet must be a string")
-    return v or None
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The field LocalAet must contain a string")
+    return v
+
+
+def _retrieve_timeout(body: Mapping[str, Any]) -> float | None:
+    """``Timeout`` of a retrieve body (Orthanc ``GetJsonIntegerField``): a negative value is
+    ignored.
+
+    Raises
+    ------
+    OrthancError
+        400 ``BAD_PARAMETER_TYPE`` (no details) when not an integer.
+    """
+    if "Timeout" not in body:
+        return None
+    v = body["Timeout"]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE)
+    return float(v) if v > 0 else None
+
+
+def _check_calling(modality: Any, local_aet: str | None) -> None:
+    """An explicitly empty ``LocalAet`` cannot call (Orthanc 1.10.1: 500, DCMTK's wording),
+    unless the modality's own ``LocalAet`` wins."""
+    if local_aet == "" and not modality.local_aet:
+        raise OrthancError(ErrorCode.NETWORK_PROTOCOL, f'DicomAssociation - connecting to AET "{modality.aet}": '
+                                                       f'Illegal service parameter: Calling AP Title')
 
 
 def _get_query(ctx: Any, query_id: str) -> Q.QueryResult:
@@ -138,9 +178,10 @@ class ModalityQuery:
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The field Query must contain a JSON object")
         level = Q.parse_level(body["Level"])
         fields = Q.parse_tag_map(body)
-        Q.get_modality(self.ctx, id)
+        local_aet, timeout = _local_aet(body), _timeout(body)
+        _check_calling(Q.get_modality(self.ctx, id), local_aet)
         result = Q.run_query(self.ctx, id, level, fields, normalize=body.get("Normalize", True),
-                             local_aet=_local_aet(body), timeout=_timeout(body))
+                             local_aet=local_aet or None, timeout=timeout)
         _answer_created(resp, result)
 
 
@@ -357,7 +398,7 @@ class QueryRetrieve:
 
     def _run(self, req: Any, resp: Any, query_id: str, index: str | None) -> None:
         body, target = _retrieve_body(self.ctx, req)
-        timeout = _timeout(body)
+        timeout = _retrieve_timeout(body)
         res = _get_query(self.ctx, query_id)
         answers = res.answers if index is None else [res.answer(_index(index))]
         items = []
@@ -398,11 +439,13 @@ class ModalityMove:
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT,
                                "Must provide a JSON body containing fields Resources and Level")
         level = Q.parse_level(body["Level"])
-        local = _local_aet(body)
+        local = body.get("LocalAet")
+        if local is not None and not isinstance(local, str):
+            raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE)
         target = body.get("TargetAet", plugin_state(self.ctx).options["DicomAet"])
         if not isinstance(target, str):
             raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE)
-        Q.get_modality(self.ctx, id)
+        _check_calling(Q.get_modality(self.ctx, id), local)
         keep = {"Patient": (Q.PATIENT_ID,), "Study": (Q.STUDY_INSTANCE_UID,),
                 "Series": (Q.STUDY_INSTANCE_UID, Q.SERIES_INSTANCE_UID),
                 "Instance": (Q.STUDY_INSTANCE_UID, Q.SERIES_INSTANCE_UID, Q.SOP_INSTANCE_UID)}[level]
@@ -534,10 +577,12 @@ class FindWorklist:
             query, fmt = body["Query"], _body_format(body, "simplify")
         else:
             query, fmt = body, "simplify"
+        local_aet, timeout = _local_aet(body), _timeout(body)
         modality = Q.get_modality(self.ctx, id)
+        _check_calling(modality, local_aet)
         ident = _worklist_dataset(query, Q.default_charset(self.ctx))
-        answers = Q.run_find(self.ctx, modality, ident, worklist=True, local_aet=_local_aet(body),
-                             timeout=_timeout(body))
+        answers = Q.run_find(self.ctx, modality, ident, worklist=True, local_aet=local_aet or None,
+                             timeout=timeout)
         send_json(resp, [Q.render(a, fmt) for a in answers])
 
 
