@@ -6,7 +6,9 @@
   JSON array of patterns, a JSON string, or (when the body is not JSON) the body itself as
   one pattern; ``*`` and ``?`` are wildcards; the new set replaces the old one, applies to
   the associations negotiated from then on, and is answered like ``GET``. A JSON body of
-  another type: 400 ``BadFileFormat``.
+  another type: 400 ``BadFileFormat``. As in Orthanc 1.10.1, a body that *starts* with a
+  JSON value counts as JSON, so a bare UID in plain text (``1.2.840.10008.1.2``, read as
+  the number 1.2) is a 400: send it as a JSON string.
 - ``GET``/``PUT /tools/unknown-sop-class-accepted``: ``1`` or ``0`` as ``text/plain``;
   ``PUT`` takes ``1``/``true``/``0``/``false`` (surrounding spaces ignored), answers an
   empty ``text/plain`` body; anything else is a 400 "Boolean value expected".
@@ -65,7 +67,9 @@ class AcceptedTransferSyntaxes:
     def on_put(self, req: Any, resp: Any) -> None:
         body = read_body(req).decode("utf-8", "replace")
         try:
-            value = json.loads(body)
+            # as Orthanc's JSON reader: a body that starts with a JSON value is JSON,
+            # whatever follows ("1.2.840..." reads as the number 1.2, hence a 400)
+            value, _ = json.JSONDecoder().raw_decode(body.lstrip(" \t\r\n"))
         except ValueError:
             patterns = [body]
         else:
