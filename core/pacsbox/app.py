@@ -201,6 +201,13 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
         n = ctx.jobs.load()
         if n:
             log.info("reloaded %d saved jobs", n)
+    if run_startup:
+        jobs = [rec.job for rec in ctx.jobs.records()]
+        for cls in ctx.job_types.classes():  # e.g. archive files of jobs that no longer exist
+            try:
+                cls.recover(ctx, jobs)
+            except Exception:  # noqa: BLE001 - a cleanup, not a reason to refuse to start
+                log.exception("job type %s: recover() failed", cls.type_name)
     if start_jobs:
         ctx.jobs.start()
     _start_stability_monitor(ctx)

@@ -258,6 +258,26 @@ class Job:
         """
         raise NotImplementedError(f"job type {cls.type_name} cannot be reloaded")
 
+    @classmethod
+    def recover(cls, ctx: "ServerContext", jobs: list["Job"]) -> None:
+        """Clean up what a previous run left, once at start-up (default: nothing).
+
+        Called after the saved jobs were reloaded, or not (``pacsbox serve --no-jobs``),
+        before the workers start, once per registered job type. A type that keeps files
+        outside the storage area (archives) removes here those no job in ``jobs`` refers
+        to, so that files of jobs that no longer exist do not stay for good.
+
+        Parameters
+        ----------
+        ctx : ServerContext
+        jobs : list of Job
+            Every job now in the engine, of every type.
+
+        Notes
+        -----
+        An exception is logged with the type's name; the start-up goes on.
+        """
+
     def get_output(self, key: str) -> JobOutput | None:
         """The output named ``key`` (e.g. ``"archive"``), or None."""
         return None

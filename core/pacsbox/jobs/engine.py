@@ -76,6 +76,10 @@ class JobTypeRegistry:
         """Registered type names, sorted."""
         return sorted(self._types)
 
+    def classes(self) -> list[type[Job]]:
+        """The registered classes, by type name."""
+        return [self._types[name][0] for name in sorted(self._types)]
+
     def by_plugin(self) -> dict[str, list[str]]:
         """plugin name → its job type names."""
         out: dict[str, list[str]] = {}

@@ -700,6 +700,31 @@ class ArchiveJob(Job):
             return None
         return JobOutput(mime="application/zip", filename="archive.zip", path=path)
 
+    @classmethod
+    def recover(cls, ctx: "ServerContext", jobs: list) -> None:
+        """Start-up: delete the files of the archive folder that no archive job refers to
+        (partial or finished files of jobs that no longer exist: ``--no-jobs``, a job
+        forgotten by the history, an output evicted while the server was killed)."""
+        folder = os.path.join(str(ctx.config.path("IndexDirectory")), "pacsbox-archives")
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return
+        keep = set()
+        for job in jobs:
+            if isinstance(job, ArchiveJob):
+                for path in (job._partial, job.output_path):
+                    if path:
+                        keep.add(os.path.abspath(path))
+        removed = 0
+        for name in names:
+            path = os.path.abspath(os.path.join(folder, name))
+            if path not in keep and os.path.isfile(path):
+                _unlink(path)
+                removed += 1
+        if removed:
+            log.info("removed %d archive files that no job refers to", removed)
+
     def output_keys(self) -> list[str]:
         """``["archive"]`` while the output of an asynchronous archive is kept."""
         return ["archive"] if self.output_path and not self.synchronous else []
