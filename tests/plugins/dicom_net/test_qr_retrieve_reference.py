@@ -8,7 +8,7 @@ import json
 import pytest
 import requests
 
-from qr_helpers import canned_answers, start_scripted_qr
+from qr_helpers import canned_answers, start_scripted_qr, wait_for
 from test_qr_query_reference import UUID, modalities
 
 
@@ -70,6 +70,9 @@ def run(url, remote):
         r = requests.request(method, url + path, data=data, timeout=30)
         if r.status_code == 200 and path.endswith("/query"):
             q = r.json()["Path"]
+        if r.status_code == 200 and isinstance(body, dict) and body.get("Asynchronous"):
+            job = r.json()["Path"]
+            wait_for(lambda: requests.get(url + job).json()["State"] in ("Success", "Failure"))
         if r.content[:1] in (b"{", b"["):
             body_out = r.json()
         else:
