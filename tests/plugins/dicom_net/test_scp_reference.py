@@ -112,3 +112,20 @@ def test_same_findscu_answers_as_orthanc(pair, tmp_path, root, keys):
     ours = _findscu(n.dicom_port, n.aet, tmp_path, "ours", keys, root)
     assert theirs, "the reference found nothing: the query is not a useful comparison"
     assert ours == theirs
+
+
+CLOSED = {"DicomCheckCalledAet": True, "DicomAlwaysAllowEcho": False, "DicomAlwaysAllowStore": False,
+          "DicomAlwaysAllowFind": False, "DicomAlwaysAllowFindWorklist": False, "DicomAlwaysAllowGet": False,
+          "DicomAlwaysAllowMove": False, "DicomModalities": {"friend": ["FRIEND", "127.0.0.1", 104]}}
+
+
+@pytest.mark.parametrize("calling,called", [("FRIEND", "WRONG"), ("STRANGER", "{aet}"), ("friend", "{aet}"),
+                                            ("FRIEND", "{aet}")])
+def test_association_checks_as_orthanc(node, orthanc, calling, called):
+    n = node(CLOSED)
+    ref = orthanc(CLOSED)
+    outs = []
+    for port, aet in ((ref.dicom_port, ref.aet), (n.dicom_port, n.aet)):
+        r = run_dcmtk("echoscu", "-aet", calling, "-aec", called.format(aet=aet), "127.0.0.1", str(port))
+        outs.append((r.returncode, r.stderr))
+    assert outs[1] == outs[0]
