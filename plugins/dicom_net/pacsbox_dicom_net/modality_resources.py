@@ -132,7 +132,9 @@ def echo(ctx: Any, modality: Modality, *, timeout: float | None = None, check_fi
     ------
     OrthancError
         ``NETWORK_PROTOCOL`` (500) when the association fails or the peer answers with
-        something other than success, in Orthanc's wording.
+        something other than success, in Orthanc's wording; ``DICOM_FIND_UNAVAILABLE``
+        (2016, HTTP 500) "Remote AET is X" when ``check_find`` and the peer refuses the
+        C-FIND presentation context, as Orthanc 1.10.1.
     """
     contexts = [build_context(Verification)]
     if check_find:
@@ -151,6 +153,10 @@ def echo(ctx: Any, modality: Modality, *, timeout: float | None = None, check_fi
             query.QueryRetrieveLevel = "STUDY"
             query.StudyInstanceUID = ""
             prefix = f'DicomAssociation - C-FIND to AET "{modality.aet}"'
+            if not any(cx.abstract_syntax == StudyRootQueryRetrieveInformationModelFind
+                       for cx in assoc.accepted_contexts):
+                # Orthanc 1.10.1's answer when the peer refuses the C-FIND context
+                raise OrthancError(ErrorCode.DICOM_FIND_UNAVAILABLE, f"Remote AET is {modality.aet}")
             try:
                 answers = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
             except (ValueError, RuntimeError) as e:

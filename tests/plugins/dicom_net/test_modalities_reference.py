@@ -73,6 +73,7 @@ def test_modalities_routes_as_orthanc(pair):
         ("POST", "/modalities/nonexist/echo", "{}"), ("POST", "/modalities/scp/echo", "xx"),
         ("POST", "/modalities/scp/echo", '{"Timeout": "x"}'), ("POST", "/modalities/scp/echo", '{"CheckFind": "yes"}'),
         ("GET", "/modalities/scp/echo", None),
+        ("POST", "/modalities/scp/echo", '{"CheckFind": true}'),
         ("POST", "/tools/dicom-echo", json.dumps({"AET": "STORESCP", "Host": "127.0.0.1", "Port": scp.port})),
         ("POST", "/tools/dicom-echo", json.dumps(["STORESCP", "127.0.0.1", scp.port])),
         ("POST", "/tools/dicom-echo", json.dumps({"AET": "X", "Port": scp.port})),
