@@ -45,6 +45,7 @@ __all__ = [
     "read_dataset", "image_info", "frame_count", "decode_frame", "iter_frames",
     "rescale_parameters", "default_window", "preview", "truncate", "render",
     "encode_png", "encode_jpeg", "encode_pam", "numpy_file", "matlab_text", "raw_frame",
+    "IncompatibleImages", "is_monochrome1", "target_size", "numpy_header", "numpy_frame",
 ]
 
 
@@ -188,16 +189,29 @@ def image_info(ds: Dataset) -> ImageInfo:
 
 
 def frame_count(ds: Dataset) -> int:
-    """Number of frames, as Orthanc's ``/frames`` lists them.
+    """Number of frames, as Orthanc's ``/frames`` lists them (``DicomFrameIndex``).
 
     Returns
     -------
     int
-        (0028,0008) *Number of Frames*, 1 when absent; 0 without pixel data.
+        (0028,0008) *Number of Frames*, 1 when absent or not a number (with or without
+        pixel data, as the reference).
+
+    Raises
+    ------
+    DecodeError
+        A negative *Number of Frames*.
     """
-    if "PixelData" not in ds:
-        return 0
-    return max(1, _int(ds, "NumberOfFrames", 1))
+    v = ds.get("NumberOfFrames")
+    if v is None or v == "":
+        return 1
+    try:
+        n = int(str(v).strip())
+    except ValueError:
+        return 1
+    if n < 0:
+        raise DecodeError("negative Number of Frames")
+    return n
 
 
 _FIX_LOCK = threading.Lock()
@@ -294,6 +308,11 @@ def _pixel_array(ds: Dataset, info: ImageInfo, index: int):
     the JPEG streams pydicom's plugins reject (12-bit extended JPEG)."""
     from pydicom.pixels import pixel_array
     idx = index if info.frames > 1 else None
+    if info.transfer_syntax in _LOSSLESS_JPEG and info.bits_allocated <= 16 and (
+            info.samples == 1 or info.photometric == "RGB"):
+        fast = _lossless_jpeg(ds, info, index)
+        if fast is not None:
+            return fast
     first_error: Exception | None = None
     for plugin in (_PREFERRED_PLUGIN.get(info.transfer_syntax), ""):
         if plugin is None:
@@ -318,6 +337,31 @@ def _pixel_array(ds: Dataset, info: ImageInfo, index: int):
     if "missing required dependencies" in text or "no pixel data decoders" in text or "no module named" in text:
         raise ImagingUnavailable(str(first_error)) from None
     raise DecodeError(f"{type(first_error).__name__}: {first_error}") from None
+
+
+_LOSSLESS_JPEG = frozenset({"1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"})
+
+
+def _lossless_jpeg(ds: Dataset, info: ImageInfo, index: int):
+    """Lossless JPEG through imagecodecs' libjpeg-turbo: the same values as pydicom's
+    pylibjpeg plugin, 3 to 20 times faster. None when imagecodecs is missing or refuses."""
+    try:
+        import imagecodecs
+        import numpy as np
+        from pydicom.encaps import get_frame
+        stream = get_frame(ds.PixelData, index, number_of_frames=info.frames)
+        kw = {"colorspace": "RGB", "outcolorspace": "RGB"} if info.samples == 3 else {}
+        arr = imagecodecs.jpeg8_decode(stream, **kw)
+    except Exception:  # noqa: BLE001 - pydicom's handlers decide
+        return None
+    if arr.shape[:2] != (info.rows, info.columns):
+        return None
+    if info.signed:
+        bits = info.bits_stored
+        v = arr.astype(np.int32) & ((1 << bits) - 1)
+        v[v >= 1 << (bits - 1)] -= 1 << bits
+        arr = v
+    return arr
 
 
 def _lut_depth(ds: Dataset) -> int:
