@@ -1,6 +1,7 @@
 """HTTP middleware applied to every route, plugin routes included.
 
-In order: the remote-access check (``RemoteAccessAllowed``), HTTP Basic authentication
+In order: HTTP method faking (``X-HTTP-Method-Override``, ``?_method=``) and the
+collapsing of empty path components (``//``), as Orthanc's embedded server; the remote-access check (``RemoteAccessAllowed``), HTTP Basic authentication
 (``AuthenticationEnabled``, ``RegisteredUsers``), the ``filter_incoming_http_request``
 veto hook, the refusal of methods other than GET, POST, PUT and DELETE, and the REST
 metrics (``orthanc_rest_api_active_requests``, ``orthanc_rest_api_duration_ms`` and the
@@ -23,6 +24,31 @@ _REALM = {"WWW-Authenticate": 'Basic realm="Orthanc Secure Area"'}
 
 #: The HTTP methods of Orthanc's REST API; any other gets an empty answer before routing.
 _ORTHANC_METHODS = frozenset(("GET", "POST", "PUT", "DELETE"))
+
+
+def _fake_method(req: falcon.Request) -> str | None:
+    """The method a request fakes, as Orthanc 1.10.1's ``ExtractMethod`` reads it.
+
+    The ``X-HTTP-Method-Override`` header on a request of any method (Google's way), else,
+    on a GET, the query argument ``_method`` (Ruby on Rails' way); case-insensitive.
+
+    Returns
+    -------
+    str or None
+        ``"PUT"`` or ``"DELETE"``; ``""`` for an override naming another method (Orthanc
+        answers 400 with an empty body); None without an override.
+    """
+    value = req.env.get("HTTP_X_HTTP_METHOD_OVERRIDE")
+    if value is None:
+        if req.method != "GET" or "_method" not in req.env.get("QUERY_STRING", ""):
+            return None
+        value = req.params.get("_method")
+        if isinstance(value, list):
+            value = value[0]
+    if not value:
+        return None
+    value = value.upper()
+    return value if value in ("PUT", "DELETE") else ""
 
 
 class SecurityMiddleware:
@@ -52,8 +78,19 @@ class SecurityMiddleware:
         self.has_filters = False
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Refuse with 401 (empty body, ``WWW-Authenticate``) or 403 before routing; answer
-        HEAD and OPTIONS with an empty 404 and other unknown methods with an empty 400."""
+        """Apply a faked method and collapse ``//`` in the path; refuse with 401 (empty body,
+        ``WWW-Authenticate``) or 403 before routing; answer HEAD and OPTIONS with an empty
+        404 and other unknown methods (or a faked one other than PUT and DELETE) with an
+        empty 400."""
+        path = req.path
+        if "//" in path or (path[-1:] == "/" and len(path) > 1):
+            # Orthanc splits the URI on "/" and skips empty components (falcon has already
+            # stripped one trailing slash)
+            req.path = "/" + "/".join(p for p in path.split("/") if p)
+        if "HTTP_X_HTTP_METHOD_OVERRIDE" in req.env or req.method == "GET":
+            fake = _fake_method(req)
+            if fake is not None:
+                req.method = fake or "INVALID-OVERRIDE"
         if req.env.get("pacsbox.internal_origin"):  # pacsbox.call_rest_api: not filtered, as Orthanc
             req.context.username = None
             return

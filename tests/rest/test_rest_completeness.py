@@ -1,0 +1,106 @@
+"""Issue 16, REST completeness: each item side by side with the reference Orthanc 1.10.1.
+
+One scratch reference Orthanc and one live pacsbox (waitress on loopback) per module hold
+the same few pydicom sample files; each test sends the same requests to both and compares
+statuses, headers and bodies (bodies as parsed JSON: the reference pretty-prints).
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from conftest import ORTHANC, read
+
+pytestmark = pytest.mark.skipif(ORTHANC is None, reason="the reference Orthanc is not installed")
+
+FILES = ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm")
+
+
+@pytest.fixture(scope="module")
+def both(reference, tmp_path_factory):
+    """(reference URL, pacsbox URL) holding the same sample files."""
+    from conftest import LiveServer, free_port
+    from pacsbox import create_app
+
+    port = free_port()
+    app = create_app({"StorageDirectory": str(tmp_path_factory.mktemp("pb")), "HttpPort": port, "StableAge": 60},
+                     plugins=[], load_entrypoints=False)
+    server = LiveServer(app, port)
+    try:
+        for name in FILES:
+            data = read(name)
+            for url in (reference, server.url):
+                assert requests.post(url + "/instances", data=data).status_code == 200
+        yield reference, server.url
+    finally:
+        server.close()
+        app.close()
+
+
+def _ids(url: str, level: str) -> list[str]:
+    return sorted(requests.get(f"{url}/{level}").json())
+
+
+def _both(both, method: str, path: str, **kw) -> tuple[requests.Response, requests.Response]:
+    return tuple(requests.request(method, url + path, **kw) for url in both)
+
+
+def _body(r: requests.Response):
+    if not r.content:
+        return b""
+    try:
+        return r.json()
+    except ValueError:
+        return r.content
+
+
+def _same(both, method: str, path: str, *, headers_too=(), **kw):
+    a, b = _both(both, method, path, **kw)
+    assert (a.status_code, _body(a)) == (b.status_code, _body(b)), (method, path)
+    for h in headers_too:
+        assert a.headers.get(h) == b.headers.get(h), (method, path, h)
+    return a, b
+
+
+# -- 1. method override -------------------------------------------------------------------
+
+def test_method_override_as_the_reference(both):
+    inst = _ids(both[0], "instances")[0]
+    md = f"/instances/{inst}/metadata"
+    steps = [
+        ("POST", f"{md}/1024", {"X-HTTP-Method-Override": "PUT"}, b"faked put"),
+        ("GET", f"{md}/1024", {}, None),
+        ("POST", f"{md}/1024", {"X-HTTP-Method-Override": "delete"}, None),
+        ("GET", f"{md}/1024", {}, None),
+        ("GET", f"{md}/1025?_method=PUT", {}, None),       # a faked PUT with an empty body
+        ("GET", f"{md}/1025", {}, None),
+        ("GET", f"{md}/1025?_method=Delete", {}, None),
+        ("GET", f"{md}/1025", {}, None),
+        ("POST", f"{md}/1026?_method=PUT", {}, b"x"),     # _method only on a GET: 405
+        ("GET", f"{md}/1026", {}, None),
+        ("PUT", f"{md}/1026", {"X-HTTP-Method-Override": "DELETE"}, None),  # 404: nothing to delete
+        ("GET", f"{md}/1026?_method=put", {"X-HTTP-Method-Override": "PUT"}, b"y"),  # GET with a body
+        ("GET", f"{md}/1026", {}, None),
+        ("POST", "/system", {"X-HTTP-Method-Override": "GET"}, None),  # only PUT/DELETE: 400
+        ("GET", "/system?_method=POST", {}, None),
+        ("GET", "/system?_method=DELETE", {}, None),  # 405, Allow: GET
+    ]
+    for method, path, headers, data in steps:
+        a, b = _both(both, method, path, headers=headers, data=data)
+        assert (a.status_code, _body(a), a.headers.get("Allow")) == (b.status_code, _body(b), b.headers.get("Allow")), \
+            (method, path, headers)
+    # the faked PUT is stored with the body
+    assert requests.get(both[1] + f"{md}/1026").content == b"y"
+
+
+# -- 2. double slashes ---------------------------------------------------------------------
+
+def test_double_slashes_collapsed_as_the_reference(both):
+    inst = _ids(both[0], "instances")[0]
+    study = _ids(both[0], "studies")[0]
+    for path in (f"/instances/{inst}/attachments/dicom//md5", f"//instances//{inst}//simplified-tags",
+                 f"/studies/{study}//series", f"//patients//", f"/instances/{inst}//file"):
+        a, b = _same(both, "GET", path)
+        assert a.status_code == 200, path
