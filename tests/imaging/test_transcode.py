@@ -156,3 +156,17 @@ def test_the_reference_decodes_what_pacsbox_writes(reference):
                 problems.append(f"{name} -> {target}: pixels differ")
             requests.delete(f"{reference}/instances/{iid}")
     assert not problems, "\n".join(problems)
+
+
+def test_file_download_transcode(client):
+    data = open(sample("CT_small.dcm"), "rb").read()
+    iid = client.simulate_post("/instances", body=data).json["ID"]
+    r = client.simulate_get(f"/instances/{iid}/file", params={"transcode": "1.2.840.10008.1.2.4.90"})
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/dicom"
+    ds = _read(r.content)
+    assert str(ds.file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.90"
+    assert np.array_equal(I.decode_frame(ds), I.decode_frame(_read(data)))
+    assert client.simulate_get(f"/instances/{iid}/file", params={"transcode": "1.2.3"}).status_code == 400
+    r = client.simulate_get(f"/instances/{iid}/file", params={"transcode": "1.2.840.10008.1.2.4.100"})
+    assert r.status_code == 404 and r.content == b""
+    assert client.simulate_get(f"/instances/{iid}/file").content == data

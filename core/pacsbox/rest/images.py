@@ -121,17 +121,77 @@ def _negotiate(accept: str | None) -> str | None:
     return {"png": "png", "jpeg": "jpeg", "x-portable-arbitrarymap": "pam"}[best[2]]
 
 
+class DatasetCache:
+    """Parsed instances kept for a few seconds, like Orthanc's cache of parsed DICOM
+    files: a viewer asks for the preview, then the rendered frames, then the tags of the
+    same instance. Keyed by the attachment's UUID (a new file is a new key); bounded by
+    the total size of the cached files (bytes) and by an age (seconds); decoded frames
+    are never kept.
+
+    Parameters
+    ----------
+    max_bytes : int
+        Total size of the files held, 64 MiB by default.
+    ttl : float
+        Seconds an entry is used after it was parsed.
+    """
+
+    def __init__(self, max_bytes: int = 64 << 20, ttl: float = 10.0):
+        import collections
+        import threading
+        self.max_bytes, self.ttl = max_bytes, ttl
+        self._entries: "collections.OrderedDict[str, tuple[float, int, object]]" = collections.OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str):
+        """The dataset cached under ``key``, or None."""
+        import time
+        with self._lock:
+            e = self._entries.get(key)
+            if e is None:
+                return None
+            if time.monotonic() - e[0] > self.ttl:
+                self._drop(key)
+                return None
+            self._entries.move_to_end(key)
+            return e[2]
+
+    def put(self, key: str, size: int, ds) -> None:
+        """Keep ``ds`` (parsed from ``size`` bytes), evicting the oldest entries."""
+        import time
+        if size > self.max_bytes // 4:
+            return  # a big file would evict everything else
+        with self._lock:
+            if key in self._entries:
+                self._drop(key)
+            self._entries[key] = (time.monotonic(), size, ds)
+            self._size += size
+            while self._size > self.max_bytes and self._entries:
+                self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> None:
+        _, size, _ = self._entries.pop(key)
+        self._size -= size
+
+
 class _Images:
     """Shared reading of instances for the image routes."""
 
     def __init__(self, ctx):
         self.ctx = ctx
+        self.cache = ctx.stash.setdefault("pacsbox.rest.images", DatasetCache())
 
     def dataset(self, instance_id: str):
-        res = self.ctx.index.lookup(instance_id, 3)
-        if res is None:
+        att = self.ctx.index.attachment_by_public_id(instance_id, 1)
+        if att is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
-        return I.read_dataset(self.ctx.resources.read_file(res))
+        ds = self.cache.get(att.uuid)
+        if ds is None:
+            data = self.ctx.resources.read_file(instance_id)
+            ds = I.read_dataset(data)
+            self.cache.put(att.uuid, len(data), ds)
+        return ds
 
 
 def _jpeg_quality(req) -> int:
@@ -258,8 +318,12 @@ class FramesResource(_Images):
         res = self.ctx.index.lookup(id, 3)
         if res is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
-        ds = I.read_dataset(self.ctx.resources.read_file(res))
-        send_json(resp, list(range(I.frame_count(ds))))
+        try:
+            ds = I.read_dataset(self.ctx.resources.read_file(res))
+            count = I.frame_count(ds)
+        except I.DecodeError as e:
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT) from e
+        send_json(resp, list(range(count)))
 
 
 class FrameChildrenResource:
@@ -287,10 +351,9 @@ def _decode_or_raise(ds, index: int):
         return I.decode_frame(ds, index)
     except I.FrameOutOfRange:
         raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE) from None
-    except I.ImagingUnavailable as e:
-        raise OrthancError(ErrorCode.NOT_IMPLEMENTED, f"Cannot decode DICOM instance: {e}") from None
-    except I.DecodeError as e:
-        raise OrthancError(ErrorCode.NOT_IMPLEMENTED, f"Cannot decode DICOM instance: {e}") from None
+    except (I.ImagingUnavailable, I.DecodeError) as e:
+        log.info("cannot decode frame %s: %s", index, e)
+        raise OrthancError(ErrorCode.NOT_IMPLEMENTED) from None  # the reference's bare 500
 
 
 def _numpy_answer(resp, frames, count, rescale: bool, compress: bool) -> None:
@@ -300,7 +363,8 @@ def _numpy_answer(resp, frames, count, rescale: bool, compress: bool) -> None:
         code = ErrorCode.INCOMPATIBLE_IMAGE_SIZE if e.what == "size" else ErrorCode.INCOMPATIBLE_IMAGE_FORMAT
         raise OrthancError(code, str(e)) from None
     except I.DecodeError as e:
-        raise OrthancError(ErrorCode.NOT_IMPLEMENTED, str(e)) from None
+        log.info("cannot export as numpy: %s", e)
+        raise OrthancError(ErrorCode.NOT_IMPLEMENTED) from None
     resp.content_type = "application/octet-stream"
     resp.data = data
 
@@ -426,6 +490,28 @@ class RawFrameResource(_Images):
         else:
             resp.content_type = mime
             resp.data = data
+
+
+def transcoded_file(ctx, instance_id: str, target) -> bytes:
+    """``GET /instances/{id}/file?transcode=UID`` (Orthanc 1.12's argument): the file in
+    another transfer syntax.
+
+    Raises
+    ------
+    OrthancError
+        400 ``BAD_REQUEST`` "Unknown transfer syntax" for a UID that is not a transfer
+        syntax; an empty 404 when the file cannot be converted (Orthanc answers nothing).
+    """
+    from ..dicom.transcode import is_transfer_syntax, transcode
+    if isinstance(target, list):
+        target = target[-1]
+    target = (target or "").strip()
+    if not is_transfer_syntax(target):
+        raise OrthancError(ErrorCode.BAD_REQUEST, f"Unknown transfer syntax: {target}")
+    out = transcode(ctx.resources.read_file(instance_id), target)
+    if out is None:
+        raise not_found()
+    return out
 
 
 def routes(ctx) -> list[RouteSpec]:
