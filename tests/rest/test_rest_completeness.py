@@ -104,3 +104,33 @@ def test_double_slashes_collapsed_as_the_reference(both):
                  f"/studies/{study}//series", f"//patients//", f"/instances/{inst}//file"):
         a, b = _same(both, "GET", path)
         assert a.status_code == 200, path
+
+
+# -- 5. ?short and ?full ---------------------------------------------------------------------
+
+def test_short_and_full_on_resource_routes_as_the_reference(both):
+    ref = both[0]
+    paths = []
+    for level in ("patients", "studies", "series", "instances"):
+        paths.append(f"/{level}?expand")
+        rid = _ids(ref, level)[0]
+        paths.append(f"/{level}/{rid}")
+    study = _ids(ref, "studies")[0]
+    inst = _ids(ref, "instances")[0]
+    paths += [f"/studies/{study}/series", f"/studies/{study}/instances", f"/studies/{study}/patient",
+              f"/instances/{inst}/study", f"/instances/{inst}/series"]
+    for path in paths:
+        sep = "&" if "?" in path else "?"
+        for arg in ("short", "full", "short&full", "full&simplify", "simplify"):
+            a, b = _both(both, "GET", path + sep + arg)
+            assert a.status_code == b.status_code == 200
+            ra, rb = a.json(), b.json()
+            for r in (ra if isinstance(ra, list) else [ra]) + (rb if isinstance(rb, list) else [rb]):
+                r.pop("LastUpdate", None)
+                r.pop("FileUuid", None)
+            assert ra == rb, path + sep + arg
+    short = requests.get(f"{both[1]}/studies/{study}?short").json()
+    assert short["PatientMainDicomTags"]["0010,0010"].startswith("CompressedSamples^")
+    full = requests.get(f"{both[1]}/studies/{study}?full").json()
+    assert full["MainDicomTags"]["0008,0020"] == {"Name": "StudyDate", "Type": "String",
+                                                  "Value": short["MainDicomTags"]["0008,0020"]}

@@ -34,6 +34,20 @@ def tag_format(req: falcon.Request, default: str = "full") -> str:
     return default
 
 
+def expand_format(req: falcon.Request) -> str:
+    """Key format of ``MainDicomTags`` in an expanded resource: ``?simplify`` (the
+    default, keyed by names), ``?short`` (``gggg,eeee`` → value) or ``?full``
+    (``gggg,eeee`` → ``{Name, Type, Value}``), in Orthanc's order of precedence."""
+    params = req.params
+    if not params:
+        return "simplify"
+    if query_flag(req, "short") and not query_flag(req, "simplify"):
+        return "short"
+    if query_flag(req, "full") and not query_flag(req, "simplify"):
+        return "full"
+    return "simplify"
+
+
 def _since_limit(req: falcon.Request) -> tuple[int | None, int | None]:
     """``since`` and ``limit`` of a list route: both or neither (Orthanc 1.10.1).
 
@@ -91,8 +105,8 @@ class ListResource:
         since, limit = _since_limit(req)
         index = self.ctx.index
         if query_flag(req, "expand"):
-            expand = self.ctx.resources.expand
-            send_json(resp, [expand(r) for r in index.list_resources(self.level, since, limit)])
+            expand, fmt = self.ctx.resources.expand, expand_format(req)
+            send_json(resp, [expand(r, tag_format=fmt) for r in index.list_resources(self.level, since, limit)])
         else:
             send_json(resp, index.list_public_ids(self.level, since, limit))
 
@@ -105,7 +119,7 @@ class OneResource:
 
     def on_get(self, req, resp, id):
         res = self.ctx.resources.get(self.level, id, empty=True)
-        send_json(resp, self.ctx.resources.expand(res))
+        send_json(resp, self.ctx.resources.expand(res, tag_format=expand_format(req)))
 
     def on_delete(self, req, resp, id):
         res = self.ctx.resources.get(self.level, id, empty=True)
@@ -185,8 +199,8 @@ class ChildrenResource:
         if "expand" in req.params and not query_flag(req, "expand"):
             send_json(resp, [r.public_id for r in rows])
             return
-        expand = self.ctx.resources.expand
-        send_json(resp, [expand(r) for r in rows])
+        expand, fmt = self.ctx.resources.expand, expand_format(req)
+        send_json(resp, [expand(r, tag_format=fmt) for r in rows])
 
 
 class ParentResource:
@@ -199,7 +213,7 @@ class ParentResource:
         res = self.ctx.resources.get(self.level, id)
         for anc in self.ctx.index.ancestors(res):
             if anc.level == self.target:
-                send_json(resp, self.ctx.resources.expand(anc))
+                send_json(resp, self.ctx.resources.expand(anc, tag_format=expand_format(req)))
                 return
         raise not_found()
 
