@@ -225,6 +225,11 @@ class FileResource:
             resp.content_type = "application/dicom"
             resp.data = transcoded_file(self.ctx, id, req.params["transcode"])
             return
+        if "transcode" in req.params:  # as Orthanc 1.12 (1.10.1 has no such argument)
+            from .images import transcoded_file
+            resp.content_type = "application/dicom"
+            resp.data = transcoded_file(self.ctx, id, req.params["transcode"])
+            return
         try:
             f = self.ctx.storage.open(att.uuid, 1)
         except FileNotFoundError:
