@@ -20,9 +20,11 @@ Matching follows DICOM PS3.4 K.2.2.1 / C.2.2.2 as Orthanc's sample plugin does w
 person names case-insensitive unless ``CaseSensitivePN``, everything else
 case-sensitive); a sequence key with one item matches when one of the item's sequence
 items matches that item's keys (sequence matching); an empty key or an empty sequence is
-universal. The answer holds the requested keys only, with the item's values (empty when
-the item lacks them) and, for a sequence key, the matching items reduced to the keys of
-the query's item (all of them, whole, for an empty query sequence).
+universal. The answer holds the requested keys only, with the item's values (a key the
+item lacks is left out) and, for a sequence key, the matching items reduced to the keys
+of the query's item (all of them, whole, for an empty query sequence). Six findscu -W
+queries answer exactly as Orthanc 1.10.1's ModalityWorklists plugin on the same files
+(``test_scp_reference.py``).
 """
 from __future__ import annotations
 
@@ -125,9 +127,9 @@ def extract(query: Dataset, item: Dataset, *, case_sensitive_pn: bool = False) -
     Returns
     -------
     pydicom.Dataset
-        (0008,0005) of the item when it has one, then each requested key: the item's
-        element (copied), or an empty element of the query's VR; sequences reduced as
-        the module docstring says.
+        (0008,0005) of the item when it has one, then each requested key the item has
+        (copied; a key it lacks is left out, as Orthanc's ModalityWorklists plugin);
+        sequences reduced as the module docstring says.
     """
     out = Dataset()
     charset = item.get("SpecificCharacterSet")
@@ -138,6 +140,8 @@ def extract(query: Dataset, item: Dataset, *, case_sensitive_pn: bool = False) -
         if tag == 0x00080005:
             continue
         src = item.get(tag)
+        if src is None:
+            continue  # a requested key the item lacks is left out, as Orthanc's plugin
         if elem.VR == "SQ":
             q_item = elem.value[0] if elem.value else None
             items = []
@@ -149,11 +153,8 @@ def extract(query: Dataset, item: Dataset, *, case_sensitive_pn: bool = False) -
                                  item_codecs=codecs_of(item)):
                         items.append(extract(q_item, it, case_sensitive_pn=case_sensitive_pn))
             out.add(DataElement(tag, "SQ", DicomSequence(items)))
-        elif src is not None:
-            out.add(DataElement(tag, src.VR, src.value))
         else:
-            out.add(DataElement(tag, elem.VR if elem.VR != "UN" else "LO", None if elem.VR in ("US", "UL", "SS", "SL",
-                                                                                           "FL", "FD") else ""))
+            out.add(DataElement(tag, src.VR, src.value))
     return out
 
 

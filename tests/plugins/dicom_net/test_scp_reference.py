@@ -181,3 +181,33 @@ def test_store_statuses_as_orthanc(node, orthanc):
     for data in (body[: len(body) - 1000], bytes(range(256))):
         assert _raw_store(ref.dicom_port, ref.aet, data, meta.sop_class_uid, meta.sop_instance_uid) is None
         assert _raw_store(n.dicom_port, n.aet, data, meta.sop_class_uid, meta.sop_instance_uid) == 0xC000
+
+
+WORKLIST_QUERIES = [
+    ["PatientName", "PatientID", "AccessionNumber"],
+    ["PatientName=Doe*", "AccessionNumber", "(0040,0100)[0].Modality", "(0040,0100)[0].ScheduledStationAETitle"],
+    ["PatientName", "(0040,0100)[0].Modality=MR", "(0040,0100)[0].ScheduledProcedureStepStartDate=20240201-"],
+    ["AccessionNumber=A2", "(0040,0100)[0].ScheduledProcedureStepDescription", "RequestedProcedureID",
+     "PatientBirthDate"],
+    ["PatientName", "(0040,0100)"],
+    ["PatientName=doe*", "PatientID"],
+]
+
+
+@pytest.mark.parametrize("keys", WORKLIST_QUERIES, ids=[",".join(k[:2]) for k in WORKLIST_QUERIES])
+def test_worklists_answer_as_orthanc_s_plugin(node, orthanc, tmp_path, keys):
+    """The folder provider against Orthanc 1.10.1 with its ModalityWorklists plugin, on
+    the same *.wl files."""
+    from test_scp_find import write_worklist
+    folder = tmp_path / "worklists"
+    folder.mkdir()
+    write_worklist(folder, "a.wl", "Doe^John", "A1", "MR", "20240101")
+    write_worklist(folder, "b.wl", "Doe^Jane", "A2", "CT", "20240102")
+    write_worklist(folder, "c.wl", "Roe^Rick", "A3", "MR", "20240301")
+    wl = {"Worklists": {"Enable": True, "Database": str(folder)}, "DicomAlwaysAllowFindWorklist": True}
+    n = node(wl)
+    ref = orthanc({**wl, "Plugins": ["/usr/share/orthanc/plugins/libModalityWorklists.so"]})
+    theirs = _findscu(ref.dicom_port, ref.aet, tmp_path, "ref", keys, "-W")
+    ours = _findscu(n.dicom_port, n.aet, tmp_path, "ours", keys, "-W")
+    assert theirs, "the reference found nothing: the query is not a useful comparison"
+    assert ours == theirs
