@@ -63,7 +63,7 @@ from pacsbox import DicomFormatError, OrthancError, find_resources, read_file_me
 
 from .modalities import Modality, parse_modality
 from .send import (SendInterrupted, SendResult, StoreSender, choose_context, encode_pending_pdu, encoded_payload,
-                   instance_uids, plan_instances, send_c_store_raw, write_pdus)
+                   instance_uids, no_context_error, plan_instances, send_c_store_raw, write_pdus)
 from .state import plugin_state
 
 log = logging.getLogger("pacsbox.dicom_net")
@@ -417,7 +417,9 @@ def _do_get(event: Any, ctx: Any, responder: _Responder) -> None:
         chosen = choose_context(assoc.accepted_contexts, result.sop_class_uid, meta.transfer_syntax,
                                 allow_transcoding=allow, preferred_ts=preferred, role="scu")
         if chosen is None:
-            result.error = f"no storage context offered for SOP class {result.sop_class_uid}"
+            result.error = no_context_error(meta.transfer_syntax, [
+                str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
+                if cx.abstract_syntax == result.sop_class_uid and cx.as_scu])
             log.warning("C-GET sub-operation failed: %s", result.error)
             return result
         cx, target = chosen

@@ -52,6 +52,7 @@ log = logging.getLogger("pacsbox.dicom_net")
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
+VERIFICATION = "1.2.840.10008.1.1"
 #: The uncompressed transfer syntaxes a converted instance may be sent in.
 UNCOMPRESSED = (EXPLICIT_LE, IMPLICIT_LE, EXPLICIT_BE)
 #: PS3.8 section 9.3.2.2: presentation contexts in one A-ASSOCIATE-RQ.
@@ -84,7 +85,13 @@ class SendResult:
     transcoded : bool
         Whether the data set was converted from its stored syntax.
     error : str
-        Why the instance failed (empty on success or warning).
+        Why the instance failed (empty on success or warning), in Orthanc 1.10.1's
+        words: ``C-STORE SCU to AET "X" has failed with DIMSE status 0xA700``, or
+        ``Cannot transcode from <syntax> to one of [ <accepted syntaxes> ]``.
+    error_code : int
+        The Orthanc error code of that failure: ``NETWORK_PROTOCOL`` (9) for a failure
+        status, ``NOT_IMPLEMENTED`` (2) when no accepted context or conversion fits,
+        as Orthanc 1.10.1 reports them.
     """
 
     sop_class_uid: str
@@ -93,6 +100,7 @@ class SendResult:
     transfer_syntax: str = ""
     transcoded: bool = False
     error: str = ""
+    error_code: int = 9
 
     @property
     def category(self) -> str:
@@ -140,14 +148,16 @@ def plan_contexts(pairs: Iterable[tuple[str, str]], *, allow_transcoding: bool,
     preferred_ts : str
         ``DicomScuPreferredTransferSyntax``: first syntax of the conversion context.
     limit : int
-        Contexts at most (128 in DICOM); the first instances' kinds are proposed first.
+        Contexts at most (128 in DICOM, one of them Verification); the first
+        instances' kinds are proposed first.
 
     Returns
     -------
     list of PresentationContext
         For each SOP class, in order of first appearance: one context per stored syntax
         (a single syntax each, so that the peer's choice cannot replace it), then the
-        conversion context. Context IDs are given by pynetdicom when associating.
+        conversion context; last, Verification. Context IDs are given by pynetdicom
+        when associating.
     """
     order: dict[str, list[str]] = {}
     for sop_class, ts in pairs:
@@ -159,10 +169,13 @@ def plan_contexts(pairs: Iterable[tuple[str, str]], *, allow_transcoding: bool,
         wanted = [[ts] for ts in tss]
         if allow_transcoding or any(is_uncompressed(ts) for ts in tss):
             wanted.append(uncompressed_order(preferred_ts))
-        if len(out) + len(wanted) > limit:
+        if len(out) + len(wanted) > limit - 1:
             break
         for syntaxes in wanted:
             out.append(build_context(sop_class, syntaxes))
+    # Verification too, as Orthanc (DCMTK) does: a peer that refuses every storage
+    # context then still accepts the association, and each instance fails on its own
+    out.append(build_context(VERIFICATION, [IMPLICIT_LE]))
     return out
 
 
@@ -541,6 +554,12 @@ def send_c_store_raw(assoc: Any, context_id: int, sop_class_uid: str, sop_instan
     return status
 
 
+def no_context_error(ts: str, accepted: Sequence[str]) -> str:
+    """Orthanc 1.10.1's detail when no accepted context fits an instance: ``Cannot
+    transcode from <stored syntax> to one of [ <syntaxes accepted for its SOP class> ]``."""
+    return f"Cannot transcode from {ts} to one of [ " + "".join(f"{t} " for t in accepted) + "]"
+
+
 def choose_context(accepted: Sequence[Any], sop_class: str, ts: str, *, allow_transcoding: bool,
                    preferred_ts: str = EXPLICIT_LE, role: str | None = None) -> tuple[Any, str] | None:
     """The accepted presentation context to send an instance in.
@@ -606,7 +625,8 @@ def encoded_payload(data: bytes, meta: Any, target: str, result: SendResult) -> 
     converted = transcode(data, target)
     new_meta = read_file_meta(converted) if converted is not None else None
     if new_meta is None or new_meta.transfer_syntax != target:
-        result.error = f"Cannot transcode instance {result.sop_instance_uid} from {meta.transfer_syntax} to {target}"
+        result.error = f"Cannot transcode from {meta.transfer_syntax} to one of [ {target} ]"
+        result.error_code = int(ErrorCode.NOT_IMPLEMENTED)
         return None
     result.sop_class_uid = new_meta.sop_class_uid or result.sop_class_uid
     result.sop_instance_uid = new_meta.sop_instance_uid or result.sop_instance_uid
@@ -843,9 +863,10 @@ class StoreSender:
             self.open((sop_class, ts))
         chosen = self._choose(sop_class, ts)
         if chosen is None:
-            result.error = (f"The remote modality has not accepted SOP class {sop_class} "
-                            f"with transfer syntax {ts}" + ("" if self.allow_transcoding else
-                                                            " (transcoding is disabled for this modality)"))
+            accepted = [str(cx.transfer_syntax[0]) for cx in self.assoc.accepted_contexts
+                        if cx.abstract_syntax == sop_class]
+            result.error = no_context_error(ts, accepted)
+            result.error_code = int(ErrorCode.NOT_IMPLEMENTED)
             return result
         cx, target = chosen
         payload = encoded_payload(data, meta, target, result)
@@ -864,7 +885,7 @@ class StoreSender:
                                "no response from the remote modality (timeout or association lost)")
         result.status = int(status.Status)
         if not result.ok:
-            result.error = f"C-STORE status 0x{result.status:04X} from AET \"{self.modality.aet}\""
+            result.error = f'C-STORE SCU to AET "{self.modality.aet}" has failed with DIMSE status 0x{result.status:04X}'
         return result
 
 

@@ -15,9 +15,11 @@ After a crash (``SIGKILL``) the job continues from the last instance whose sendi
 saved (the engine saves at most every second, so a few instances may be sent twice;
 C-STORE is idempotent at the receiver).
 
-A failed instance (failure status, no usable presentation context) fails the job with
-``NetworkProtocol`` and a detail naming the instance and the status, unless
-``Permissive``, where it is counted in ``FailedInstancesCount`` and the job goes on.
+A failed instance fails the job with Orthanc 1.10.1's error: ``NetworkProtocol`` (9)
+"C-STORE SCU to AET "X" has failed with DIMSE status 0xA700" for a failure status,
+``NotImplemented`` (2) "Cannot transcode from <syntax> to one of [ ... ]" when no
+accepted presentation context fits; with ``Permissive`` it is counted in
+``FailedInstancesCount`` (Orthanc 1.10.1 leaves that count at 0) and the job goes on.
 
 Source: Orthanc 1.10.1 ``DicomModalityStoreJob`` (public content, serialization),
 reference sections 3.3 and 9.4.
@@ -133,8 +135,8 @@ class StoreScuJob(InstancesJob):
                                    while_waiting=lambda: self._prefetch(ctx))
         if not result.ok:
             log.warning("C-STORE of instance %s to %s failed: %s", instance_id, self.modality.aet, result.error)
-            self.error_code = int(ErrorCode.NETWORK_PROTOCOL)
-            self.error_details = f"Cannot send instance {instance_id}: {result.error}"
+            self.error_code = result.error_code
+            self.error_details = result.error
             return False
         return True
 
