@@ -28,6 +28,7 @@ from .resources import Resources
 from .routing.middleware import MetricsMiddleware, SecurityMiddleware
 from .routing.registry import RouteRegistry, RouteSpec
 from .storage.pending import JOURNAL_NAME, PendingFiles
+from .web import BodyLimitMiddleware
 
 log = logging.getLogger("pacsbox.app")
 
@@ -238,7 +239,8 @@ def _build(ctx: ServerContext, pm: PacsboxPluginManager, config: Config) -> Pacs
 
     security = SecurityMiddleware(ctx)
     security.has_filters = pm.has_impls("filter_incoming_http_request")
-    app = PacsboxApp(middleware=[MetricsMiddleware(ctx), security], media_type=falcon.MEDIA_JSON)
+    limit = BodyLimitMiddleware(config.int("MaximumUploadSize") * 1024 * 1024)
+    app = PacsboxApp(middleware=[MetricsMiddleware(ctx), security, limit], media_type=falcon.MEDIA_JSON)
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.keep_blank_qs_values = True
     app.resp_options.secure_cookies_by_default = False

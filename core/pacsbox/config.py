@@ -63,6 +63,10 @@ DEFAULTS: dict[str, Any] = {
     "Dictionary": {},
     "Plugins": [],
     "PluginsBlocklist": [],           # pacsbox option: entry-point names not to load
+    "MaximumUploadSize": 0,           # pacsbox option: MB per request body (0: no limit)
+    "MaximumZipMemberSize": 1024,     # pacsbox option: MB per member of an uploaded ZIP
+    "MaximumZipMembers": 100000,      # pacsbox option: members of an uploaded ZIP
+    "MaximumZipRatio": 200,           # pacsbox option: inflated/compressed size of a ZIP member
 }
 
 #: Environment variable holding a comma-separated blocklist of plugin names.
@@ -232,6 +236,8 @@ CORE_OPTION_KINDS: dict[str, str] = {
     "JobsHistorySize": "int>=0", "SaveJobs": "bool", "MediaArchiveSize": "int>=0",
     "SynchronousZipStream": "bool", "ZipLoaderThreads": "int>=0", "MetricsEnabled": "bool",
     "DeidentifyLogs": "bool", "DefaultPrivateCreator": "str", "Dictionary": "dict", "Plugins": "list",
+    "MaximumUploadSize": "int>=0", "MaximumZipMemberSize": "int>=0", "MaximumZipMembers": "int>=0",
+    "MaximumZipRatio": "int>=0",
 }  # PluginsBlocklist (a list, or a comma-separated string) is checked by pacsbox.plugins.blocklist
 
 _EXPECTED = {

@@ -92,17 +92,49 @@ class _ChunkedBody:
             self.file.close()
 
 
+class _DiscardedBody:
+    """A request body above ``MaximumUploadSize``: counted, not kept (neither in memory
+    nor in a spool file); the application refuses the request with 413 before reading
+    it (:class:`pacsbox.web.BodyLimitMiddleware`)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def append(self, data: bytes) -> None:
+        self.size += len(data)
+
+    def getfile(self) -> BytesIO:
+        return BytesIO()
+
+    def close(self) -> None:
+        pass
+
+
 class RequestParser(HTTPRequestParser):
     """waitress's request parser; a body of known length that fits in memory is kept as
     a :class:`_ChunkedBody` (chunked bodies and larger ones keep waitress's buffers,
-    which spill to a temporary file beyond ``inbuf_overflow``)."""
+    which spill to a temporary file beyond ``inbuf_overflow``); a body longer than
+    :attr:`max_body` (``MaximumUploadSize``) is discarded as it arrives."""
+
+    #: Bytes (0: no limit); set on a subclass by :func:`make_server`.
+    max_body = 0
 
     def parse_header(self, header_plus: bytes) -> None:  # noqa: D102 - see the class docstring
         super().parse_header(header_plus)
         rcv = self.body_rcv
-        if (type(rcv) is FixedStreamReceiver and not self.chunked
-                and self.content_length <= self.adj.inbuf_overflow):
-            rcv.buf = _ChunkedBody()
+        if type(rcv) is FixedStreamReceiver and not self.chunked:
+            if self.max_body and self.content_length > self.max_body:
+                rcv.buf = _DiscardedBody()
+            elif self.content_length <= self.adj.inbuf_overflow:
+                rcv.buf = _ChunkedBody()
 
 
 #: Answers of known length up to this size leave in one write with their header.
@@ -201,7 +233,11 @@ def make_server(app: Any, config: Any, *, host: str | None = None, port: int | N
         channel_request_lookahead=1, asyncore_use_poll=True,
         recv_bytes=RECV_BYTES, inbuf_overflow=INBUF_OVERFLOW,
     )
+    max_body = config.int("MaximumUploadSize") * 1024 * 1024 if config.get("MaximumUploadSize") else 0
+    if max_body:  # larger bodies are discarded as they arrive and refused by the app with 413
+        kw["max_request_body_size"] = 1 << 62
     kw.update(overrides)
     server = create_server(app, **kw)
-    server.channel_class = Channel
+    parser = type("RequestParser", (RequestParser,), {"max_body": max_body}) if max_body else RequestParser
+    server.channel_class = type("Channel", (Channel,), {"parser_class": parser}) if max_body else Channel
     return server

@@ -15,7 +15,7 @@ from dicomgen import instance
 
 
 def _files(root) -> set[str]:
-    return {os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if not f.endswith((".db", "-wal", "-shm", ".lock"))}
+    return {os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if not f.endswith((".db", "-wal", "-shm", ".lock", ".pending-files"))}
 
 
 def test_stale_delete_does_not_touch_a_new_resource(make_app):

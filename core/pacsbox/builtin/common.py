@@ -34,8 +34,12 @@ def parse_body(raw: bytes) -> Any:
     Raises
     ------
     OrthancError
-        400 ``BAD_FILE_FORMAT`` (no details) for an empty or invalid body.
+        400 ``BAD_FILE_FORMAT`` (no details) for an empty or invalid body; 413 above
+        :data:`pacsbox.web.MAX_JSON_BODY_BYTES`.
     """
+    from ..web import MAX_JSON_BODY_BYTES, body_too_large
+    if len(raw) > MAX_JSON_BODY_BYTES:
+        raise body_too_large(MAX_JSON_BODY_BYTES, "The JSON request body", "the JSON body bound")
     if not raw.strip():
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT)
     try:

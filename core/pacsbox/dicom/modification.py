@@ -264,16 +264,40 @@ def _bool(body: Mapping[str, Any], name: str, default: bool) -> bool:
     return v
 
 
-def _convert_json(value: Any, parse_tag: Callable[[str], int], tag: int) -> Any:
-    """A Replace value with the tag names of nested sequence items parsed to ints."""
+#: Bounds of a ``Replace`` value: nesting of sequences, items per sequence, characters of
+#: a text value (a DICOM value length is at most 2^32 - 2 bytes; 64 MiB is plenty for text).
+MAX_REPLACE_DEPTH = 16
+MAX_REPLACE_ITEMS = 10000
+MAX_REPLACE_TEXT = 64 * 1024 * 1024
+
+
+def _convert_json(value: Any, parse_tag: Callable[[str], int], tag: int, depth: int = 0) -> Any:
+    """A Replace value with the tag names of nested sequence items parsed to ints.
+
+    Raises
+    ------
+    OrthancError
+        ``BAD_PARAMETER_TYPE`` for a value that is neither a string nor a list of
+        objects; 400 ``BAD_REQUEST`` beyond :data:`MAX_REPLACE_DEPTH` nested sequences,
+        :data:`MAX_REPLACE_ITEMS` items or :data:`MAX_REPLACE_TEXT` characters.
+    """
     if isinstance(value, str):
+        if len(value) > MAX_REPLACE_TEXT:
+            raise OrthancError(ErrorCode.BAD_REQUEST, f"The Replace value of tag {tag_name(tag)} is longer than "
+                               f"{MAX_REPLACE_TEXT} characters")
         return value
     if isinstance(value, list):
+        if depth >= MAX_REPLACE_DEPTH:
+            raise OrthancError(ErrorCode.BAD_REQUEST, f"The Replace value of tag {tag_name(tag)} nests more than "
+                               f"{MAX_REPLACE_DEPTH} sequences")
+        if len(value) > MAX_REPLACE_ITEMS:
+            raise OrthancError(ErrorCode.BAD_REQUEST, f"The Replace value of tag {tag_name(tag)} has more than "
+                               f"{MAX_REPLACE_ITEMS} items")
         out = []
         for item in value:
             if not isinstance(item, dict):
                 raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, f"Bad Parameter type for tag {tag_name(tag)}")
-            out.append({parse_tag(k): _convert_json(v, parse_tag, parse_tag(k)) for k, v in item.items()})
+            out.append({parse_tag(k): _convert_json(v, parse_tag, parse_tag(k), depth + 1) for k, v in item.items()})
         return out
     raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, f"Bad Parameter type for tag {tag_name(tag)}")
 

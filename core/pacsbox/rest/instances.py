@@ -6,6 +6,7 @@ import logging
 import re
 import struct
 import zipfile
+import zlib
 from typing import Any
 
 import falcon
@@ -13,13 +14,55 @@ import pydicom
 
 from ..dicom import tags as T
 from ..errors import ErrorCode, OrthancError, not_found
-from ..web import read_body, send_json, send_text
+from ..web import MAX_BODY_ENV, body_too_large, read_body, send_json, send_text
 from ..routing.registry import RouteSpec
 from .resources_api import tag_format
 
 log = logging.getLogger("pacsbox.rest")
 
 ZIP_MAGIC = b"PK\x03\x04"
+#: Members inflated up to this size are never refused by ``MaximumZipRatio`` (an all-zero
+#: image compresses 1000 times).
+ZIP_RATIO_FLOOR = 64 * 1024 * 1024
+_ZIP_CHUNK = 1024 * 1024
+
+
+class _Window(io.RawIOBase):
+    """A read-only, seekable view of ``length`` bytes of ``f`` from ``start`` (the body
+    in waitress's spool file, without reading past it)."""
+
+    def __init__(self, f, start: int, length: int) -> None:
+        super().__init__()
+        self.f, self.start, self.length, self.pos = f, start, length, 0
+
+    def readable(self) -> bool:  # noqa: D102
+        return True
+
+    def seekable(self) -> bool:  # noqa: D102
+        return True
+
+    def tell(self) -> int:  # noqa: D102
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:  # noqa: D102
+        base = {0: 0, 1: self.pos, 2: self.length}[whence]
+        self.pos = max(0, min(self.length, base + offset))
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:  # noqa: D102
+        left = self.length - self.pos
+        n = left if n is None or n < 0 else min(n, left)
+        if n <= 0:
+            return b""
+        self.f.seek(self.start + self.pos)
+        data = self.f.read(n)
+        self.pos += len(data)
+        return data
+
+    def readinto(self, b) -> int:  # noqa: D102
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
 
 
 class UploadResource:
@@ -44,9 +87,13 @@ class UploadResource:
             resp.content_type = None
             resp.data = b""  # Orthanc answers a form upload with an empty 200
             return
+        raw = self._spooled_body(req)
+        if raw is not None:  # a ZIP: its members are read one by one from waitress's spool
+            send_json(resp, self._store_zip(raw, origin))
+            return
         data = read_body(req)
         if data[:4] == ZIP_MAGIC:
-            send_json(resp, self._store_zip(data, origin))
+            send_json(resp, self._store_zip(io.BytesIO(data), origin))
             return
         if not data:
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Received an empty DICOM file")
@@ -65,21 +112,85 @@ class UploadResource:
         except falcon.MediaMalformedError:
             log.info("malformed multipart upload ignored")  # Orthanc stores nothing, answers 200
 
-    def _store_zip(self, data: bytes, origin: dict) -> list[dict[str, Any]]:
+    @staticmethod
+    def _spooled_body(req):
+        """The body as waitress's seekable file when it is a ZIP of known length, not
+        gzip-encoded (its members are then read one at a time); None otherwise."""
+        if req.content_length is None or (req.get_header("Content-Encoding") or "").lower() == "gzip":
+            return None
+        f = req.env.get("wsgi.input")
+        if f is None or not hasattr(f, "seek"):
+            return None
         try:
-            zf = zipfile.ZipFile(io.BytesIO(data))
+            start = f.tell()
+            head = f.read(4)
+            f.seek(start)
+        except (OSError, ValueError):
+            return None
+        if head != ZIP_MAGIC:
+            return None
+        limit = int(req.env.get(MAX_BODY_ENV, 0) or 0)
+        if limit and req.content_length > limit:
+            raise body_too_large(limit)
+        return _Window(f, start, req.content_length)
+
+    def _read_member(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+        """One member, inflated in chunks and refused (413) as soon as it exceeds
+        ``MaximumZipMemberSize`` or ``MaximumZipRatio`` (a ZIP bomb is refused on its
+        header, without inflating it; a lying header is caught while inflating)."""
+        cfg = self.ctx.config
+        limit = cfg.int("MaximumZipMemberSize") * 1024 * 1024
+        ratio = cfg.int("MaximumZipRatio")
+        bound = limit or None
+        if ratio:
+            by_ratio = max(ZIP_RATIO_FLOOR, ratio * max(info.compress_size, 1))
+            bound = by_ratio if bound is None else min(bound, by_ratio)
+
+        def refuse():
+            if limit and (info.file_size > limit or bound == limit):
+                return body_too_large(limit, f"ZIP member {info.filename!r}", "MaximumZipMemberSize")
+            return OrthancError(ErrorCode.BAD_REQUEST,
+                                f"ZIP member {info.filename!r} inflates more than {ratio} times its compressed "
+                                f"size (MaximumZipRatio): refused as a ZIP bomb", http_status=413)
+
+        if bound is not None and info.file_size > bound:
+            raise refuse()
+        parts, total = [], 0
+        with zf.open(info) as member:
+            while True:
+                chunk = member.read(_ZIP_CHUNK)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if bound is not None and total > bound:
+                    raise refuse()
+                parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _store_zip(self, fileobj, origin: dict) -> list[dict[str, Any]]:
+        try:
+            zf = zipfile.ZipFile(fileobj)
         except zipfile.BadZipFile:
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Cannot open ZIP archive from memory buffer") from None
         answers = []
         with zf:
-            for info in zf.infolist():
+            infos = zf.infolist()
+            most = self.ctx.config.int("MaximumZipMembers")
+            if most and len(infos) > most:
+                raise OrthancError(ErrorCode.BAD_REQUEST, f"The ZIP archive has {len(infos)} members, more than "
+                                   f"MaximumZipMembers ({most})", http_status=413)
+            for info in infos:
                 if info.is_dir():
                     continue
                 base = info.filename.replace("\\", "/").rsplit("/", 1)[-1]
                 if base.upper() == "DICOMDIR":
                     log.info("skipping DICOMDIR in ZIP upload: %s", info.filename)
                     continue
-                entry = zf.read(info)
+                try:
+                    entry = self._read_member(zf, info)
+                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
+                    log.info("skipping ZIP entry %s: %s", info.filename, e)
+                    continue
                 try:
                     answers.append(self.ctx.ingest.store(entry, origin).answer())
                 except OrthancError as e:

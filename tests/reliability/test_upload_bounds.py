@@ -1,0 +1,146 @@
+"""Issue 13 cases 6 and 7: unbounded input.
+
+- a 1 GiB raw body beyond ``MaximumUploadSize``: 413 with Orthanc's error body, and the
+  server's RSS grows by less than 64 MiB (waitress spools it; nothing reads it whole);
+- a ~1 MB ZIP holding one 1 GiB member (a ZIP bomb): refused (413) on its header without
+  inflating it, RSS flat, with the default options;
+- ZIP members above ``MaximumZipMemberSize``, more members than ``MaximumZipMembers``;
+- a gzip body that inflates beyond ``MaximumUploadSize``;
+- JSON bodies above the JSON bound, ``Replace`` values nested or long beyond their bounds.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import select
+import socket
+import zipfile
+
+import pytest
+import requests
+
+from builtin.builtin_helpers import make_study
+
+GIB = 1 << 30
+
+
+def _rss_mb() -> int:
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS")).split()[1]) // 1024
+
+
+def _send(port: int, path: str, size: int, chunks, content_type: str = "application/octet-stream"):
+    """POST ``size`` bytes from ``chunks`` (an iterator) on a raw socket; returns
+    (status, body)."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                  f"Content-Length: {size}\r\nConnection: close\r\n\r\n".encode())
+        for chunk in chunks:
+            if select.select([s], [], [], 0)[0]:
+                break  # answered early
+            s.sendall(chunk)
+        s.settimeout(120)
+        answer = b""
+        while True:
+            part = s.recv(65536)
+            if not part:
+                break
+            answer += part
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def _zip_bomb() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open("bomb.dcm", "w", force_zip64=True) as f:
+            zero = bytes(1 << 20)
+            for _ in range(GIB >> 20):
+                f.write(zero)
+    return buf.getvalue()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+def test_one_gib_raw_upload_refused_with_flat_memory(live_server):
+    s = live_server({"MaximumUploadSize": 64})
+    before = _rss_mb()
+    chunk = bytes(1 << 20)
+    status, body = _send(s.port, "/instances", GIB, (chunk for _ in range(GIB >> 20)))
+    assert status == 413
+    err = json.loads(body)
+    assert (err["HttpStatus"], err["Method"], err["Uri"]) == (413, "POST", "/instances")
+    assert err["Details"] == "The request body exceeds MaximumUploadSize (67108864 bytes)"
+    assert _rss_mb() - before < 64
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+def test_zip_bomb_refused_without_inflating(live_server):
+    bomb = _zip_bomb()
+    assert len(bomb) < 8 << 20
+    s = live_server()
+    before = _rss_mb()
+    r = requests.post(s.url + "/instances", data=bomb, timeout=120)
+    assert r.status_code == 413, r.text
+    assert "refused as a ZIP bomb" in r.json()["Details"]
+    assert _rss_mb() - before < 64
+    assert requests.get(s.url + "/instances", timeout=30).json() == []
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_zip_member_and_count_bounds(live_server):
+    files = make_study(3, patient_id="ZIP", series=1)
+    s = live_server({"MaximumZipMemberSize": 1, "MaximumZipMembers": 3})
+    # within the bounds: stored, one answer per member
+    r = requests.post(s.url + "/instances", data=_zip({f"{i}.dcm": f for i, f in enumerate(files)}), timeout=60)
+    assert r.status_code == 200 and [a["Status"] for a in r.json()] == ["Success"] * 3
+    # a member above MaximumZipMemberSize (1 MB; random bytes: no ZIP-bomb ratio)
+    big = os.urandom((1 << 20) + 1)
+    r = requests.post(s.url + "/instances", data=_zip({"big.dcm": big}), timeout=60)
+    assert r.status_code == 413
+    assert r.json()["Details"] == "ZIP member 'big.dcm' exceeds MaximumZipMemberSize (1048576 bytes)"
+    # more members than MaximumZipMembers
+    r = requests.post(s.url + "/instances", data=_zip({f"{i}.dcm": b"x" for i in range(4)}), timeout=60)
+    assert r.status_code == 413
+    assert r.json()["Details"] == "The ZIP archive has 4 members, more than MaximumZipMembers (3)"
+
+
+def test_gzip_body_inflating_beyond_the_limit(live_server):
+    s = live_server({"MaximumUploadSize": 1})
+    body = gzip.compress(bytes(3 << 20))
+    r = requests.post(s.url + "/instances", data=body, headers={"Content-Encoding": "gzip"}, timeout=60)
+    assert r.status_code == 413
+    assert r.json()["Details"] == "The inflated request body exceeds MaximumUploadSize (1048576 bytes)"
+
+
+def test_json_body_and_replace_bounds(live_server):
+    s = live_server()
+    files = make_study(1, patient_id="JSON", series=1)
+    study = requests.post(s.url + "/instances", data=files[0], timeout=30).json()["ParentStudy"]
+    # a JSON body above 16 MiB: 413 before it is read or parsed
+    huge = b'{"Replace": {"StudyDescription": "' + b"x" * (17 << 20) + b'"}}'
+    for path in (f"/studies/{study}/modify", f"/studies/{study}/anonymize", "/tools/create-archive"):
+        r = requests.post(s.url + path, data=huge, timeout=60)
+        assert r.status_code == 413, (path, r.status_code)
+        assert r.json()["Details"] == "The JSON request body exceeds the JSON body bound (16777216 bytes)"
+    # a /tools/find query above 1 MiB
+    query = {"Level": "Study", "Query": {"PatientName": "*" + "A" * (1 << 20)}}
+    r = requests.post(s.url + "/tools/find", json=query, timeout=60)
+    assert r.status_code == 413
+    assert r.json()["Details"] == "The /tools/find query exceeds the query bound (1048576 bytes)"
+    assert requests.post(s.url + "/tools/find", json={"Level": "Study", "Query": {}}, timeout=60).json() == [study]
+    # Replace nested beyond 16 sequences
+    value: object = "x"
+    for _ in range(20):
+        value = [{"CodeMeaning": "a", "ContentSequence": value}] if isinstance(value, list) else [{"CodeMeaning": value}]
+    r = requests.post(f"{s.url}/studies/{study}/modify", json={"Replace": {"ContentSequence": value}}, timeout=60)
+    assert r.status_code == 400
+    assert "nests more than 16 sequences" in r.json()["Details"]
