@@ -47,8 +47,15 @@ _ORIGIN_KEYS = (("RemoteIP", "RemoteIp"), ("RemoteAET", "RemoteAet"), ("CalledAE
 _SAFE_OS = ("clock", "date", "difftime", "time")
 
 
-class LuaTimeout(Exception):
-    """A script ran longer than ``LuaScriptTimeout`` seconds."""
+#: Seconds without a new operation after which the operations thread sends what it has.
+BATCH_GAP = 0.05
+#: Seconds after which a batch is sent even while operations keep coming.
+BATCH_AGE = 0.5
+
+#: The callbacks pacsbox calls (``has_function`` knows these).
+CALLBACKS = ("Initialize", "Finalize", "OnStoredInstance", "OnStableStudy", "OnStableSeries", "OnStablePatient",
+             "OnChange", "OnHeartBeat", "OnJobSubmitted", "OnJobSuccess", "OnJobFailure", "ReceivedInstanceFilter",
+             "IncomingHttpRequestFilter")
 
 
 def orthanc_origin(origin: Mapping[str, Any]) -> dict[str, str]:
@@ -109,6 +116,8 @@ class LuaEngine:
         self._operations: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._defined: frozenset[str] = frozenset()
+        self._callback_names: Any = None
         self.lua = _lua53.LuaRuntime(encoding=None, register_eval=False, register_builtins=False,
                                      unpack_returned_tuples=True, attribute_filter=self._no_attributes)
         self._setup()
@@ -128,7 +137,24 @@ class LuaEngine:
         self._lua_type = g.type
         self._pairs_list = lua.eval("function(t) local k, v = {}, {} for a, b in pairs(t) do "
                                     "k[#k + 1] = a v[#v + 1] = b end return k, v end")
-        self._is_function = lua.eval("function(name) return type(_G[name]) == 'function' end")
+        self._functions_of = lua.eval("function(names) local out = {} for i, n in ipairs(names) do "
+                                      "if type(_G[n]) == 'function' then out[#out + 1] = n end end return out end")
+        # a table filled on first use (tags, metadata, origin of OnStoredInstance): a callback
+        # that does not look at them costs no parsing
+        self._lazy_table = lua.eval("""function(loader)
+            local data = nil
+            local function get() if data == nil then data = loader() end return data end
+            return setmetatable({}, { __index = function(t, k) return get()[k] end,
+                                      __newindex = function(t, k, v) get()[k] = v end,
+                                      __pairs = function(t) return next, get(), nil end,
+                                      __len = function(t) return #get() end })
+        end""")
+        # new globals set a flag, so that the list of defined callbacks is read again only then
+        self._take_dirty = lua.eval("""function()
+            local dirty = false
+            setmetatable(_G, { __newindex = function(t, k, v) rawset(t, k, v) dirty = true end })
+            return function() local d = dirty dirty = false return d end
+        end""")()
         self._take_operations = lua.eval("function() local o = _pacsbox_operations "
                                          "_pacsbox_operations = {} return o end")
         # the deadline check runs every 10000 VM instructions: a loop that never calls out is stopped
@@ -185,6 +211,19 @@ class LuaEngine:
                 self._depth -= 1
                 if outer:
                     self._deadline = None
+                    if self._take_dirty():
+                        self._refresh_defined()
+
+    def _refresh_defined(self) -> None:
+        """Note which callbacks the scripts define, so that hooks can check without the lock."""
+        try:
+            self._deadline = None
+            if self._callback_names is None:
+                self._callback_names = self.to_lua(CALLBACKS)
+            names = self._functions_of(self._callback_names)
+            self._defined = frozenset(_text(names[i]) for i in range(1, len(names) + 1))
+        except Exception:  # noqa: BLE001 - keep the previous view
+            log.exception("Lua: cannot list the defined callbacks")
 
     def load_script(self, path: str) -> None:
         """Run one file of ``LuaScripts`` (at start, in order).
@@ -208,6 +247,9 @@ class LuaEngine:
             self._run(lambda: self.lua.execute(code, name="@" + path), path)
         except _lua53.LuaError as e:
             raise OrthancError(ErrorCode.CANNOT_EXECUTE_LUA, _message(e)) from None
+        finally:
+            with self.lock:
+                self._refresh_defined()
 
     def execute(self, code: bytes) -> str:
         """Run a script in the shared interpreter, as ``POST /tools/execute-script``.
@@ -239,13 +281,24 @@ class LuaEngine:
             out = self._run(run, "execute-script")
         except _lua53.LuaError as e:
             raise OrthancError(ErrorCode.CANNOT_EXECUTE_LUA, _message(e)) from None
+        finally:
+            with self.lock:
+                self._refresh_defined()
         self._submit_operations(self._take_pending())
         return out
 
     def has_function(self, name: str) -> bool:
-        """bool: whether the scripts define a global function ``name``."""
-        with self.lock:
-            return bool(self._is_function(name.encode()))
+        """Whether the scripts define the callback ``name`` (one of :data:`CALLBACKS`).
+
+        Checked without the lock, against the view taken after the last use of the
+        interpreter, so that a request never waits for a running callback just to learn
+        that there is no filter.
+
+        Returns
+        -------
+        bool
+        """
+        return name in self._defined
 
     def call(self, name: str, *args: Any, operations: bool = False) -> Any:
         """Call the global Lua function ``name`` if it exists.
@@ -292,9 +345,24 @@ class LuaEngine:
         with self.lock:
             return self._take_operations()
 
+    def lazy(self, loader: Callable[[], Any]) -> Any:
+        """A Lua table whose content is ``loader()`` (JSON-like), computed on first access.
+
+        Parameters
+        ----------
+        loader : callable
+            Returns a dict or list; called at most once, under the engine's lock.
+
+        Returns
+        -------
+        Lua table
+            Pass it as an argument of :meth:`call`.
+        """
+        return self._lazy_table(lambda: self.to_lua(loader()))
+
     # --------------------------------------------------------------- conversions
 
-    def to_lua(self, value: Any) -> Any:
+    def to_lua(self, value: Any) -> Any:  # noqa: C901
         """A Python JSON-like value as a Lua value (strings as Lua strings, numbers as floats,
         dicts and lists as tables, ``None`` as ``nil``), as Orthanc 1.10.1's ``PushJson``."""
         if value is None or isinstance(value, bool):
@@ -317,6 +385,8 @@ class LuaEngine:
                 if v is not None:
                     t[i] = self.to_lua(v)
             return t
+        if _lupa_table(value):
+            return value
         return value
 
     def to_json(self, value: Any, keep_strings: bool = False) -> Any:
@@ -539,9 +609,13 @@ class LuaEngine:
         while True:
             first = self._operations.get()
             batch = [first]
-            while first is not None:  # take what is queued, to send it in as few associations as possible
+            # take what is queued, and what keeps coming (until a pause of BATCH_GAP or an age
+            # of BATCH_AGE), to send it in as few associations as possible, as Orthanc's Lua
+            # job manager keeps its job and association open while instances keep arriving
+            end = time.monotonic() + BATCH_AGE
+            while first is not None:
                 try:
-                    batch.append(self._operations.get_nowait())
+                    batch.append(self._operations.get(timeout=max(0.0, min(BATCH_GAP, end - time.monotonic()))))
                 except queue.Empty:
                     break
                 if batch[-1] is None or len(batch) >= 1000:
@@ -672,6 +746,10 @@ def _normalize_operation(engine: LuaEngine, op: Any) -> dict:
     op.setdefault("Operation", "")
     op["Resource"] = str(op.get("Resource") or "")
     return op
+
+
+def _lupa_table(value: Any) -> bool:
+    return type(value).__name__ == "_LuaTable"
 
 
 def _text(value: Any) -> str:

@@ -32,6 +32,9 @@ STASH_KEY = "lua"
 _STABLE = {"StablePatient": ("OnStablePatient", "patients"), "StableStudy": ("OnStableStudy", "studies"),
            "StableSeries": ("OnStableSeries", "series")}
 _JOB_EVENTS = {"Success": "OnJobSuccess", "Failure": "OnJobFailure"}
+#: The callbacks served by the notification hooks.
+NOTIFICATION_CALLBACKS = ("OnStoredInstance", "OnChange", "OnStableStudy", "OnStableSeries", "OnStablePatient",
+                          "OnJobSubmitted", "OnJobSuccess", "OnJobFailure")
 
 #: Study-level tags Orthanc keeps for ``OnStableStudy`` (``DicomMap::ExtractStudyInformation``
 #: discards the patient's tags that a study carries).
@@ -123,28 +126,28 @@ class _InstanceFilter:
         return result
 
 
-class _StoredInstance:
-    """``OnStoredInstance(instanceId, tags, metadata, origin)``, on the engine's thread."""
-
-    def __init__(self, ctx: Any, engine: LuaEngine) -> None:
-        self.ctx, self.engine = ctx, engine
-
-    @hookimpl
-    def instance_stored(self, ctx: Any, instance_id: str, dataset: Any) -> None:
-        """Queue the callback (the tags are taken now, the metadata on the engine's thread)."""
-        tags = simplified_tags(dataset)
-        self.engine.post(lambda: _on_stored(self.engine, instance_id, tags))
-
-
-def _on_stored(engine: LuaEngine, instance_id: str, tags: dict) -> None:
+def _on_stored(engine: LuaEngine, instance_id: str) -> None:
+    """``OnStoredInstance(instanceId, tags, metadata, origin)``: the tables are read on first
+    use (the instance's simplified tags and metadata as stored), so a callback that does not
+    look at them costs no parsing."""
     if not engine.has_function("OnStoredInstance"):
         return
     from pacsbox import call_rest_api
-    answer = call_rest_api(engine.ctx.app, "GET", f"/instances/{instance_id}/metadata?expand", origin="Lua")
-    if answer.status != 200:
-        return  # deleted in the meantime
-    metadata = answer.json()
-    engine.call("OnStoredInstance", instance_id, tags, metadata, orthanc_origin(metadata), operations=True)
+    index = engine.ctx.index
+    cache: dict[str, Any] = {}
+
+    def metadata() -> dict:
+        if "m" not in cache:
+            res = index.lookup(instance_id)
+            cache["m"] = index.metadata(res.internal_id) if res is not None else {}
+        return cache["m"]
+
+    def tags() -> dict:
+        answer = call_rest_api(engine.ctx.app, "GET", f"/instances/{instance_id}/simplified-tags", origin="Lua")
+        return answer.json() if answer.status == 200 else {}
+
+    engine.call("OnStoredInstance", instance_id, engine.lazy(tags), engine.lazy(metadata),
+                engine.lazy(lambda: orthanc_origin(metadata())), operations=True)
 
 
 class _Notifications:
@@ -155,9 +158,15 @@ class _Notifications:
 
     @hookimpl
     def change_recorded(self, ctx: Any, change: Mapping[str, Any]) -> None:
-        """Queue ``OnChange`` and, for stable resources, ``OnStable*``."""
+        """Queue ``OnStoredInstance`` (for ``NewInstance``), ``OnChange`` and, for stable
+        resources, ``OnStable*``."""
         change = dict(change)
-        self.engine.post(lambda: _on_change(self.engine, change))
+        engine = self.engine
+        if change.get("ChangeType") == "NewInstance" and engine.has_function("OnStoredInstance"):
+            engine.post(lambda: _on_stored(engine, str(change.get("ID"))))
+        stable = _STABLE.get(change.get("ChangeType"))
+        if engine.has_function("OnChange") or (stable and engine.has_function(stable[0])):
+            engine.post(lambda: _on_change(engine, change))
 
     @hookimpl
     def job_state_changed(self, ctx: Any, job_info: Any) -> None:
@@ -166,7 +175,7 @@ class _Notifications:
             name = "OnJobSubmitted"
         else:
             name = _JOB_EVENTS.get(job_info.state)
-        if name:
+        if name and self.engine.has_function(name):
             job_id = job_info.id
             self.engine.post(lambda: self.engine.call(name, job_id))
 
@@ -193,10 +202,11 @@ def _on_change(engine: LuaEngine, change: dict) -> None:
 def refresh_hooks(ctx: Any) -> None:
     """Register the per-app hooks whose Lua callback exists, unregister the others.
 
-    ``filter_received_instance`` and ``instance_stored`` make the core parse every incoming
-    instance, so they are registered only while the scripts define ``ReceivedInstanceFilter``
-    or ``OnStoredInstance``. Called after the start-up scripts and after every
-    ``execute-script``.
+    Each hook object is registered only while the scripts define a callback it serves, so
+    that the plugin costs nothing on the paths the scripts do not use
+    (``filter_received_instance`` would make the core parse every incoming instance; the
+    notifications would be dispatched for every change). Called after the start-up scripts
+    and after every ``execute-script``.
 
     Parameters
     ----------
@@ -207,17 +217,19 @@ def refresh_hooks(ctx: Any) -> None:
     if engine is None:
         return
     state = ctx.stash.setdefault("lua.hooks", {})
-    for callback, factory in (("ReceivedInstanceFilter", lambda: _InstanceFilter(engine)),
-                              ("OnStoredInstance", lambda: _StoredInstance(ctx, engine))):
-        wanted = engine.has_function(callback)
-        current = state.get(callback)
+    for key, callbacks, factory in (
+            ("filter", ("ReceivedInstanceFilter",), lambda: _InstanceFilter(engine)),
+            ("http", ("IncomingHttpRequestFilter",), lambda: _HttpFilter(engine)),
+            ("notify", NOTIFICATION_CALLBACKS, lambda: _Notifications(engine))):
+        wanted = any(engine.has_function(c) for c in callbacks)
+        current = state.get(key)
         if wanted and current is None:
             obj = factory()
-            ctx.pm.register(obj, name=f"lua.{callback}.{id(ctx)}")
-            state[callback] = obj
+            ctx.pm.register(obj, name=f"lua.{key}.{id(ctx)}")
+            state[key] = obj
         elif not wanted and current is not None:
             ctx.pm.unregister(current)
-            del state[callback]
+            del state[key]
 
 
 def _flag(value: Any) -> bool:
@@ -272,8 +284,6 @@ def startup(ctx: Any) -> None:
         except OrthancError as e:
             raise StartupError(f"Lua: error in the script {path}: {e.details or e}") from None
     ctx.stash[STASH_KEY] = engine
-    ctx.pm.register(_Notifications(engine), name=f"lua.notifications.{id(ctx)}")
-    ctx.pm.register(_HttpFilter(engine), name=f"lua.http-filter.{id(ctx)}")
     refresh_hooks(ctx)
     engine.start()
     engine.post(lambda: engine.call("Initialize", operations=True))
