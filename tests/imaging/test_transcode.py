@@ -170,3 +170,21 @@ def test_file_download_transcode(client):
     r = client.simulate_get(f"/instances/{iid}/file", params={"transcode": "1.2.840.10008.1.2.4.100"})
     assert r.status_code == 404 and r.content == b""
     assert client.simulate_get(f"/instances/{iid}/file").content == data
+
+
+def test_archive_transcode_writes_compressed_files(make_app):
+    import zipfile
+
+    import falcon.testing
+    import pacsbox_archive.plugin
+    client = falcon.testing.TestClient(make_app(plugins=[pacsbox_archive.plugin]))
+    data = open(sample("MR_small.dcm"), "rb").read()
+    iid = client.simulate_post("/instances", body=data).json["ID"]
+    study = client.simulate_get(f"/instances/{iid}/study").json["ID"]
+    r = client.simulate_get(f"/studies/{study}/archive", params={"transcode": "1.2.840.10008.1.2.4.80"})
+    assert r.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        (member,) = [n for n in zf.namelist() if not n.endswith("/")]
+        ds = _read(zf.read(member))
+    assert str(ds.file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.80"
+    assert np.array_equal(I.decode_frame(ds), I.decode_frame(_read(data)))
