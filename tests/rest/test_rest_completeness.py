@@ -33,10 +33,16 @@ def both(reference, tmp_path_factory):
             data = read(name)
             for url in (reference, server.url):
                 assert requests.post(url + "/instances", data=data).status_code == 200
+        _APPS[server.url] = app
         yield reference, server.url
     finally:
+        _APPS.pop(server.url, None)
         server.close()
         app.close()
+
+
+#: pacsbox URL → its app (for the few checks that set up state the REST API cannot).
+_APPS: dict = {}
 
 
 def _ids(url: str, level: str) -> list[str]:
@@ -134,3 +140,39 @@ def test_short_and_full_on_resource_routes_as_the_reference(both):
     full = requests.get(f"{both[1]}/studies/{study}?full").json()
     assert full["MainDicomTags"]["0008,0020"] == {"Name": "StudyDate", "Type": "String",
                                                   "Value": short["MainDicomTags"]["0008,0020"]}
+
+
+# -- 7. /changes?last, /exports?last -----------------------------------------------------------
+
+def test_changes_last_after_clearing_as_the_reference(both):
+    ref, ours = both
+    for url in both:
+        requests.put(f"{url}/instances/{_ids(url, 'instances')[0]}/metadata/1030", data=b"v")
+    last = {url: requests.get(url + "/changes?last").json() for url in both}
+    for url in both:
+        assert len(last[url]["Changes"]) == 1 and last[url]["Last"] == last[url]["Changes"][0]["Seq"] > 0
+        assert last[url]["Changes"][0]["ChangeType"] == "UpdatedMetadata"
+        assert requests.delete(url + "/changes").status_code == 200
+    for url in both:
+        seq = last[url]["Last"]
+        assert requests.get(url + "/changes?last").json() == {"Changes": [], "Done": True, "Last": seq}
+        assert requests.get(url + "/changes").json() == {"Changes": [], "Done": True, "Last": seq}
+        assert requests.get(url + "/changes?since=0&limit=5").json() == {"Changes": [], "Done": True, "Last": seq}
+
+
+def test_exports_last(both):
+    ref, ours = both
+    _same(both, "GET", "/exports?last")  # empty: {"Done": true, "Exports": [], "Last": 0}
+    app = _APPS[ours]
+    index = app.ctx.index
+    study = app.ctx.resources.get("Study", _ids(ours, "studies")[0])
+    inst = app.ctx.resources.get("Instance", _ids(ours, "instances")[0])
+    index.log_export(study, "PEER", ["P1", "1.2.3"])
+    index.log_export(inst, "MOD", ["P2", "1.2", "1.2.3", "1.2.3.4"])
+    everything = requests.get(ours + "/exports").json()
+    assert [e["RemoteModality"] for e in everything["Exports"]] == ["PEER", "MOD"]
+    last = requests.get(ours + "/exports?last").json()
+    assert last == {"Done": True, "Exports": [everything["Exports"][-1]], "Last": everything["Exports"][-1]["Seq"]}
+    assert last["Exports"][0]["SOPInstanceUID"] == "1.2.3.4"
+    requests.delete(ours + "/exports")
+    _same(both, "GET", "/exports?last")

@@ -935,11 +935,15 @@ class Index:
                        "series_instance_uid, sop_instance_uid, date) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (res.level, res.public_id, modality, ids[0], ids[1], ids[2], ids[3], now_stamp()))
 
-    def get_exports(self, since: int = 0, limit: int = 100) -> tuple[list[dict], bool, int]:
-        """``(exports, done, last)`` for ``GET /exports``."""
-        rows = self._all("SELECT seq, level, public_id, remote_modality, patient_id, study_instance_uid, "
-                         "series_instance_uid, sop_instance_uid, date FROM exports WHERE seq > ? ORDER BY seq LIMIT ?",
-                         (int(since), int(limit) + 1))
+    def get_exports(self, since: int = 0, limit: int = 100, *, last: bool = False) -> tuple[list[dict], bool, int]:
+        """``(exports, done, last)`` for ``GET /exports``; ``last=True``: only the most
+        recent export (``GET /exports?last``)."""
+        cols = ("SELECT seq, level, public_id, remote_modality, patient_id, study_instance_uid, "
+                "series_instance_uid, sop_instance_uid, date FROM exports")
+        if last:
+            rows = self._all(cols + " ORDER BY seq DESC LIMIT 1")
+        else:
+            rows = self._all(cols + " WHERE seq > ? ORDER BY seq LIMIT ?", (int(since), int(limit) + 1))
         done = len(rows) <= limit
         rows = rows[:limit]
         out = []

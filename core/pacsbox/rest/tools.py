@@ -93,9 +93,10 @@ class ChangesResource:
 
     def on_get(self, req, resp):
         index = self.ctx.index
-        if query_flag(req, "last"):
+        if query_flag(req, "last"):  # "Last" is the highest Seq ever issued, even after DELETE /changes
             changes = index.last_change()
-            send_json(resp, {"Changes": changes, "Done": True, "Last": changes[-1]["Seq"] if changes else 0})
+            send_json(resp, {"Changes": changes, "Done": True,
+                             "Last": changes[-1]["Seq"] if changes else index.last_change_seq()})
             return
         since = _int_param(req, "since", 0)
         limit = _int_param(req, "limit", 100)
@@ -114,6 +115,10 @@ class ExportsResource:
         self.ctx = ctx
 
     def on_get(self, req, resp):
+        if query_flag(req, "last"):  # only the last export (Orthanc's GetLastExportedResource)
+            exports, _done, last = self.ctx.index.get_exports(last=True)
+            send_json(resp, {"Exports": exports, "Done": True, "Last": last})
+            return
         since = _int_param(req, "since", 0)
         limit = _int_param(req, "limit", 100)
         exports, done, last = self.ctx.index.get_exports(since, limit)
