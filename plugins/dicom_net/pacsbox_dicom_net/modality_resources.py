@@ -176,6 +176,7 @@ class ModalitiesList:
         self.ctx = ctx
 
     def on_get(self, req: Any, resp: Any) -> None:
+        """Answer the names, or with ``?expand`` every long-form configuration."""
         reg = plugin_state(self.ctx).modalities
         if "expand" in req.params:
             send_json(resp, {name: m.to_json() for name, m in reg.items()})
@@ -190,16 +191,19 @@ class ModalityItem:
         self.ctx = ctx
 
     def on_get(self, req: Any, resp: Any, id: str) -> None:  # noqa: A002 - falcon field name
+        """The sub-routes of a known modality; an empty 404 otherwise."""
         if plugin_state(self.ctx).modalities.get(id) is None:
             raise not_found()
         send_json(resp, SUB_ROUTES)
 
     def on_put(self, req: Any, resp: Any, id: str) -> None:  # noqa: A002
+        """Create or replace ``id`` from the body (either form); empty ``text/plain`` 200."""
         body = _json_body(req, empty_ok=False, message=None)
         plugin_state(self.ctx).modalities.put(id, modality_from_body(id, body))
         send_text(resp, "")
 
     def on_delete(self, req: Any, resp: Any, id: str) -> None:  # noqa: A002
+        """Remove ``id``; 404 (7) when unknown."""
         if not plugin_state(self.ctx).modalities.delete(id):
             raise OrthancError(ErrorCode.INEXISTENT_ITEM, f"Unknown DICOM modality with symbolic name: {id}")
         send_text(resp, "")
@@ -212,6 +216,7 @@ class ModalityConfiguration:
         self.ctx = ctx
 
     def on_get(self, req: Any, resp: Any, id: str) -> None:  # noqa: A002
+        """The long form of ``id``; 404 (7) when unknown."""
         send_json(resp, get_modality(self.ctx, id).to_json())
 
 
@@ -230,6 +235,7 @@ class ModalityEcho:
         self.ctx = ctx
 
     def on_post(self, req: Any, resp: Any, id: str) -> None:  # noqa: A002
+        """C-ECHO toward ``id``; ``{}`` on success."""
         body = _json_body(req, empty_ok=True)
         modality = get_modality(self.ctx, id)
         timeout, check_find = _echo_options(self.ctx, body)
@@ -245,6 +251,7 @@ class ToolsDicomEcho:
         self.ctx = ctx
 
     def on_post(self, req: Any, resp: Any) -> None:
+        """C-ECHO toward the modality given in the body; ``{}`` on success."""
         body = _json_body(req, empty_ok=False)
         modality = modality_from_body("dicom-echo", body)
         timeout, check_find = _echo_options(self.ctx, body)
@@ -303,6 +310,7 @@ class ModalityStore:
         self.ctx = ctx
 
     def on_post(self, req: Any, resp: Any, id: str) -> None:  # noqa: A002
+        """Resolve the resources and run the ``DicomModalityStore`` job."""
         ctx = self.ctx
         items, body = _store_request(req)
         resources = []
@@ -358,6 +366,7 @@ class ModalityStoreStraight:
         self.ctx = ctx
 
     def on_post(self, req: Any, resp: Any, id: str) -> None:  # noqa: A002
+        """Send the body's DICOM file to ``id`` without storing it."""
         modality = get_modality(self.ctx, id)
         data = read_body(req)
         try:

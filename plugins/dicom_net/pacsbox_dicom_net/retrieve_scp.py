@@ -81,6 +81,7 @@ class _Counts:
         self.failed_uids: list[str] = []
 
     def add(self, result: SendResult | None, uid: str = "") -> None:
+        """Count one finished sub-operation (None: failed before any answer)."""
         self.remaining -= 1
         if result is None or result.category == "failure":
             self.failed += 1
@@ -91,11 +92,13 @@ class _Counts:
             self.completed += 1
 
     def fail_rest(self, uids: list[str]) -> None:
+        """Count every remaining sub-operation as failed."""
         self.failed += self.remaining
         self.failed_uids.extend(uids)
         self.remaining = 0
 
     def final_status(self) -> int:
+        """``0x0000``, ``0xB000`` (some failed or warned) or ``0xA702`` (all failed)."""
         if not self.failed and not self.warning:
             return 0x0000
         if self.completed or self.warning:
@@ -221,6 +224,8 @@ class _Responder:
         self.primitive = primitive
 
     def send(self, status: int, counts: _Counts | None, *, final: bool) -> None:
+        """Send one response: a Pending one (with the counts, written at once) or the
+        final one (counts, and the Failed SOP Instance UID List when not a success)."""
         if not final and counts is not None:
             # the frequent Pending response: encoded here, written on the socket at once
             if self.assoc.is_established:
