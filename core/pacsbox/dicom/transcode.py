@@ -114,14 +114,34 @@ def can_write(target: str) -> bool:
 
 
 def _decompress(ds: pydicom.Dataset) -> None:
-    """Decompress in place, one frame at a time through :mod:`pacsbox.imaging`'s
-    decoders choice (Pillow first for 8-bit JPEG), keeping the stored values."""
+    """Decompress in place with the decoders :mod:`pacsbox.imaging` prefers (the
+    reference's values: libjpeg-turbo for lossless and 12-bit JPEG grayscale, Pillow for
+    8-bit JPEG), keeping the stored values."""
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    bits = int(ds.get("BitsAllocated", 8) or 8)
+    if ts in _IMAGING_FIRST and int(ds.get("SamplesPerPixel", 1) or 1) == 1 and bits in (8, 16):
+        try:
+            import numpy as np
+
+            from .. import imaging
+            frames = [imaging.decode_frame(ds, i) for i in range(imaging.frame_count(ds))]
+            dtype = ("<i" if int(ds.get("PixelRepresentation", 0) or 0) else "<u") + str(bits // 8)
+            data = b"".join(np.ascontiguousarray(f, dtype=dtype).tobytes() for f in frames)
+            ds.PixelData = data + (b"\x00" if len(data) % 2 else b"")
+            ds["PixelData"].VR = "OW" if bits > 8 else "OB"
+            ds["PixelData"].is_undefined_length = False
+            ds.file_meta.TransferSyntaxUID = EXPLICIT_LE
+            return
+        except Exception:  # noqa: BLE001 - pydicom's own decompression below
+            pass
     try:
         ds.decompress(decoding_plugin=_PLUGIN.get(str(ds.file_meta.TransferSyntaxUID), ""), generate_instance_uid=False)
     except Exception:  # noqa: BLE001 - the preferred plugin refused: any plugin
         ds.decompress(generate_instance_uid=False)
 
 
+#: Sources decompressed through :func:`pacsbox.imaging.decode_frame` (grayscale).
+_IMAGING_FIRST = frozenset({"1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"})
 #: pydicom decoding plugins preferred per source syntax (as :mod:`pacsbox.imaging`).
 _PLUGIN = {"1.2.840.10008.1.2.4.50": "pillow", "1.2.840.10008.1.2.4.51": "pillow"}
 

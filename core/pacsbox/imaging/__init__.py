@@ -313,6 +313,18 @@ def _pixel_array(ds: Dataset, info: ImageInfo, index: int):
         fast = _lossless_jpeg(ds, info, index)
         if fast is not None:
             return fast
+    # 12-bit extended JPEG: libjpeg-turbo (imagecodecs) gives the reference's (IJG) values,
+    # pylibjpeg's libjpeg differs by 1 and rejects some streams
+    twelve_bit_first = info.transfer_syntax == "1.2.840.10008.1.2.4.51" and info.bits_stored > 8
+    if twelve_bit_first and info.samples == 1:
+        try:
+            import imagecodecs
+            from pydicom.encaps import get_frame
+            arr = imagecodecs.jpeg8_decode(get_frame(ds.PixelData, index, number_of_frames=info.frames))
+            if arr.shape[:2] == (info.rows, info.columns):
+                return arr
+        except Exception:  # noqa: BLE001 - pydicom's handlers next
+            pass
     first_error: Exception | None = None
     for plugin in (_PREFERRED_PLUGIN.get(info.transfer_syntax), ""):
         if plugin is None:
@@ -323,7 +335,7 @@ def _pixel_array(ds: Dataset, info: ImageInfo, index: int):
                 return pixel_array(ds, index=idx, decoding_plugin=plugin)
         except Exception as e:  # noqa: BLE001 - corrupt streams raise anything
             first_error = first_error or e
-    if info.transfer_syntax in _JPEG_FAMILY and info.samples == 1:
+    if info.transfer_syntax in _JPEG_FAMILY and info.samples == 1 and not twelve_bit_first:
         try:
             import imagecodecs
             from pydicom.encaps import get_frame
@@ -907,12 +919,16 @@ def raw_frame(ds: Dataset, index: int) -> tuple[bytes, str]:
             return bytes(data[start // 8:(end + 7) // 8]), "application/octet-stream"
         raise DecodeError("a 1-bit frame that does not start on a byte boundary")
     size = info.rows * info.columns * info.samples * (info.bits_allocated // 8)
+    word = info.bits_allocated // 8
+    if not ts.is_little_endian and ds["PixelData"].VR == "OW":
+        word = max(2, word)  # 8-bit pixels in OW are stored as swapped 16-bit words
+    if not ts.is_little_endian and word > 1:
+        np = _np()
+        whole = bytes(data[:len(data) // word * word])
+        data = np.frombuffer(whole, f">u{word}").astype(f"<u{word}").tobytes()
     out = bytes(data[index * size:(index + 1) * size])
     if len(out) < size:
         raise DecodeError("the pixel data is shorter than its frames")
-    if not ts.is_little_endian and info.bits_allocated > 8:
-        np = _np()
-        out = np.frombuffer(out, f">u{info.bits_allocated // 8}").astype(f"<u{info.bits_allocated // 8}").tobytes()
     return out, "application/octet-stream"
 
 

@@ -205,15 +205,20 @@ def _jpeg_quality(req) -> int:
 
 
 def _answer_image(req, resp, image, mode: str) -> None:
-    """Encode as negotiated; ``mode`` is ``preview``/``uint8`` (JPEG allowed) or
-    ``uint16``/``int16``."""
+    """Encode as negotiated, in the reference's order of checks: ``quality``, ``Accept``,
+    JPEG of a 16-bit mode, then the conversion of ``mode`` (``preview`` and ``rendered``
+    images are ready; ``uint8``/``uint16``/``int16`` truncate grayscale, refuse colour)."""
     quality = _jpeg_quality(req)
     fmt = _negotiate(req.get_header("Accept"))
     if fmt is None:
         raise _NoAnswer()
+    if fmt == "jpeg" and mode not in ("preview", "uint8", "rendered"):
+        raise _NoAnswer()  # ParameterOutOfRange: empty 404
+    if mode in ("uint8", "uint16", "int16"):
+        if image.ndim == 3:
+            raise _Unsupported()  # no colour to grayscale conversion: 415
+        image = I.truncate(image, mode)
     if fmt == "jpeg":
-        if mode not in ("preview", "uint8"):
-            raise _NoAnswer()  # ParameterOutOfRange: empty 404
         resp.content_type = "image/jpeg"
         resp.data = I.encode_jpeg(image, quality)
     elif fmt == "pam":
@@ -253,14 +258,12 @@ class ImageResource(_Images):
                 raise _Unsupported() from None
             if self.mode == "rendered":
                 image = self._rendered(req, ds, decoded, index)
-                _answer_image(req, resp, image, "uint8" if image.ndim == 2 else "preview")
+                _answer_image(req, resp, image, "rendered")
             elif self.mode == "preview":
                 image = I.preview(decoded, invert=I.is_monochrome1(ds))
                 _answer_image(req, resp, image, "preview")
             else:
-                if decoded.ndim == 3:
-                    raise _Unsupported()
-                _answer_image(req, resp, I.truncate(decoded, self.mode), self.mode)
+                _answer_image(req, resp, decoded, self.mode)
         except _NoAnswer:
             raise not_found() from None
         except _Unsupported:
