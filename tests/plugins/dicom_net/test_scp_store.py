@@ -398,8 +398,8 @@ def test_accepted_transfer_syntaxes_change_at_run_time(node):
     r = run_dcmtk("storescu", "-v", "-R", "-xs", "--decompress-never", "127.0.0.1", str(n.dicom_port), path)
     assert r.returncode != 0 or "No presentation context" in r.stderr or "no acceptable" in r.stderr.lower()
     assert instances(n) == []
-    r = requests.put(n.url + "/tools/accepted-transfer-syntaxes", data="1.2.840.10008.1.2.4.7?", timeout=10)
-    assert r.status_code == 200
+    r = requests.put(n.url + "/tools/accepted-transfer-syntaxes", json="1.2.840.10008.1.2.4.7?", timeout=10)
+    assert r.status_code == 200 and r.json() == ["1.2.840.10008.1.2.4.70"]
     r = run_dcmtk("storescu", "-R", "-xs", "127.0.0.1", str(n.dicom_port), path)
     assert r.returncode == 0, r.stderr
     assert len(instances(n)) == 1
