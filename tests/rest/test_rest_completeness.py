@@ -176,3 +176,43 @@ def test_exports_last(both):
     assert last["Exports"][0]["SOPInstanceUID"] == "1.2.3.4"
     requests.delete(ours + "/exports")
     _same(both, "GET", "/exports?last")
+
+
+# -- 8. ignore-length --------------------------------------------------------------------------
+
+def _long_file() -> bytes:
+    import io
+    import warnings
+
+    import pydicom
+    ds = pydicom.dcmread(io.BytesIO(read("MR_small.dcm")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.ImageComments = "A" * 300
+        ds.add_new(0x00081080, "LO", "C" * 300)  # AdmittingDiagnosesDescription
+    ds.SOPInstanceUID = "1.2.3.4.5.6.7.99"
+    out = io.BytesIO()
+    ds.save_as(out)
+    return out.getvalue()
+
+
+def test_ignore_length_as_the_reference(both):
+    data = _long_file()
+    ids = [requests.post(url + "/instances", data=data).json() for url in both]
+    assert ids[0]["ID"] == ids[1]["ID"]
+    inst, series = ids[0]["ID"], ids[0]["ParentSeries"]
+    for q in ("", "?ignore-length=0020-4000", "?ignore-length=ImageComments", "?ignore-length=00204000",
+              "?ignore-length=ImageComments,AdmittingDiagnosesDescription", "?ignore-length=0020-4000,0008-1080",
+              "?ignore-length=ImageComments&ignore-length=0008-1080",  # the last argument counts
+              "?simplify&ignore-length=ImageComments", "?short&ignore-length=0008-1080", "?ignore-length=",
+              "?ignore-length=bogus"):
+        _same(both, "GET", f"/instances/{inst}/tags{q}")
+        _same(both, "GET", f"/series/{series}/instances-tags{q}")
+    tags = requests.get(f"{both[1]}/instances/{inst}/tags?ignore-length=ImageComments").json()
+    assert tags["0020,4000"] == {"Name": "ImageComments", "Type": "String", "Value": "A" * 300}
+    assert tags["0008,1080"] == {"Name": "AdmittingDiagnosesDescription", "Type": "TooLong", "Value": None}
+    # gggg,eeee as one tag (the reference splits it and answers 500 "Unknown DICOM tag")
+    short = requests.get(f"{both[1]}/instances/{inst}/tags?short&ignore-length=0020,4000,0008,1080").json()
+    assert (short["0020,4000"], short["0008,1080"]) == ("A" * 300, "C" * 300)
+    for url in both:
+        requests.delete(f"{url}/instances/{inst}")

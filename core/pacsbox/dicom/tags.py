@@ -827,9 +827,10 @@ class _Renderer:
     """Renders datasets to Orthanc's JSON (``FromDcmtkBridge::DatasetToJson``)."""
 
     def __init__(self, fmt: str, max_len: int, include_binary: bool, pixel_representation: int,
-                 dictionary: TagDictionary | None = None):
+                 dictionary: TagDictionary | None = None, ignore_length: frozenset[int] = frozenset()):
         self.fmt = fmt
         self.max_len = max_len
+        self.ignore_length = ignore_length
         self.include_binary = include_binary
         self.pixel_representation = pixel_representation
         self.dictionary = dictionary or None  # None when the option is empty
@@ -917,7 +918,8 @@ class _Renderer:
             return _SKIP
         if text is None:
             return self._null()
-        if self.max_len and len(text) > self.max_len and len(text.encode("utf-8")) > self.max_len:
+        if (self.max_len and len(text) > self.max_len and len(text.encode("utf-8")) > self.max_len
+                and tag not in self.ignore_length):
             return {"Type": "TooLong", "Value": None} if self.fmt == "full" else None
         return {"Type": "String", "Value": text} if self.fmt == "full" else text
 
@@ -928,7 +930,8 @@ class _Renderer:
 def dataset_to_json(ds: Dataset, fmt: str = "full", encodings: list[str] | None = None,
                     max_len: int = MAX_TAG_LENGTH, *, skip_pixel_data: bool = False,
                     include_binary: bool = True, top: bool = True,
-                    dictionary: TagDictionary | None = None) -> dict[str, Any]:
+                    dictionary: TagDictionary | None = None,
+                    ignore_length: frozenset[int] = frozenset()) -> dict[str, Any]:
     """Orthanc's JSON rendering of a dataset (``/instances/{id}/tags``, reference section 2.5).
 
     Parameters
@@ -956,6 +959,8 @@ def dataset_to_json(ds: Dataset, fmt: str = "full", encodings: list[str] | None 
     dictionary : TagDictionary, optional
         The app's ``Dictionary`` option (:func:`tag_dictionary`): the tags it lists take
         its names, and an implicit-VR value of such a tag is decoded with its VR.
+    ignore_length : frozenset of int, optional
+        Tags rendered in full whatever their length (``?ignore-length=``), at any depth.
 
     Returns
     -------
@@ -964,5 +969,5 @@ def dataset_to_json(ds: Dataset, fmt: str = "full", encodings: list[str] | None 
     """
     if encodings is None:
         encodings = dataset_encodings(ds, "latin_1")
-    r = _Renderer(fmt, max_len, include_binary, _pixel_representation(ds), dictionary)
+    r = _Renderer(fmt, max_len, include_binary, _pixel_representation(ds), dictionary, ignore_length)
     return r.dataset(ds, encodings, top=top, skip_pixel_data=skip_pixel_data)

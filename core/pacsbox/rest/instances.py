@@ -16,7 +16,7 @@ from ..dicom import tags as T
 from ..errors import ErrorCode, OrthancError, not_found
 from ..web import MAX_BODY_ENV, body_too_large, read_body, send_json, send_text
 from ..routing.registry import RouteSpec
-from .resources_api import tag_format
+from .resources_api import ignore_length, tag_format
 
 log = logging.getLogger("pacsbox.rest")
 
@@ -249,7 +249,8 @@ class TagsResource:
         ds = self.ctx.resources.read_dataset(id)
         fmt = tag_format(req, self.default)
         enc = T.dataset_encodings(ds, self.ctx.ingest.default_encoding)
-        send_json(resp, T.dataset_to_json(ds, fmt, enc, dictionary=T.tag_dictionary(self.ctx)))
+        send_json(resp, T.dataset_to_json(ds, fmt, enc, dictionary=T.tag_dictionary(self.ctx),
+                                          ignore_length=ignore_length(req)))
 
 
 class HeaderResource:

@@ -48,6 +48,43 @@ def expand_format(req: falcon.Request) -> str:
     return "simplify"
 
 
+_HEX4 = re.compile(r"[0-9A-Fa-f]{4}")
+
+
+def ignore_length(req: falcon.Request) -> frozenset[int]:
+    """The tags of ``?ignore-length=``, rendered in full instead of ``TooLong``.
+
+    A comma-separated list (the last ``ignore-length`` argument counts, as in Orthanc
+    1.10.1) of keywords, ``gggg-eeee`` or ``ggggeeee``; ``gggg,eeee`` is read as one tag
+    too (Orthanc 1.10.1 splits it into two halves and answers 500).
+
+    Raises
+    ------
+    OrthancError
+        500 ``UNKNOWN_DICOM_TAG`` for a name that is no tag, as the reference.
+    """
+    value = req.params.get("ignore-length")
+    if value is None:
+        return frozenset()
+    if isinstance(value, list):
+        value = value[-1]
+    parts = [p.strip() for p in str(value).split(",")]
+    out = set()
+    i = 0
+    while i < len(parts):
+        p = parts[i]
+        if _HEX4.fullmatch(p) and i + 1 < len(parts) and _HEX4.fullmatch(parts[i + 1]):
+            p, i = p + parts[i + 1], i + 1
+        i += 1
+        try:  # an empty name too, as the reference
+            if not p:
+                raise KeyError(p)
+            out.add(T.parse_tag(p))
+        except KeyError:
+            raise OrthancError(ErrorCode.UNKNOWN_DICOM_TAG) from None
+    return frozenset(out)
+
+
 def _since_limit(req: falcon.Request) -> tuple[int | None, int | None]:
     """``since`` and ``limit`` of a list route: both or neither (Orthanc 1.10.1).
 
@@ -281,6 +318,7 @@ class InstancesTagsResource(_ChildInstancesResource):
         instances, fmt = self._instances(req, id)
         instances = sorted(instances, key=lambda r: r.public_id)
         dictionary = T.tag_dictionary(ctx)
+        ignored = ignore_length(req)
 
         def entry(inst) -> bytes | None:
             try:
@@ -288,7 +326,8 @@ class InstancesTagsResource(_ChildInstancesResource):
             except (OrthancError, FileNotFoundError):  # deleted meanwhile
                 return None
             return dumps(inst.public_id) + b":" + dumps(
-                T.dataset_to_json(ds, fmt, T.dataset_encodings(ds, ctx.ingest.default_encoding), dictionary=dictionary))
+                T.dataset_to_json(ds, fmt, T.dataset_encodings(ds, ctx.ingest.default_encoding), dictionary=dictionary,
+                                  ignore_length=ignored))
 
         # the first entry is made before the answer starts, so that an unexpected error
         # there is still an error status; an instance whose file is gone is left out
