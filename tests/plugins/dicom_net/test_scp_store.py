@@ -427,3 +427,17 @@ def test_filter_that_raises_gives_a_failure_status_and_names_the_plugin(node, ca
     # the core reports which plugin raised
     result = n.ctx.ingest.store(open(sample("CT_small.dcm"), "rb").read())
     assert (result.status, result.failed_filters) == ("FilteredOut", ("badinstancefilter",))
+
+
+def test_idle_association_ends_after_dicom_scp_timeout(node):
+    n = node({"DicomScpTimeout": 1})
+    ae = AE(ae_title="IDLE")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", n.dicom_port, ae_title="PACSBOX")
+    assert assoc.is_established
+    t0 = time.monotonic()
+    while assoc.is_established and time.monotonic() - t0 < 10:
+        time.sleep(0.05)
+    assert not assoc.is_established and assoc.is_aborted
+    assert 0.9 < time.monotonic() - t0 < 5
+    assert echo(n).returncode == 0
