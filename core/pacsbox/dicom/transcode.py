@@ -155,8 +155,9 @@ def _compress(ds: pydicom.Dataset, source: UID, target: str, quality: int, sourc
         return buf.getvalue()
     if source.is_compressed:
         _decompress(ds)
-    for _ in ds.iterall():
-        pass
+    if source.is_implicit_VR or not source.is_little_endian:
+        for _ in ds.iterall():  # decode in the source encoding (VRs looked up, byte order)
+            pass
     if not UID(str(ds.file_meta.TransferSyntaxUID)).is_little_endian:
         _swap_binary_values(ds, int(ds.get("BitsAllocated", 8) or 8))
         ds.file_meta.TransferSyntaxUID = EXPLICIT_LE
