@@ -216,3 +216,25 @@ def test_ignore_length_as_the_reference(both):
     assert (short["0020,4000"], short["0008,1080"]) == ("A" * 300, "C" * 300)
     for url in both:
         requests.delete(f"{url}/instances/{inst}")
+
+
+# -- 9. statistics with the resources' own attachments ----------------------------------------
+
+def test_statistics_count_own_attachments_as_the_reference(both):
+    ref = both[0]
+    study = _ids(ref, "studies")[0]
+    info = requests.get(f"{ref}/studies/{study}").json()
+    patient, series = info["ParentPatient"], info["Series"][0]
+    inst = requests.get(f"{ref}/series/{series}").json()["Instances"][0]
+    for url in both:
+        for path, size in ((f"/patients/{patient}", 1000), (f"/studies/{study}", 300), (f"/series/{series}", 70),
+                           (f"/instances/{inst}", 5)):
+            assert requests.put(f"{url}{path}/attachments/1025", data=b"x" * size).status_code == 200
+    try:
+        for path in (f"/patients/{patient}", f"/studies/{study}", f"/series/{series}", f"/instances/{inst}"):
+            a, b = _same(both, "GET", path + "/statistics")
+            assert int(a.json()["DiskSize"]) > int(a.json()["DicomDiskSize"])
+    finally:
+        for url in both:
+            for path in (f"/patients/{patient}", f"/studies/{study}", f"/series/{series}", f"/instances/{inst}"):
+                requests.delete(f"{url}{path}/attachments/1025")

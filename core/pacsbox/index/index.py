@@ -791,14 +791,20 @@ class Index:
         return stats
 
     def resource_statistics(self, res: Resource) -> dict[str, int]:
-        """Counts of descendants per level and sizes (bytes) below a resource."""
+        """Counts of descendants per level and sizes (bytes) of a resource.
+
+        ``DiskSize`` and ``UncompressedSize`` sum the attachments of the resource itself
+        and of all its descendants (a user attachment on a patient or a study counts, as in
+        Orthanc 1.10.1); the ``Dicom...`` sizes only the DICOM files.
+        """
         out: dict[str, int] = {}
         ids = [res.internal_id]
+        inst = list(ids)  # every resource whose attachments count
         names = {1: "CountStudies", 2: "CountSeries", 3: "CountInstances"}
         for lvl in range(res.level + 1, 4):
             ids = self.descendant_ids_from(ids)
             out[names[lvl]] = len(ids)
-        inst = ids if res.level < 3 else [res.internal_id]
+            inst += ids
         disk = unc = 0
         dicom_disk = dicom_unc = 0
         for i in range(0, len(inst), 500):
