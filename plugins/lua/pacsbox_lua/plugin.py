@@ -27,6 +27,7 @@ from .engine import LuaEngine, orthanc_origin, simplified_tags
 log = logging.getLogger("pacsbox.lua")
 
 STASH_KEY = "lua"
+FILTERS_KEY = "lua.filters"
 
 #: Orthanc's names of the levels, for ``OnChange`` and the ``OnStable*`` callbacks.
 _STABLE = {"StablePatient": ("OnStablePatient", "patients"), "StableStudy": ("OnStableStudy", "studies"),
@@ -213,15 +214,15 @@ def refresh_hooks(ctx: Any) -> None:
     ctx : ServerContext
         The app's services.
     """
-    engine = engine_of(ctx)
-    if engine is None:
+    engine, filters = engine_of(ctx), ctx.stash.get(FILTERS_KEY)
+    if engine is None or filters is None:
         return
     state = ctx.stash.setdefault("lua.hooks", {})
-    for key, callbacks, factory in (
-            ("filter", ("ReceivedInstanceFilter",), lambda: _InstanceFilter(engine)),
-            ("http", ("IncomingHttpRequestFilter",), lambda: _HttpFilter(engine)),
-            ("notify", NOTIFICATION_CALLBACKS, lambda: _Notifications(engine))):
-        wanted = any(engine.has_function(c) for c in callbacks)
+    for key, owner, callbacks, factory in (
+            ("filter", filters, ("ReceivedInstanceFilter",), lambda: _InstanceFilter(filters)),
+            ("http", filters, ("IncomingHttpRequestFilter",), lambda: _HttpFilter(filters)),
+            ("notify", engine, NOTIFICATION_CALLBACKS, lambda: _Notifications(engine))):
+        wanted = any(owner.has_function(c) for c in callbacks)
         current = state.get(key)
         if wanted and current is None:
             obj = factory()
@@ -256,8 +257,14 @@ def filter_incoming_http_request(method: str, uri: str, ip: str, username: str |
 
 @hookimpl
 def startup(ctx: Any) -> None:
-    """Create the interpreter, run ``LuaScripts`` in order, start the threads, queue
+    """Create the interpreters, run ``LuaScripts`` in order in each, start the threads, queue
     ``Initialize()``.
+
+    As Orthanc 1.10.1, the scripts are loaded in two interpreters: the main one (callbacks,
+    ``execute-script``) and one for the filters (``ReceivedInstanceFilter``,
+    ``IncomingHttpRequestFilter``), each with its own lock. So a callback that holds the main
+    interpreter while the REST API it calls makes another thread run a filter (a C-STORE to
+    this server, a job storing instances) does not deadlock.
 
     Raises
     ------
@@ -265,9 +272,10 @@ def startup(ctx: Any) -> None:
         A script cannot be read or fails (its file and line named).
     """
     cfg = ctx.config
-    engine = LuaEngine(ctx, timeout=float(cfg.plugin_config("LuaScriptTimeout", 10) or 0),
-                       allow_os_io=_flag(cfg.plugin_config("LuaAllowOsAndIo", False)),
-                       heartbeat=float(cfg.plugin_config("LuaHeartBeatPeriod", 0) or 0))
+    options = dict(timeout=float(cfg.plugin_config("LuaScriptTimeout", 10) or 0),
+                   allow_os_io=_flag(cfg.plugin_config("LuaAllowOsAndIo", False)))
+    engine = LuaEngine(ctx, heartbeat=float(cfg.plugin_config("LuaHeartBeatPeriod", 0) or 0), **options)
+    filters = LuaEngine(ctx, **options)
     scripts = cfg.plugin_config("LuaScripts", []) or []
     if isinstance(scripts, str):
         scripts = [scripts]
@@ -279,11 +287,13 @@ def startup(ctx: Any) -> None:
         log.info("Installing the Lua scripts from: %s", path)
         try:
             engine.load_script(path)
+            filters.load_script(path)
         except OSError as e:
             raise StartupError(f"Lua: cannot read the script {path}: {e}") from None
         except OrthancError as e:
             raise StartupError(f"Lua: error in the script {path}: {e.details or e}") from None
     ctx.stash[STASH_KEY] = engine
+    ctx.stash[FILTERS_KEY] = filters
     refresh_hooks(ctx)
     engine.start()
     engine.post(lambda: engine.call("Initialize", operations=True))
@@ -298,3 +308,4 @@ def shutdown(ctx: Any) -> None:
     engine.post(lambda: engine.call("Finalize"))
     engine.stop()
     ctx.stash.pop(STASH_KEY, None)
+    ctx.stash.pop(FILTERS_KEY, None)

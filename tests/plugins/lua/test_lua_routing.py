@@ -136,3 +136,27 @@ end
     time.sleep(2.5)  # the anonymized copy becomes stable too, and is not anonymized again
     assert len(requests.get(server.url + "/studies").json()) == 2
     assert len(requests.get(second.url + "/instances").json()) == 1
+
+
+def test_callback_sending_to_this_server_runs_its_filter_without_deadlock(live_server, tmp_path, caplog):
+    """A callback holds the interpreter while its RestApiPost makes this server's SCP thread
+    receive a C-STORE, whose ReceivedInstanceFilter must run: the filters have their own
+    interpreter (as Orthanc 1.10.1), so this completes instead of hanging."""
+    port = free_port()
+    server, _ = _node(live_server, tmp_path, """
+function ReceivedInstanceFilter(dicom, origin, info)
+   print('filter ' .. origin['RequestOrigin'])
+   return true
+end
+function OnStoredInstance(instanceId, tags, metadata, origin)
+   if origin['RequestOrigin'] == 'RestApi' then
+      Answer = RestApiPost('/modalities/self/store', DumpJson({ Resources = { instanceId }, Synchronous = true }))
+   end
+end
+""", {"DicomPort": port, "DicomModalities": {"self": ["PACSBOX", "127.0.0.1", port]}})
+    with caplog.at_level("WARNING", logger="pacsbox.lua"):
+        requests.post(server.url + "/instances", data=open(FILES[0], "rb").read())
+        assert _wait(lambda: requests.post(server.url + "/tools/execute-script",
+                                           data="print(Answer ~= nil)").text == "true\n", 30)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Lua says: filter")]
+    assert said == ["Lua says: filter RestApi", "Lua says: filter DicomProtocol"]
