@@ -257,19 +257,48 @@ class _Responder:
         _swallow_next_response(self.assoc, self.message_id)
 
 
+class _DeferredPending:
+    """The Pending response of the last sub-operation, sent once the next C-STORE is
+    on its way (so that the peer starts storing before it reads the Pending), or before
+    any other response."""
+
+    def __init__(self, responder: _Responder) -> None:
+        self.responder = responder
+        self.snapshot: _Counts | None = None
+
+    def hold(self, counts: _Counts) -> None:
+        """Keep a copy of ``counts`` for the Pending response to send."""
+        snap = _Counts(0)
+        snap.remaining, snap.completed, snap.failed, snap.warning = (counts.remaining, counts.completed,
+                                                                     counts.failed, counts.warning)
+        self.snapshot = snap
+
+    def flush(self) -> None:
+        """Send the held Pending response, if any."""
+        snap, self.snapshot = self.snapshot, None
+        if snap is not None:
+            self.responder.send(0xFF00, snap, final=False)
+
+
 def _sub_operations(ctx: Any, event: Any, responder: _Responder, instances: list[Any],
                     send_one: Any) -> _Counts:
-    """Run ``send_one(instance) -> SendResult`` per instance with Pending responses and
-    C-CANCEL checks; returns the counts (the final response is the caller's)."""
+    """Run ``send_one(instance, pending) -> SendResult`` per instance with Pending
+    responses and C-CANCEL checks; returns the counts (the final response is the
+    caller's). ``send_one`` calls ``pending.flush()`` once its C-STORE is written (else it
+    is flushed after it)."""
     counts = _Counts(len(instances))
+    pending = _DeferredPending(responder)
     for i, inst in enumerate(instances):
         if event.is_cancelled:
+            pending.flush()
             responder.send(0xFE00, counts, final=True)
             return None  # type: ignore[return-value]
-        result = send_one(inst)
+        result = send_one(inst, pending)
+        pending.flush()
         counts.add(result, str(inst.main_tags.get("SOPInstanceUID", "")))
         if counts.remaining:
-            responder.send(0xFF00, counts, final=False)
+            pending.hold(counts)
+    pending.flush()
     return counts
 
 
@@ -338,12 +367,13 @@ def _do_move(event: Any, ctx: Any, responder: _Responder) -> None:
     ahead: dict[int, bytes] = {}
     order = {inst.internal_id: i for i, inst in enumerate(instances)}
 
-    def read_next(inst: Any) -> None:
+    def read_next(inst: Any, pending: _DeferredPending) -> None:
+        pending.flush()
         i = order[inst.internal_id] + 1
         if i < len(instances):
             ahead[instances[i].internal_id] = ctx.resources.read_file(instances[i])
 
-    def send_one(inst: Any) -> SendResult | None:
+    def send_one(inst: Any, pending: _DeferredPending) -> SendResult | None:
         if lost:
             return None
         try:
@@ -351,7 +381,7 @@ def _do_move(event: Any, ctx: Any, responder: _Responder) -> None:
             if data is None:
                 data = ctx.resources.read_file(inst)
             return sender.send(data, originator_aet=requester, originator_id=responder.message_id,
-                               uids=instance_uids(ctx, inst, kinds), while_waiting=lambda: read_next(inst))
+                               uids=instance_uids(ctx, inst, kinds), while_waiting=lambda: read_next(inst, pending))
         except (OrthancError, SendInterrupted, DicomFormatError) as e:
             if getattr(e, "code", None) is not None and "DicomAssociation" in str(e):
                 lost.append(e)  # the destination is unreachable: the rest fails too
@@ -414,7 +444,7 @@ def _do_get(event: Any, ctx: Any, responder: _Responder) -> None:
     preferred = opts["DicomScuPreferredTransferSyntax"]
     msg_ids = iter(range(1, 1 << 30))
 
-    def send_one(inst: Any) -> SendResult | None:
+    def send_one(inst: Any, pending: _DeferredPending) -> SendResult | None:
         data = ctx.resources.read_file(inst)
         meta = read_file_meta(data)
         sop_class, sop_instance = instance_uids(ctx, inst)
