@@ -238,3 +238,22 @@ def test_statistics_count_own_attachments_as_the_reference(both):
         for url in both:
             for path in (f"/patients/{patient}", f"/studies/{study}", f"/series/{series}", f"/instances/{inst}"):
                 requests.delete(f"{url}{path}/attachments/1025")
+
+
+# -- 6. empty error answers without Content-Type ----------------------------------------------
+
+def test_empty_error_answers_have_no_content_type_as_the_reference(both):
+    inst = _ids(both[0], "instances")[0]
+    for method, path, headers in (("PUT", "/system", {}), ("POST", f"/instances/{inst}", {}),
+                                  ("GET", "/instances/nope", {}),
+                                  ("POST", "/system", {"X-HTTP-Method-Override": "GET"}),
+                                  ("OPTIONS", "/system", {}), ("PATCH", "/system", {})):
+        a, b = _both(both, method, path, headers=headers)
+        assert (a.status_code, a.content, a.headers.get("Content-Type"), a.headers.get("Allow")) == \
+            (b.status_code, b.content, b.headers.get("Content-Type"), b.headers.get("Allow")), (method, path)
+        assert b.status_code >= 400 and b.content == b"" and "Content-Type" not in b.headers
+    # a JSON error body keeps its type; an empty success answer keeps text/plain (as the reference)
+    a, b = _both(both, "DELETE", f"/instances/{inst}/metadata/9999")
+    assert b.status_code == 404 and b.headers["Content-Type"].startswith("application/json")
+    a, b = _both(both, "PUT", f"/instances/{inst}/metadata/1031", data=b"")
+    assert a.headers.get("Content-Type") == b.headers.get("Content-Type") == "text/plain"
