@@ -257,3 +257,29 @@ def test_heartbeat(lua_app):
     app, c = lua_app({"LuaHeartBeatPeriod": 0.1}, scripts=["Beats = 0 function OnHeartBeat() Beats = Beats + 1 end"])
     time.sleep(0.6)
     assert int(run(c, "print(Beats)")) >= 2
+
+
+def test_http_functions_with_credentials(lua_app, live_server):
+    target = live_server({"AuthenticationEnabled": True, "RegisteredUsers": {"u": "p"}})
+    _, c = lua_app()
+    out = run(c, f"""
+local url = '{target.url}'
+print(HttpGet(url .. '/system') == nil or ParseJson(HttpGet(url .. '/system')) == nil)
+SetHttpCredentials('u', 'p')
+SetHttpTimeout(5)
+print(ParseJson(HttpGet(url .. '/system'))['Version'])
+print(DumpJson(ParseJson(HttpPost(url .. '/tools/find', '{{"Level": "Study", "Query": {{}}}}'))))
+print(HttpDelete(url .. '/instances/nope'))
+print(HttpGet('http://127.0.0.1:1/nothing'))
+print(HttpGet(url .. '/system', {{ ['X-Test'] = '1' }}) ~= nil)
+""")
+    assert out == "true\n1.10.1\n[]\nnil\nnil\ntrue\n"
+
+
+def test_finalize_runs_at_shutdown(make_app, tmp_path):
+    out = tmp_path / "finalized.txt"
+    script = tmp_path / "f.lua"
+    script.write_text(f"function Finalize() local f = io.open('{out}', 'w') f:write('bye') f:close() end")
+    app = make_app({"LuaScripts": [str(script)], "LuaAllowOsAndIo": True}, plugins=[lua_plugin])
+    app.close()
+    assert out.read_text() == "bye"
