@@ -122,11 +122,11 @@ def _negotiate(accept: str | None) -> str | None:
 
 
 class DatasetCache:
-    """Parsed instances kept for a few seconds, like Orthanc's cache of parsed DICOM
-    files: a viewer asks for the preview, then the rendered frames, then the tags of the
-    same instance. Keyed by the attachment's UUID (a new file is a new key); bounded by
-    the total size of the cached files (bytes) and by an age (seconds); decoded frames
-    are never kept.
+    """Parsed instances and encoded image answers kept for a few seconds, like Orthanc's
+    cache of parsed DICOM files: a viewer asks for the preview, then the rendered frames,
+    then the same preview again. Keyed by the attachment's UUID (a new file is a new
+    key); bounded by the total size of the cached files and answers (bytes) and by an age
+    (seconds); decoded frames are never kept.
 
     Parameters
     ----------
@@ -182,8 +182,9 @@ class _Images:
         self.ctx = ctx
         self.cache = ctx.stash.setdefault("pacsbox.rest.images", DatasetCache())
 
-    def dataset(self, instance_id: str):
-        att = self.ctx.index.attachment_by_public_id(instance_id, 1)
+    def dataset(self, instance_id: str, att=None):
+        if att is None:
+            att = self.ctx.index.attachment_by_public_id(instance_id, 1)
         if att is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
         ds = self.cache.get(att.uuid)
@@ -244,8 +245,17 @@ class ImageResource(_Images):
                 raise _NoAnswer()
             if not I.available():
                 raise _Unsupported()
+            att = self.ctx.index.attachment_by_public_id(id, 1)
+            if att is None:
+                raise _NoAnswer()
+            # the same image asked again (a viewer's grid, a refresh): the encoded answer
+            key = f"{att.uuid}|{self.mode}|{index}|{req.query_string}|{req.get_header('Accept')}"
+            hit = self.cache.get(key)
+            if hit is not None:
+                resp.content_type, resp.data = hit
+                return
             try:
-                ds = self.dataset(id)
+                ds = self.dataset(id, att)
                 decoded = I.decode_frame(ds, index)
             except OrthancError as e:
                 if e.code in (ErrorCode.UNKNOWN_RESOURCE, ErrorCode.INEXISTENT_FILE):
@@ -264,6 +274,7 @@ class ImageResource(_Images):
                 _answer_image(req, resp, image, "preview")
             else:
                 _answer_image(req, resp, decoded, self.mode)
+            self.cache.put(key, len(resp.data), (resp.content_type, resp.data))
         except _NoAnswer:
             raise not_found() from None
         except _Unsupported:
