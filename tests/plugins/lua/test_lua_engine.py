@@ -283,3 +283,26 @@ def test_finalize_runs_at_shutdown(make_app, tmp_path):
     app = make_app({"LuaScripts": [str(script)], "LuaAllowOsAndIo": True}, plugins=[lua_plugin])
     app.close()
     assert out.read_text() == "bye"
+
+
+def test_a_filter_that_raises_refuses_and_the_server_goes_on(lua_app, caplog):
+    _, c = lua_app(scripts=["""
+function IncomingHttpRequestFilter(method, uri, ip, username, headers)
+   if uri == '/statistics' then error('no statistics') end
+   return true
+end
+"""])
+    with caplog.at_level(logging.ERROR):
+        assert c.simulate_get("/statistics").status_code == 403
+    assert any("script0.lua:3: no statistics" in r.getMessage() or "no statistics" in str(r.exc_info)
+               for r in caplog.records)
+    assert c.simulate_get("/system").status_code == 200
+
+
+def test_rest_api_builtin_flag_and_headers(lua_app):
+    _, c = lua_app()
+    out = run(c, "print(RestApiPost('/tools/execute-script', 'print(7)'), RestApiPost('/tools/execute-script', 'print(7)', true)) "
+                 "print(RestApiGet('/system', false, { ['Accept'] = 'application/json' }) ~= nil) "
+                 "print(RestApiGet('/system', 'yes'))")
+    # the plugin's own route answers unless builtin; a non-Boolean builtin is refused, as Orthanc
+    assert out == "7\n, nil\ntrue\nnil\n"
