@@ -257,3 +257,55 @@ def test_empty_error_answers_have_no_content_type_as_the_reference(both):
     assert b.status_code == 404 and b.headers["Content-Type"].startswith("application/json")
     a, b = _both(both, "PUT", f"/instances/{inst}/metadata/1031", data=b"")
     assert a.headers.get("Content-Type") == b.headers.get("Content-Type") == "text/plain"
+
+
+# -- 12. bulk routes -----------------------------------------------------------------------------
+
+def _strip_times(v):
+    if isinstance(v, dict):
+        return {k: _strip_times(x) for k, x in v.items()
+                if k not in ("LastUpdate", "FileUuid", "ReceptionDate", "RemoteIP", "HttpUsername")}
+    if isinstance(v, list):
+        return [_strip_times(x) for x in v]
+    return v
+
+
+def test_bulk_content_as_the_reference(both):
+    ref = both[0]
+    pat, study, series, inst = (_ids(ref, lv) for lv in ("patients", "studies", "series", "instances"))
+    everything = pat + study + series + inst
+    bodies = [{}, {"Resources": []}, {"Resources": "x"}, {"Resources": [5]}, {"Resources": ["nope"]},
+              {"Resources": list(reversed(everything))}, {"Resources": [study[0], study[0], inst[-1]]},
+              {"Resources": [inst[0]], "Metadata": False}, {"Resources": [inst[0]], "Metadata": "yes"},
+              {"Resources": [inst[0]], "Short": True, "Full": True}, {"Resources": [study[1]], "Full": True},
+              {"Resources": [inst[0]], "Short": "x"}, {"Resources": [study[0]], "Level": 5},
+              {"Resources": [study[0]], "Level": "bad"}, {"Resources": [study[0]], "Level": "studies"}]
+    for level in ("Patient", "Study", "Series", "Instance", "image"):
+        bodies.append({"Resources": everything, "Level": level, "Short": True})
+        bodies.append({"Resources": [pat[0], inst[-1], "nope"], "Level": level})
+    bodies.append([1])
+    for body in bodies:
+        a, b = _both(both, "POST", "/tools/bulk-content", data=json.dumps(body))
+        assert (a.status_code, _strip_times(_body(a))) == (b.status_code, _strip_times(_body(b))), body
+    a = requests.post(both[1] + "/tools/bulk-content", data=json.dumps({"Resources": [inst[0]]})).json()
+    assert a[0]["Metadata"]["Origin"] == "RestApi" and a[0]["Type"] == "Instance"
+
+
+def test_bulk_delete_as_the_reference(both):
+    for body in ({}, {"Resources": []}, {"Resources": ["nope"]}, {"Resources": [5]}):
+        a, b = _both(both, "POST", "/tools/bulk-delete", data=json.dumps(body))
+        assert (a.status_code, _body(a)) == (b.status_code, _body(b)), body
+        if b.status_code == 200:
+            assert a.headers["Content-Type"] == b.headers["Content-Type"] == "text/plain"
+    data = read("rtdose.dcm")
+    ids = [requests.post(url + "/instances", data=data).json() for url in both]
+    extra = requests.post(both[0] + "/instances", data=read("rtstruct.dcm")).json()
+    assert requests.post(both[1] + "/instances", data=read("rtstruct.dcm")).json()["ID"] == extra["ID"]
+    body = {"Resources": [ids[0]["ParentSeries"], ids[0]["ParentStudy"], "nope", extra["ID"]]}
+    before = {url: set(_ids(url, "patients")) for url in both}
+    a, b = _both(both, "POST", "/tools/bulk-delete", data=json.dumps(body))
+    assert a.status_code == b.status_code == 200 and b.content == b""
+    after = {url: set(_ids(url, "patients")) for url in both}
+    assert after[both[0]] == after[both[1]]
+    assert before[both[1]] - after[both[1]] == {ids[0]["ParentPatient"], extra["ParentPatient"]} - after[both[1]]
+    assert ids[0]["ParentPatient"] not in after[both[1]] and extra["ID"] not in _ids(both[1], "instances")
