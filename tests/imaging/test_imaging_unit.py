@@ -164,3 +164,44 @@ def test_public_api_is_documented():
         obj = getattr(encoders, name)
         if callable(obj):
             assert obj.__doc__, name
+
+
+#: Sample files that cannot be decoded by anyone: truncated or corrupt pixel data, or no
+#: image attributes.
+CORRUPT = {"MR_truncated.dcm", "badVR.dcm", "JPEG2000-embedded-sequence-delimiter.dcm", "meta_missing_tsyntax.dcm",
+           "nested_priv_SQ.dcm", "no_meta_group_length.dcm", "UN_sequence.dcm"}
+
+
+def test_every_sample_image_decodes():
+    """Every pydicom and pydicom-data file with pixel data decodes (first and last frame),
+    whatever its transfer syntax: native, big endian, deflated, JPEG 8/12-bit, lossless
+    JPEG, JPEG-LS, JPEG 2000, RLE."""
+    import os
+
+    from conftest import pydicom_data_files, pydicom_test_files
+    failures, syntaxes = [], set()
+    for path in pydicom_test_files() + pydicom_data_files():
+        name = os.path.basename(path)
+        if name in CORRUPT or os.path.getsize(path) > 20_000_000:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ds = I.read_dataset(open(path, "rb").read())
+            except I.DecodeError:
+                continue
+        if "PixelData" not in ds or not ds.get("Rows"):
+            continue
+        try:
+            n = I.frame_count(ds)
+            for i in {0, n - 1}:
+                frame = I.decode_frame(ds, i)
+                assert frame.shape[:2] == (ds.Rows, ds.Columns)
+            syntaxes.add(str(ds.file_meta.TransferSyntaxUID))
+        except Exception as e:  # noqa: BLE001
+            failures.append(f"{name}: {type(e).__name__}: {e}")
+    assert not failures, "\n".join(failures)
+    assert {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99",
+            "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.70",
+            "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+            "1.2.840.10008.1.2.5"} <= syntaxes
