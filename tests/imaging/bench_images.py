@@ -11,7 +11,7 @@ machine is small and shared:
 1. ``GET /instances/{id}/preview`` p50 on the CT template (``CT_small.dcm``), the MR
    template (``MR-SIEMENS-DICOM-WithOverlays.dcm``, pydicom-data), JPEG lossless files
    (``SC_rgb_jpeg_gdcm.dcm`` RGB 100x100, ``JPGLosslessP14SV1_1s_1f_8b.dcm`` 1024x768) and
-   JPEG baseline ones (``SC_rgb_jpeg.dcm`` 256x256, ``color3d_jpeg_baseline.dcm``
+   JPEG baseline ones (``SC_jpeg_no_color_transform.dcm`` 256x256, ``color3d_jpeg_baseline.dcm``
    640x480x120); then ``frames/{i}/preview`` of a new frame at each request (no answer
    reused by either server's cache);
 2. ``POST /studies/{id}/anonymize`` with ``Transcode`` JPEG-LS lossless of a CT study of
@@ -89,7 +89,7 @@ def bench_preview(a: str, b: str, n: int) -> dict:
     out = {}
     sa, sb = requests.Session(), requests.Session()
     for name in ("CT_small.dcm", "MR-SIEMENS-DICOM-WithOverlays.dcm", "SC_rgb_jpeg_gdcm.dcm",
-                 "JPGLosslessP14SV1_1s_1f_8b.dcm", "SC_rgb_jpeg.dcm", "color3d_jpeg_baseline.dcm"):
+                 "JPGLosslessP14SV1_1s_1f_8b.dcm", "SC_jpeg_no_color_transform.dcm", "color3d_jpeg_baseline.dcm"):
         data = sample(name)
         ia = sa.post(a + "/instances", data=data).json()["ID"]
         ib = sb.post(b + "/instances", data=data).json()["ID"]
@@ -105,6 +105,8 @@ def bench_preview(a: str, b: str, n: int) -> dict:
                 tb.append(t2 - t1)
         ma, mb = statistics.median(ta) * 1000, statistics.median(tb) * 1000
         out[name] = {"reference_ms": round(ma, 2), "pacsbox_ms": round(mb, 2), "ratio": round(ma / mb, 2)}
+        sa.delete(f"{a}/instances/{ia}")  # several samples share their UIDs
+        sb.delete(f"{b}/instances/{ib}")
         print(f"preview {name:40s} reference {ma:7.2f} ms  pacsbox {mb:7.2f} ms  ratio {ma / mb:5.2f}", flush=True)
     # every request a frame not asked before: no answer is reused, only the parsed file
     data = sample("color3d_jpeg_baseline.dcm")
