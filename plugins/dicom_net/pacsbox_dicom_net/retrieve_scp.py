@@ -21,9 +21,11 @@ generator, while pynetdicom holds the association's reactor paused:
   C-STORE carrying (0000,1030) *Move Originator AET* = the requester's AET and
   (0000,1031) *Move Originator Message ID* = the C-MOVE's Message ID; C-GET: on the
   requester's own association, in the storage contexts it offered with the SCP role);
-- a Pending response (``0xFF00``) with the sub-operation counts follows every
-  sub-operation; the final response carries the counts too, with (0008,0058) *Failed SOP
-  Instance UID List* when some failed;
+- Pending responses (``0xFF00``) carry the sub-operation counts: C-GET sends one after
+  every sub-operation, C-MOVE at most one every :data:`PENDING_INTERVAL` seconds (they
+  are optional, PS3.4 C.4.2.3; Orthanc sends one per sub-operation, which costs the
+  requester a decoded response per instance); the final response carries the counts
+  too, with (0008,0058) *Failed SOP Instance UID List* when some failed;
 - then the generator yields what makes pynetdicom end without a sub-operation, and the
   one response pynetdicom then sends (a ``0x0000`` with zero counts) is dropped, since
   the real final response has already gone.
@@ -52,6 +54,7 @@ Orthanc 1.10.1 ``OrthancMoveRequestHandler``, ``OrthancGetRequestHandler``.
 from __future__ import annotations
 
 import logging
+import time
 from io import BytesIO
 from typing import Any, Iterator, Mapping
 
@@ -257,14 +260,29 @@ class _Responder:
         _swallow_next_response(self.assoc, self.message_id)
 
 
+#: Seconds between two C-MOVE Pending responses (PS3.4 C.4.2.3: they are optional).
+PENDING_INTERVAL = 0.1
+
+
 class _DeferredPending:
     """The Pending response of the last sub-operation, sent once the next C-STORE is
-    on its way (so that the peer starts storing before it reads the Pending), or before
-    any other response."""
+    on its way (so that the peer starts storing before it reads the Pending).
 
-    def __init__(self, responder: _Responder) -> None:
+    Parameters
+    ----------
+    responder : _Responder
+    interval : float
+        Seconds: a held Pending is sent only if the previous one is at least that old
+        (0: every one). C-MOVE uses :data:`PENDING_INTERVAL`, so a requester gets its
+        progress ten times a second without decoding one response per instance; C-GET
+        sends every one.
+    """
+
+    def __init__(self, responder: _Responder, interval: float = 0.0) -> None:
         self.responder = responder
         self.snapshot: _Counts | None = None
+        self.interval = interval
+        self.last = time.monotonic()
 
     def hold(self, counts: _Counts) -> None:
         """Keep a copy of ``counts`` for the Pending response to send."""
@@ -274,23 +292,27 @@ class _DeferredPending:
         self.snapshot = snap
 
     def flush(self) -> None:
-        """Send the held Pending response, if any."""
+        """Send the held Pending response, if any and if due (see ``interval``)."""
+        if self.snapshot is None:
+            return
+        now = time.monotonic()
+        if self.interval and now - self.last < self.interval:
+            return
         snap, self.snapshot = self.snapshot, None
-        if snap is not None:
-            self.responder.send(0xFF00, snap, final=False)
+        self.last = now
+        self.responder.send(0xFF00, snap, final=False)
 
 
 def _sub_operations(ctx: Any, event: Any, responder: _Responder, instances: list[Any],
-                    send_one: Any) -> _Counts:
+                    send_one: Any, pending_interval: float = 0.0) -> _Counts:
     """Run ``send_one(instance, pending) -> SendResult`` per instance with Pending
     responses and C-CANCEL checks; returns the counts (the final response is the
     caller's). ``send_one`` calls ``pending.flush()`` once its C-STORE is written (else it
     is flushed after it)."""
     counts = _Counts(len(instances))
-    pending = _DeferredPending(responder)
+    pending = _DeferredPending(responder, pending_interval)
     for i, inst in enumerate(instances):
         if event.is_cancelled:
-            pending.flush()
             responder.send(0xFE00, counts, final=True)
             return None  # type: ignore[return-value]
         result = send_one(inst, pending)
@@ -298,7 +320,6 @@ def _sub_operations(ctx: Any, event: Any, responder: _Responder, instances: list
         counts.add(result, str(inst.main_tags.get("SOPInstanceUID", "")))
         if counts.remaining:
             pending.hold(counts)
-    pending.flush()
     return counts
 
 
@@ -389,7 +410,7 @@ def _do_move(event: Any, ctx: Any, responder: _Responder) -> None:
             return None
 
     try:
-        counts = _sub_operations(ctx, event, responder, instances, send_one)
+        counts = _sub_operations(ctx, event, responder, instances, send_one, PENDING_INTERVAL)
     finally:
         sender.close()
     if counts is not None:

@@ -157,8 +157,13 @@ def test_cmove_originator_counts_and_statuses(retrieve_node, storage_scp):
     scp.status = lambda ds: 0xB000
     final, _ = _pynetdicom_move(port, "DEST2", _study_identifier())[-1]
     assert final.Status == 0xB000 and final.NumberOfWarningSuboperations == 1
-    # several instances: Pending responses with counts, then the final one
-    scp.status = lambda ds: 0x0000
+    # several instances, a slow destination: Pending responses with counts (at most
+    # one per PENDING_INTERVAL), then the final one
+    def slow(ds):
+        time.sleep(retrieve_scp.PENDING_INTERVAL * 1.5)
+        return 0x0000
+
+    scp.status = slow
     ident = Dataset()
     ident.QueryRetrieveLevel = "STUDY"
     studies = [pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in (CT, MR, JPEG)]
@@ -166,7 +171,12 @@ def test_cmove_originator_counts_and_statuses(retrieve_node, storage_scp):
     rsps = _pynetdicom_move(port, "DEST2", ident)
     assert [r[0].Status for r in rsps] == [0xFF00, 0xFF00, 0x0000]
     assert [r[0].NumberOfRemainingSuboperations for r in rsps[:2]] == [2, 1]
-    assert rsps[-1][0].NumberOfCompletedSuboperations == 3
+    assert [r[0].NumberOfCompletedSuboperations for r in rsps] == [1, 2, 3]
+    # a fast one: fewer Pending responses, the same final
+    scp.status = lambda ds: 0x0000
+    rsps = _pynetdicom_move(port, "DEST2", ident)
+    assert rsps[-1][0].Status == 0x0000 and rsps[-1][0].NumberOfCompletedSuboperations == 3
+    assert all(r[0].Status == 0xFF00 for r in rsps[:-1])
 
 
 def test_cmove_destination_unreachable_counts_all_failed(retrieve_node):
