@@ -309,3 +309,68 @@ def test_bulk_delete_as_the_reference(both):
     assert after[both[0]] == after[both[1]]
     assert before[both[1]] - after[both[1]] == {ids[0]["ParentPatient"], extra["ParentPatient"]} - after[both[1]]
     assert ids[0]["ParentPatient"] not in after[both[1]] and extra["ID"] not in _ids(both[1], "instances")
+
+
+# -- 17. ordered-slices --------------------------------------------------------------------------
+
+def _slice(series_uid: str, n: int, *, position=None, orientation="1\\0\\0\\0\\1\\0", number=None, frames=None,
+           study_uid="1.2.826.0.1.3680043.10.1404.16.1") -> bytes:
+    import io
+
+    import pydicom
+    ds = pydicom.dcmread(io.BytesIO(read("CT_small.dcm")))
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.SOPInstanceUID = f"{series_uid}.{n}"
+    for kw in ("ImagePositionPatient", "ImageOrientationPatient", "InstanceNumber"):
+        if kw in ds:
+            delattr(ds, kw)
+    if position is not None:
+        ds.ImagePositionPatient = position
+    if orientation is not None:
+        ds.ImageOrientationPatient = orientation
+    if number is not None:
+        ds.InstanceNumber = number
+    if frames is not None:
+        ds.NumberOfFrames = frames
+    out = io.BytesIO()
+    ds.save_as(out)
+    return out.getvalue()
+
+
+def test_ordered_slices_as_the_reference(both):
+    root = "1.2.826.0.1.3680043.10.1404.16."
+    series = {
+        # a volume along z, uploaded out of order; one multi-frame slice
+        root + "2": [dict(position=f"0\\0\\{z}", number=n) for n, z in ((3, 7.5), (1, -2.5), (4, 12.5), (2, 2.5))]
+        + [dict(position="0\\0\\20", number=5, frames=3)],
+        # oblique orientation, opposite normal on one slice
+        root + "3": [dict(position=f"{z}\\{z}\\0", orientation="0.7071068\\-0.7071068\\0\\0\\0\\-1", number=n)
+                     for n, z in ((2, 5), (1, 1), (3, 9))],
+        # two slices at one position: ordered by IndexInSeries (a sequence)
+        root + "4": [dict(position="0\\0\\1", number=n) for n in (2, 1, 3)],
+        # no positions: IndexInSeries
+        root + "5": [dict(number=n) for n in (5, 3, 4)],
+        # neither: 500 CannotOrderSlices (as the reference)
+        root + "6": [dict(), dict()],
+        # a single instance without anything
+        root + "7": [dict(orientation=None)],
+        # a non-parallel slice: IndexInSeries
+        root + "8": [dict(position="0\\0\\1", number=2), dict(position="0\\0\\2", number=1, orientation="1\\0\\0\\0\\0\\1")],
+    }
+    for uid, slices in series.items():
+        for n, kw in enumerate(slices):
+            data = _slice(uid, n, **kw)
+            for url in both:
+                assert requests.post(url + "/instances", data=data).status_code == 200
+    found = requests.post(both[0] + "/tools/find", data=json.dumps(
+        {"Level": "Series", "Query": {"StudyInstanceUID": root + "1"}})).json()
+    assert len(found) == len(series)
+    types = []
+    for sid in found:
+        a, b = _same(both, "GET", f"/series/{sid}/ordered-slices")
+        types.append(b.json()["Type"] if b.status_code == 200 else b.status_code)
+    assert sorted(map(str, types)) == sorted(["Volume", "Volume", "Sequence", "Sequence", "500", "Sequence",
+                                              "Sequence"])
+    _same(both, "GET", "/series/nope/ordered-slices")
+    _same(both, "GET", f"/studies/{_ids(both[0], 'studies')[0]}/ordered-slices")
