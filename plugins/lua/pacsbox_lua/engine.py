@@ -48,9 +48,9 @@ _SAFE_OS = ("clock", "date", "difftime", "time")
 
 
 #: Seconds without a new operation after which the operations thread sends what it has.
-BATCH_GAP = 0.05
+BATCH_GAP = 0.02
 #: Seconds after which a batch is sent even while operations keep coming.
-BATCH_AGE = 0.5
+BATCH_AGE = 0.25
 
 #: The callbacks pacsbox calls (``has_function`` knows these).
 CALLBACKS = ("Initialize", "Finalize", "OnStoredInstance", "OnStableStudy", "OnStableSeries", "OnStablePatient",
