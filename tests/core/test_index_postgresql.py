@@ -150,6 +150,14 @@ def _workload(client) -> dict:
     assert client.simulate_put(f"/instances/{iid}/attachments/1024", body=b"replaced").status_code == 200
     assert client.simulate_put(f"/studies/{ct['ParentStudy']}/attachments/1025", body=b"x").status_code == 200
     assert client.simulate_delete(f"/studies/{ct['ParentStudy']}/attachments/1025").status_code == 200
+    # labels (issue 16): stored in the index, removed with their resource
+    for level, rid in (("studies", ct["ParentStudy"]), ("instances", iid),
+                       ("patients", ids["JPEG2000.dcm"]["ParentPatient"])):
+        assert client.simulate_put(f"/{level}/{rid}/labels/label_1").status_code == 200
+        assert client.simulate_put(f"/{level}/{rid}/labels/label-2").status_code == 200
+    assert client.simulate_delete(f"/instances/{iid}/labels/label-2").status_code == 200
+    assert client.simulate_get(f"/studies/{ct['ParentStudy']}/labels").json == ["label-2", "label_1"]
+    assert client.simulate_get("/tools/labels").json == ["label-2", "label_1"]
     for body in ({"Level": "Patient", "Query": {"PatientName": "*"}, "Expand": True},
                  {"Level": "Study", "Query": {"StudyDate": "19000101-20991231", "PatientName": "C*"}},
                  {"Level": "Series", "Query": {"Modality": "CT\\MR"}, "Limit": 2, "Since": 1},
@@ -179,6 +187,8 @@ _COMPARE = {
     "identifiers": "SELECT r.public_id, i.tag, i.value FROM identifiers i JOIN resources r ON r.id = i.resource_id "
                    "ORDER BY r.public_id, i.tag, i.value",
     "changes": "SELECT seq, change_type, public_id, level FROM changes ORDER BY seq",
+    "labels": "SELECT r.public_id, l.label FROM labels l JOIN resources r ON r.id = l.resource_id "
+              "ORDER BY r.public_id, l.label",
 }
 
 

@@ -467,6 +467,37 @@ class Index:
             cur = tx.execute("DELETE FROM metadata WHERE resource_id = ? AND name = ?", (internal_id, name))
             return cur.rowcount > 0
 
+    # ---- labels (Orthanc 1.12) --------------------------------------------------------------
+    def labels(self, internal_id: int) -> list[str]:
+        """The labels of a resource, sorted."""
+        return [r[0] for r in self._all("SELECT label FROM labels WHERE resource_id = ? ORDER BY label",
+                                        (internal_id,))]
+
+    def add_label(self, internal_id: int, label: str, public_id: str | None = None) -> None:
+        """Attach a label to a resource (nothing when it has it already).
+
+        Raises
+        ------
+        ResourceGoneError
+            The resource no longer exists (checked in the write transaction).
+        """
+        with self.transaction() as tx:
+            if tx.execute("SELECT 1 FROM resources WHERE id = ?", (internal_id,)).fetchone() is None:
+                raise ResourceGoneError(public_id or str(internal_id))
+            if tx.execute("SELECT 1 FROM labels WHERE resource_id = ? AND label = ?",
+                          (internal_id, label)).fetchone() is None:
+                tx.execute("INSERT INTO labels(resource_id, label) VALUES (?, ?)", (internal_id, label))
+
+    def remove_label(self, internal_id: int, label: str) -> bool:
+        """Detach a label from a resource; returns whether it had it."""
+        with self.transaction() as tx:
+            cur = tx.execute("DELETE FROM labels WHERE resource_id = ? AND label = ?", (internal_id, label))
+            return cur.rowcount > 0
+
+    def all_labels(self) -> list[str]:
+        """Every label in use, sorted (``GET /tools/labels``)."""
+        return [r[0] for r in self._all("SELECT DISTINCT label FROM labels ORDER BY label")]
+
     def set_attachment(self, internal_id: int, att: Attachment, public_id: str,
                        level: int) -> tuple[Attachment | None, list[dict]] | None:
         """Create or replace one attachment of a resource; logs ``UpdatedAttachment``.

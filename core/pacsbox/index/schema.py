@@ -69,6 +69,12 @@ CREATE TABLE IF NOT EXISTS exports (
     sop_instance_uid TEXT NOT NULL,
     date VARCHAR(20) NOT NULL
 );
+CREATE TABLE IF NOT EXISTS labels (
+    resource_id BIGINT NOT NULL REFERENCES resources(id) ON DELETE CASCADE,
+    label VARCHAR(64) NOT NULL,
+    PRIMARY KEY (resource_id, label)
+);
+CREATE INDEX IF NOT EXISTS labels_label ON labels(label);
 CREATE TABLE IF NOT EXISTS global_properties (
     name VARCHAR(128) PRIMARY KEY,
     value TEXT NOT NULL
