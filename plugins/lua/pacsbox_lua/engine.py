@@ -118,6 +118,9 @@ class LuaEngine:
         self._threads: list[threading.Thread] = []
         self._defined: frozenset[str] = frozenset()
         self._callback_names: Any = None
+        #: Called (under the lock) when the set of defined callbacks changes, e.g. a callback
+        #: defining ``OnStoredInstance``; the plugin registers or unregisters its hooks then.
+        self.on_callbacks_changed: Callable[[], None] | None = None
         self.lua = _lua53.LuaRuntime(encoding=None, register_eval=False, register_builtins=False,
                                      unpack_returned_tuples=True, attribute_filter=self._no_attributes)
         self._setup()
@@ -221,9 +224,16 @@ class LuaEngine:
             if self._callback_names is None:
                 self._callback_names = self.to_lua(CALLBACKS)
             names = self._functions_of(self._callback_names)
-            self._defined = frozenset(_text(names[i]) for i in range(1, len(names) + 1))
+            defined = frozenset(_text(names[i]) for i in range(1, len(names) + 1))
         except Exception:  # noqa: BLE001 - keep the previous view
             log.exception("Lua: cannot list the defined callbacks")
+            return
+        changed, self._defined = defined != self._defined, defined
+        if changed and self.on_callbacks_changed is not None:
+            try:
+                self.on_callbacks_changed()
+            except Exception:  # noqa: BLE001
+                log.exception("Lua: cannot update the hooks")
 
     def load_script(self, path: str) -> None:
         """Run one file of ``LuaScripts`` (at start, in order).

@@ -295,6 +295,7 @@ def startup(ctx: Any) -> None:
     ctx.stash[STASH_KEY] = engine
     ctx.stash[FILTERS_KEY] = filters
     refresh_hooks(ctx)
+    engine.on_callbacks_changed = lambda: refresh_hooks(ctx)
     engine.start()
     engine.post(lambda: engine.call("Initialize", operations=True))
 

@@ -306,3 +306,15 @@ def test_rest_api_builtin_flag_and_headers(lua_app):
                  "print(RestApiGet('/system', 'yes'))")
     # the plugin's own route answers unless builtin; a non-Boolean builtin is refused, as Orthanc
     assert out == "7\n, nil\ntrue\nnil\n"
+
+
+def test_a_callback_defined_by_initialize_is_called(lua_app):
+    app, c = lua_app(scripts=["""
+function Initialize()
+   function OnStoredInstance(instanceId) Seen = instanceId end
+end
+"""])
+    assert engine_of(app.ctx).wait_idle()
+    iid = c.simulate_post("/instances", body=_bytes(CT)).json["ID"]
+    idle(app)
+    assert run(c, "print(Seen)") == iid + "\n"
