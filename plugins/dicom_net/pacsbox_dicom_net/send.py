@@ -351,6 +351,9 @@ class DirectResponses:
         self.buf = bytearray()
         self.lost = False
         assoc.dul._is_transport_event = _never  # noqa: SLF001 - the DUL stops reading this socket
+        # nothing for the DUL thread to do meanwhile: let it poll its queues lazily
+        self._delay = assoc.dul._run_loop_delay  # noqa: SLF001
+        assoc.dul._run_loop_delay = 0.005  # noqa: SLF001
 
     def detach(self) -> bool:
         """Give the socket back to the DUL thread.
@@ -362,6 +365,7 @@ class DirectResponses:
             unread left over).
         """
         self.assoc.dul.__dict__.pop("_is_transport_event", None)
+        self.assoc.dul._run_loop_delay = self._delay  # noqa: SLF001
         return not self.lost and not self.buf
 
     def _fill(self, n: int, deadline: float | None, stop: threading.Event | None) -> bool:
