@@ -435,6 +435,8 @@ class ScpServer:
             raise ConfigError(f"option DicomPort: cannot listen on {self.address[0]}:{self.address[1]} for the "
                               f"DICOM server: {e.strerror or e}") from None
         server.daemon_threads = True
+        if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+            _unbind_standard_logging(server)
         server.pacsbox_slots = threading.BoundedSemaphore(opts["DicomThreadsCount"])
         server.pacsbox_stopping = threading.Event()
         server.pacsbox_handshake_timeout = float(timeout or 30)
@@ -459,6 +461,20 @@ class ScpServer:
             except Exception:  # noqa: BLE001 - best effort at shutdown
                 pass
         self.thread.join(5)
+
+
+def _unbind_standard_logging(server: Any) -> None:
+    """Unbind pynetdicom's standard per-PDU and per-DIMSE-message log handlers from the
+    server (not from other AEs): they log several INFO lines per message under the
+    AE-wide lock, and without them no event object is built per PDU. They stay when the
+    ``pynetdicom`` logger is at DEBUG."""
+    from pynetdicom._handlers import (standard_dimse_recv_handler, standard_dimse_sent_handler,
+                                      standard_pdu_recv_handler, standard_pdu_sent_handler)
+    for event, handler in ((evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
+                           (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
+                           (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
+                           (evt.EVT_PDU_SENT, standard_pdu_sent_handler)):
+        server.unbind(event, handler)
 
 
 def bind_address(ctx: Any) -> str:
