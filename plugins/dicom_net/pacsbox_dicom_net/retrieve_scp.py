@@ -35,8 +35,9 @@ Final statuses (PS3.4 C.4.2.1.5 and C.4.3.1.4):
 =========  ==========================================================================
 ``0x0000``  every sub-operation succeeded
 ``0xB000``  some sub-operations failed or gave a warning, some succeeded
-``0xA702``  every sub-operation failed (including: the destination refused the
-            association) - never a silent ``0x0000``
+``0xC000``  every sub-operation failed (including: the destination refused the
+            association), with the counts - never a silent ``0x0000``; Orthanc
+            1.10.1 answers ``0xC000`` here too
 ``0xFE00``  cancelled by the requester (C-CANCEL), with the counts so far
 ``0xC000``  unknown Move Destination (no modality, no ``move_destination`` hook
             answer), an identifier that matches nothing (as Orthanc 1.10.1), a
@@ -101,12 +102,12 @@ class _Counts:
         self.remaining = 0
 
     def final_status(self) -> int:
-        """``0x0000``, ``0xB000`` (some failed or warned) or ``0xA702`` (all failed)."""
+        """``0x0000``, ``0xB000`` (some failed or warned) or ``0xC000`` (all failed)."""
         if not self.failed and not self.warning:
             return 0x0000
         if self.completed or self.warning:
             return 0xB000
-        return 0xA702
+        return 0xC000
 
 
 def resolve_destination(ctx: Any, aet: str) -> Modality | None:

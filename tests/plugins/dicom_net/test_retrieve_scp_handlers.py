@@ -150,7 +150,7 @@ def test_cmove_originator_counts_and_statuses(retrieve_node, storage_scp):
     # a failure: counted, never a silent success
     scp.status = lambda ds: 0xA700
     final, ident = _pynetdicom_move(port, "DEST2", _study_identifier())[-1]
-    assert final.Status == 0xA702 and final.NumberOfFailedSuboperations == 1
+    assert final.Status == 0xC000 and final.NumberOfFailedSuboperations == 1
     assert list(ident.FailedSOPInstanceUIDList) == [CT_DS.SOPInstanceUID] or \
         ident.FailedSOPInstanceUIDList == CT_DS.SOPInstanceUID
     # a warning counts as sent, and the final status says so
@@ -183,7 +183,7 @@ def test_cmove_destination_unreachable_counts_all_failed(retrieve_node):
     dead = free_port()
     n, port = retrieve_node({"DicomModalities": {"dead": ["DEAD", "127.0.0.1", dead]}})
     final, ident = _pynetdicom_move(port, "DEAD", _study_identifier())[-1]
-    assert final.Status == 0xA702 and final.NumberOfFailedSuboperations == 1
+    assert final.Status == 0xC000 and final.NumberOfFailedSuboperations == 1
 
 
 def test_cmove_destination_from_hook(retrieve_node, storage_scp):
@@ -234,6 +234,6 @@ def test_cget_without_storage_context_counts_failed(retrieve_node):
                                     StudyRootQueryRetrieveInformationModelGet))
     assoc.release()
     final = rsps[-1][0]
-    assert final.Status == 0xA702 and final.NumberOfFailedSuboperations == 1
+    assert final.Status == 0xC000 and final.NumberOfFailedSuboperations == 1
     assert rsps_mr[-1][0].Status == 0x0000 and rsps_mr[-1][0].NumberOfCompletedSuboperations == 1
     assert len(received) == 1 and received[0].SOPInstanceUID == mr_uid.SOPInstanceUID

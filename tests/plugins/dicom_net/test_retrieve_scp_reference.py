@@ -67,3 +67,56 @@ def test_cmove_answers_as_orthanc(node, orthanc, storage_scp):
                           for ds, m in scp.received)
         assert a == b, (identifier, dest)
         assert got_ref == got_ours, (identifier, dest)
+
+
+def _get(port, aet, identifier, storage, syntaxes):
+    from pynetdicom import build_role, evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
+    received = []
+
+    def on_store(event):
+        received.append((event.dataset.SOPInstanceUID, str(event.context.transfer_syntax)))
+        return 0x0000
+
+    ae = AE("GETTER")
+    ae.add_requested_context(GET)
+    for cls in storage:
+        ae.add_requested_context(cls, syntaxes)
+    assoc = ae.associate("127.0.0.1", port, ae_title=aet, ext_neg=[build_role(c, scp_role=True) for c in storage],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    try:
+        rsps = list(assoc.send_c_get(identifier, GET))
+    finally:
+        assoc.release()
+    final = rsps[-1][0]
+    return ((final.Status, final.get("NumberOfCompletedSuboperations"), final.get("NumberOfFailedSuboperations")),
+            sorted(received))
+
+
+def test_cget_answers_as_orthanc(node, orthanc):
+    from pynetdicom.sop_class import CTImageStorage, MRImageStorage
+    cfg = {"DicomAet": "REFAET", "DicomAlwaysAllowGet": True}
+    ref, ours = orthanc(cfg), node(cfg)
+    for url in (ref.url, ours.url):
+        for f in FILES:
+            assert requests.post(url + "/instances", data=open(f, "rb").read()).status_code == 200
+    dss = [pydicom.dcmread(f, stop_before_pixels=True) for f in FILES]
+    study = Dataset()
+    study.QueryRetrieveLevel = "STUDY"
+    study.StudyInstanceUID = dss[0].StudyInstanceUID
+    nothing = Dataset()
+    nothing.QueryRetrieveLevel = "STUDY"
+    nothing.StudyInstanceUID = "1.2.3.4"
+    implicit, explicit = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
+    cases = [(study, [CTImageStorage], [explicit, implicit]),
+             (study, [CTImageStorage], [implicit]),  # stored Explicit VR: converted
+             (nothing, [CTImageStorage], [explicit])]
+    for identifier, storage, syntaxes in cases:
+        a = _get(ref.dicom_port, "REFAET", identifier, storage, syntaxes)
+        b = _get(ours.dicom_port, ours.aet, identifier, storage, syntaxes)
+        assert a == b, (identifier, syntaxes)
+    # no storage context for the class: that instance fails, 0xC000 with the count
+    a = _get(ref.dicom_port, "REFAET", study, [MRImageStorage], [explicit])
+    b = _get(ours.dicom_port, ours.aet, study, [MRImageStorage], [explicit])
+    assert a == b == ((0xC000, 0, 1), [])
