@@ -852,6 +852,10 @@ class ZipResponse:
         chunk = self.next_chunk(self.ctx, self.job_id, self.sink)
         if chunk is None:
             self._done = True
+            # as Orthanc: the job shows its final state (Success) before the answer ends
+            rec = self.ctx.jobs.get(self.job_id)
+            if rec is not None:
+                self.ctx.jobs.wait(rec, timeout=30)
             raise StopIteration
         return chunk
 
