@@ -156,6 +156,10 @@ def _workload(client) -> dict:
         assert client.simulate_put(f"/{level}/{rid}/labels/label_1").status_code == 200
         assert client.simulate_put(f"/{level}/{rid}/labels/label-2").status_code == 200
     assert client.simulate_delete(f"/instances/{iid}/labels/label-2").status_code == 200
+    # protection from recycling (issue 16)
+    pid = ids["JPEG2000.dcm"]["ParentPatient"]
+    assert client.simulate_put(f"/patients/{pid}/protected", body="1").status_code == 200
+    assert client.simulate_get(f"/patients/{pid}/protected").text == "1"
     assert client.simulate_get(f"/studies/{ct['ParentStudy']}/labels").json == ["label-2", "label_1"]
     assert client.simulate_get("/tools/labels").json == ["label-2", "label_1"]
     for body in ({"Level": "Patient", "Query": {"PatientName": "*"}, "Expand": True},

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .index import Index, SQLiteIndex
+from .index import Index, Quota, SQLiteIndex
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
@@ -13,6 +13,8 @@ def create_index(config: "Config") -> Index:
     """Open the index named by the configuration.
 
     ``IndexDirectory`` (default: ``StorageDirectory``) holds ``index.db``, a SQLite file.
+    ``MaximumStorageSize`` (MB), ``MaximumPatientCount`` and ``MaximumStorageMode``
+    (``Recycle`` or ``Reject``) set the index's :class:`Quota`.
 
     Parameters
     ----------
@@ -22,7 +24,9 @@ def create_index(config: "Config") -> Index:
     -------
     Index
     """
-    return SQLiteIndex(config.path("IndexDirectory") / "index.db")
+    index = SQLiteIndex(config.path("IndexDirectory") / "index.db")
+    index.quota = Quota.from_config(config)
+    return index
 
 
-__all__ = ["Index", "SQLiteIndex", "create_index"]
+__all__ = ["Index", "Quota", "SQLiteIndex", "create_index"]

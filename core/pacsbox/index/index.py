@@ -12,6 +12,7 @@ it once.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -23,6 +24,8 @@ from typing import Any, Iterable, Iterator, Sequence
 from ..dicom.matching import normalize_identifier
 from ..errors import ErrorCode, OrthancError
 from .schema import SCHEMA_VERSION, schema_statements
+
+log = logging.getLogger("pacsbox.index")
 
 
 class ResourceGoneError(OrthancError):
@@ -139,12 +142,56 @@ class StoreOutcome:
         Attachments of an overwritten instance, to delete from storage after commit.
     existing_attachment : Attachment or None
         The stored file when ``AlreadyStored``.
+    recycled : list of str
+        IDs of the patients deleted to make room (:class:`Quota`).
     """
 
     status: str
     changes: list[dict] = field(default_factory=list)
     removed_attachments: list[Attachment] = field(default_factory=list)
     existing_attachment: Attachment | None = None
+    recycled: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Storage limits (Orthanc's ``MaximumStorageSize``, ``MaximumPatientCount`` and, from
+    1.11, ``MaximumStorageMode``).
+
+    Attributes
+    ----------
+    max_bytes : int
+        Total size of the attachments, bytes (0: no limit).
+    max_patients : int
+        Number of patients (0: no limit).
+    reject : bool
+        ``MaximumStorageMode: "Reject"``: refuse an instance that would exceed a limit,
+        instead of recycling (deleting) the oldest unprotected patients.
+    """
+
+    max_bytes: int = 0
+    max_patients: int = 0
+    reject: bool = False
+
+    @property
+    def active(self) -> bool:
+        """Whether any limit is set."""
+        return bool(self.max_bytes or self.max_patients)
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Quota":
+        """The quota of an Orthanc-style configuration.
+
+        Raises
+        ------
+        ValueError
+            ``MaximumStorageMode`` is neither ``Recycle`` nor ``Reject``.
+        """
+        mode = str(config.get("MaximumStorageMode", "Recycle") or "Recycle")
+        if mode not in ("Recycle", "Reject"):
+            raise ValueError(f"MaximumStorageMode must be \"Recycle\" or \"Reject\", not {mode!r}")
+        return cls(max_bytes=int(config.get("MaximumStorageSize", 0) or 0) * 1024 * 1024,
+                   max_patients=int(config.get("MaximumPatientCount", 0) or 0), reject=mode == "Reject")
 
 
 #: Identifiers ``/tools/lookup`` searches; each also gets a normalized row in ``identifiers``.
@@ -180,6 +227,8 @@ class Index:
     """Interface of the index (see :class:`SQLiteIndex`)."""
 
     dialect = "sqlite"
+    #: Storage limits applied by :meth:`store_instance` (none by default; see ``create_index``).
+    quota: Quota = Quota()
     placeholder = "?"
 
     # ---- connection management (backend-specific) -----------------------------------
@@ -666,6 +715,8 @@ class Index:
             # touch the ancestors (stability, LastUpdate)
             tx.execute("UPDATE resources SET last_update = ?, last_activity = ?, is_stable = 0 WHERE id IN (?, ?, ?)",
                        (stamp, now, internal[0], internal[1], internal[2]))
+            if self.quota.active:
+                self._recycle(tx, internal[0], new.attachment.compressed_size, out)
             iid = internal[3]
             if new.metadata:
                 tx.execute("INSERT INTO metadata(resource_id, name, value) VALUES "
@@ -681,6 +732,94 @@ class Index:
                 if self._series_complete(tx, internal[2], new.expected_instances):
                     out.changes.append(self._log_change(tx, "CompletedSeries", internal[2], new.ids[2], 2, stamp))
         return out
+
+    def _recycling_needed(self, tx, size: int) -> bool:
+        q = self.quota
+        if q.max_bytes:
+            total = tx.execute("SELECT COALESCE(SUM(compressed_size), 0) FROM attachments").fetchone()[0]
+            if int(total) + size > q.max_bytes:
+                return True
+        if q.max_patients:
+            if tx.execute("SELECT COUNT(*) FROM resources WHERE level = 0").fetchone()[0] > q.max_patients:
+                return True
+        return False
+
+    def _recycle(self, tx, patient_to_keep: int, size: int, out: StoreOutcome) -> None:
+        """Make room for a new instance of ``size`` bytes (Orthanc's ``ServerIndex::Recycle``).
+
+        Called inside :meth:`store_instance`'s transaction once the new instance's rows
+        exist (so a new patient counts) and before its attachment is recorded. The
+        patients deleted are the unprotected ones least recently given an instance,
+        never the new instance's own; their attachments join ``out.removed_attachments``.
+
+        Raises
+        ------
+        OrthancError
+            500 ``FULL_STORAGE`` (as Orthanc 1.10.1 answers it) when the instance is larger than ``MaximumStorageSize``,
+            when ``MaximumStorageMode`` is ``Reject``, or when no patient is left to
+            recycle (the transaction then rolls back: nothing is stored or deleted).
+        """
+        q = self.quota
+        if q.max_bytes and size > q.max_bytes:
+            raise OrthancError(ErrorCode.FULL_STORAGE, f"Cannot store an instance of size {size} bytes in a "
+                                                       f"storage area limited to {q.max_bytes}",
+                               http_status=500)
+        if not self._recycling_needed(tx, size):
+            return
+        if q.reject:
+            raise OrthancError(ErrorCode.FULL_STORAGE, "The storage is full (MaximumStorageMode is Reject)",
+                               http_status=500)
+        while True:
+            row = tx.execute(
+                "SELECT id, public_id FROM resources WHERE level = 0 AND id <> ? AND id NOT IN "
+                "(SELECT resource_id FROM protected_patients) ORDER BY last_activity, id LIMIT 1",
+                (patient_to_keep,)).fetchone()
+            if row is None:
+                raise OrthancError(ErrorCode.FULL_STORAGE, "Cannot recycle more patients", http_status=500)
+            log.info("recycling patient %s", row[1])
+            out.recycled.append(row[1])
+            out.removed_attachments += self._delete_tree(tx, row[0])
+            if not self._recycling_needed(tx, size):
+                return
+
+    def _delete_tree(self, tx, root: int) -> list[Attachment]:
+        """Delete a resource and its descendants inside ``tx``; their attachments."""
+        all_ids, ids = [root], [root]
+        while ids:
+            nxt: list[int] = []
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                nxt += [r[0] for r in tx.execute(f"SELECT id FROM resources WHERE parent_id IN ({marks})",
+                                                 chunk).fetchall()]
+            all_ids += nxt
+            ids = nxt
+        atts: list[Attachment] = []
+        for i in range(0, len(all_ids), 500):
+            chunk = all_ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            atts += [Attachment(*r) for r in tx.execute(
+                "SELECT content_type, uuid, compressed_size, uncompressed_size, md5 FROM attachments "
+                f"WHERE resource_id IN ({marks})", chunk).fetchall()]
+            for table in ("identifiers", "metadata", "attachments", "changes", "labels"):
+                tx.execute(f"DELETE FROM {table} WHERE resource_id IN ({marks})", chunk)
+        for i in range(len(all_ids) - 1, -1, -500):  # children first
+            chunk = all_ids[max(0, i - 499):i + 1]
+            marks = ",".join("?" * len(chunk))
+            tx.execute(f"DELETE FROM resources WHERE id IN ({marks})", chunk)
+        return atts
+
+    # ---- protection -------------------------------------------------------------------------
+    def is_protected(self, internal_id: int) -> bool:
+        """Whether a patient is protected from recycling."""
+        return self._one("SELECT 1 FROM protected_patients WHERE resource_id = ?", (internal_id,)) is not None
+
+    def set_protected(self, internal_id: int, protected: bool) -> None:
+        """Protect a patient from recycling, or not."""
+        with self.transaction() as tx:
+            tx.execute("DELETE FROM protected_patients WHERE resource_id = ?", (internal_id,))
+            if protected:
+                tx.execute("INSERT INTO protected_patients(resource_id) VALUES (?)", (internal_id,))
 
     def _series_complete(self, tx, series_internal: int, expected: int) -> bool:
         n = tx.execute("SELECT COUNT(*) FROM resources WHERE parent_id = ?", (series_internal,)).fetchone()[0]

@@ -75,6 +75,9 @@ CREATE TABLE IF NOT EXISTS labels (
     PRIMARY KEY (resource_id, label)
 );
 CREATE INDEX IF NOT EXISTS labels_label ON labels(label);
+CREATE TABLE IF NOT EXISTS protected_patients (
+    resource_id BIGINT PRIMARY KEY REFERENCES resources(id) ON DELETE CASCADE
+);
 CREATE TABLE IF NOT EXISTS global_properties (
     name VARCHAR(128) PRIMARY KEY,
     value TEXT NOT NULL
