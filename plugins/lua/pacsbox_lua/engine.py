@@ -49,8 +49,10 @@ _SAFE_OS = ("clock", "date", "difftime", "time")
 
 #: Seconds without a new operation after which the operations thread sends what it has.
 BATCH_GAP = 0.02
-#: Seconds after which a batch is sent even while operations keep coming.
+#: Seconds after which a first batch is sent even while operations keep coming.
 BATCH_AGE = 0.25
+#: The longest a batch may wait while operations keep coming without a pause.
+BATCH_AGE_MAX = 1.0
 
 #: The callbacks pacsbox calls (``has_function`` knows these).
 CALLBACKS = ("Initialize", "Finalize", "OnStoredInstance", "OnStableStudy", "OnStableSeries", "OnStablePatient",
@@ -616,20 +618,26 @@ class LuaEngine:
         self._operations.put([_normalize_operation(self, op) for op in ops])
 
     def _operations_loop(self) -> None:
+        age = BATCH_AGE
         while True:
             first = self._operations.get()
             batch = [first]
             # take what is queued, and what keeps coming (until a pause of BATCH_GAP or an age
             # of BATCH_AGE), to send it in as few associations as possible, as Orthanc's Lua
             # job manager keeps its job and association open while instances keep arriving
-            end = time.monotonic() + BATCH_AGE
+            # while the stream goes on, each batch may be twice as old as the previous one (up
+            # to BATCH_AGE_MAX): fewer associations for a long study, a short first send
+            end = time.monotonic() + age
+            paused = False
             while first is not None:
                 try:
                     batch.append(self._operations.get(timeout=max(0.0, min(BATCH_GAP, end - time.monotonic()))))
                 except queue.Empty:
+                    paused = time.monotonic() < end
                     break
                 if batch[-1] is None or len(batch) >= 1000:
                     break
+            age = BATCH_AGE if paused else min(BATCH_AGE_MAX, 2 * age)
             stop = batch[-1] is None
             jobs = [b for b in batch if b is not None]
             try:
