@@ -155,6 +155,9 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
     validate_core_options(config)
     pm = build_plugin_manager(config, plugins=plugins, load_entrypoints=load_entrypoints)
     pm.call_historic("configure", config=config)
+    for name, closest in config.unknown_options():  # kept for plugins, but likely a typo
+        log.warning("unknown option %r: no loaded plugin declares it (it is kept)%s", name,
+                    f"; did you mean {closest!r}?" if closest else "")
 
     ctx = ServerContext(config)
     ctx.started_at = time.time()

@@ -69,6 +69,9 @@ DEFAULTS: dict[str, Any] = {
     "MaximumZipRatio": 200,           # pacsbox option: inflated/compressed size of a ZIP member
 }
 
+#: Options the core reads beyond :data:`DEFAULTS` (no default value of their own).
+CORE_EXTRA_OPTIONS = ("UserMetadata", "UserContentType", "MaximumStorageMode")
+
 #: Environment variable holding a comma-separated blocklist of plugin names.
 BLOCKLIST_ENV = "PACSBOX_DISABLE_PLUGINS"
 
@@ -367,6 +370,44 @@ class Config(Mapping[str, Any]):
         self._user = dict(values or {})
         self._values.update(self._user)
         self.base_dir = Path(base_dir or os.getcwd())
+        self._declared: set[str] = set(DEFAULTS) | set(CORE_EXTRA_OPTIONS)
+
+    def declare_options(self, names) -> None:
+        """Declare option names a plugin reads (call it from the ``configure`` hook).
+
+        A top-level option that neither the core nor any loaded plugin declares is kept
+        (plugins may still read it), but the start-up logs a warning naming the closest
+        declared name (:meth:`unknown_options`).
+
+        Parameters
+        ----------
+        names : iterable of str
+            Top-level option names, e.g. ``["DicomScuTimeout", "DicomModalities"]``.
+        """
+        if isinstance(names, str):
+            names = [names]
+        self._declared.update(str(n) for n in names)
+
+    def unknown_options(self) -> list[tuple[str, str | None]]:
+        """The options the user set that no one declared, with the closest declared name.
+
+        Returns
+        -------
+        list of (str, str or None)
+            ``(name, suggestion)`` in the file's order; ``suggestion`` is the declared
+            name closest to ``name`` (:func:`difflib.get_close_matches`, case-insensitive),
+            or None.
+        """
+        import difflib
+        declared = sorted(self._declared)
+        lower = {n.lower(): n for n in declared}
+        out = []
+        for name in self._user:
+            if name in self._declared:
+                continue
+            match = difflib.get_close_matches(str(name).lower(), list(lower), n=1, cutoff=0.6)
+            out.append((name, lower[match[0]] if match else None))
+        return out
 
     @classmethod
     def from_file(cls, path: str | os.PathLike | None) -> "Config":

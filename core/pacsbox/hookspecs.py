@@ -118,6 +118,13 @@ def configure(config: Config) -> None:
 
     Notes
     -----
+    Declare the top-level options the plugin reads with
+    ``config.declare_options([...])``: after ``configure``, the core logs one warning
+    for each option the user set that neither the core nor a loaded plugin declares,
+    with the closest declared name ("``HttpPortt``: did you mean ``HttpPort``?"). Raise
+    :class:`~pacsbox.ConfigError` naming the option, its value and what is expected for a
+    malformed one: ``pacsbox serve`` prints it and exits with status 2.
+
     Keep per-app state on ``ctx.stash`` (from ``startup``), not in module globals: two
     apps may live in one process.
 
