@@ -164,19 +164,62 @@ def _compress(ds: pydicom.Dataset, source: UID, target: str, quality: int, sourc
     native_size = len(ds.PixelData)
     encode_dataset(ds, target, quality=quality)
     if target in LOSSY:
-        from pydicom.uid import generate_uid
-        uid = generate_uid()
-        ds.SOPInstanceUID = uid
-        ds.file_meta.MediaStorageSOPInstanceUID = uid
-        ds.LossyImageCompression = "01"
-        ratio = native_size / max(1, len(ds.PixelData))
-        ds.LossyImageCompressionRatio = f"{ratio:.4g}"[:16]
-        ds.LossyImageCompressionMethod = LOSSY[target]
+        _mark_lossy(ds, target, quality, native_size / max(1, len(ds.PixelData)))
     ds.file_meta.TransferSyntaxUID = target
     ds.preamble = ds.preamble or b"\x00" * 128
     buf = io.BytesIO()
     pydicom.dcmwrite(buf, ds, implicit_vr=False, little_endian=True, force_encoding=True)
     return buf.getvalue()
+
+
+_DERIVATION = {
+    "1.2.840.10008.1.2.4.50": "Lossy compression with JPEG baseline, IJG quality factor {q}, compression ratio {r}",
+    "1.2.840.10008.1.2.4.51": "Lossy compression with JPEG extended sequential {b} bit, IJG quality factor {q}, "
+                              "compression ratio {r}",
+    "1.2.840.10008.1.2.4.81": "near lossless JPEG-LS compression, factor {r} (NEAR=2)",
+    "1.2.840.10008.1.2.4.91": "Lossy compression with JPEG 2000, compression ratio {r}",
+}
+
+
+def _code(value: str, meaning: str) -> pydicom.Dataset:
+    item = pydicom.Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+    return item
+
+
+def _mark_lossy(ds: pydicom.Dataset, target: str, quality: int, ratio: float) -> None:
+    """What DCMTK's lossy encoders write, which the reference's files carry: a new
+    SOPInstanceUID, (0028,2110)/(0028,2112)/(0028,2114), (0008,2111) *Derivation
+    Description*, (0008,9215) *Derivation Code Sequence* "Lossy Compression", (0008,2112)
+    *Source Image Sequence* naming the uncompressed predecessor, ImageType DERIVED."""
+    from pydicom.sequence import Sequence
+    from pydicom.uid import generate_uid
+
+    from ..imaging.encoders import LOSSY
+    old_uid, sop_class = str(ds.get("SOPInstanceUID", "")), str(ds.get("SOPClassUID", ""))
+    uid = generate_uid()
+    ds.SOPInstanceUID = uid
+    ds.file_meta.MediaStorageSOPInstanceUID = uid
+    r = f"{ratio:.5g}"
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionRatio = r[:16]
+    ds.LossyImageCompressionMethod = LOSSY[target]
+    bits = 8 if int(ds.get("BitsStored", 8) or 8) <= 8 else 12
+    ds.DerivationDescription = _DERIVATION[target].format(q=quality, r=r, b=bits)[:1024]
+    codes = list(ds.get("DerivationCodeSequence") or [])
+    if not any(getattr(c, "CodeValue", None) == "113040" for c in codes):
+        codes.append(_code("113040", "Lossy Compression"))
+    ds.DerivationCodeSequence = Sequence(codes)
+    if old_uid:
+        ref = pydicom.Dataset()
+        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = sop_class, old_uid
+        ref.PurposeOfReferenceCodeSequence = Sequence([_code("121320", "Uncompressed predecessor")])
+        ds.SourceImageSequence = Sequence(list(ds.get("SourceImageSequence") or []) + [ref])
+    image_type = ds.get("ImageType")
+    if image_type:
+        values = list(image_type) if not isinstance(image_type, str) else [image_type]
+        values[0] = "DERIVED"
+        ds.ImageType = values
 
 
 def _swap_binary_values(ds: pydicom.Dataset, bits_allocated: int) -> None:
