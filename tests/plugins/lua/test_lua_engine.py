@@ -318,3 +318,10 @@ end
     iid = c.simulate_post("/instances", body=_bytes(CT)).json["ID"]
     idle(app)
     assert run(c, "print(Seen)") == iid + "\n"
+
+
+@pytest.mark.parametrize("option,value", [("LuaScripts", 3), ("LuaScripts", ["a.lua", 1]),
+                                          ("LuaScriptTimeout", "ten"), ("LuaHeartBeatPeriod", -1)])
+def test_malformed_options_stop_the_start_naming_them(make_app, option, value):
+    with pytest.raises(Exception, match=option):
+        make_app({option: value}, plugins=[lua_plugin])

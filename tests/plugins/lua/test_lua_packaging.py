@@ -14,6 +14,7 @@ import requests
 import pacsbox_lua.plugin as lua_plugin
 from pacsbox import RouteSpec, StartupError
 from pacsbox.routing.registry import RouteRegistry
+from pacsbox.testing import free_port
 
 
 def test_distribution_entry_point_and_dependencies():
@@ -48,7 +49,8 @@ def test_the_plugin_replaces_the_core_answer(make_app):
 
 
 def test_entry_point_app_has_lua(make_app):
-    app = make_app({"ExecuteLuaEnabled": True}, load_entrypoints=True)
+    app = make_app({"ExecuteLuaEnabled": True, "DicomServerEnabled": False, "DicomPort": free_port()},
+                   load_entrypoints=True)
     assert "/tools/execute-script" in app.ctx.routes.by_plugin()["lua"]
 
 
