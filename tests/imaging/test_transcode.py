@@ -239,3 +239,28 @@ def test_modify_transcode_side_by_side(reference, client, target):
     x, y = I.decode_frame(a).astype(int), I.decode_frame(b).astype(int)
     assert np.abs(x - y).max() <= (0 if target not in LOSSY else 12) and np.abs(x - y).mean() < 2
     requests.delete(f"{reference}/instances/{iid}")
+
+
+def test_lossy_quality_of_modify(client):
+    data = open(sample("SC_rgb.dcm"), "rb").read()
+    iid = client.simulate_post("/instances", body=data).json["ID"]
+    sizes = []
+    for q in (10, 95):
+        r = client.simulate_post(f"/instances/{iid}/modify", json={"Transcode": "1.2.840.10008.1.2.4.50",
+                                                                   "LossyQuality": q, "Force": True})
+        assert r.status_code == 200
+        ds = _read(r.content)
+        assert f"quality factor {q}," in ds.DerivationDescription
+        sizes.append(len(ds.PixelData))
+    assert sizes[0] < sizes[1]
+    series = client.simulate_get(f"/instances/{iid}/series").json["ID"]
+    r = client.simulate_post(f"/series/{series}/modify", json={"Transcode": "1.2.840.10008.1.2.4.50",
+                                                              "LossyQuality": 20, "Replace": {"SeriesDescription": "Q"}})
+    assert r.status_code == 200, r.text
+    new = client.simulate_get(f"/series/{r.json['ID']}/instances").json[0]["ID"]
+    ds = _read(client.simulate_get(f"/instances/{new}/file").content)
+    assert "quality factor 20," in ds.DerivationDescription
+    for bad, status in ((0, 400), (101, 400), ("90", 400)):
+        r = client.simulate_post(f"/instances/{iid}/modify", json={"Transcode": "1.2.840.10008.1.2.4.50",
+                                                                   "LossyQuality": bad, "Force": True})
+        assert r.status_code == status

@@ -41,9 +41,11 @@ def _resource(level: int, public_id: str) -> dict[str, str]:
     return {"ID": public_id, "Path": f"/{PLURALS[level]}/{public_id}", "Type": LEVEL_TYPES[level]}
 
 
-def rewrite_instance(rewriter: RW.Rewriter, data: bytes, transfer_syntax: str | None = None) -> RW.RewriteResult:
+def rewrite_instance(rewriter: RW.Rewriter, data: bytes, transfer_syntax: str | None = None,
+                     quality: int = 90) -> RW.RewriteResult:
     """Rewrite one file, then transcode it when asked (keeping the source syntax when
-    pydicom cannot, as Orthanc does).
+    pydicom cannot, as Orthanc does); ``quality`` (1-100) is the JPEG quality of lossy
+    targets (``LossyQuality``).
 
     Raises
     ------
@@ -58,7 +60,7 @@ def rewrite_instance(rewriter: RW.Rewriter, data: bytes, transfer_syntax: str | 
     except (RW.RewriteError, KeyError, IndexError, ValueError) as e:
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Cannot modify a DICOM file: {e}") from None
     if transfer_syntax and transfer_syntax != res.transfer_syntax:
-        out = RW.transcode(res.data, transfer_syntax)
+        out = RW.transcode(res.data, transfer_syntax, quality)
         if out is None:
             log.warning("cannot transcode to %s, keeping the transfer syntax %s", transfer_syntax,
                         res.transfer_syntax)
@@ -82,6 +84,9 @@ class ResourceModificationJob(ChunkedInstancesJob):
         routes (content ``Resources``).
     transcode : str or None
         Target Transfer Syntax UID (``Transcode``).
+    lossy_quality : int
+        JPEG quality, 1-100, of a lossy ``Transcode`` target (``LossyQuality``, else the
+        ``DicomLossyTranscodingQuality`` option, 90).
     keep_source : bool
         ``KeepSource`` (default true).
     origin : dict
@@ -92,11 +97,12 @@ class ResourceModificationJob(ChunkedInstancesJob):
 
     def __init__(self, modification: Modification, instances: list[str], *, output_level: int | None,
                  transcode: str | None = None, keep_source: bool = True,
-                 origin: Mapping[str, str] | None = None) -> None:
+                 origin: Mapping[str, str] | None = None, lossy_quality: int = 90) -> None:
         super().__init__(instances, False, keep_source)
         self.modification = modification
         self.output_level = output_level
         self.transcode = transcode
+        self.lossy_quality = lossy_quality
         self.origin = dict(origin or {"Origin": "RestApi"})
         self.first: list[str] | None = None
         self.outputs: list[set[str]] = [set(), set(), set(), set()]
@@ -120,7 +126,7 @@ class ResourceModificationJob(ChunkedInstancesJob):
     def process_instance(self, ctx, instance_id: str):
         """Read, rewrite and store one instance; returns ``(status, new ids, source ids)``."""
         data = ctx.resources.read_file(instance_id)
-        res = rewrite_instance(self._rewriter, data, self.transcode)
+        res = rewrite_instance(self._rewriter, data, self.transcode, self.lossy_quality)
         # the source's Orthanc IDs, from its identifiers (the index when they disagree)
         source = hierarchy_ids(*(res.identifiers.get(t, ("", ""))[0] for t in RW.IDENTIFIER_TAGS))
         if source[3] != instance_id:
@@ -205,6 +211,7 @@ class ResourceModificationJob(ChunkedInstancesJob):
         """Everything needed to continue after a restart."""
         return {**self.chunk_state(), "Modification": self.modification.serialize(),
                 "OutputLevel": self.output_level, "Transcode": self.transcode, "Origin": self.origin,
+                "LossyQuality": self.lossy_quality,
                 "First": self.first, "Outputs": self._outputs_state()}
 
     def _outputs_state(self) -> list[list[str]] | None:
@@ -219,7 +226,7 @@ class ResourceModificationJob(ChunkedInstancesJob):
         m = Modification.deserialize(data["Modification"], tag_parser(ctx))
         job = cls(m, list(data.get("Instances", [])), output_level=data.get("OutputLevel"),
                   transcode=data.get("Transcode"), keep_source=bool(data.get("KeepSource", True)),
-                  origin=data.get("Origin"))
+                  origin=data.get("Origin"), lossy_quality=int(data.get("LossyQuality", 90)))
         job.load_chunk_state(data)
         job.first = data.get("First")
         if data.get("Outputs"):

@@ -76,6 +76,25 @@ def read_transcode(body: dict[str, Any], instance_route: bool = False) -> str | 
     return ts
 
 
+def read_lossy_quality(ctx, body: dict[str, Any]) -> int:
+    """``LossyQuality`` (1-100, as Orthanc 1.12), else the ``DicomLossyTranscodingQuality``
+    option, else 90: the JPEG quality of a lossy ``Transcode`` target.
+
+    Raises
+    ------
+    OrthancError
+        400 ``BAD_FILE_FORMAT`` for a value that is not an integer, ``PARAMETER_OUT_OF_RANGE``
+        outside 1-100.
+    """
+    default = ctx.config.get("DicomLossyTranscodingQuality", 90)
+    value = body.get("LossyQuality", default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Integer value expected in field: LossyQuality")
+    if not 1 <= value <= 100:
+        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, "LossyQuality must be between 1 and 100")
+    return value
+
+
 def resolve_any(ctx, public_id: str):
     """The resource of any level with this Orthanc ID (404 ``UNKNOWN_RESOURCE`` if none)."""
     res = ctx.index.lookup(public_id.strip())
@@ -103,11 +122,12 @@ class ModifyResource:
         m.check()
         keep_source = read_bool(body, "KeepSource", True)
         transcode = read_transcode(body)
+        quality = read_lossy_quality(ctx, body)
         res = resolve_any(ctx, id)
         instances = [r.public_id for r in ctx.resources.instances_of([res])]
         name_patient(ctx, m)
         job = ResourceModificationJob(m, instances, output_level=self.level, transcode=transcode,
-                                      keep_source=keep_source, origin=request_origin(req))
+                                      keep_source=keep_source, origin=request_origin(req), lossy_quality=quality)
         send_json(resp, ctx.jobs.run_request(job, body, synchronous=True))
 
 
@@ -135,11 +155,12 @@ class BulkResource:
         m.check()
         keep_source = read_bool(body, "KeepSource", True)
         transcode = read_transcode(body)
+        quality = read_lossy_quality(ctx, body)
         resources = [resolve_any(ctx, i) for i in sorted(set(read_strings(body, "Resources")))]
         instances = [r.public_id for r in ctx.resources.instances_of(resources)]
         name_patient(ctx, m)
         job = ResourceModificationJob(m, instances, output_level=None, transcode=transcode,
-                                      keep_source=keep_source, origin=request_origin(req))
+                                      keep_source=keep_source, origin=request_origin(req), lossy_quality=quality)
         send_json(resp, ctx.jobs.run_request(job, body, synchronous=True))
 
 
@@ -158,13 +179,14 @@ class ModifyInstance:
         if not self.anonymize:
             m.set_level(m.detect_level())
             transcode = read_transcode(body, instance_route=True)
+        quality = read_lossy_quality(ctx, body)
         m.check()
         if ctx.index.lookup(id, 3) is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
         data = ctx.resources.read_file(id)
         name_patient(ctx, m)
         rewriter = m.rewriter(UidMapper(new_seed()), ctx.ingest.default_encoding)
-        res = rewrite_instance(rewriter, data, transcode)
+        res = rewrite_instance(rewriter, data, transcode, quality)
         if transcode and res.transfer_syntax != transcode:
             raise OrthancError(ErrorCode.INTERNAL_ERROR, f"Cannot transcode to transfer syntax: {transcode}")
         resp.content_type = "application/dicom"
