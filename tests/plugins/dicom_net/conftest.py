@@ -227,3 +227,27 @@ def storage_scp() -> Callable[..., StorageSCP]:
     for scp in scps:
         scp.stop_event.set()
         scp.server.shutdown()
+
+
+# ---- the root conftest's helpers under this module's name ---------------------------------
+# tests/ holds no packages, so pytest imports this file as the module ``conftest`` too; from
+# then on ``from conftest import read`` in a test module collected after this directory
+# (tests/rest, tests/reliability...) would find this module. It therefore exposes the root
+# conftest's plain helpers as well (loaded from that file under a private name: its fixtures
+# and hooks stay registered once, by pytest, from the root conftest).
+def _root_helpers() -> None:
+    import importlib.util
+    import sys
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "conftest.py")
+    name = "_pacsbox_tests_root_conftest"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    for helper in ("read", "testfile", "pydicom_test_files", "pydicom_data_files"):
+        globals().setdefault(helper, getattr(module, helper))
+
+
+_root_helpers()
