@@ -9,7 +9,8 @@ reference's shape and dtype (Orthanc's ``DicomImageInformation::ExtractPixelForm
 ==========================================  ====================  ===================
 source                                      Orthanc format        array
 ==========================================  ====================  ===================
-grayscale, 1 or 8 bits stored, unsigned     Grayscale8            ``(H, W)`` uint8
+grayscale, 8 bits stored, unsigned          Grayscale8            ``(H, W)`` uint8
+grayscale, 1 bit (segmentations)            Grayscale8, 0 or 255  ``(H, W)`` uint8
 grayscale, 16 bits allocated, unsigned      Grayscale16           ``(H, W)`` uint16
 grayscale, 16 bits allocated, signed        SignedGrayscale16     ``(H, W)`` int16
 grayscale, 32 bits allocated, unsigned      Grayscale32           ``(H, W)`` uint32
