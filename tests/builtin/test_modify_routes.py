@@ -317,4 +317,7 @@ def test_orthanc_sample_anonymization_of_ct_small(client):
     iid = client.simulate_get(f"/studies/{r.json['ID']}/instances").json[0]["ID"]
     tags = client.simulate_get(f"/instances/{iid}/tags?simplify").json
     assert tags["PatientName"] == "Jane" and tags["StudyDescription"] == "e+1"
-    assert "DeidentificationMethod" not in tags and tags["PatientIdentityRemoved"] == "YES"
+    # Orthanc drops DeidentificationMethod when the profile is customized; pacsbox keeps it (issue 13 case 15)
+    assert tags["DeidentificationMethod"] == \
+        f"pacsbox {pacsbox.__version__} - PS 3.15-2021b Table E.1-1 Basic Profile (customized)"
+    assert tags["PatientIdentityRemoved"] == "YES"

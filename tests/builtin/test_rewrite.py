@@ -151,10 +151,12 @@ def test_versions_and_unknown_version():
     assert e.value.code == 3 and e.value.details == "Unknown specific version of the DICOM standard: 2019a"
 
 
-def test_customized_anonymization_drops_the_deidentification_method():
+def test_customized_anonymization_keeps_the_deidentification_method():
+    # Orthanc drops it (an Orthanc bug report); pacsbox marks it customized (issue 13 case 15)
     data = read("CT_small.dcm")
     ds = parse(run(anonymizer({"Keep": ["StudyDescription"], "KeepPrivateTags": True}), data).data)
-    assert "DeidentificationMethod" not in ds
+    assert ds.DeidentificationMethod == \
+        f"pacsbox {pacsbox.__version__} - PS 3.15-2021b Table E.1-1 Basic Profile (customized)"
     assert ds.StudyDescription == parse(data).StudyDescription
     assert any(el.tag.is_private for el in ds)
 

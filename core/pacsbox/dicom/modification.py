@@ -344,9 +344,16 @@ class Modification:
 
     # ---- Orthanc's primitive operations ----------------------------------------------
     def _mark_not_orthanc_anonymization(self) -> None:
+        """The request customizes the profile (``Keep``/``Remove``/``Replace``...).
+
+        Orthanc then drops its DeidentificationMethod (0012,0063) replacement, so the
+        profile's clearing leaves the attribute empty or absent although the instance was
+        de-identified (an Orthanc bug report). pacsbox keeps it, marked as customized.
+        """
         v = self.replacements.get(P.DEIDENTIFICATION_METHOD_TAG)
-        if v is not None and v == self.deidentification_value:
-            del self.replacements[P.DEIDENTIFICATION_METHOD_TAG]
+        if v is not None and v == self.deidentification_value and not v.endswith(" (customized)"):
+            self.deidentification_value = f"{v} (customized)"
+            self.replacements[P.DEIDENTIFICATION_METHOD_TAG] = self.deidentification_value
 
     def keep_tag(self, tag: int) -> None:
         """Keep ``tag`` untouched (``Keep``)."""
