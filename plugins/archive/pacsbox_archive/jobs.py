@@ -320,6 +320,9 @@ class ArchiveJob(Job):
 
     type_name = "Archive"
     media = False
+    #: ``Filename`` of the request (cleaned): the ``Content-Disposition`` of
+    #: ``/jobs/{id}/archive`` (``archive.zip`` when None).
+    download_name: str | None = None
 
     def __init__(self, resources: list[str], *, transcode: str | None = None, extended: bool = False,
                  level: int = DEFAULT_LEVEL, backend: str = DEFAULT_BACKEND, workers: int = 2,
@@ -698,7 +701,7 @@ class ArchiveJob(Job):
         path = output_store(self._ctx).get(self)
         if path is None or not os.path.exists(path):
             return None
-        return JobOutput(mime="application/zip", filename="archive.zip", path=path)
+        return JobOutput(mime="application/zip", filename=self.download_name or "archive.zip", path=path)
 
     @classmethod
     def recover(cls, ctx: "ServerContext", jobs: list) -> None:
@@ -745,7 +748,7 @@ class ArchiveJob(Job):
             "Level": self.level, "Backend": self.backend, "Workers": self.workers,
             "DicomDirProcess": self.dicomdir_process, "Description": self.description,
             "InstancesCount": self.instances_count, "UncompressedSize": self.uncompressed_size,
-            "ArchiveSize": self.archive_size, "Finished": self.finished,
+            "ArchiveSize": self.archive_size, "Finished": self.finished, "Filename": self.download_name,
         }
         if self.finished:
             d["Output"] = self.output_path
@@ -772,6 +775,7 @@ class ArchiveJob(Job):
                   backend=str(data.get("Backend", DEFAULT_BACKEND)), workers=int(data.get("Workers", 2)),
                   dicomdir_process=bool(data.get("DicomDirProcess", True)))
         job.description = data.get("Description", "REST API")
+        job.download_name = data.get("Filename")
         job._ctx = ctx
         job.instances_count = int(data.get("InstancesCount", 0))
         job.uncompressed_size = int(data.get("UncompressedSize", 0))

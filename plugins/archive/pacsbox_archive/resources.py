@@ -60,13 +60,42 @@ def _new_job(ctx: "ServerContext", media: bool, resources: list[str], transcode:
                workers=s["workers"], dicomdir_process=s["dicomdir_process"])
 
 
+def clean_filename(name: Any, default: str) -> str:
+    """A ``Content-Disposition`` file name without quote, backslash, CR, LF or other
+    control character (``tot"o.zip`` → ``toto.zip``); ``default`` when nothing is left.
+
+    Parameters
+    ----------
+    name : any
+        The requested name (``Filename`` of the body, ``?filename=``), or None.
+    default : str
+
+    Returns
+    -------
+    str
+    """
+    if not isinstance(name, str) or not name:
+        return default
+    return _UNSAFE_FILENAME.sub("", name).strip() or default
+
+
 def _content_disposition(req, default: str) -> str:
-    name = req.get_param("filename")
-    if name:
-        name = _UNSAFE_FILENAME.sub("", name).strip() or default
-    else:
-        name = default
-    return f'filename="{name}"'
+    return f'filename="{clean_filename(req.get_param("filename"), default)}"'
+
+
+def _body_filename(body: Any, default: str | None) -> str | None:
+    """``Filename`` of an archive/media request body (Orthanc 1.12.11), cleaned.
+
+    Raises
+    ------
+    OrthancError
+        400 ``BAD_FILE_FORMAT`` when it is not a string.
+    """
+    if not isinstance(body, dict) or "Filename" not in body:
+        return default
+    if not isinstance(body["Filename"], str):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "String value expected in field: Filename")
+    return clean_filename(body["Filename"], default)
 
 
 def _check_ids(ctx: "ServerContext", ids: Any) -> list[str]:
@@ -172,7 +201,9 @@ class ResourceArchive:
         transcode = check_transfer_syntax(body["Transcode"]) if "Transcode" in body else None
         extended = self.media and read_bool(body, "Extended", False)
         job = _new_job(self.ctx, self.media, [rid], transcode, extended)
-        run_archive(self.ctx, req, resp, job, synchronous=synchronous, priority=priority, filename=f"{rid}.zip")
+        job.download_name = _body_filename(body, None)
+        run_archive(self.ctx, req, resp, job, synchronous=synchronous, priority=priority,
+                    filename=job.download_name or f"{rid}.zip")
 
 
 class ToolsArchive:
@@ -197,7 +228,9 @@ class ToolsArchive:
         transcode = check_transfer_syntax(body["Transcode"]) if "Transcode" in body else None
         extended = self.media and read_bool(body, "Extended", self.extended)
         job = _new_job(self.ctx, self.media, resources, transcode, extended)
-        run_archive(self.ctx, req, resp, job, synchronous=synchronous, priority=priority, filename="Archive.zip")
+        job.download_name = _body_filename(body, None)
+        run_archive(self.ctx, req, resp, job, synchronous=synchronous, priority=priority,
+                    filename=job.download_name or "Archive.zip")
 
     def on_get(self, req, resp):
         raw = req.get_param("resources")
