@@ -193,6 +193,8 @@ _COMPARE = {
     "changes": "SELECT seq, change_type, public_id, level FROM changes ORDER BY seq",
     "labels": "SELECT r.public_id, l.label FROM labels l JOIN resources r ON r.id = l.resource_id "
               "ORDER BY r.public_id, l.label",
+    "revisions": "SELECT r.public_id, v.kind, v.name, v.revision FROM revisions v JOIN resources r "
+                 "ON r.id = v.resource_id ORDER BY r.public_id, v.kind, v.name",
 }
 
 

@@ -516,6 +516,23 @@ class Index:
             cur = tx.execute("DELETE FROM metadata WHERE resource_id = ? AND name = ?", (internal_id, name))
             return cur.rowcount > 0
 
+    # ---- revisions (ETags of metadata and attachments) ------------------------------------
+    def revision(self, internal_id: int, kind: int, name: str) -> int:
+        """The revision of a metadata (``kind`` 0) or attachment (``kind`` 1, ``name`` its
+        content type as text): 0 until it is replaced."""
+        row = self._one("SELECT revision FROM revisions WHERE resource_id = ? AND kind = ? AND name = ?",
+                        (internal_id, kind, name))
+        return int(row[0]) if row else 0
+
+    def set_revision(self, internal_id: int, kind: int, name: str, revision: int) -> None:
+        """Record the revision of a metadata or attachment (0 removes the row)."""
+        with self.transaction() as tx:
+            tx.execute("DELETE FROM revisions WHERE resource_id = ? AND kind = ? AND name = ?",
+                       (internal_id, kind, name))
+            if revision and tx.execute("SELECT 1 FROM resources WHERE id = ?", (internal_id,)).fetchone():
+                tx.execute("INSERT INTO revisions(resource_id, kind, name, revision) VALUES (?, ?, ?, ?)",
+                           (internal_id, kind, name, revision))
+
     # ---- labels (Orthanc 1.12) --------------------------------------------------------------
     def labels(self, internal_id: int) -> list[str]:
         """The labels of a resource, sorted."""

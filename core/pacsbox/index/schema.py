@@ -78,6 +78,13 @@ CREATE INDEX IF NOT EXISTS labels_label ON labels(label);
 CREATE TABLE IF NOT EXISTS protected_patients (
     resource_id BIGINT PRIMARY KEY REFERENCES resources(id) ON DELETE CASCADE
 );
+CREATE TABLE IF NOT EXISTS revisions (
+    resource_id BIGINT NOT NULL REFERENCES resources(id) ON DELETE CASCADE,
+    kind SMALLINT NOT NULL,
+    name VARCHAR(128) NOT NULL,
+    revision BIGINT NOT NULL,
+    PRIMARY KEY (resource_id, kind, name)
+);
 CREATE TABLE IF NOT EXISTS global_properties (
     name VARCHAR(128) PRIMARY KEY,
     value TEXT NOT NULL

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ from ..index.index import LEVEL_NAMES, PLURAL, Attachment
 from ..ingest import expected_instances
 from ..routing.registry import RouteSpec
 from ..storage import pending
+from .revisions import answer_etag, check_if_match, etag
 
 log = logging.getLogger("pacsbox.rest")
 
@@ -446,9 +448,9 @@ class MetadataNames:
         return self.canonical(number)
 
 
-def _etag(value: str | bytes) -> str:
-    """Orthanc's ``ETag`` of a metadata or attachment: ``"<revision>-<MD5>"`` (revision 0)."""
-    return '"0-' + hashlib.md5(value if isinstance(value, bytes) else value.encode("utf-8")).hexdigest() + '"'
+def _md5(value: str | bytes) -> str:
+    """MD5 (hex) of a metadata value or attachment, the second half of its ``ETag``."""
+    return hashlib.md5(value if isinstance(value, bytes) else value.encode("utf-8")).hexdigest()
 
 
 def resource_metadata(ctx, res) -> dict[str, str]:
@@ -501,6 +503,8 @@ class MetadataResource:
     def __init__(self, ctx, level: int):
         self.ctx, self.level = ctx, level
         self.names = MetadataNames(ctx.config)
+        self.check_revisions = ctx.config.get("CheckRevisions") is True
+        self._lock = threading.Lock()  # If-Match check and write, together
 
     def on_get(self, req, resp, id, name):
         res = self.ctx.resources.get(self.level, id)
@@ -508,23 +512,42 @@ class MetadataResource:
         v = resource_metadata(self.ctx, res).get(stored)
         if v is None:
             raise not_found()
-        resp.set_header("ETag", _etag(v))
+        if answer_etag(req, resp, self.ctx.index.revision(res.internal_id, 0, stored), _md5(v)):
+            return
         send_text(resp, v)
+
+    def _current(self, res, stored: str) -> tuple[int, str] | None:
+        old = self.ctx.index.get_metadata(res.internal_id, stored)
+        return None if old is None else (self.ctx.index.revision(res.internal_id, 0, stored), _md5(old))
 
     def on_put(self, req, resp, id, name):
         res = self.ctx.resources.get(self.level, id)
         stored = self.names.resolve(name, writing=True)
         value = read_body(req).decode("utf-8", "replace")
-        for ch in self.ctx.index.set_metadata(res.internal_id, stored, value, res.public_id, res.level):
+        index = self.ctx.index
+        with self._lock:
+            current = self._current(res, stored)
+            check_if_match(req, self.check_revisions, current, deleting=False)
+            changes = index.set_metadata(res.internal_id, stored, value, res.public_id, res.level)
+            revision = 0 if current is None else current[0] + 1
+            if revision:
+                index.set_revision(res.internal_id, 0, stored, revision)
+        for ch in changes:
             self.ctx.notifier.emit("change_recorded", ctx=self.ctx, change=ch)
-        resp.set_header("ETag", _etag(value))
+        resp.set_header("ETag", etag(revision, _md5(value)))
         send_text(resp, "")
 
     def on_delete(self, req, resp, id, name):
         res = self.ctx.resources.get(self.level, id)
         stored = self.names.resolve(name, writing=True)
-        if not self.ctx.index.delete_metadata(res.internal_id, stored):
-            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
+        index = self.ctx.index
+        with self._lock:
+            current = self._current(res, stored)
+            check_if_match(req, self.check_revisions, current, deleting=True)
+            if not index.delete_metadata(res.internal_id, stored):
+                raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
+            if current is not None and current[0]:
+                index.set_revision(res.internal_id, 0, stored, 0)
         change = self.ctx.index.log_change("UpdatedMetadata", res)
         self.ctx.notifier.emit("change_recorded", ctx=self.ctx, change=change)
         send_text(resp, "")
@@ -583,6 +606,8 @@ class AttachmentsResource:
         self.user = user_content_types(ctx.config)
         self.user_names = {number: name for name, (number, _) in self.user.items()}
         self.user_mime = {number: mime for number, mime in self.user.values()}
+        self.check_revisions = ctx.config.get("CheckRevisions") is True
+        self._lock = threading.Lock()  # If-Match check and write, together
 
     def _name(self, content_type: int) -> str:
         return _ATTACHMENT_NAMES.get(content_type) or self.user_names.get(content_type, str(content_type))
@@ -613,8 +638,17 @@ class AttachmentsResource:
         return res, att
 
     def on_get_one(self, req, resp, id, name):
-        self._att(id, name)
+        res, att = self._att(id, name)
+        if answer_etag(req, resp, self._revision(res, att.content_type), att.md5):
+            return
         send_json(resp, ATTACHMENT_OPERATIONS)
+
+    def _revision(self, res, content_type: int) -> int:
+        return self.ctx.index.revision(res.internal_id, 1, str(content_type))
+
+    def _current(self, res, content_type: int) -> tuple[int, str | None] | None:
+        old = self.ctx.index.attachment(res.internal_id, content_type)
+        return None if old is None else (self._revision(res, content_type), old.md5)
 
     def _user_type(self, id, name):
         res = self.ctx.resources.get(self.level, id)
@@ -629,21 +663,29 @@ class AttachmentsResource:
         md5 = hashlib.md5(data).hexdigest() if self.ctx.ingest.store_md5 else None
         att = Attachment(ct, new_uuid(), len(data), len(data), md5)
         storage = self.ctx.storage
-        keys = pending.begin(self.ctx, [(att.uuid, ct)])
-        try:
-            storage.create(att.uuid, data, ct)
+        with self._lock:
+            current = self._current(res, ct)
+            check_if_match(req, self.check_revisions, current, deleting=False)
+            keys = pending.begin(self.ctx, [(att.uuid, ct)])
             try:
-                done = self.ctx.index.set_attachment(res.internal_id, att, res.public_id, res.level)
-            except BaseException:
+                storage.create(att.uuid, data, ct)
+                try:
+                    done = self.ctx.index.set_attachment(res.internal_id, att, res.public_id, res.level)
+                except BaseException:
+                    storage.remove(att.uuid, ct)
+                    raise
+            finally:
+                pending.end(self.ctx, keys)
+            if done is None:  # the resource was deleted meanwhile
                 storage.remove(att.uuid, ct)
-                raise
-        finally:
-            pending.end(self.ctx, keys)
-        if done is None:  # the resource was deleted meanwhile
-            storage.remove(att.uuid, ct)
-            raise not_found()
+                raise not_found()
+            revision = 0 if current is None else current[0] + 1
+            if revision:
+                self.ctx.index.set_revision(res.internal_id, 1, str(ct), revision)
         old, changes = done
         self._changed(changes, old)
+        if md5:
+            resp.set_header("ETag", etag(revision, md5))
         send_json(resp, {}, content_type="application/json")
 
     def _changed(self, changes: list[dict], removed: Attachment | None) -> None:
@@ -658,16 +700,21 @@ class AttachmentsResource:
 
     def on_delete_one(self, req, resp, id, name):
         res, ct = self._user_type(id, name)
-        old, changes = self.ctx.index.delete_attachment(res.internal_id, ct, res.public_id, res.level)
-        if old is None:
-            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
+        with self._lock:
+            current = self._current(res, ct)
+            check_if_match(req, self.check_revisions, current, deleting=True)
+            old, changes = self.ctx.index.delete_attachment(res.internal_id, ct, res.public_id, res.level)
+            if old is None:
+                raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
+            if current is not None and current[0]:
+                self.ctx.index.set_revision(res.internal_id, 1, str(ct), 0)
         self._changed(changes, old)
         send_text(resp, "")
 
     def on_get_op(self, req, resp, id, name, op):
         res, att = self._att(id, name)
-        if att.md5:
-            resp.set_header("ETag", f'"0-{att.md5}"')
+        if answer_etag(req, resp, self._revision(res, att.content_type), att.md5):
+            return
         if op in ("data", "compressed-data"):
             try:
                 f = self.ctx.storage.open(att.uuid, att.content_type)

@@ -38,7 +38,7 @@ class SystemResource:
         cfg = self.ctx.config
         send_json(resp, {
             "ApiVersion": API_VERSION,
-            "CheckRevisions": False,
+            "CheckRevisions": cfg.get("CheckRevisions") is True,
             "DatabaseBackendPlugin": None,
             "DatabaseVersion": 6,
             "DicomAet": cfg["DicomAet"],
