@@ -51,6 +51,9 @@ def is_transfer_syntax(uid: str) -> bool:
 def transcode(data: bytes, target: str, quality: int = 90) -> bytes | None:
     """Convert a Part-10 file to another transfer syntax.
 
+    The codecs release the GIL: the worker threads of a job compress several instances
+    at once.
+
     Parameters
     ----------
     data : bytes
@@ -78,7 +81,7 @@ def transcode(data: bytes, target: str, quality: int = 90) -> bytes | None:
                 return data
             tsu = UID(target)
             if target not in UNCOMPRESSED and target != DEFLATED_LE:
-                return _compress(ds, source, target, quality, len(data))
+                return _compress(ds, source, target, quality, data)
             if source.is_compressed and "PixelData" in ds:
                 _decompress(ds)
                 source = UID(str(ds.file_meta.TransferSyntaxUID))
@@ -146,8 +149,12 @@ _IMAGING_FIRST = frozenset({"1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", 
 _PLUGIN = {"1.2.840.10008.1.2.4.50": "pillow", "1.2.840.10008.1.2.4.51": "pillow"}
 
 
-def _compress(ds: pydicom.Dataset, source: UID, target: str, quality: int, source_size: int) -> bytes:
+def _compress(ds: pydicom.Dataset, source: UID, target: str, quality: int, data: bytes) -> bytes:
     from ..imaging.encoders import LOSSY, encode_dataset
+    if target not in LOSSY and source == EXPLICIT_LE:
+        spliced = _splice(ds, target, data)
+        if spliced is not None:
+            return spliced
     if "PixelData" not in ds:  # no pixels: only the declared syntax changes
         ds.file_meta.TransferSyntaxUID = target
         buf = io.BytesIO()
@@ -170,6 +177,48 @@ def _compress(ds: pydicom.Dataset, source: UID, target: str, quality: int, sourc
     buf = io.BytesIO()
     pydicom.dcmwrite(buf, ds, implicit_vr=False, little_endian=True, force_encoding=True)
     return buf.getvalue()
+
+
+_PIXEL_TAG = b"\xe0\x7f\x10\x00"
+_SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+
+
+def _splice(ds: pydicom.Dataset, target: str, data: bytes) -> bytes | None:
+    """Lossless compression of an explicit VR little endian file without rewriting it:
+    the file meta is written again (new TransferSyntaxUID) and the Pixel Data element
+    replaced by its encapsulated form; every other byte is kept as it was. Half the CPU
+    of a full pydicom write. None when the file does not have the expected layout
+    (preamble, group length, a top-level native Pixel Data), the caller then rewrites."""
+    import struct
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+
+    from ..imaging.encoders import encode_dataset
+    try:
+        if data[128:132] != b"DICM" or data[132:140] != b"\x02\x00\x00\x00UL\x04\x00":
+            return None
+        meta_end = 144 + struct.unpack("<I", data[140:144])[0]
+        elem = ds.get_item(0x7FE00010)
+        tell = getattr(elem, "value_tell", None)
+        length = getattr(elem, "length", None)
+        if tell is None or length is None or length == 0xFFFFFFFF:
+            return None
+        start, end = tell - 12, tell + length
+        if start < meta_end or data[start:start + 4] != _PIXEL_TAG or data[start + 4:start + 6] not in (b"OB", b"OW"):
+            return None
+        if int(ds.get("SamplesPerPixel", 1) or 1) != 1 and int(ds.get("PlanarConfiguration", 0) or 0) != 0:
+            return None  # the encoders write colour-by-pixel: PlanarConfiguration changes
+        encode_dataset(ds, target)
+        meta = ds.file_meta
+        meta.TransferSyntaxUID = target
+        buf = DicomBytesIO()
+        buf.is_little_endian, buf.is_implicit_VR = True, False
+        write_file_meta_info(buf, meta, enforce_standard=True)
+        pixels = _PIXEL_TAG + b"OB\x00\x00\xff\xff\xff\xff" + bytes(ds.PixelData) + _SEQ_DELIMITER
+        return b"".join((data[:132], buf.getvalue(), data[meta_end:start], pixels, data[end:]))
+    except Exception:  # noqa: BLE001 - the full rewrite decides
+        return None
 
 
 _DERIVATION = {
