@@ -208,6 +208,7 @@ class JobsEngine:
         self._queue: list[tuple[int, int, JobRecord]] = []
         self._history: "OrderedDict[str, None]" = OrderedDict()
         self._counter = itertools.count(1)
+        self._totals: dict[str, int] = {JobState.SUCCESS.value: 0, JobState.FAILURE.value: 0}
         self._workers: list[threading.Thread] = []
         self._timers: set[threading.Timer] = set()
         self._stopping = False
@@ -482,6 +483,21 @@ class JobsEngine:
                 out[rec.state.value] += 1
             return out
 
+    def totals(self) -> dict[str, int]:
+        """Jobs that ended in ``Success`` and in ``Failure`` since the engine started.
+
+        Unlike :meth:`counts`, these only grow: a job leaving the history
+        (``JobsHistorySize``) is still counted (Orthanc 1.13's
+        ``orthanc_jobs_total_*`` metrics).
+
+        Returns
+        -------
+        dict
+            ``{"Success": n, "Failure": m}``.
+        """
+        with self._lock:
+            return dict(self._totals)
+
     # ---- actions (reference section 3.4) ----------------------------------------------
     def pause(self, job_id: str) -> bool:
         """``POST /jobs/{id}/pause``.
@@ -683,6 +699,7 @@ class JobsEngine:
         self._touch(rec, previous)
 
     def _finish(self, rec: JobRecord, state: JobState) -> None:
+        self._totals[state.value] = self._totals.get(state.value, 0) + 1
         rec.completion_time = time.time()
         if state == JobState.SUCCESS:
             rec.progress = 100

@@ -34,6 +34,9 @@ def register_metrics(ctx):
         MetricSpec("orthanc_jobs_completed", "gauge", "Completed jobs in the history", ""),
         MetricSpec("orthanc_jobs_success", "gauge", "Successful jobs in the history", ""),
         MetricSpec("orthanc_jobs_failed", "gauge", "Failed jobs in the history", ""),
+        MetricSpec("orthanc_jobs_total_success", "counter", "Jobs that succeeded since the start", ""),
+        MetricSpec("orthanc_jobs_total_failed", "counter", "Jobs that failed since the start", ""),
+        MetricSpec("orthanc_jobs_total_completed", "counter", "Jobs that ended since the start", ""),
         MetricSpec("orthanc_rest_api_active_requests", "max10s", "Concurrent REST requests (max over 10 s)", ""),
         MetricSpec("orthanc_rest_api_duration_ms", "max10s", "REST request duration (max over 10 s)", "ms"),
         MetricSpec("orthanc_store_dicom_duration_ms", "max10s", "Time to store one instance (max over 10 s)", "ms"),
@@ -72,5 +75,9 @@ def startup(ctx):
         store.set_value("orthanc_jobs_success", c["Success"])
         store.set_value("orthanc_jobs_failed", c["Failure"])
         store.set_value("orthanc_jobs_completed", c["Success"] + c["Failure"])
+        t = ctx.jobs.totals()  # only grow, whatever JobsHistorySize forgets (Orthanc 1.13)
+        store.set_value("orthanc_jobs_total_success", t["Success"])
+        store.set_value("orthanc_jobs_total_failed", t["Failure"])
+        store.set_value("orthanc_jobs_total_completed", t["Success"] + t["Failure"])
 
     ctx.metrics.add_collector(collect)

@@ -27,6 +27,8 @@ COMPUTED = {
     "orthanc_disk_size_mb", "orthanc_uncompressed_size_mb",
     "orthanc_jobs_pending", "orthanc_jobs_running", "orthanc_jobs_completed", "orthanc_jobs_success",
     "orthanc_jobs_failed",
+    # Orthanc 1.13's totals, which only grow (issue 13 case 17)
+    "orthanc_jobs_total_success", "orthanc_jobs_total_failed", "orthanc_jobs_total_completed",
 }
 
 
