@@ -263,7 +263,11 @@ def build_plan(ctx: "ServerContext", resources: Sequence["Resource"], *, media: 
             continue
         if not media:
             if p.res.public_id not in folder:
-                folder[p.res.public_id] = root_names.take(folder_name(0, p.res.main_tags))
+                # the study's own copy of the patient tags: two studies sharing a PatientID
+                # under different names each keep theirs (Orthanc uses the patient level)
+                tags = dict(p.res.main_tags)
+                tags.update({k: v for k, v in st.res.main_tags.items() if k in ("PatientID", "PatientName")})
+                folder[p.res.public_id] = root_names.take(folder_name(0, tags))
                 study_names[p.res.public_id] = _Names()
             if st.res.public_id not in folder:
                 folder[st.res.public_id] = study_names[p.res.public_id].take(folder_name(1, st.res.main_tags))
