@@ -87,6 +87,18 @@ def ignore_length(req: falcon.Request) -> frozenset[int]:
     return frozenset(out)
 
 
+def add_requested_tags(ctx, req: falcon.Request, pairs: list[tuple[Any, dict[str, Any]]]) -> None:
+    """Add ``RequestedTags`` to expanded resources when ``?requestedTags=`` asks for them
+    (Orthanc 1.11: ``;``-separated keywords or ``gggg,eeee``)."""
+    if not req.params or "requestedTags" not in req.params:
+        return
+    from .find_ext import query_requested_tags, requested_tags
+    tags = query_requested_tags(req)
+    fmt = expand_format(req)
+    for res, d in pairs:
+        d["RequestedTags"] = requested_tags(ctx, res, tags, fmt)
+
+
 def _since_limit(req: falcon.Request) -> tuple[int | None, int | None]:
     """``since`` and ``limit`` of a list route: both or neither (Orthanc 1.10.1).
 
@@ -145,7 +157,10 @@ class ListResource:
         index = self.ctx.index
         if query_flag(req, "expand"):
             expand, fmt = self.ctx.resources.expand, expand_format(req)
-            send_json(resp, [expand(r, tag_format=fmt) for r in index.list_resources(self.level, since, limit)])
+            rows = index.list_resources(self.level, since, limit)
+            out = [expand(r, tag_format=fmt) for r in rows]
+            add_requested_tags(self.ctx, req, list(zip(rows, out)))
+            send_json(resp, out)
         else:
             send_json(resp, index.list_public_ids(self.level, since, limit))
 
@@ -158,7 +173,9 @@ class OneResource:
 
     def on_get(self, req, resp, id):
         res = self.ctx.resources.get(self.level, id, empty=True)
-        send_json(resp, self.ctx.resources.expand(res, tag_format=expand_format(req)))
+        d = self.ctx.resources.expand(res, tag_format=expand_format(req))
+        add_requested_tags(self.ctx, req, [(res, d)])
+        send_json(resp, d)
 
     def on_delete(self, req, resp, id):
         res = self.ctx.resources.get(self.level, id, empty=True)
@@ -239,7 +256,9 @@ class ChildrenResource:
             send_json(resp, [r.public_id for r in rows])
             return
         expand, fmt = self.ctx.resources.expand, expand_format(req)
-        send_json(resp, [expand(r, tag_format=fmt) for r in rows])
+        out = [expand(r, tag_format=fmt) for r in rows]
+        add_requested_tags(self.ctx, req, list(zip(rows, out)))
+        send_json(resp, out)
 
 
 class ParentResource:
@@ -252,7 +271,9 @@ class ParentResource:
         res = self.ctx.resources.get(self.level, id)
         for anc in self.ctx.index.ancestors(res):
             if anc.level == self.target:
-                send_json(resp, self.ctx.resources.expand(anc, tag_format=expand_format(req)))
+                d = self.ctx.resources.expand(anc, tag_format=expand_format(req))
+                add_requested_tags(self.ctx, req, [(anc, d)])
+                send_json(resp, d)
                 return
         raise not_found()
 

@@ -19,6 +19,7 @@ from ..errors import ErrorCode, OrthancError, not_found
 from ..web import query_flag, read_body, read_json_body, send_json, send_text
 from ..index.index import LEVEL_NAMES, PLURAL
 from ..routing.registry import RouteSpec
+from . import find_ext
 
 #: The Orthanc REST API level pacsbox implements (the reference, Orthanc 1.10.1).
 ORTHANC_VERSION = "1.10.1"
@@ -269,12 +270,14 @@ _FIND_LEVELS = {"PATIENT": 0, "PATIENTS": 0, "STUDY": 1, "STUDIES": 1, "SERIES":
 
 
 class FindResource:
-    """``POST /tools/find``."""
+    """``POST /tools/find`` (Orthanc 1.10.1, plus the 1.11-1.12 fields of
+    :mod:`pacsbox.rest.find_ext`)."""
 
     def __init__(self, ctx):
         self.ctx = ctx
 
-    def on_post(self, req, resp):
+    def _search(self, req, *, paging: bool = True):
+        """(matching resources, Expand, tag format, ExtendedFind or None) of the body."""
         try:
             body = read_json_body(req, default=[])
         except OrthancError:
@@ -287,7 +290,12 @@ class FindResource:
         level = _FIND_LEVELS.get(level_name.upper()) if level_name.isascii() else None
         if level is None:
             raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE)
+        ext = None
+        if any(k in body for k in find_ext.EXTENDED_FIELDS):
+            ext = find_ext.ExtendedFind(self.ctx, level, body)
         query = body.get("Query")
+        if query is None and ext is not None and ext.filters:
+            query = {}
         if not isinstance(query, dict):
             raise OrthancError(ErrorCode.BAD_REQUEST, "Field \"Query\" is missing, or should be a JSON object")
         for k, v in query.items():
@@ -298,16 +306,41 @@ class FindResource:
         full, short = _bool_field(body, "Full"), _bool_field(body, "Short")
         limit = _int_field(body, "Limit")
         since = _int_field(body, "Since")
+        if not paging:
+            limit = since = 0
         cfg_limit = self.ctx.config.int("LimitFindInstances" if level == 3 else "LimitFindResults")
-        if cfg_limit and (not limit or limit > cfg_limit):
+        if paging and cfg_limit and (not limit or limit > cfg_limit):
             limit = cfg_limit
-        found = find_resources(self.ctx, level, query, case_sensitive=case, limit=limit, since=since)
-        if expand:
-            fmt = "full" if full else "short" if short else "simplify"
+        fmt = "full" if full else "short" if short else "simplify"
+        if ext is not None and ext.filters:
+            found = [r for r in find_resources(self.ctx, level, query, case_sensitive=case) if ext.keep(r)]
+            if ext.order:
+                found = ext.sort(found)
+            found = found[since:]
+            if limit:
+                found = found[:limit]
+        else:
+            found = find_resources(self.ctx, level, query, case_sensitive=case, limit=limit, since=since)
+        return found, expand, fmt, ext
+
+    def on_post(self, req, resp):
+        found, expand, fmt, ext = self._search(req)
+        if ext is not None:
+            send_json(resp, [ext.answer(r, bool(expand), fmt) for r in found])
+        elif expand:
             expand = self.ctx.resources.expand
             send_json(resp, [expand(r, tag_format=fmt) for r in found])
         else:
             send_json(resp, [r.public_id for r in found])
+
+
+class CountResourcesResource(FindResource):
+    """``POST /tools/count-resources`` (Orthanc 1.12.5): ``{"Count": n}`` for a
+    ``/tools/find`` body (``Since`` and ``Limit`` ignored)."""
+
+    def on_post(self, req, resp):
+        found, _expand, _fmt, _ext = self._search(req, paging=False)
+        send_json(resp, {"Count": len(found)})
 
 
 class LookupResource:
@@ -458,6 +491,7 @@ def routes(ctx) -> list[RouteSpec]:
         RouteSpec("/exports", ExportsResource),
         RouteSpec("/tools", ToolsResource),
         RouteSpec("/tools/find", FindResource),
+        RouteSpec("/tools/count-resources", CountResourcesResource),
         RouteSpec("/tools/lookup", LookupResource),
         RouteSpec("/tools/generate-uid", GenerateUidResource),
         RouteSpec("/tools/now", NowResource),
