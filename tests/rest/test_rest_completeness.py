@@ -374,3 +374,49 @@ def test_ordered_slices_as_the_reference(both):
                                               "Sequence"])
     _same(both, "GET", "/series/nope/ordered-slices")
     _same(both, "GET", f"/studies/{_ids(both[0], 'studies')[0]}/ordered-slices")
+
+
+# -- 13. reconstruct, invalidate-tags -------------------------------------------------------------
+
+def test_reconstruct_as_the_reference(both):
+    ref, ours = both
+    app = _APPS[ours]
+    study = _ids(ref, "studies")[0]
+    info = requests.get(f"{ours}/studies/{study}").json()
+    inst = requests.get(f"{ours}/studies/{study}/instances").json()[0]["ID"]
+    before = {p: requests.get(ours + p).json() for p in (f"/studies/{study}", f"/instances/{inst}",
+                                                         f"/patients/{info['ParentPatient']}")}
+    # stale main tags in the index (as after a change of the main-tag rules)
+    index = app.ctx.index
+    for level, rid in ((1, study), (3, inst), (0, info["ParentPatient"])):
+        res = app.ctx.resources.get(level, rid)
+        index.set_main_tags(res.internal_id, {"StudyInstanceUID": "9.9", "PatientID": "stale", "SOPInstanceUID": "9.8"},
+                            {"PatientID": "stale"} if level == 0 else {})
+    assert requests.get(f"{ours}/studies/{study}").json() != before[f"/studies/{study}"]
+    for method, path in (("POST", f"/studies/{study}/reconstruct"), ("POST", "/studies/nope/reconstruct"),
+                         ("GET", f"/studies/{study}/reconstruct"), ("POST", f"/instances/{inst}/reconstruct"),
+                         ("POST", "/tools/reconstruct"), ("POST", "/tools/invalidate-tags"),
+                         ("GET", "/tools/invalidate-tags")):
+        a, b = _both(both, method, path)
+        assert (a.status_code, _body(a), a.headers.get("Allow")) == (b.status_code, _body(b), b.headers.get("Allow"))
+        if a.status_code == 200:
+            assert a.headers["Content-Type"] == b.headers["Content-Type"] == "text/plain"
+        if path == f"/studies/{study}/reconstruct":
+            assert {p: requests.get(ours + p).json() for p in before} == before
+    pid = before[f"/patients/{info['ParentPatient']}"]["MainDicomTags"]["PatientID"]
+    assert [r["ID"] for r in requests.post(ours + "/tools/lookup", data=pid).json() if r["Type"] == "Patient"] == \
+        [info["ParentPatient"]]
+
+
+def test_reconstruct_all_as_a_job(both):
+    ours = both[1]
+    r = requests.post(ours + "/tools/reconstruct", data=json.dumps({"Asynchronous": True}))
+    assert r.status_code == 200 and r.json()["Path"] == f"/jobs/{r.json()['ID']}"
+    import time
+    for _ in range(200):
+        job = requests.get(ours + r.json()["Path"]).json()
+        if job["State"] in ("Success", "Failure"):
+            break
+        time.sleep(0.05)
+    assert (job["State"], job["Type"], job["Progress"]) == ("Success", "ReconstructAll", 100)
+    assert job["Content"]["InstancesCount"] == len(_ids(ours, "instances"))

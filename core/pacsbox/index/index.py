@@ -516,6 +516,17 @@ class Index:
             cur = tx.execute("DELETE FROM metadata WHERE resource_id = ? AND name = ?", (internal_id, name))
             return cur.rowcount > 0
 
+    def set_main_tags(self, internal_id: int, main_tags: dict[str, str], identifiers: dict[str, str]) -> None:
+        """Replace the main tags and the identifier rows of a resource (``reconstruct``)."""
+        with self.transaction() as tx:
+            tx.execute("UPDATE resources SET main_tags = ? WHERE id = ?",
+                       (json.dumps(main_tags, ensure_ascii=False), internal_id))
+            tx.execute("DELETE FROM identifiers WHERE resource_id = ?", (internal_id,))
+            rows = identifier_rows(internal_id, identifiers)
+            if rows:
+                tx.execute("INSERT INTO identifiers(resource_id, tag, value) VALUES "
+                           + ", ".join(["(?, ?, ?)"] * len(rows)), [x for r in rows for x in r])
+
     # ---- revisions (ETags of metadata and attachments) ------------------------------------
     def revision(self, internal_id: int, kind: int, name: str) -> int:
         """The revision of a metadata (``kind`` 0) or attachment (``kind`` 1, ``name`` its

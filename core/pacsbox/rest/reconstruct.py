@@ -1,0 +1,147 @@
+"""Re-reading main tags from the files: ``POST /{level}/{id}/reconstruct``,
+``POST /tools/reconstruct`` and ``POST /tools/invalidate-tags``.
+
+``reconstruct`` re-extracts, from the DICOM file of each instance of the resource, the main
+tags of the instance and of its series, study and patient (the last instance read wins for
+the parents, as Orthanc's ``ReconstructResource``), and rewrites the identifier rows that
+``/tools/find`` and ``/tools/lookup`` search. Useful after the main-tag rules changed
+(an upgrade, another ``Dictionary``) or after files were repaired in place. Both answer an
+empty ``text/plain`` body, as Orthanc 1.10.1; ``/tools/reconstruct`` with
+``{"Asynchronous": true}`` runs as a ``ReconstructAll`` job instead, one instance per step,
+with its progress in ``/jobs/{id}``.
+
+``invalidate-tags``: Orthanc keeps a JSON summary of each instance's tags as an attachment
+(``dicom-as-json``) and this route drops them. pacsbox keeps no such summary: it renders
+the tags from the file at each request, so nothing is cached and the route only answers
+(empty ``text/plain``) for clients that call it.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..dicom import tags as T
+from ..jobs.base import InstancesJob
+from ..routing.registry import RouteSpec
+from ..web import read_json_body, send_json, send_text
+
+
+def reconstruct_instance(ctx: Any, instance: Any) -> None:
+    """Re-extract the main tags of one instance and its ancestors from its file.
+
+    Parameters
+    ----------
+    ctx : ServerContext
+    instance : Resource
+        An instance.
+    """
+    data = ctx.resources.read_file(instance)
+    res, enc = ctx.ingest.parse_main(data)
+    levels = T.main_tags_from_raw(res.raw, enc)
+    levels[1].update(levels[0])  # a study keeps its own copy of the patient tags
+    chain = [instance] + ctx.index.ancestors(instance)  # instance, series, study, patient
+    by_level = {r.level: r for r in chain}
+    for level in range(4):
+        r = by_level.get(level)
+        if r is None:
+            continue
+        tags = levels[level]
+        ids: dict[str, str] = {}
+        if level == 0:
+            ids["PatientID"] = tags.get("PatientID", "")
+        elif level == 1:
+            ids["StudyInstanceUID"] = tags.get("StudyInstanceUID", "")
+            if "AccessionNumber" in tags:
+                ids["AccessionNumber"] = tags["AccessionNumber"]
+        elif level == 2:
+            ids["SeriesInstanceUID"] = tags.get("SeriesInstanceUID", "")
+        else:
+            ids["SOPInstanceUID"] = tags.get("SOPInstanceUID", "")
+        ctx.index.set_main_tags(r.internal_id, tags, ids)
+
+
+def reconstruct_resource(ctx: Any, res: Any) -> None:
+    """Reconstruct every instance of a resource (see :func:`reconstruct_instance`)."""
+    if res.level == 3:
+        reconstruct_instance(ctx, res)
+        return
+    for iid in ctx.index.descendant_ids(res.internal_id, res.level, 3):
+        inst = ctx.index.get_by_internal(iid)
+        if inst is not None:
+            reconstruct_instance(ctx, inst)
+
+
+class ReconstructResource:
+    """``POST /{level}/{id}/reconstruct``."""
+
+    def __init__(self, ctx, level: int):
+        self.ctx, self.level = ctx, level
+
+    def on_post(self, req, resp, id):
+        res = self.ctx.resources.get(self.level, id)
+        reconstruct_resource(self.ctx, res)
+        send_text(resp, "")
+
+
+class ReconstructAllJob(InstancesJob):
+    """``ReconstructAll``: every instance of the index, one per step."""
+
+    type_name = "ReconstructAll"
+
+    def process_instance(self, ctx: Any, instance_id: str) -> bool:
+        """Reconstruct one instance (one deleted meanwhile is skipped)."""
+        inst = ctx.resources.find(instance_id, 3)
+        if inst is not None:
+            reconstruct_instance(ctx, inst)
+        return True
+
+    def serialize(self) -> dict[str, Any]:
+        """The base state (instances, position)."""
+        return self.base_state()
+
+    @classmethod
+    def from_serialized(cls, data: Mapping[str, Any], ctx: Any) -> "ReconstructAllJob":
+        """Rebuild a saved job."""
+        job = cls()
+        job.load_base_state(data)
+        return job
+
+
+class ReconstructAllResource:
+    """``POST /tools/reconstruct``: synchronous (empty answer) by default, a job with
+    ``{"Asynchronous": true}``."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_post(self, req, resp):
+        body = read_json_body(req)
+        if isinstance(body, dict) and (body.get("Asynchronous") is True or body.get("Synchronous") is False):
+            job = ReconstructAllJob(self.ctx.index.list_public_ids(3, None, None))
+            send_json(resp, self.ctx.jobs.run_request(job, body, synchronous=True))
+            return
+        for iid in self.ctx.index.list_public_ids(3, None, None):
+            inst = self.ctx.resources.find(iid, 3)
+            if inst is not None:
+                reconstruct_instance(self.ctx, inst)
+        send_text(resp, "")
+
+
+class InvalidateTagsResource:
+    """``POST /tools/invalidate-tags``: nothing is cached (see the module docstring)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_post(self, req, resp):
+        send_text(resp, "")
+
+
+def routes(ctx) -> list[RouteSpec]:
+    """The reconstruct routes of the four levels, ``/tools/reconstruct`` and
+    ``/tools/invalidate-tags``."""
+    from ..index.index import PLURAL
+    out = [RouteSpec("/tools/reconstruct", ReconstructAllResource),
+           RouteSpec("/tools/invalidate-tags", InvalidateTagsResource)]
+    for level, plural in enumerate(PLURAL):
+        out.append(RouteSpec(f"/{plural}/{{id}}/reconstruct", lambda c, l=level: ReconstructResource(c, l)))
+    return out
