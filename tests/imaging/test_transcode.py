@@ -264,3 +264,25 @@ def test_lossy_quality_of_modify(client):
         r = client.simulate_post(f"/instances/{iid}/modify", json={"Transcode": "1.2.840.10008.1.2.4.50",
                                                                    "LossyQuality": bad, "Force": True})
         assert r.status_code == status
+
+
+def test_worker_processes_give_the_same_files(monkeypatch):
+    """Compression in the worker processes equals compression in-process; a worker
+    that cannot start leaves compression in-process."""
+    from pacsbox.dicom import transcode_worker as W
+    from pacsbox.dicom.transcode import transcode_here
+    data = open(sample("CT_small.dcm"), "rb").read()
+    pool = W.WorkerPool(2)
+    for target in ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.5"):
+        assert pool.transcode(data, target, 90) == transcode_here(data, target)
+    assert pool.transcode(b"not dicom" * 1000, "1.2.840.10008.1.2.4.80", 90) is None
+    pool.close()
+
+    class Broken(W._Worker):
+        def __init__(self):
+            raise OSError("cannot start")
+
+    monkeypatch.setattr(W, "_Worker", Broken)
+    monkeypatch.setattr(W, "_pool", None)
+    monkeypatch.setenv(W.PROCESSES_ENV, "2")
+    assert transcode(data, "1.2.840.10008.1.2.4.80") == transcode_here(data, "1.2.840.10008.1.2.4.80")

@@ -71,6 +71,31 @@ def transcode(data: bytes, target: str, quality: int = 90) -> bytes | None:
         when the conversion is impossible (no encoder or decoder installed, pixel data the
         target cannot hold, unreadable file): the caller then keeps the original, as
         Orthanc does.
+
+    Notes
+    -----
+    Compression to an encapsulated syntax runs in worker processes (one per CPU,
+    :mod:`pacsbox.dicom.transcode_worker`), so that the threads of a job use every core:
+    pydicom's parsing and writing hold the GIL. The result is the same as in-process.
+    """
+    if target not in UNCOMPRESSED and target != DEFLATED_LE and len(data) > 4096:
+        from .transcode_worker import pool
+        workers = pool()
+        if workers is not None:
+            try:
+                return workers.transcode(bytes(data), target, quality)
+            except Exception as e:  # noqa: BLE001 - a worker that died: compress here
+                log.info("transcoding worker failed (%s: %s), compressing in-process", type(e).__name__, e)
+    return transcode_here(data, target, quality)
+
+
+def transcode_here(data: bytes, target: str, quality: int = 90) -> bytes | None:
+    """:func:`transcode` in the calling thread (what the worker processes run).
+
+    Returns
+    -------
+    bytes or None
+        As :func:`transcode`.
     """
     try:
         with warnings.catch_warnings():
