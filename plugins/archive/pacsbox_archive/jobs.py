@@ -323,6 +323,8 @@ class ArchiveJob(Job):
     #: ``Filename`` of the request (cleaned): the ``Content-Disposition`` of
     #: ``/jobs/{id}/archive`` (``archive.zip`` when None).
     download_name: str | None = None
+    #: ``Utf8`` of the request (Orthanc 1.12.11): folder names keep every script, in UTF-8.
+    utf8: bool = False
 
     def __init__(self, resources: list[str], *, transcode: str | None = None, extended: bool = False,
                  level: int = DEFAULT_LEVEL, backend: str = DEFAULT_BACKEND, workers: int = 2,
@@ -399,7 +401,7 @@ class ArchiveJob(Job):
                 found = [r for r in (ctx.index.lookup(i) for i in self.resources) if r is not None]
                 if self.resources and not found:
                     raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, "The resources of the archive were deleted")
-                self.plan = build_plan(ctx, found, media=self.media)
+                self.plan = build_plan(ctx, found, media=self.media, utf8=self.utf8)
                 self.position = 0
             self.instances_count = len(self.plan)
             self.uncompressed_size = sum(i.size for i in self.plan)
@@ -749,6 +751,7 @@ class ArchiveJob(Job):
             "DicomDirProcess": self.dicomdir_process, "Description": self.description,
             "InstancesCount": self.instances_count, "UncompressedSize": self.uncompressed_size,
             "ArchiveSize": self.archive_size, "Finished": self.finished, "Filename": self.download_name,
+            "Utf8": self.utf8,
         }
         if self.finished:
             d["Output"] = self.output_path
@@ -776,6 +779,7 @@ class ArchiveJob(Job):
                   dicomdir_process=bool(data.get("DicomDirProcess", True)))
         job.description = data.get("Description", "REST API")
         job.download_name = data.get("Filename")
+        job.utf8 = bool(data.get("Utf8", False))
         job._ctx = ctx
         job.instances_count = int(data.get("InstancesCount", 0))
         job.uncompressed_size = int(data.get("UncompressedSize", 0))

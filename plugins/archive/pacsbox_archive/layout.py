@@ -30,10 +30,29 @@ _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._ ]")
 _SPACES = re.compile(r"\s+")
 
 
-def normalize_name(text: str) -> str:
+#: Latin letters that Unicode does not decompose into a base letter and marks.
+_TRANSLIT = str.maketrans({"ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
+                           "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th",
+                           "ı": "i", "ħ": "h", "Ħ": "H", "ŋ": "ng", "Ŋ": "NG", "ĸ": "k", "ŀ": "l", "Ŀ": "L"})
+_NOT_ALLOWED_UTF8 = re.compile(r"[^\w. ]")
+
+
+def transliterate(text: str) -> str:
+    """ASCII transliteration of Latin letters (``Müller^Jürgen`` → ``Muller^Jurgen``):
+    marks removed after Unicode decomposition (NFKD), and the letters Unicode does not
+    decompose (``ß``, ``æ``, ``ø``, ``ł``...) spelled in ASCII; other scripts are left as
+    they are (the caller drops them)."""
+    import unicodedata
+    decomposed = unicodedata.normalize("NFKD", text.translate(_TRANSLIT))
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def normalize_name(text: str, utf8: bool = False) -> str:
     """Turn a tag value into a safe ASCII file or folder name (Orthanc 1.10.1's rule).
 
-    Non-ASCII and control characters are dropped, ``^`` becomes a space, runs of
+    Latin letters are transliterated to ASCII (``ü`` → ``u``, ``ß`` → ``ss``; Orthanc
+    drops them), other non-ASCII and control characters are dropped, ``^`` becomes a
+    space, runs of
     white space collapse to one space, every character other than a letter, a digit,
     ``.``, ``_`` or a space is dropped, and leading/trailing spaces are removed. Beyond
     Orthanc, trailing dots are removed too (Windows drops them, which would turn
@@ -43,6 +62,9 @@ def normalize_name(text: str) -> str:
     Parameters
     ----------
     text : str
+    utf8 : bool, default False
+        ``Utf8`` archives (Orthanc 1.12.11): letters and digits of every script are
+        kept as they are (the entry names are written in UTF-8).
 
     Returns
     -------
@@ -52,15 +74,19 @@ def normalize_name(text: str) -> str:
     Examples
     --------
     >>> normalize_name("DOE^JOHN  Jérôme / ../x")
-    'DOE JOHN Jrme .. x'
+    'DOE JOHN Jerome .. x'
     """
-    ascii_only = "".join(c for c in text if " " <= c <= "~" or c in "\t\n\r")
+    if utf8:
+        kept = "".join(c for c in text if c.isprintable() or c in "\t\n\r")
+        s = _SPACES.sub(" ", kept.replace("^", " "))
+        return _SPACES.sub(" ", _NOT_ALLOWED_UTF8.sub("", s)).strip(" ").rstrip(". ")
+    ascii_only = "".join(c for c in transliterate(text) if " " <= c <= "~" or c in "\t\n\r")
     s = _SPACES.sub(" ", ascii_only.replace("^", " "))
     s = _SPACES.sub(" ", _NOT_ALLOWED.sub("", s)).strip(" ").rstrip(". ")
     return s
 
 
-def folder_name(level: int, tags: dict[str, str]) -> str:
+def folder_name(level: int, tags: dict[str, str], utf8: bool = False, public_id: str = "") -> str:
     """Folder name of a patient (0), study (1) or series (2), before de-duplication.
 
     Parameters
@@ -69,6 +95,11 @@ def folder_name(level: int, tags: dict[str, str]) -> str:
         0, 1 or 2.
     tags : dict of str to str
         The resource's main DICOM tags (keyword → value).
+    utf8 : bool, default False
+        See :func:`normalize_name`.
+    public_id : str, optional
+        The resource's Orthanc ID: ``Patient 0123abcd`` when its values hold no
+        character that can be written (a name in a non-Latin script without ``utf8``).
 
     Returns
     -------
@@ -82,7 +113,12 @@ def folder_name(level: int, tags: dict[str, str]) -> str:
         raw = f"{tags.get('AccessionNumber', '')} {tags.get('StudyDescription', '')}"
     else:
         raw = f"{tags.get('Modality', '')} {tags.get('SeriesDescription', '')}"
-    return normalize_name(raw) or f"Unknown {_LEVEL_NAMES[level]}"
+    name = normalize_name(raw, utf8)
+    if not name and public_id and any(c.isalnum() for c in raw):
+        # values in a script with no ASCII transliteration (王小明): the level and the start
+        # of the Orthanc ID, rather than "Unknown" for a patient that has a name
+        return f"{_LEVEL_NAMES[level]} {public_id[:8]}"
+    return name or f"Unknown {_LEVEL_NAMES[level]}"
 
 
 def file_name(modality: str, counter: int) -> str:
@@ -215,7 +251,8 @@ def _expand(ctx: "ServerContext", node: _Node) -> None:
             child.instances = by_parent.get(s.internal_id, [])
 
 
-def build_plan(ctx: "ServerContext", resources: Sequence["Resource"], *, media: bool) -> list[PlanItem]:
+def build_plan(ctx: "ServerContext", resources: Sequence["Resource"], *, media: bool,
+               utf8: bool = False) -> list[PlanItem]:
     """List the instances of an archive, in order, with their entry names.
 
     Parameters
@@ -225,6 +262,8 @@ def build_plan(ctx: "ServerContext", resources: Sequence["Resource"], *, media: 
         The resources named by the request (any levels, duplicates allowed).
     media : bool
         Media flavour (``IMAGES/IMn`` names) instead of the ZIP folders.
+    utf8 : bool, default False
+        Folder names in UTF-8 (``Utf8``), see :func:`normalize_name`.
 
     Returns
     -------
@@ -267,12 +306,13 @@ def build_plan(ctx: "ServerContext", resources: Sequence["Resource"], *, media: 
                 # under different names each keep theirs (Orthanc uses the patient level)
                 tags = dict(p.res.main_tags)
                 tags.update({k: v for k, v in st.res.main_tags.items() if k in ("PatientID", "PatientName")})
-                folder[p.res.public_id] = root_names.take(folder_name(0, tags))
+                folder[p.res.public_id] = root_names.take(folder_name(0, tags, utf8, p.res.public_id))
                 study_names[p.res.public_id] = _Names()
             if st.res.public_id not in folder:
-                folder[st.res.public_id] = study_names[p.res.public_id].take(folder_name(1, st.res.main_tags))
+                folder[st.res.public_id] = study_names[p.res.public_id].take(
+                    folder_name(1, st.res.main_tags, utf8, st.res.public_id))
                 series_names[st.res.public_id] = _Names()
-            sname = series_names[st.res.public_id].take(folder_name(2, se.res.main_tags))
+            sname = series_names[st.res.public_id].take(folder_name(2, se.res.main_tags, utf8, se.res.public_id))
             prefix = f"{folder[p.res.public_id]}/{folder[st.res.public_id]}/{sname}/"
             modality = se.res.main_tags.get("Modality", "")
         n = 0

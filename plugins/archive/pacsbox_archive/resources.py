@@ -202,6 +202,7 @@ class ResourceArchive:
         extended = self.media and read_bool(body, "Extended", False)
         job = _new_job(self.ctx, self.media, [rid], transcode, extended)
         job.download_name = _body_filename(body, None)
+        job.utf8 = read_bool(body, "Utf8", False)
         run_archive(self.ctx, req, resp, job, synchronous=synchronous, priority=priority,
                     filename=job.download_name or f"{rid}.zip")
 
@@ -229,6 +230,7 @@ class ToolsArchive:
         extended = self.media and read_bool(body, "Extended", self.extended)
         job = _new_job(self.ctx, self.media, resources, transcode, extended)
         job.download_name = _body_filename(body, None)
+        job.utf8 = read_bool(body, "Utf8", False)
         run_archive(self.ctx, req, resp, job, synchronous=synchronous, priority=priority,
                     filename=job.download_name or "Archive.zip")
 

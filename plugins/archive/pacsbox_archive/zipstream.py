@@ -95,6 +95,26 @@ _U16 = 0xFFFF
 _VERSION_DEFAULT = 20   # 2.0: deflate
 _VERSION_ZIP64 = 45     # 4.5: ZIP64
 _FLAG_DESCRIPTOR = 0x08
+#: General-purpose flag bit 11: the entry's name is UTF-8 (APPNOTE 4.4.4).
+_FLAG_UTF8 = 0x800
+
+
+def encode_name(name: str) -> tuple[bytes, int]:
+    """The bytes of an entry name and the flag bits it needs.
+
+    Parameters
+    ----------
+    name : str
+
+    Returns
+    -------
+    (bytes, int)
+        ASCII names as they are (flags 0); any other name in UTF-8 with flag bit 11
+        (``Utf8`` archives).
+    """
+    if name.isascii():
+        return name.encode("ascii"), 0
+    return name.encode("utf-8"), _FLAG_UTF8
 
 #: Size of the chunks read and deflated when an entry is streamed (bytes).
 STREAM_CHUNK = 1 << 20
@@ -281,12 +301,12 @@ class ZipWriter:
         """
         if self.closed:
             raise ValueError("ZIP writer closed")
-        name = entry.name.encode("ascii")
+        name, flags = encode_name(entry.name)
         csize = len(entry.data)
         zip64 = entry.size >= _U32 or csize >= _U32
-        rec = CentralRecord(name, entry.method, entry.crc, entry.size, csize, self.offset, 0,
+        rec = CentralRecord(name, entry.method, entry.crc, entry.size, csize, self.offset, flags,
                             self.dos_time, self.dos_date)
-        self._out(self._local_header(name, entry.method, 0, entry.crc, entry.size, csize, zip64))
+        self._out(self._local_header(name, entry.method, flags, entry.crc, entry.size, csize, zip64))
         self._out(entry.data)
         self.records.append(rec)
         return rec
@@ -323,10 +343,10 @@ class ZipWriter:
         """
         if self.closed:
             raise ValueError("ZIP writer closed")
-        bname = name.encode("ascii")
+        bname, flags = encode_name(name)
         method = DEFLATED if compress else STORED
         zip64 = size_hint * 1.05 >= _U32  # room for deflate's worst-case growth
-        flags = 0 if patch is not None else _FLAG_DESCRIPTOR
+        flags |= 0 if patch is not None else _FLAG_DESCRIPTOR
         start = self.offset
         header = self._local_header(bname, method, flags, 0, 0, 0, zip64)
         self._out(header)

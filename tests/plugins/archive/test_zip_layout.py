@@ -22,7 +22,7 @@ def test_normalize_name_rules():
     assert normalize_name("DOE^JOHN") == "DOE JOHN"
     assert normalize_name("  A  \t B ") == "A B"
     assert normalize_name("BENCH1-CT-P0000 ROSSI^CLARA") == "BENCH1CTP0000 ROSSI CLARA"
-    assert normalize_name("Buc^Jérôme") == "Buc Jrme"
+    assert normalize_name("Buc^Jérôme") == "Buc Jerome"   # transliterated (Orthanc: "Buc Jrme"), issue 13
     assert normalize_name("Wang^XiaoDong=王^小東=") == "Wang XiaoDong"
     assert normalize_name("a/b\\c\x00d:e*f?g") == "abcdefg"
     assert normalize_name("x_y.z") == "x_y.z"
@@ -116,21 +116,22 @@ def test_non_ascii_names_become_safe_ascii(client):
     r = client.simulate_post("/tools/create-archive", json=client.simulate_get("/patients").json)
     names = open_zip(r.content).namelist()
     tops = sorted({n.split("/")[0] for n in names})
-    assert tops == ["SCSFREN Buc Jrme", "SCSGERM neas Rdiger", "X1EXAMPLE Wang XiaoDong"]
+    # transliterated (Orthanc 1.10.1 drops the letters: "Buc Jrme", "neas Rdiger"), issue 13 case 12
+    assert tops == ["SCSFREN Buc Jerome", "SCSGERM Aneas Rudiger", "X1EXAMPLE Wang XiaoDong"]
     for n in names:
         n.encode("ascii")
 
 
 def test_two_patients_normalizing_the_same_get_distinct_folders(client):
     a = synth(patient_id="Ä1", patient_name="MÜLLER^ANNA", charset="ISO_IR 192")
-    b = synth(patient_id="Ö1", patient_name="MÖLLER^ANNA", charset="ISO_IR 192")
+    b = synth(patient_id="A1", patient_name="MULLER^ANNA", charset="ISO_IR 192")
     pa, pb = upload(client, a)["ParentPatient"], upload(client, b)["ParentPatient"]
     assert pa != pb
     r = client.simulate_post("/tools/create-archive", json={"Resources": [pa, pb]})
     z = open_zip(r.content)
     first, second = sorted([(pa, a), (pb, b)])
-    assert z.namelist() == ["1 MLLER ANNA/ACC1 Study/CT Series/CT000000.dcm",
-                            "1 MLLER ANNA-2/ACC1 Study/CT Series/CT000000.dcm"]
+    assert z.namelist() == ["A1 MULLER ANNA/ACC1 Study/CT Series/CT000000.dcm",
+                            "A1 MULLER ANNA-2/ACC1 Study/CT Series/CT000000.dcm"]
     assert z.read(z.namelist()[0]) == first[1] and z.read(z.namelist()[1]) == second[1]
 
 
