@@ -150,7 +150,25 @@ def make_study(count: int) -> list[bytes]:
     return files
 
 
-def bench_transcode(a: str, b: str, count: int, reps: int, target: str) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of a process and of its live children (pacsbox's
+    transcoding workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:  # fields[1] is the parent's PID
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def bench_transcode(a: str, b: str, count: int, reps: int, target: str, pids: dict | None = None) -> dict:
     from concurrent.futures import ThreadPoolExecutor
     files = make_study(count)
     ids = {}
@@ -160,8 +178,11 @@ def bench_transcode(a: str, b: str, count: int, reps: int, target: str) -> dict:
             answers = list(pool.map(lambda d: requests.post(url + "/instances", data=d).json(), files))
         ids[url] = answers[0]["ParentStudy"]
     times: dict[str, list[float]] = {a: [], b: []}
+    cpu: dict[str, list[float]] = {a: [], b: []}
+    pids = pids or {}
     for _ in range(reps):
         for url in (a, b):
+            c0 = cpu_seconds(pids[url]) if url in pids else 0.0
             t = time.perf_counter()
             r = requests.post(f"{url}/studies/{ids[url]}/anonymize", json={"Transcode": target, "Force": True},
                               timeout=3600)
@@ -173,11 +194,20 @@ def bench_transcode(a: str, b: str, count: int, reps: int, target: str) -> dict:
             f = requests.get(f"{url}/instances/{inst[0]['ID']}/metadata/TransferSyntax").text
             assert f == target, f
             times[url].append(dt)
+            if url in pids:
+                cpu[url].append(cpu_seconds(pids[url]) - c0)
             requests.delete(f"{url}/studies/{new}")
     ma, mb = statistics.median(times[a]), statistics.median(times[b])
     print(f"anonymize+transcode {count} CT -> {target}: reference {ma:6.2f} s  pacsbox {mb:6.2f} s  "
-          f"speed ratio {ma / mb:5.2f}", flush=True)
-    return {"reference_s": round(ma, 3), "pacsbox_s": round(mb, 3), "ratio": round(ma / mb, 2)}
+          f"speed ratio {ma / mb:5.2f}  (samples {times[a]} / {times[b]})", flush=True)
+    out = {"reference_s": round(ma, 3), "pacsbox_s": round(mb, 3), "ratio": round(ma / mb, 2),
+           "samples": {"reference": times[a], "pacsbox": times[b]}}
+    if cpu[a] and cpu[b]:
+        ca, cb = statistics.median(cpu[a]), statistics.median(cpu[b])
+        print(f"   server CPU: reference {ca:6.2f} s  pacsbox {cb:6.2f} s (with its workers)  ratio {ca / cb:5.2f}",
+              flush=True)
+        out.update(reference_cpu_s=round(ca, 3), pacsbox_cpu_s=round(cb, 3))
+    return out
 
 
 def main() -> None:
@@ -196,7 +226,8 @@ def main() -> None:
         if "preview" not in args.skip:
             result["preview"] = bench_preview(a, b, args.requests)
         if "transcode" not in args.skip:
-            result["transcode"] = bench_transcode(a, b, args.instances, args.reps, args.target)
+            result["transcode"] = bench_transcode(a, b, args.instances, args.reps, args.target,
+                                                  {a: ref.pid, b: ours.pid})
     finally:
         for proc in (ref, ours):
             proc.terminate()
