@@ -175,6 +175,39 @@ class ResourceModificationJob(ChunkedInstancesJob):
                 for level in range(4):
                     self.outputs[level].add(ids[level])
 
+    def finalize(self, ctx) -> None:
+        """``KeepSource: false`` deletes the sources, then the patient tags follow."""
+        super().finalize(ctx)
+        self._patient_tags_in_step(ctx)
+
+    def _patient_tags_in_step(self, ctx) -> None:
+        """A patient that existed before the job (same PatientID: a forced rename) keeps
+        the main tags of its first instance (Orthanc's rule), so ``/patients/{id}`` would
+        still show the old PatientName while its new study and instances show the new
+        one (an Orthanc bug report). When a written study's own copy of the patient tags
+        differs from its patient's, the patient takes the study's."""
+        from ..dicom.tags import PATIENT_MAIN_TAGS
+        index = ctx.index
+        with self._lock:
+            if self.output_level is not None:
+                pairs = {(self.first[0], self.first[1])} if self.first else set()
+            else:
+                pairs = set()
+                for sid in self.outputs[1]:
+                    st = index.lookup(sid, 1)
+                    parent = index.public_id_of(st.parent_internal) if st is not None else None
+                    if parent in self.outputs[0]:
+                        pairs.add((parent, sid))
+        for pid, sid in sorted(pairs):
+            patient, study = index.lookup(pid, 0), index.lookup(sid, 1)
+            if patient is None or study is None or study.parent_internal != patient.internal_id:
+                continue
+            wanted = {k: study.main_tags[k] for k in PATIENT_MAIN_TAGS if k in study.main_tags}
+            if all(patient.main_tags.get(k) == v for k, v in wanted.items()):
+                continue
+            tags = {**patient.main_tags, **wanted}
+            index.set_main_tags(patient.internal_id, tags, {"PatientID": tags.get("PatientID", "")})
+
     def cleanup(self, ctx) -> None:
         """Delete what the failed job stored."""
         super().cleanup(ctx)
