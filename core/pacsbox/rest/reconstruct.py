@@ -3,7 +3,7 @@
 
 ``reconstruct`` re-extracts, from the DICOM file of each instance of the resource, the main
 tags of the instance and of its series, study and patient (the last instance read wins for
-the parents, as Orthanc's ``ReconstructResource``), and rewrites the identifier rows that
+the parents; the instances are read in Orthanc's order), and rewrites the identifier rows that
 ``/tools/find`` and ``/tools/lookup`` search. Useful after the main-tag rules changed
 (an upgrade, another ``Dictionary``) or after files were repaired in place. Both answer an
 empty ``text/plain`` body, as Orthanc 1.10.1; ``/tools/reconstruct`` with
@@ -59,15 +59,32 @@ def reconstruct_instance(ctx: Any, instance: Any) -> None:
         ctx.index.set_main_tags(r.internal_id, tags, ids)
 
 
+def instances_in_orthanc_order(index: Any, res: Any) -> list[Any]:
+    """The instances of a resource in the order of Orthanc's ``GetChildInstances``: a
+    depth-first walk with a stack, so the children of each resource come last first (the
+    parents then keep the tags of their first instance once every instance was read)."""
+    if res.level == 3:
+        return [res]
+    out = []
+    stack = list(index.children(res.internal_id))
+    while stack:
+        r = stack.pop()
+        if r.level == 3:
+            out.append(r)
+        else:
+            stack.extend(index.children(r.internal_id))
+    return out
+
+
+def all_instances_in_orthanc_order(index: Any) -> list[Any]:
+    """Every instance, study by study (Orthanc's ``/tools/reconstruct``)."""
+    return [i for study in index.list_resources(1, None, None) for i in instances_in_orthanc_order(index, study)]
+
+
 def reconstruct_resource(ctx: Any, res: Any) -> None:
     """Reconstruct every instance of a resource (see :func:`reconstruct_instance`)."""
-    if res.level == 3:
-        reconstruct_instance(ctx, res)
-        return
-    for iid in ctx.index.descendant_ids(res.internal_id, res.level, 3):
-        inst = ctx.index.get_by_internal(iid)
-        if inst is not None:
-            reconstruct_instance(ctx, inst)
+    for inst in instances_in_orthanc_order(ctx.index, res):
+        reconstruct_instance(ctx, inst)
 
 
 class ReconstructResource:
@@ -116,13 +133,11 @@ class ReconstructAllResource:
     def on_post(self, req, resp):
         body = read_json_body(req)
         if isinstance(body, dict) and (body.get("Asynchronous") is True or body.get("Synchronous") is False):
-            job = ReconstructAllJob(self.ctx.index.list_public_ids(3, None, None))
+            job = ReconstructAllJob([r.public_id for r in all_instances_in_orthanc_order(self.ctx.index)])
             send_json(resp, self.ctx.jobs.run_request(job, body, synchronous=True))
             return
-        for iid in self.ctx.index.list_public_ids(3, None, None):
-            inst = self.ctx.resources.find(iid, 3)
-            if inst is not None:
-                reconstruct_instance(self.ctx, inst)
+        for inst in all_instances_in_orthanc_order(self.ctx.index):
+            reconstruct_instance(self.ctx, inst)
         send_text(resp, "")
 
 
