@@ -25,7 +25,7 @@ from .metrics import MetricSpec, MetricsStore
 from .notify import Notifier
 from .plugins import PacsboxPluginManager, build_plugin_manager
 from .resources import Resources
-from .routing.middleware import MetricsMiddleware, SecurityMiddleware
+from .routing.middleware import MetricsMiddleware, SecurityMiddleware, XmlMiddleware
 from .routing.registry import RouteRegistry, RouteSpec
 from .storage.pending import JOURNAL_NAME, PendingFiles
 from .web import BodyLimitMiddleware
@@ -243,7 +243,7 @@ def _build(ctx: ServerContext, pm: PacsboxPluginManager, config: Config) -> Pacs
     security = SecurityMiddleware(ctx)
     security.has_filters = pm.has_impls("filter_incoming_http_request")
     limit = BodyLimitMiddleware(config.int("MaximumUploadSize") * 1024 * 1024)
-    app = PacsboxApp(middleware=[MetricsMiddleware(ctx), security, limit], media_type=falcon.MEDIA_JSON)
+    app = PacsboxApp(middleware=[MetricsMiddleware(ctx), security, limit, XmlMiddleware()], media_type=falcon.MEDIA_JSON)
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.keep_blank_qs_values = True
     app.resp_options.secure_cookies_by_default = False

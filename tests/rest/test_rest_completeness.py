@@ -420,3 +420,41 @@ def test_reconstruct_all_as_a_job(both):
         time.sleep(0.05)
     assert (job["State"], job["Type"], job["Progress"]) == ("Success", "ReconstructAll", 100)
     assert job["Content"]["InstancesCount"] == len(_ids(ours, "instances"))
+
+
+# -- 4. XML answers ---------------------------------------------------------------------------------
+
+def test_xml_answers_as_the_reference(both):
+    ref = both[0]
+    study = _ids(ref, "studies")[0]
+    inst = _ids(ref, "instances")[0]
+    for url in both:
+        requests.put(f"{url}/instances/{inst}/metadata/1041", data="a<b&c>\"d'e é".encode())
+    checks = [("GET", f"/studies/{study}", None), ("GET", "/studies", None), ("GET", "/series?expand", None),
+              ("GET", f"/instances/{inst}/metadata?expand", None), ("GET", "/exports", None),
+              ("GET", f"/instances/{inst}/attachments?full", None),
+              ("POST", "/tools/find", json.dumps({"Level": "Study", "Query": {}, "Expand": True, "Full": True})),
+              ("POST", "/tools/bulk-content", json.dumps({"Resources": []})),
+              ("GET", f"/studies/{study}/statistics", None), ("GET", "/instances/nope/tags", None),
+              ("GET", f"/instances/{inst}/metadata/1041", None)]
+    for accept in ("application/xml", "application/xml;q=0.9", "text/xml", "Application/XML",
+                   "application/xml, application/json;q=0.9", "application/json; application/xml"):
+        for method, path, body in checks:
+            a, b = _both(both, method, path, data=body, headers={"Accept": accept})
+            assert a.status_code == b.status_code, (accept, path)
+            if a.status_code != 200:
+                assert b.headers["Content-Type"].startswith("application/json")  # errors stay JSON
+                continue
+            assert a.headers["Content-Type"] == b.headers["Content-Type"], (accept, path)
+            if a.headers["Content-Type"].startswith("application/xml"):
+                if "LastUpdate" in a.text or "FileUuid" in a.text:
+                    import re
+                    strip = lambda t: re.sub(r"<(LastUpdate|FileUuid)>[^<]*</\1>", "", t)  # noqa: E731
+                    assert strip(a.text) == strip(b.text), (accept, path)
+                else:
+                    assert a.content == b.content, (accept, path)
+            else:
+                assert _body(a) == _body(b), (accept, path)
+    xml = requests.get(f"{both[1]}/exports", headers={"Accept": "application/xml"}).text
+    assert xml == '<?xml version="1.0" encoding="utf-8"?>\n<root>\n  <Done>true</Done>\n  <Exports />\n' \
+                  '  <Last>0</Last>\n</root>\n'

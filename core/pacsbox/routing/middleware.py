@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import threading
 import time
@@ -171,3 +172,80 @@ class MetricsMiddleware:
         m.set_max("orthanc_rest_api_duration_ms", round(dt * 1000.0, 3))
         m.observe("pacsbox_rest_api_request_duration_seconds", dt,
                   {"method": req.method, "route": req.uri_template or "unmatched"})
+
+
+def _xml_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _xml_text(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    return _xml_escape(value if isinstance(value, str) else json.dumps(value))
+
+
+def _xml_node(out: list[str], name: str, value: Any, depth: int) -> None:
+    pad = "  " * depth
+    if isinstance(value, dict):
+        items = sorted(value.items())
+    elif isinstance(value, list):
+        items = [("item", v) for v in value]
+    else:
+        out.append(f"{pad}<{name}>{_xml_text(value)}</{name}>\n")
+        return
+    if not items:
+        out.append(f"{pad}<{name} />\n")
+        return
+    out.append(f"{pad}<{name}>\n")
+    for k, v in items:
+        _xml_node(out, k, v, depth + 1)
+    out.append(f"{pad}</{name}>\n")
+
+
+def json_to_xml(value: Any) -> bytes:
+    """Orthanc's XML rendering of a JSON answer (``Accept: application/xml``).
+
+    A ``<root>`` element; an array gives one ``<item>`` per element, an object one element
+    per key (sorted); ``true``/``false``/``null`` as text; an empty array or object is an
+    empty element (``<Exports />``); two-space indentation, as Orthanc's pugixml output.
+    """
+    out = ['<?xml version="1.0" encoding="utf-8"?>\n']
+    _xml_node(out, "root", value, 0)
+    return "".join(out).encode("utf-8")
+
+
+def wants_xml(accept: str | None) -> bool:
+    """Whether an ``Accept`` header asks for XML as Orthanc 1.10.1 reads it: its media
+    type before any ``;`` is exactly ``application/xml`` (``application/xml;q=0.9`` is XML;
+    ``text/xml``, a list of types, another case are JSON)."""
+    return bool(accept) and accept.split(";", 1)[0].strip() == "application/xml"
+
+
+class XmlMiddleware:
+    """Answers JSON as XML when the client sends ``Accept: application/xml`` (successful
+    answers only: errors stay JSON, as in Orthanc 1.10.1). One header lookup per request
+    otherwise."""
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         req_succeeded: bool) -> None:
+        """Convert a JSON answer held in ``resp.data``."""
+        accept = req.env.get("HTTP_ACCEPT")
+        if not accept or "application/xml" not in accept or not wants_xml(accept):
+            return
+        ctype = resp.content_type or ""
+        status = resp.status if isinstance(resp.status, int) else int(str(resp.status)[:3])
+        if not ctype.startswith("application/json") or not 200 <= status < 300:
+            return
+        data = resp.data
+        if data is None:
+            return
+        try:
+            value = json.loads(data)
+        except ValueError:
+            return
+        resp.data = json_to_xml(value)
+        resp.content_type = "application/xml; charset=utf-8"
