@@ -286,3 +286,12 @@ def test_worker_processes_give_the_same_files(monkeypatch):
     monkeypatch.setattr(W, "_pool", None)
     monkeypatch.setenv(W.PROCESSES_ENV, "2")
     assert transcode(data, "1.2.840.10008.1.2.4.80") == transcode_here(data, "1.2.840.10008.1.2.4.80")
+
+
+def test_lossy_uid_is_the_same_when_done_again():
+    """A job redone after a crash must not store a duplicate under a fresh UID."""
+    data = open(sample("SC_rgb.dcm"), "rb").read()
+    a = _read(transcode(data, "1.2.840.10008.1.2.4.50"))
+    b = _read(transcode(data, "1.2.840.10008.1.2.4.50"))
+    c = _read(transcode(data, "1.2.840.10008.1.2.4.50", quality=50))
+    assert a.SOPInstanceUID == b.SOPInstanceUID != c.SOPInstanceUID != _read(data).SOPInstanceUID

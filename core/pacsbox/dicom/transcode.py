@@ -263,7 +263,7 @@ def _code(value: str, meaning: str) -> pydicom.Dataset:
 
 def _mark_lossy(ds: pydicom.Dataset, target: str, quality: int, ratio: float) -> None:
     """What DCMTK's lossy encoders write, which the reference's files carry: a new
-    SOPInstanceUID, (0028,2110)/(0028,2112)/(0028,2114), (0008,2111) *Derivation
+    SOPInstanceUID (deterministic here, DCMTK's is random), (0028,2110)/(0028,2112)/(0028,2114), (0008,2111) *Derivation
     Description*, (0008,9215) *Derivation Code Sequence* "Lossy Compression", (0008,2112)
     *Source Image Sequence* naming the uncompressed predecessor, ImageType DERIVED."""
     from pydicom.sequence import Sequence
@@ -271,7 +271,9 @@ def _mark_lossy(ds: pydicom.Dataset, target: str, quality: int, ratio: float) ->
 
     from ..imaging.encoders import LOSSY
     old_uid, sop_class = str(ds.get("SOPInstanceUID", "")), str(ds.get("SOPClassUID", ""))
-    uid = generate_uid()
+    # derived from the source UID, the target and the quality: a job redone after a crash
+    # writes the same instance again rather than a duplicate under a fresh UID
+    uid = generate_uid(entropy_srcs=[old_uid, target, str(quality)]) if old_uid else generate_uid()
     ds.SOPInstanceUID = uid
     ds.file_meta.MediaStorageSOPInstanceUID = uid
     r = f"{ratio:.5g}"
