@@ -7,6 +7,10 @@
   entry points with their distribution, version, state (``loaded``/``blocked``) and the
   routes, job types and metrics each declares. It builds a throw-away app on a temporary
   storage directory, without running the ``startup`` hooks (no port is opened).
+- ``pacsbox install [PIP OPTIONS] NAME...`` and ``pacsbox uninstall [PIP OPTIONS] NAME...``
+  run ``python -m pip install`` / ``uninstall -y`` with the interpreter that runs pacsbox, so
+  a plugin lands in pacsbox's own environment (as ``datasette install``); the arguments
+  go to pip as they are (``-U``, ``-e PATH``, a folder, a wheel...). The exit status is pip's.
 - ``pacsbox --version`` prints ``pacsbox <version>``.
 """
 from __future__ import annotations
@@ -218,8 +222,41 @@ def _plugins(args) -> int:
     return 0
 
 
+def pip_command(action: str, args: list[str]) -> list[str]:
+    """The pip command line of ``pacsbox install``/``uninstall``.
+
+    Parameters
+    ----------
+    action : {"install", "uninstall"}
+    args : list of str
+        Package names, paths and pip options, passed as they are (``uninstall`` gets
+        ``-y``: no question asked).
+
+    Returns
+    -------
+    list of str
+        ``[sys.executable, "-m", "pip", action, ...]``.
+    """
+    cmd = [sys.executable, "-m", "pip", action]
+    if action == "uninstall":
+        cmd.append("-y")
+    return cmd + list(args)
+
+
+def _pip(action: str, packages: list[str]) -> int:
+    import subprocess
+    if not packages or packages in (["-h"], ["--help"]):
+        print(f"usage: pacsbox {action} [PIP OPTIONS] NAME...\n"
+              f"pacsbox {action}: name at least one package", file=sys.stderr)
+        return 2
+    return subprocess.call(pip_command(action, packages))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pacsbox`` command."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("install", "uninstall"):  # everything after goes to pip as is
+        return _pip(argv[0], argv[1:])
     parser = argparse.ArgumentParser(prog="pacsbox", description="An Orthanc-compatible DICOM server.")
     parser.add_argument("--version", action="version", version=f"pacsbox {__version__}")
     sub = parser.add_subparsers(dest="command")
@@ -232,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="configuration file (its PluginsBlocklist and plugin sections apply)")
     p.add_argument("--json", action="store_true", help="print a JSON array instead of text")
     p.set_defaults(func=_plugins)
+    for action, text in (("install", "pip install packages (plugins) into pacsbox's environment"),
+                         ("uninstall", "pip uninstall packages from pacsbox's environment")):
+        p = sub.add_parser(action, help=text)
+        p.add_argument("packages", nargs="*", help="names, paths or pip options (-U, -e PATH...)")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
