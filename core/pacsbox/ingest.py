@@ -109,6 +109,8 @@ class Ingest:
         cfg = ctx.config
         self.overwrite = cfg.bool("OverwriteInstances")
         self.store_md5 = cfg.bool("StoreMD5ForAttachments")
+        #: ``StorageCompression``, when the storage area reads such files back (the default one)
+        self.compress = cfg.bool("StorageCompression") and bool(getattr(ctx.storage, "supports_compression", False))
         try:
             self.set_default_encoding(str(cfg.get("DefaultEncoding", "Latin1")))
         except KeyError:
@@ -247,11 +249,15 @@ class Ingest:
 
         att_uuid = str(uuidlib.uuid4())
         md5 = hashlib.md5(data).hexdigest() if self.store_md5 else None
-        att = Attachment(1, att_uuid, len(data), len(data), md5)
+        stored = data
+        if self.compress:  # StorageCompression: Orthanc's format (size prefix + zlib)
+            from .storage.filesystem import compress_blob
+            stored = compress_blob(data)
+        att = Attachment(1, att_uuid, len(stored), len(data), md5)
         t1 = time.perf_counter()
         keys = pending.begin(ctx, [(att_uuid, 1)])  # a crash before the commit: removed at start
         try:
-            ctx.storage.create(att_uuid, data, 1)
+            ctx.storage.create(att_uuid, stored, 1)
             t2 = time.perf_counter()
             try:
                 outcome = index.store_instance(NewInstance(

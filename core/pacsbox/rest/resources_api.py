@@ -749,13 +749,20 @@ class AttachmentsResource:
             resp.set_stream(f, att.uncompressed_size)
         elif op == "compressed-data":  # the stored bytes, as Orthanc 1.10.1: no file name
             resp.content_type = "application/octet-stream"
-            resp.set_stream(f, att.compressed_size)
+            if att.compressed_size != att.uncompressed_size:  # StorageCompression: the blob as stored
+                f.close()
+                resp.data = self._stored(att)
+            else:
+                resp.set_stream(f, att.compressed_size)
         elif op in ("size", "compressed-size"):
             send_text(resp, str(att.uncompressed_size if op == "size" else att.compressed_size))
         elif op in ("md5", "compressed-md5"):
             if not att.md5:
                 raise OrthancError(ErrorCode.BAD_SEQUENCE_OF_CALLS, "This attachment has no associated MD5")
-            send_text(resp, att.md5)
+            if op == "compressed-md5" and att.compressed_size != att.uncompressed_size:
+                send_text(resp, hashlib.md5(self._stored(att)).hexdigest())
+            else:
+                send_text(resp, att.md5)
         elif op == "info":
             info = {"CompressedSize": att.compressed_size, "ContentType": att.content_type,
                     "UncompressedSize": att.uncompressed_size, "Uuid": att.uuid}
@@ -763,7 +770,7 @@ class AttachmentsResource:
                 info.update(CompressedMD5=att.md5, UncompressedMD5=att.md5)
             send_json(resp, info)
         elif op == "is-compressed":
-            send_text(resp, "0")
+            send_text(resp, "1" if att.compressed_size != att.uncompressed_size else "0")
         elif op in ("compress", "uncompress", "verify-md5"):
             raise falcon.HTTPMethodNotAllowed(["POST"])  # as Orthanc 1.10.1: 405, Allow: POST
         else:
@@ -780,9 +787,47 @@ class AttachmentsResource:
                 raise OrthancError(ErrorCode.CORRUPTED_FILE)
             send_json(resp, {}, content_type="application/json")
         elif op in ("compress", "uncompress"):
+            self._recompress(res, att, op == "compress")
             send_json(resp, {}, content_type="application/json")
         else:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
+
+    def _stored(self, att) -> bytes:
+        """The bytes of an attachment as stored (compressed)."""
+        read_stored = getattr(self.ctx.storage, "read_stored", None)
+        try:
+            return read_stored(att.uuid, att.content_type) if read_stored else \
+                self.ctx.storage.read(att.uuid, att.content_type)
+        except FileNotFoundError:
+            raise OrthancError(ErrorCode.INEXISTENT_FILE) from None
+
+    def _recompress(self, res, att, compress: bool) -> None:
+        """``compress``/``uncompress``: write the attachment again in the other format
+        (Orthanc's ``StorageCompression`` format), as a new file referenced in one
+        transaction; the old file is removed once the index points at the new one."""
+        from ..storage import pending
+        from ..storage.filesystem import compress_blob
+        if (att.compressed_size != att.uncompressed_size) == compress:
+            return  # already in the asked format
+        if compress and not getattr(self.ctx.storage, "supports_compression", False):
+            return  # a storage area that could not read it back: as Orthanc without compression
+        try:
+            data = self.ctx.storage.read(att.uuid, att.content_type)
+        except FileNotFoundError:
+            raise OrthancError(ErrorCode.INEXISTENT_FILE) from None
+        blob = compress_blob(data) if compress else data
+        new = Attachment(att.content_type, new_uuid(), len(blob), len(data), att.md5)
+        keys = pending.begin(self.ctx, [(new.uuid, new.content_type)])
+        try:
+            self.ctx.storage.create(new.uuid, blob, new.content_type)
+            done = self.ctx.index.set_attachment(res.internal_id, new, res.public_id, res.level)
+            if done is None:
+                self.ctx.storage.remove(new.uuid, new.content_type)
+                raise not_found()
+        finally:
+            pending.end(self.ctx, keys)
+        old, changes = done
+        self._changed(changes, old)
 
 
 def routes(ctx) -> list[RouteSpec]:

@@ -7,7 +7,10 @@ over the final name, so a crash never leaves a half-written file under a real na
 """
 from __future__ import annotations
 
+import io
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -15,6 +18,35 @@ from ..hookspecs import PROJECT_NAME
 import pluggy
 
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+def compress_blob(data: bytes) -> bytes:
+    """Orthanc's ``StorageCompression`` format: the uncompressed size as an 8-byte
+    little-endian integer, then the zlib stream (so that an Orthanc storage folder and a
+    pacsbox one stay interchangeable)."""
+    return struct.pack("<Q", len(data)) + zlib.compress(data, 6)
+
+
+def compressed_size_of(head: bytes) -> int | None:
+    """The uncompressed size announced by a blob in :func:`compress_blob`'s format (its
+    first 10 bytes or more), or None when the bytes do not look like one (a DICOM file
+    starts with its preamble, never with a size then a zlib header)."""
+    if len(head) < 10 or head[8] != 0x78 or ((head[8] << 8) | head[9]) % 31:
+        return None
+    size = struct.unpack_from("<Q", head)[0]
+    return size if size < (1 << 42) else None
+
+
+def decompress_blob(blob: bytes) -> bytes | None:
+    """The content of a :func:`compress_blob` blob; None when ``blob`` is not one."""
+    size = compressed_size_of(blob[:10])
+    if size is None:
+        return None
+    try:
+        data = zlib.decompress(blob[8:])
+    except zlib.error:
+        return None
+    return data if len(data) == size else None
 
 
 class FilesystemStorageArea:
@@ -27,6 +59,11 @@ class FilesystemStorageArea:
     sync : bool, default True
         fsync each file before the rename (Orthanc ``SyncStorageArea``).
     """
+
+    #: Files in Orthanc's ``StorageCompression`` format (:func:`compress_blob`) are read
+    #: back uncompressed by :meth:`read` and :meth:`open`; :meth:`read_stored` gives the
+    #: bytes as stored.
+    supports_compression = True
 
     def __init__(self, root: str | os.PathLike, sync: bool = True) -> None:
         self.root = Path(root)
@@ -69,13 +106,33 @@ class FilesystemStorageArea:
         os.replace(tmp, final)
 
     def read(self, uuid: str, content_type: int = 1) -> bytes:
-        """Return the bytes of ``uuid``; raises FileNotFoundError when absent."""
+        """Return the content of ``uuid`` (uncompressed); raises FileNotFoundError when absent."""
+        with open(self._file(uuid), "rb") as f:
+            blob = f.read()
+        if compressed_size_of(blob[:10]) is not None:
+            data = decompress_blob(blob)
+            if data is not None:
+                return data
+        return blob
+
+    def read_stored(self, uuid: str, content_type: int = 1) -> bytes:
+        """Return the bytes of ``uuid`` as stored (compressed or not)."""
         with open(self._file(uuid), "rb") as f:
             return f.read()
 
     def open(self, uuid: str, content_type: int = 1) -> BinaryIO:
-        """Open ``uuid`` for reading; raises FileNotFoundError when absent."""
-        return open(self._file(uuid), "rb")
+        """Open ``uuid`` for reading (its uncompressed content); raises FileNotFoundError
+        when absent."""
+        f = open(self._file(uuid), "rb")
+        head = f.read(10)
+        f.seek(0)
+        if compressed_size_of(head) is not None:
+            with f:
+                data = decompress_blob(f.read())
+            if data is not None:
+                return io.BytesIO(data)
+            f = open(self._file(uuid), "rb")
+        return f
 
     def remove(self, uuid: str, content_type: int = 1) -> None:
         """Delete ``uuid`` (a missing file is ignored)."""
