@@ -75,7 +75,21 @@ def _wake(server, thunk=None) -> None:
         pass
 
 
+#: What :func:`_serve_once` returns when ``POST /tools/reset`` asked for a restart.
+RESTART = "restart"
+
+
 def _serve(args) -> int:
+    """Serve until stopped; ``POST /tools/reset`` (Orthanc's hot restart) stops the app and
+    serves again with the configuration read anew, in the same process."""
+    while True:
+        rc = _serve_once(args)
+        if rc != RESTART:
+            return rc
+        logging.getLogger("pacsbox").info("restarting (POST /tools/reset): the configuration is read again")
+
+
+def _serve_once(args):
     from .app import create_app
     from .config import Config, ConfigError
     from .jobs.engine import StartupError
@@ -133,6 +147,13 @@ def _serve(args) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    restart = threading.Event()
+
+    def request_restart():  # POST /tools/reset, once its answer is on its way
+        restart.set()
+        _wake(server, lambda: stop("reset", None))
+
+    app.ctx.request_restart = request_restart
     # A signal may land on any thread; the C handler then writes to this descriptor, which
     # wakes waitress's poll on the main thread at once (else the Python handler would wait
     # for the poll's 1 s timeout, twice over: ~1.7 s between the signal and the exit).
@@ -148,11 +169,12 @@ def _serve(args) -> int:
     finally:
         app.close()
         log.info("stopped")
-        # The interpreter's exit collects the whole heap (pydicom's dictionaries, plugin
-        # state...: 0.5-1 s); everything is closed and saved now, so the objects left are
-        # moved out of the collector's reach and the process exits at once.
-        gc.freeze()
-    return 0
+        if not restart.is_set():
+            # The interpreter's exit collects the whole heap (pydicom's dictionaries, plugin
+            # state...: 0.5-1 s); everything is closed and saved now, so the objects left are
+            # moved out of the collector's reach and the process exits at once.
+            gc.freeze()
+    return RESTART if restart.is_set() else 0
 
 
 def plugin_rows(ctx) -> list[dict]:

@@ -21,6 +21,8 @@ from ..index.index import LEVEL_NAMES, PLURAL
 from ..routing.registry import RouteSpec
 from . import find_ext
 
+log = logging.getLogger("pacsbox.rest")
+
 #: The Orthanc REST API level pacsbox implements (the reference, Orthanc 1.10.1).
 ORTHANC_VERSION = "1.10.1"
 API_VERSION = 16
@@ -472,6 +474,26 @@ class ExecuteScriptDisabled:
         resp.data = b""
 
 
+class ResetResource:
+    """``POST /tools/reset``: Orthanc's hot restart. Answers ``{}``, then ``pacsbox serve``
+    stops the app (jobs saved, index closed) and serves again in the same process with the
+    configuration read anew. An app not run by ``pacsbox serve`` (embedded, tests) has no
+    restart: it answers ``{}`` and logs a warning."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_post(self, req, resp):
+        restart = getattr(self.ctx, "request_restart", None)
+        send_json(resp, {}, content_type="application/json")
+        if restart is None:
+            log.warning("POST /tools/reset: this app was not started by 'pacsbox serve', nothing to restart")
+            return
+        timer = threading.Timer(0.1, restart)  # once this answer is written
+        timer.daemon = True
+        timer.start()
+
+
 class ToolsResource:
     """``GET /tools``: the list of tools."""
 
@@ -492,6 +514,7 @@ def routes(ctx) -> list[RouteSpec]:
         RouteSpec("/tools", ToolsResource),
         RouteSpec("/tools/find", FindResource),
         RouteSpec("/tools/count-resources", CountResourcesResource),
+        RouteSpec("/tools/reset", ResetResource),
         RouteSpec("/tools/lookup", LookupResource),
         RouteSpec("/tools/generate-uid", GenerateUidResource),
         RouteSpec("/tools/now", NowResource),
