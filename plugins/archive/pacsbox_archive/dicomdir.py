@@ -144,6 +144,20 @@ class RecordSource:
     dataset: Dataset | None = field(default=None, repr=False)
 
 
+def _sr_concept_modifiers_only(record: Dataset) -> None:
+    """An SR DOCUMENT record keeps only the ``HAS CONCEPT MOD`` items of the document's
+    Content Sequence (PS3.3 F.5.24); pydicom copies the whole tree, whose ``CONTAINS``
+    and ``HAS OBS CONTEXT`` items validators refuse there."""
+    if "ContentSequence" not in record:
+        return
+    kept = [item for item in record.ContentSequence
+            if str(item.get("RelationshipType", "")).strip() == "HAS CONCEPT MOD"]
+    if kept:
+        record.ContentSequence = kept
+    else:
+        del record.ContentSequence
+
+
 def _charset_value(charset: str | None, texts: list[str]) -> str | list[str] | None:
     if charset:
         parts = charset.split("\\")
@@ -251,6 +265,7 @@ class DicomDirBuilder:
         self._nodes: dict[tuple[str, str], RecordNode] = {}
         self._templates: dict[tuple, _LeafTemplate] = {}
         self.count = 0
+        self._non_ascii = False   # a record holds text beyond ASCII: the DICOMDIR declares UTF-8
 
     # ---- records ------------------------------------------------------------------
     @staticmethod
@@ -302,6 +317,9 @@ class DicomDirBuilder:
         charset = _charset_value(src.specific_character_set,
                                  [p.get("PatientName", ""), st.get("StudyDescription", ""),
                                   se.get("SeriesDescription", "")])
+
+        if charset is not None:
+            self._non_ascii = True
 
         def framed(record: Dataset) -> Dataset:
             if charset is not None:
@@ -365,9 +383,13 @@ class DicomDirBuilder:
             rtype = _fileset._four_level_record_type(full)       # noqa: SLF001 (see module notes)
             if rtype != "IMAGE":
                 try:
-                    return self._record(rtype, full)
+                    record = self._record(rtype, full)
                 except (ValueError, KeyError, AttributeError, TypeError):
                     pass                                          # lacks what the type needs: IMAGE
+                else:
+                    if rtype == "SR DOCUMENT":
+                        _sr_concept_modifiers_only(record)
+                    return record
         return self._record("IMAGE", _dataset({"InstanceNumber": number}))
 
     @staticmethod
@@ -386,10 +408,18 @@ class DicomDirBuilder:
     def encode(self) -> bytes:
         """The DICOMDIR file (Part 10, explicit VR little endian).
 
+        When a record holds text beyond ASCII, the DICOMDIR's own data set declares
+        (0008,0005) ``ISO_IR 192`` (each such record declares its own character set too).
+
         Returns
         -------
         bytes
         """
+        if self._non_ascii:
+            fs = self.fs
+            if not fs._ds:                                        # noqa: SLF001 (see module notes)
+                fs._ds = fs._create_dicomdir()                    # noqa: SLF001
+            fs._ds.SpecificCharacterSet = "ISO_IR 192"            # noqa: SLF001
         buf = io.BytesIO()
         fp = DicomFileLike(buf)
         self.fs._write_dicomdir(fp)                              # noqa: SLF001 (see module notes)
