@@ -618,8 +618,10 @@ class AttachmentsResource:
     The DICOM file (``dicom``) is read-only (403 on PUT/DELETE). User attachments (the
     numbers 1024-65535 and the ``UserContentType`` names) are created or replaced by a
     ``PUT`` of their bytes and removed by a ``DELETE``, each logging an
-    ``UpdatedAttachment`` change, as Orthanc 1.10.1. Compression of stored attachments is
-    not supported: ``compress``/``uncompress`` answer ``{}`` and change nothing.
+    ``UpdatedAttachment`` change, as Orthanc 1.10.1. ``compress``/``uncompress`` write the
+    attachment again in Orthanc's ``StorageCompression`` format (8-byte size + zlib) or
+    plain; ``is-compressed``, ``compressed-data``, ``compressed-size`` and
+    ``compressed-md5`` describe the stored bytes.
     """
 
     def __init__(self, ctx, level: int):
