@@ -458,3 +458,57 @@ def test_xml_answers_as_the_reference(both):
     xml = requests.get(f"{both[1]}/exports", headers={"Accept": "application/xml"}).text
     assert xml == '<?xml version="1.0" encoding="utf-8"?>\n<root>\n  <Done>true</Done>\n  <Exports />\n' \
                   '  <Last>0</Last>\n</root>\n'
+
+
+# -- 3. chunked multipart upload -------------------------------------------------------------------
+
+def _form(url, name, size, chunk):
+    return requests.post(url + "/instances", files={"files[]": (name, chunk, "application/octet-stream")},
+                         headers={"X-File-Name": name, "X-File-Size": str(size)})
+
+
+def test_chunked_multipart_upload_as_the_reference(both):
+    import io
+
+    import pydicom
+    files = []
+    for n, base in enumerate(("MR_small.dcm", "CT_small.dcm")):
+        ds = pydicom.dcmread(io.BytesIO(read(base)))
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.10.1404.16.30.{n}"
+        out = io.BytesIO()
+        ds.save_as(out)
+        files.append((f"f{n}.dcm", out.getvalue()))
+    # two files, chunks interleaved
+    (na, a), (nb, b) = files
+    steps = [(na, a, a[:4000]), (nb, b, b[:7000]), (na, a, a[4000:9000]), (nb, b, b[7000:]), (na, a, a[9000:])]
+    for i, (name, data, chunk) in enumerate(steps):
+        for url in both:
+            r = _form(url, name, len(data), chunk)
+            assert (r.status_code, r.content) == (200, b""), (url, i)
+        if i == 3:  # the second file is complete, the first not yet
+            for url in both:
+                assert requests.post(url + "/tools/lookup", data="1.2.826.0.1.3680043.10.1404.16.30.1").json()
+                assert requests.post(url + "/tools/lookup", data="1.2.826.0.1.3680043.10.1404.16.30.0").json() == [], (url == both[0], i)
+    for url in both:
+        for n in (0, 1):
+            found = requests.post(url + "/tools/lookup", data=f"1.2.826.0.1.3680043.10.1404.16.30.{n}").json()
+            assert len(found) == 1
+            md5 = requests.get(f"{url}/instances/{found[0]['ID']}/attachments/dicom/md5").text
+            import hashlib
+            assert md5 == hashlib.md5(files[n][1]).hexdigest()
+    assert len(_APPS[both[1]].ctx.chunk_store) == 0
+
+
+def test_an_incomplete_chunked_upload_is_dropped(live_server):
+    s = live_server()
+    store = s.app.ctx.chunk_store
+    store.timeout = 0.3
+    data = read("MR_small.dcm")
+    assert _form(s.url, "x.dcm", len(data), data[:1000]).status_code == 200
+    assert len(store) == 1
+    import time
+    time.sleep(0.5)
+    assert len(store) == 0  # dropped
+    # the rest alone is not a file: it starts a new assembly that never completes
+    assert _form(s.url, "x.dcm", len(data), data[1000:]).status_code == 200
+    assert requests.get(s.url + "/instances").json() == []

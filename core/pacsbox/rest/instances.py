@@ -71,8 +71,10 @@ class UploadResource:
 
     def __init__(self, ctx):
         self.ctx = ctx
+        from .chunks import ChunkStore
         from .resources_api import ListResource
         self._list = ListResource(ctx, 3)
+        self.chunks = ctx.chunk_store = ChunkStore()  # chunked form uploads in progress
 
     def on_get(self, req, resp):
         self._list.on_get(req, resp)
@@ -102,11 +104,21 @@ class UploadResource:
 
     def _store_multipart(self, req, origin: dict) -> None:
         """Store every file of a ``multipart/form-data`` body (the upload form of
-        Orthanc Explorer); a part that is not DICOM fails the request with its error."""
+        Orthanc Explorer); a part that is not DICOM fails the request with its error.
+
+        With ``X-File-Size`` (jQuery File Upload's chunked mode, see
+        :mod:`pacsbox.rest.chunks`), each part is a chunk of the file named by
+        ``X-File-Name``, stored once all its bytes arrived."""
+        size_header = req.get_header("X-File-Size")
+        size = int(size_header) if size_header and size_header.strip().isdigit() else 0
+        chunks = self.chunks if size > 0 else None
+        name = req.get_header("X-File-Name") or ""
         try:
             form = req.get_media()
             for part in form:
                 data = part.stream.read()
+                if data and chunks is not None:
+                    data = chunks.add(name, size, data)
                 if data:
                     self.ctx.ingest.store(data, origin)
         except falcon.MediaMalformedError:
