@@ -7,6 +7,8 @@
   entry points with their distribution, version, state (``loaded``/``blocked``) and the
   routes, job types and metrics each declares. It builds a throw-away app on a temporary
   storage directory, without running the ``startup`` hooks (no port is opened).
+- ``pacsbox openapi [--config FILE]`` prints the OpenAPI 3.1 document of the routes of
+  every installed plugin (what ``GET /tools/openapi.json`` serves).
 - ``pacsbox install [PIP OPTIONS] NAME...`` and ``pacsbox uninstall [PIP OPTIONS] NAME...``
   run ``python -m pip install`` / ``uninstall -y`` with the interpreter that runs pacsbox, so
   a plugin lands in pacsbox's own environment (as ``datasette install``); the arguments
@@ -244,6 +246,36 @@ def _plugins(args) -> int:
     return 0
 
 
+def _openapi(args) -> int:
+    """``pacsbox openapi``: print the OpenAPI 3.1 document of the installed plugins' routes."""
+    import json
+    import tempfile
+
+    from .app import create_app
+    from .config import Config, ConfigError
+    from .jobs.engine import StartupError
+    from .routing.openapi import openapi_document
+
+    try:
+        base = Config.from_file(args.config)
+    except ConfigError as e:
+        print(f"pacsbox: bad configuration: {e}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="pacsbox-openapi-") as tmp:
+        config = base.with_overrides(StorageDirectory=tmp, IndexDirectory=tmp, SaveJobs=False)
+        try:
+            app = create_app(config, load_jobs=False, start_jobs=False, run_startup=False)
+        except (StartupError, ConfigError, pluggy.PluginValidationError) as e:
+            print(f"pacsbox: cannot load the plugins: {e}", file=sys.stderr)
+            return 2
+        try:
+            doc = openapi_document(app.ctx)
+        finally:
+            app.close()
+    print(json.dumps(doc, indent=2, sort_keys=False))
+    return 0
+
+
 def pip_command(action: str, args: list[str]) -> list[str]:
     """The pip command line of ``pacsbox install``/``uninstall``.
 
@@ -291,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="configuration file (its PluginsBlocklist and plugin sections apply)")
     p.add_argument("--json", action="store_true", help="print a JSON array instead of text")
     p.set_defaults(func=_plugins)
+    p = sub.add_parser("openapi", help="print the OpenAPI 3.1 document of the routes (all installed plugins)")
+    p.add_argument("--config", help="configuration file (its PluginsBlocklist applies)")
+    p.set_defaults(func=_openapi)
     for action, text in (("install", "pip install packages (plugins) into pacsbox's environment"),
                          ("uninstall", "pip uninstall packages from pacsbox's environment")):
         p = sub.add_parser(action, help=text)

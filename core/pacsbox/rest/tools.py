@@ -474,6 +474,11 @@ class ExecuteScriptDisabled:
         resp.data = b""
 
 
+def _openapi_resource(ctx):
+    from ..routing.openapi import OpenApiResource
+    return OpenApiResource(ctx)
+
+
 class ResetResource:
     """``POST /tools/reset``: Orthanc's hot restart. Answers ``{}``, then ``pacsbox serve``
     stops the app (jobs saved, index closed) and serves again in the same process with the
@@ -515,6 +520,7 @@ def routes(ctx) -> list[RouteSpec]:
         RouteSpec("/tools/find", FindResource),
         RouteSpec("/tools/count-resources", CountResourcesResource),
         RouteSpec("/tools/reset", ResetResource),
+        RouteSpec("/tools/openapi.json", _openapi_resource),
         RouteSpec("/tools/lookup", LookupResource),
         RouteSpec("/tools/generate-uid", GenerateUidResource),
         RouteSpec("/tools/now", NowResource),

@@ -85,9 +85,12 @@ class RouteRegistry:
         self.routes.append(spec)
 
     def mount(self, app: falcon.App, ctx: Any) -> None:
-        """Instantiate every resource and add it to ``app``."""
+        """Instantiate every resource and add it to ``app`` (kept in :attr:`mounted`, for
+        the OpenAPI document)."""
+        self.mounted: list[tuple[RouteSpec, Any]] = []
         for spec in self.routes:
             resource = spec.factory(ctx)
+            self.mounted.append((spec, resource))
             if spec.suffix:
                 app.add_route(spec.path, resource, suffix=spec.suffix)
             else:
