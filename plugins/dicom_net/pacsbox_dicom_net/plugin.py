@@ -29,9 +29,14 @@ def add_hookspecs(plugin_manager):
 
 @hookimpl
 def configure(config):
-    """Check the DICOM options, ``DicomModalities`` and ``OrthancPeers`` at start-up."""
-    from .options import read_options
+    """Check the DICOM options, ``DicomModalities`` and ``OrthancPeers`` at start-up, and
+    declare every option name the plugin reads (so that a misspelt one is warned about)."""
+    from .options import DICOM_OPTIONS, read_options
+    from .peer_registry import HTTP_OPTIONS
     read_options(config)
+    if hasattr(config, "declare_options"):
+        config.declare_options([*DICOM_OPTIONS, *HTTP_OPTIONS, "DicomModalities", "DicomBindAddress",
+                                "OrthancPeers", "Transfers", "Worklists"])
     peers.check_config(config)
     transfers.check_config(config)
 

@@ -25,8 +25,10 @@ def add_hookspecs(plugin_manager):
 
 @hookimpl
 def configure(config):
-    """Check ``CreateDicomMaximumSize`` at start-up."""
+    """Check ``CreateDicomMaximumSize`` at start-up, and declare it (unknown-option warning)."""
     resources.max_body_bytes(config)
+    if hasattr(config, "declare_options"):
+        config.declare_options(["CreateDicomMaximumSize"])
 
 
 @hookimpl(trylast=True)
