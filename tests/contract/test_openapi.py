@@ -107,7 +107,8 @@ def test_documented_200_is_really_answered(live):
     """Every documented GET without path fields answers its documented 200 (the other
     answers are the documented ``default``)."""
     doc = openapi_document(live.app.ctx)
-    gets = [p for p, item in doc["paths"].items() if "get" in item and "{" not in p]
+    # (a GET of a WebDAV folder is 404, as in the reference: folders are browsed with PROPFIND)
+    gets = [p for p, item in doc["paths"].items() if "get" in item and "{" not in p and p != "/webdav"]
     assert len(gets) > 20
     args = {"/tools/generate-uid": "?level=study"}  # a required query argument
     for path in gets:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pluggy
 
 from ..hookspecs import PROJECT_NAME
-from . import bulk, instances, labels, protection, reconstruct, resources_api, slices, tools
+from . import bulk, instances, labels, protection, reconstruct, resources_api, slices, tools, webdav
 
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
@@ -13,7 +13,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 def register_routes(ctx):
     """The core routes of reference sections 2 (resources, instances, tools, changes)."""
     return (instances.routes(ctx) + resources_api.routes(ctx) + tools.routes(ctx) + bulk.routes(ctx)
-            + slices.routes(ctx) + labels.routes(ctx) + protection.routes(ctx) + reconstruct.routes(ctx))
+            + slices.routes(ctx) + labels.routes(ctx) + protection.routes(ctx) + reconstruct.routes(ctx)
+            + webdav.routes(ctx))
 
 
 @hookimpl(trylast=True)

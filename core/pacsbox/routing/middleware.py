@@ -25,6 +25,8 @@ _REALM = {"WWW-Authenticate": 'Basic realm="Orthanc Secure Area"'}
 
 #: The HTTP methods of Orthanc's REST API; any other gets an empty answer before routing.
 _ORTHANC_METHODS = frozenset(("GET", "POST", "PUT", "DELETE"))
+#: The WebDAV methods, taken on ``/webdav`` only (``pacsbox.rest.webdav``).
+_WEBDAV_METHODS = frozenset(("PROPFIND", "OPTIONS", "LOCK", "UNLOCK", "MKCOL", "MOVE", "COPY", "PROPPATCH"))
 
 
 def _fake_method(req: falcon.Request) -> str | None:
@@ -122,7 +124,7 @@ class SecurityMiddleware:
                 results = [False]
             if any(r is False for r in results):
                 raise falcon.HTTPForbidden()
-        if req.method not in _ORTHANC_METHODS:
+        if req.method not in _ORTHANC_METHODS and not (req.method in _WEBDAV_METHODS and req.path[:7] == "/webdav"):
             # as Orthanc 1.10.1 on any path: HEAD and OPTIONS are unknown resources (404),
             # any other method a bad request (400); both with an empty body
             resp.status = 404 if req.method in ("HEAD", "OPTIONS") else 400
