@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import logging
+import ssl
 import struct
 from typing import Any, Iterator, Mapping
 
@@ -38,9 +39,11 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
+from pynetdicom.dsutils import encode as encode_dataset
 
 from pacsbox import OrthancError, element_text, find_resources
 
+from .send import write_pdus
 from .state import plugin_state
 
 log = logging.getLogger("pacsbox.dicom_net.scp")
@@ -569,12 +572,192 @@ def handle_find(event: Any, ctx: Any) -> Iterator[tuple[int, Dataset | None]]:
         log.exception("C-FIND request handler has failed")
         yield STATUS_CANNOT_UNDERSTAND, None
         return
+    direct = _DirectFindResponses.of(event)
+    if direct is None:
+        for ans in answers:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield STATUS_PENDING, ans
+        yield (STATUS_MATCHING_TERMINATED if cut else STATUS_SUCCESS), None
+        return
     for ans in answers:
         if event.is_cancelled:
+            direct.flush()
             yield 0xFE00, None
             return
-        yield STATUS_PENDING, ans
+        if not direct.add(ans):
+            log.error("C-FIND: cannot encode an answer")
+            direct.flush()
+            yield STATUS_CANNOT_UNDERSTAND, None
+            return
+    # the final response goes in the same write as the last answers; pynetdicom's own
+    # final response (after the yield below) is then dropped
+    direct.finish(STATUS_MATCHING_TERMINATED if cut else STATUS_SUCCESS)
     yield (STATUS_MATCHING_TERMINATED if cut else STATUS_SUCCESS), None
+
+
+# ---- C-FIND responses written directly ----------------------------------------------------
+
+def _cmd_element(elem: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", 0x0000, elem, len(value)) + value
+
+
+def _cmd_uid(value: str) -> bytes:
+    b = value.encode("ascii")
+    return b + b"\x00" if len(b) % 2 else b
+
+
+def encode_find_response_pdus(context_id: int, max_pdu: int, sop_class_uid: str, responded_id: int, status: int,
+                              identifier: bytes | None = None) -> bytes:
+    """The P-DATA-TF PDUs of one C-FIND-RSP, ready for the socket.
+
+    Parameters
+    ----------
+    context_id : int
+        Presentation context ID of the request.
+    max_pdu : int
+        The peer's maximum PDU length (bytes; 0 = unlimited).
+    sop_class_uid : str
+        (0000,0002) *Affected SOP Class UID* of the request.
+    responded_id : int
+        (0000,0120) *Message ID Being Responded To*.
+    status : int
+        (0000,0900) *Status*.
+    identifier : bytes, optional
+        The encoded identifier (a Pending response's answer), in the context's
+        transfer syntax.
+
+    Returns
+    -------
+    bytes
+        The command set (Implicit VR Little Endian, group length first) in one PDU, then
+        the identifier in PDVs of at most ``max_pdu - 6`` bytes, one per PDU, the last
+        one flagged (PS3.8 annex E): byte-identical to what pynetdicom's
+        ``DIMSEServiceProvider.send_msg`` writes for the same response (checked by a test).
+    """
+    rest = b"".join((_cmd_element(0x0002, _cmd_uid(sop_class_uid)), _cmd_element(0x0100, b"\x20\x80"),
+                     _cmd_element(0x0120, struct.pack("<H", responded_id)),
+                     _cmd_element(0x0800, b"\x01\x00" if identifier else b"\x01\x01"),
+                     _cmd_element(0x0900, struct.pack("<H", status))))
+    command = _cmd_element(0x0000, struct.pack("<I", len(rest))) + rest
+    out = [struct.pack(">BBIIBB", 0x04, 0, len(command) + 6, len(command) + 2, context_id, 0x03), command]
+    if identifier:
+        n = len(identifier)
+        step = max_pdu - 6 if max_pdu and max_pdu > 6 else n
+        view = memoryview(identifier)
+        for start in range(0, n, step):
+            frag = view[start:start + step]
+            out.append(struct.pack(">BBIIBB", 0x04, 0, len(frag) + 6, len(frag) + 2, context_id,
+                                   0x02 if start + step >= n else 0x00))
+            out.append(frag)
+    return b"".join(out)
+
+
+class _DirectFindResponses:
+    """Writes the C-FIND responses of one request straight on the association's socket,
+    from the thread that serves the request.
+
+    pynetdicom's path costs, per answer, a pydicom command-set data set and its
+    encoding, and one hand-off per PDU to the DUL thread through its queue (each a GIL
+    switch, slow on a loaded machine). Here the command sets are encoded by
+    :func:`encode_find_response_pdus` and the Pending responses written in batches of
+    at most :attr:`BATCH` bytes (C-CANCEL is checked between answers, by the caller), the
+    final one with the last batch; pynetdicom's own final response, sent after the
+    handler's last yield, is then dropped (:meth:`finish`). The DUL thread keeps reading
+    the socket (C-CANCEL, A-RELEASE, A-ABORT), so the state machine sees everything the
+    peer sends; it writes nothing meanwhile, since only this thread answers the request.
+    """
+
+    #: Bytes of encoded responses written at once.
+    BATCH = 65536
+
+    def __init__(self, event: Any) -> None:
+        self.assoc = event.assoc
+        self.encode = encode_dataset
+        req = event.request
+        self.message_id = int(req.MessageID)
+        self.sop_class = str(req.AffectedSOPClassUID)
+        self.cx_id = int(event.context.context_id)
+        ts = event.context.transfer_syntax
+        self.ts = (ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
+        self.max_pdu = int(self.assoc.requestor.maximum_length or 0)
+        self.buf: list[bytes] = []
+        self.size = 0
+
+    @classmethod
+    def of(cls, event: Any) -> "_DirectFindResponses | None":
+        """The writer for ``event``'s request, or None when responses must go through
+        pynetdicom (a TLS socket, which its DUL thread alone may use; an association
+        whose DIMSE messages are logged, ``pynetdicom`` logger at DEBUG)."""
+        assoc = event.assoc
+        sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+        if sock is None or isinstance(sock, ssl.SSLSocket) or assoc.is_requestor:
+            return None
+        if logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+            return None
+        try:
+            return cls(event)
+        except Exception:  # noqa: BLE001 - anything unexpected: pynetdicom's path
+            return None
+
+    def add(self, answer: Dataset) -> bool:
+        """Queue the Pending response of ``answer`` (written once :attr:`BATCH` bytes are
+        queued); False when the answer cannot be encoded."""
+        try:
+            data = self.encode(answer, *self.ts)
+        except Exception:  # noqa: BLE001
+            data = None
+        if not data:
+            return False
+        pdus = encode_find_response_pdus(self.cx_id, self.max_pdu, self.sop_class, self.message_id, STATUS_PENDING,
+                                         data)
+        self.buf.append(pdus)
+        self.size += len(pdus)
+        if self.size >= self.BATCH:
+            self.flush()
+        return True
+
+    def flush(self) -> None:
+        """Write the queued responses."""
+        if self.buf:
+            data = b"".join(self.buf)
+            self.buf, self.size = [], 0
+            if self.assoc.is_established:
+                write_pdus(self.assoc, data)
+
+    def finish(self, status: int) -> None:
+        """Write the queued responses and the final one (``status``, no identifier), and
+        drop pynetdicom's own final response to this request."""
+        self.buf.append(encode_find_response_pdus(self.cx_id, self.max_pdu, self.sop_class, self.message_id, status))
+        self.flush()
+        _drop_next_find_response(self.assoc, self.message_id)
+
+
+def _drop_next_find_response(assoc: Any, message_id: int) -> None:
+    """Drop the next C-FIND response to ``message_id`` that pynetdicom sends on
+    ``assoc`` (its final response, already written by :class:`_DirectFindResponses`).
+
+    pynetdicom's ``_c_find_scp`` always sends a response after the handler's last
+    yield; shadowing ``dimse.send_msg`` on the instance for that one call is the only
+    hook (retrieve_scp does the same for C-MOVE/C-GET).
+    """
+    from pynetdicom.dimse_primitives import C_FIND
+
+    dimse = assoc.dimse
+    previous = dimse.__dict__.get("send_msg")
+    original = previous or type(dimse).send_msg.__get__(dimse)
+
+    def send_msg(primitive: Any, context_id: int) -> None:
+        if isinstance(primitive, C_FIND) and primitive.MessageIDBeingRespondedTo == message_id:
+            if previous is None:
+                dimse.__dict__.pop("send_msg", None)
+            else:
+                dimse.send_msg = previous
+            return None
+        return original(primitive, context_id)
+
+    dimse.send_msg = send_msg
 
 
 def _find(ctx: Any, query: Dataset, origin: Mapping[str, Any]) -> tuple[list[Dataset] | None, bool]:

@@ -311,3 +311,31 @@ def test_hook_find_worklist_answers_first_plugin_wins_over_the_folder(node, tmp_
              plugins=[inline_plugin("wlfirst", find_worklist_answers=(provider, {"optionalhook": True}))])
     r, answers = findscu(n, tmp_path, "PatientName", root="-W")
     assert [str(a.PatientName) for a in answers] == ["Plugin^First"]
+
+
+@pytest.mark.parametrize("status,size,max_pdu", [(0xFF00, 300, 16384), (0xFF00, 40000, 16384), (0xFF00, 9, 0),
+                                                 (0x0000, 0, 16384), (0xFE00, 0, 0), (0xC000, 0, 16384)])
+def test_find_response_pdus_equal_pynetdicom_encoding(status, size, max_pdu):
+    """The hand-encoded C-FIND-RSP PDUs written by the SCP are byte for byte what
+    pynetdicom's ``send_msg`` would write."""
+    from pynetdicom.dimse_messages import C_FIND_RSP
+    from pynetdicom.dimse_primitives import C_FIND
+    from pynetdicom.pdu import P_DATA_TF
+
+    identifier = (bytes(range(256)) * (size // 256 + 1))[:size]
+    rsp = C_FIND()
+    rsp.MessageIDBeingRespondedTo = 513
+    rsp.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
+    rsp.Status = status
+    if identifier:
+        rsp.Identifier = io.BytesIO(identifier)
+    msg = C_FIND_RSP()
+    msg.primitive_to_message(rsp)
+    pdus = []
+    for prim in msg.encode_msg(3, max_pdu):
+        pdu = P_DATA_TF()
+        pdu.from_primitive(prim)
+        pdus.append(pdu.encode())
+    ours = handlers.encode_find_response_pdus(3, max_pdu, "1.2.840.10008.5.1.4.1.2.2.1", 513, status,
+                                              identifier or None)
+    assert ours == b"".join(pdus)
