@@ -488,7 +488,9 @@ def test_chunked_multipart_upload_as_the_reference(both):
         if i == 3:  # the second file is complete, the first not yet
             for url in both:
                 assert requests.post(url + "/tools/lookup", data="1.2.826.0.1.3680043.10.1404.16.30.1").json()
-                assert requests.post(url + "/tools/lookup", data="1.2.826.0.1.3680043.10.1404.16.30.0").json() == [], (url == both[0], i)
+            # only pacsbox is held to "not yet": under CPU load the reference was once seen
+            # holding the incomplete first file already (a full-suite run on a busy machine)
+            assert requests.post(both[1] + "/tools/lookup", data="1.2.826.0.1.3680043.10.1404.16.30.0").json() == []
     for url in both:
         for n in (0, 1):
             found = requests.post(url + "/tools/lookup", data=f"1.2.826.0.1.3680043.10.1404.16.30.{n}").json()
