@@ -35,7 +35,6 @@ from pydicom.charset import convert_encodings
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag
-from pydicom.filewriter import write_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
@@ -197,15 +196,13 @@ def part10_file(event: Any) -> bytes:
         data set exactly as it arrived in the P-DATA fragments (still deflated for Deflated
         Explicit VR Little Endian).
     """
-    meta = event.file_meta
-    calling = peer(event)["RemoteAET"]
-    if calling:
-        meta.SourceApplicationEntityTitle = calling
-    buf = io.BytesIO()
-    buf.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(buf, meta, enforce_standard=True)
-    buf.write(event.request.DataSet.getvalue())
-    return buf.getvalue()
+    # the meta group is encoded directly (move_job.part10, byte-equal to pydicom's writer
+    # fed with pynetdicom's event.file_meta, which costs a pydicom data set per instance)
+    from .move_job import part10
+
+    req = event.request
+    return part10(req.DataSet.getvalue(), str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID),
+                  str(event.context.transfer_syntax), peer(event)["RemoteAET"] or "")
 
 
 def dataset_uids(data: bytes) -> tuple[str, str] | None:
@@ -591,9 +588,9 @@ def handle_find(event: Any, ctx: Any) -> Iterator[tuple[int, Dataset | None]]:
             direct.flush()
             yield STATUS_CANNOT_UNDERSTAND, None
             return
-    # the final response goes in the same write as the last answers; pynetdicom's own
-    # final response (after the yield below) is then dropped
-    direct.finish(STATUS_MATCHING_TERMINATED if cut else STATUS_SUCCESS)
+    # the final response goes through pynetdicom (after the Pending ones, already
+    # written), so that the peer's A-RELEASE-RQ can only come once pynetdicom is done
+    direct.flush()
     yield (STATUS_MATCHING_TERMINATED if cut else STATUS_SUCCESS), None
 
 
@@ -662,9 +659,11 @@ class _DirectFindResponses:
     encoding, and one hand-off per PDU to the DUL thread through its queue (each a GIL
     switch, slow on a loaded machine). Here the command sets are encoded by
     :func:`encode_find_response_pdus` and the Pending responses written in batches of
-    at most :attr:`BATCH` bytes (C-CANCEL is checked between answers, by the caller), the
-    final one with the last batch; pynetdicom's own final response, sent after the
-    handler's last yield, is then dropped (:meth:`finish`). The DUL thread keeps reading
+    at most :attr:`BATCH` bytes (C-CANCEL is checked between answers, by the caller).
+    The final response stays pynetdicom's (sent after the handler's last yield): the
+    peer's A-RELEASE-RQ, which follows it, then never reaches the DUL while pynetdicom
+    is still serving the request (writing the final response here too made findscu's
+    release fail now and then on a loaded machine). The DUL thread keeps reading
     the socket (C-CANCEL, A-RELEASE, A-ABORT), so the state machine sees everything the
     peer sends; it writes nothing meanwhile, since only this thread answers the request.
     """
@@ -725,39 +724,6 @@ class _DirectFindResponses:
             self.buf, self.size = [], 0
             if self.assoc.is_established:
                 write_pdus(self.assoc, data)
-
-    def finish(self, status: int) -> None:
-        """Write the queued responses and the final one (``status``, no identifier), and
-        drop pynetdicom's own final response to this request."""
-        self.buf.append(encode_find_response_pdus(self.cx_id, self.max_pdu, self.sop_class, self.message_id, status))
-        self.flush()
-        _drop_next_find_response(self.assoc, self.message_id)
-
-
-def _drop_next_find_response(assoc: Any, message_id: int) -> None:
-    """Drop the next C-FIND response to ``message_id`` that pynetdicom sends on
-    ``assoc`` (its final response, already written by :class:`_DirectFindResponses`).
-
-    pynetdicom's ``_c_find_scp`` always sends a response after the handler's last
-    yield; shadowing ``dimse.send_msg`` on the instance for that one call is the only
-    hook (retrieve_scp does the same for C-MOVE/C-GET).
-    """
-    from pynetdicom.dimse_primitives import C_FIND
-
-    dimse = assoc.dimse
-    previous = dimse.__dict__.get("send_msg")
-    original = previous or type(dimse).send_msg.__get__(dimse)
-
-    def send_msg(primitive: Any, context_id: int) -> None:
-        if isinstance(primitive, C_FIND) and primitive.MessageIDBeingRespondedTo == message_id:
-            if previous is None:
-                dimse.__dict__.pop("send_msg", None)
-            else:
-                dimse.send_msg = previous
-            return None
-        return original(primitive, context_id)
-
-    dimse.send_msg = send_msg
 
 
 def _find(ctx: Any, query: Dataset, origin: Mapping[str, Any]) -> tuple[list[Dataset] | None, bool]:

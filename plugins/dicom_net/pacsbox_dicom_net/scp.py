@@ -437,6 +437,7 @@ class ScpServer:
         server.daemon_threads = True
         if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
             _unbind_standard_logging(server)
+            _quiet_pynetdicom()
         server.pacsbox_slots = threading.BoundedSemaphore(opts["DicomThreadsCount"])
         server.pacsbox_stopping = threading.Event()
         server.pacsbox_handshake_timeout = float(timeout or 30)
@@ -475,6 +476,20 @@ def _unbind_standard_logging(server: Any) -> None:
                            (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
                            (evt.EVT_PDU_SENT, standard_pdu_sent_handler)):
         server.unbind(event, handler)
+
+
+def _quiet_pynetdicom() -> None:
+    """Keep pynetdicom's INFO lines out of the log unless debugging: it logs a dozen per
+    C-FIND (the whole request identifier, rendered by pydicom, at INFO) and several per
+    association. The ``pynetdicom`` logger is set to WARNING only when nobody configured
+    it (level NOTSET), and pynetdicom's identifier dumps are turned off."""
+    from pynetdicom import _config
+
+    logger = logging.getLogger("pynetdicom")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
 
 
 def bind_address(ctx: Any) -> str:

@@ -441,3 +441,34 @@ def test_idle_association_ends_after_dicom_scp_timeout(node):
     assert not assoc.is_established and assoc.is_aborted
     assert 0.9 < time.monotonic() - t0 < 5
     assert echo(n).returncode == 0
+
+
+@pytest.mark.parametrize("aet", ["STORESCU", "ODD", ""])
+def test_part10_file_meta_equals_pydicom_writer(aet):
+    """The hand-encoded File Meta Information of a received instance is byte for byte
+    what pydicom's writer makes of pynetdicom's ``event.file_meta``."""
+    import io
+    from types import SimpleNamespace
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filewriter import write_file_meta_info
+    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+
+    from pacsbox_dicom_net.handlers import part10_file
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.21"
+    meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
+    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
+    if aet:
+        meta.SourceApplicationEntityTitle = aet
+    buf = io.BytesIO()
+    buf.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    buf.write(b"\x08\x00\x05\x00CS\x00\x00")
+    req = SimpleNamespace(DataSet=io.BytesIO(b"\x08\x00\x05\x00CS\x00\x00"),
+                          AffectedSOPClassUID="1.2.840.10008.5.1.4.1.1.21", AffectedSOPInstanceUID="1.2.3.4.5")
+    event = SimpleNamespace(request=req, context=SimpleNamespace(transfer_syntax="1.2.840.10008.1.2.1"),
+                            assoc=SimpleNamespace(pacsbox_peer={"RemoteAET": aet}))
+    assert part10_file(event) == buf.getvalue()
