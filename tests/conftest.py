@@ -4,18 +4,13 @@ the pydicom-data package)."""
 from __future__ import annotations
 
 import glob
-import json
 import os
-import shutil
 import socket
-import subprocess
 import threading
-import time
 import warnings
 
 import falcon.testing
 import pytest
-import requests
 
 warnings.filterwarnings("ignore", module="pydicom")
 
@@ -60,41 +55,15 @@ def client(app):
 
 from pacsbox.testing import LiveServer  # noqa: E402  (the helper shipped to plugin authors)
 
-#: The reference server, Debian's Orthanc 1.10.1 (``.ci/run`` installs it), or None.
-ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else None)
+#: The reference server (Debian's Orthanc 1.10.1), or None; tests import it from here.
+from orthanc_helpers import ORTHANC, reference_orthanc  # noqa: E402,F401
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """URL of a scratch reference Orthanc on free loopback ports (one per test module)."""
-    d = tmp_path_factory.mktemp("orthanc-ref")
-    port = free_port()
-    cfg = {"Name": "Ref", "StorageDirectory": str(d / "db"), "IndexDirectory": str(d / "db"), "HttpPort": port,
-           "DicomPort": free_port(), "DicomServerEnabled": False, "RemoteAccessAllowed": False,
-           "AuthenticationEnabled": False, "StableAge": 60, "WebDavEnabled": False}
-    (d / "config.json").write_text(json.dumps(cfg))
-    log = open(d / "stdout.log", "wb")
-    proc = subprocess.Popen([ORTHANC, f"--logdir={d}", str(d / "config.json")], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(400):
-            try:
-                requests.get(url + "/system", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None, f"the reference Orthanc exited; see {d / 'stdout.log'}"
-                time.sleep(0.05)
-        else:
-            pytest.fail(f"the reference Orthanc did not answer within 20 s; see {d / 'stdout.log'}")
+    with reference_orthanc(tmp_path_factory.mktemp("orthanc-ref")) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
 
 
 @pytest.fixture

@@ -21,13 +21,23 @@ pacsbox_live_server
     Factory ``pacsbox_live_server(config=None, plugins=(), **kw)`` returning a
     :class:`LiveServer`: the app served by a real waitress server on a free loopback
     port (``.url``, ``.app``), stopped at teardown.
+pacsbox_serve_process
+    Factory ``pacsbox_serve_process(config=None, *, start=True)`` returning a
+    :class:`ServeProcess`: a real ``pacsbox serve`` subprocess (with the plugins installed
+    in the environment) whose config is written in the test's ``tmp_path`` (defaults:
+    ``HttpPort`` and ``DicomPort`` free ports, ``StorageDirectory`` under ``tmp_path``,
+    ``RemoteAccessAllowed`` false; ``config`` overrides them); started and answering
+    ``/system`` unless ``start=False``; ``.kill()`` (SIGKILL, for crash tests),
+    ``.stop()``, ``.restart()``, ``.url``; every process still running is stopped at
+    teardown.
 
 Helpers
 -------
 :func:`inline_plugin` builds a plugin from plain functions, to register hooks for one
 test; :func:`wait_for_notifications` waits until the notification hooks ran;
 :func:`wait_for_job` waits until a job is finished; :func:`free_port` gives a free TCP
-port on 127.0.0.1.
+port on 127.0.0.1; :class:`ServeProcess` runs ``pacsbox serve --config FILE`` in a
+subprocess (the fixture above builds them).
 
 Examples
 --------
@@ -54,7 +64,12 @@ pytest run of the environment costs nothing.
 """
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import types
@@ -62,7 +77,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-__all__ = ["LiveServer", "free_port", "inline_plugin", "wait_for_job", "wait_for_notifications"]
+__all__ = ["LiveServer", "ServeProcess", "free_port", "inline_plugin", "wait_for_job", "wait_for_notifications"]
 
 
 def free_port() -> int:
@@ -198,6 +213,156 @@ class LiveServer:
         self.thread.join(5)
 
 
+def serve_command() -> list[str]:
+    """list of str: the command line of ``pacsbox`` (the console script next to the running
+    interpreter, else ``python -m pacsbox.cli``)."""
+    exe = os.path.join(os.path.dirname(sys.executable), "pacsbox")
+    return [exe] if os.path.exists(exe) else [sys.executable, "-m", "pacsbox.cli"]
+
+
+class ServeProcess:
+    """``pacsbox serve --config FILE`` in a subprocess, controlled by its own PID.
+
+    Parameters
+    ----------
+    config_path : str or path-like
+        An existing JSON configuration file; its ``HttpPort`` gives :attr:`url` (serve
+        on loopback: keep ``RemoteAccessAllowed`` false).
+    log_path : str or path-like, optional
+        Where the process's stdout and stderr are appended; ``serve.log`` next to the
+        configuration when omitted.
+    env : dict, optional
+        Extra environment variables of the process.
+
+    Attributes
+    ----------
+    url : str
+        ``http://127.0.0.1:<HttpPort>``.
+    proc : subprocess.Popen or None
+        The last process started.
+
+    Examples
+    --------
+    A crash test::
+
+        serve = ServeProcess.write(tmp_path, {"HttpPort": free_port(), "SaveJobs": True,
+                                              "StorageDirectory": str(tmp_path / "db")}).start()
+        ...
+        serve.kill()       # SIGKILL: nothing saved on the way out
+        serve.start()      # same configuration, same storage
+        ...
+        serve.stop()
+    """
+
+    def __init__(self, config_path: str | os.PathLike, log_path: str | os.PathLike | None = None,
+                 env: dict | None = None) -> None:
+        self.config_path = str(config_path)
+        self.env = dict(env or {})
+        self.log_path = str(log_path) if log_path is not None else os.path.join(
+            os.path.dirname(self.config_path), "serve.log")
+        with open(self.config_path, encoding="utf-8") as f:
+            self.url = "http://127.0.0.1:%d" % json.load(f)["HttpPort"]
+        self.proc: subprocess.Popen | None = None
+
+    @classmethod
+    def write(cls, directory: str | os.PathLike, config: dict, log_path: str | os.PathLike | None = None
+              ) -> "ServeProcess":
+        """Write ``config`` to ``directory/config.json`` and return its (not started) process.
+
+        Parameters
+        ----------
+        directory : str or path-like
+            Created if missing.
+        config : dict
+            The configuration; must hold ``HttpPort``.
+        log_path : str or path-like, optional
+            As in the constructor (``directory/serve.log`` by default).
+
+        Returns
+        -------
+        ServeProcess
+        """
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, "config.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(config, f)
+        return cls(path, log_path)
+
+    def log(self, tail: int | None = 4000) -> str:
+        """str: the last ``tail`` characters of the process's output (all of it if None)."""
+        try:
+            with open(self.log_path, errors="replace") as f:
+                text = f.read()
+                return text[-tail:] if tail else text
+        except FileNotFoundError:
+            return ""
+
+    def running(self) -> bool:
+        """bool: the process was started and has not exited."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, *args: str, timeout: float = 60.0, auth: tuple[str, str] | None = None) -> "ServeProcess":
+        """Start ``pacsbox serve --config FILE *args`` and wait until ``GET /system`` answers 200.
+
+        Parameters
+        ----------
+        *args : str
+            Extra command-line arguments of ``serve``.
+        timeout : float
+            Seconds to wait for the first answer.
+        auth : (str, str), optional
+            HTTP basic credentials of the ``/system`` requests.
+
+        Returns
+        -------
+        ServeProcess
+            ``self``.
+
+        Raises
+        ------
+        RuntimeError
+            The process exited, or did not answer within ``timeout`` (it is then killed);
+            the message ends with its output.
+        """
+        import requests
+
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(serve_command() + ["serve", "--config", self.config_path, *args],
+                                         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pacsbox serve exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/system", timeout=1, auth=auth).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"pacsbox serve did not answer within {timeout} s:\n{self.log()}")
+
+    def kill(self) -> None:
+        """SIGKILL the process by its PID (it saves nothing) and reap it."""
+        if self.running():
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the process by its PID and wait; SIGKILL it after ``timeout`` seconds."""
+        if self.running():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self, *args: str, timeout: float = 60.0) -> "ServeProcess":
+        """:meth:`stop` (if running) then :meth:`start`; returns ``self``."""
+        self.stop()
+        return self.start(*args, timeout=timeout)
+
+
 @pytest.fixture
 def pacsbox_make_app(tmp_path) -> Iterator[Callable[..., Any]]:
     """Factory of apps with an explicit plugin list, closed at teardown (see module doc)."""
@@ -249,3 +414,22 @@ def pacsbox_live_server(pacsbox_make_app) -> Iterator[Callable[..., LiveServer]]
     yield factory
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def pacsbox_serve_process(tmp_path) -> Iterator[Callable[..., ServeProcess]]:
+    """Factory of :class:`ServeProcess` (real ``pacsbox serve`` on loopback), stopped at teardown."""
+    procs: list[ServeProcess] = []
+
+    def factory(config: dict | None = None, *, start: bool = True) -> ServeProcess:
+        d = tmp_path / f"pacsbox-serve{len(procs)}"
+        cfg = {"HttpPort": free_port(), "DicomPort": free_port(), "StorageDirectory": str(d / "db"),
+               "RemoteAccessAllowed": False}
+        cfg.update(config or {})
+        proc = ServeProcess.write(d, cfg)
+        procs.append(proc)
+        return proc.start() if start else proc
+
+    yield factory
+    for proc in procs:
+        proc.stop()

@@ -99,3 +99,30 @@ def test_free_port_is_bindable():
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_serve_process_starts_kills_and_restarts(pacsbox_serve_process):
+    from pacsbox.testing import ServeProcess
+
+    serve = pacsbox_serve_process({"Name": "served", "SaveJobs": False})
+    assert isinstance(serve, ServeProcess) and serve.url.startswith("http://127.0.0.1:")
+    assert requests.get(serve.url + "/system", timeout=10).json()["Name"] == "served"
+    first = serve.proc.pid
+    serve.kill()
+    assert serve.proc.returncode == -9 and not serve.running()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(serve.url + "/system", timeout=2)
+    serve.restart()
+    assert serve.proc.pid != first and requests.get(serve.url + "/system", timeout=10).status_code == 200
+    serve.stop()
+    assert not serve.running() and serve.proc.returncode is not None
+
+
+def test_serve_process_reports_a_failed_start(tmp_path):
+    from pacsbox.testing import ServeProcess
+
+    serve = ServeProcess.write(tmp_path, {"HttpPort": free_port(), "StorageDirectory": str(tmp_path / "db"),
+                                          "NoSuchOption": 1, "ConcurrentJobs": "not a number"})
+    with pytest.raises(RuntimeError, match="pacsbox serve"):
+        serve.start(timeout=30)
+    assert not serve.running()

@@ -8,12 +8,6 @@ half-made)."""
 from __future__ import annotations
 
 import io
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -23,6 +17,7 @@ import requests
 from pydicom.uid import generate_uid
 
 from conftest import free_port
+from pacsbox.testing import ServeProcess
 from conftest import testfile as sample_path
 
 
@@ -53,61 +48,12 @@ def make_study(n, patient_id, size=128, series=3):
     return out
 
 
-def pacsbox_command():
-    exe = shutil.which("pacsbox")
-    return [exe] if exe else [sys.executable, "-m", "pacsbox.cli"]
-
-
-class Server:
-    """``pacsbox serve --config FILE`` in a subprocess."""
-
-    def __init__(self, config_path, log_path):
-        self.config_path, self.log_path = config_path, log_path
-        with open(config_path) as f:
-            self.url = "http://127.0.0.1:%d" % json.load(f)["HttpPort"]
-        self.proc = None
-
-    def log(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()[-4000:]
-
-    def start(self, *args):
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(pacsbox_command() + ["serve", "--config", self.config_path, *args],
-                                         stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                if requests.get(self.url + "/system", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("server did not start: " + self.log())
-
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 @pytest.fixture
 def server(tmp_path):
     cfg = {"Name": "crash", "HttpPort": free_port(), "DicomPort": free_port(), "DicomAet": "CRASH",
            "StorageDirectory": str(tmp_path / "db"), "SaveJobs": True, "ConcurrentJobs": 1,
            "JobsHistorySize": 10, "StableAge": 60, "RemoteAccessAllowed": False}
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(cfg))
-    s = Server(str(path), str(tmp_path / "server.log"))
+    s = ServeProcess.write(tmp_path, cfg, tmp_path / "server.log")
     yield s
     s.stop()
 

@@ -6,9 +6,7 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 import warnings
 import zipfile
@@ -19,6 +17,7 @@ import requests
 from pydicom.uid import generate_uid
 
 import pacsbox_archive.plugin as archive_plugin
+from pacsbox.testing import ServeProcess
 
 warnings.filterwarnings("ignore", module="pydicom")
 
@@ -141,56 +140,26 @@ def wait_job(client_get, job_id: str, timeout: float = 60.0, states=("Success", 
         time.sleep(0.02)
 
 
-class Serve:
-    """``pacsbox serve --config FILE`` in a subprocess on a free loopback port."""
+class Serve(ServeProcess):
+    """``pacsbox serve --config FILE`` in a subprocess on a free loopback port
+    (:class:`pacsbox.testing.ServeProcess` with its config written in ``tmp``)."""
 
     def __init__(self, tmp: Path, config: dict) -> None:
         self.tmp = Path(tmp)
         self.config = config
-        self.url = f"http://127.0.0.1:{config['HttpPort']}"
-        self.proc: subprocess.Popen | None = None
-        self.log_path = self.tmp / "serve.log"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        (self.tmp / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        super().__init__(self.tmp / "config.json", self.tmp / "serve.log")
 
-    def start(self, timeout: float = 60.0) -> "Serve":
-        cfg = self.tmp / "config.json"
-        cfg.write_text(json.dumps(self.config), encoding="utf-8")
-        exe = Path(sys.executable).with_name("pacsbox")
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pacsbox.cli"]
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd + ["serve", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pacsbox serve exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if requests.get(self.url + "/system", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"pacsbox serve did not answer in {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+    def log(self, tail: int | None = None) -> str:
+        """The whole output of every start."""
+        return super().log(tail)
 
     def get(self, path: str) -> dict:
         r = requests.get(self.url + path, timeout=30)
         r.raise_for_status()
         return r.json()
 
-    def kill(self) -> None:
-        """SIGKILL by PID (no chance to save anything)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
+    def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM by PID, SIGKILL after 15 s."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        super().stop(timeout)

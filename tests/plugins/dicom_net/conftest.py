@@ -5,17 +5,13 @@ Every server listens on 127.0.0.1 only and is stopped at teardown, by its own ha
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pytest
-import requests
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
@@ -92,7 +88,7 @@ def node(live_server) -> Callable[..., Node]:
     return factory
 
 
-ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else None)
+from orthanc_helpers import ORTHANC, start_orthanc, stop_orthanc  # noqa: E402
 
 
 @dataclass
@@ -124,32 +120,13 @@ def orthanc(tmp_path) -> Callable[..., OrthancProcess]:
                "AuthenticationEnabled": False, "StableAge": 60, "WebDavEnabled": False,
                "DicomScuTimeout": 5}
         cfg.update(config or {})
-        (d / "config.json").write_text(json.dumps(cfg))
-        log = open(d / "stdout.log", "wb")
-        proc = subprocess.Popen([ORTHANC, f"--logdir={d}", str(d / "config.json")], stdout=log,
-                                stderr=subprocess.STDOUT, env=dict(os.environ, TCP_NODELAY="1"))
+        proc, log, url = start_orthanc(d, cfg, env=dict(os.environ, TCP_NODELAY="1"))
         procs.append((proc, log))
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(400):
-            try:
-                requests.get(url + "/system", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None, f"Orthanc exited; see {d}"
-                time.sleep(0.05)
-        else:
-            pytest.fail(f"Orthanc did not answer within 20 s; see {d}")
         return OrthancProcess(url, dport, cfg["DicomAet"], proc, str(d))
 
     yield factory
     for proc, log in procs:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+        stop_orthanc(proc, log)
 
 
 @dataclass

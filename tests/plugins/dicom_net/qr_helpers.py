@@ -22,6 +22,7 @@ from pynetdicom.sop_class import (ModalityWorklistInformationFind, PatientRootQu
                                   StudyRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove)
 
+from orthanc_helpers import stop_process  # noqa: F401  (the tests import it from here)
 from pacsbox.testing import free_port
 
 
@@ -256,17 +257,6 @@ AETable END
     return QRSCP(port, aet, proc, folder)
 
 
-def stop_process(proc: subprocess.Popen) -> None:
-    """Terminate a process started by a test (by its handle), killing it after 10 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 def wait_for(predicate: Callable[[], Any], timeout: float = 20, interval: float = 0.02) -> Any:
     """Poll ``predicate`` until it returns a truthy value; fails after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -282,46 +272,3 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20, interval: float 
 def job(url: str, job_id: str) -> dict:
     """``GET /jobs/{id}``."""
     return requests.get(f"{url}/jobs/{job_id}").json()
-
-
-class ServeProcess:
-    """``pacsbox serve --config FILE`` in a subprocess (as tests/jobs/test_jobs_crash.py)."""
-
-    def __init__(self, config_path: str, log_path: str) -> None:
-        import json
-        with open(config_path) as f:
-            self.url = "http://127.0.0.1:%d" % json.load(f)["HttpPort"]
-        self.config_path, self.log_path = config_path, log_path
-        self.proc: subprocess.Popen | None = None
-
-    def log(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return f.read()[-4000:]
-
-    def start(self) -> None:
-        import shutil
-        import sys
-        exe = shutil.which("pacsbox")
-        cmd = [exe] if exe else [sys.executable, "-m", "pacsbox.cli"]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd + ["serve", "--config", self.config_path], stdout=log,
-                                         stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                if requests.get(self.url + "/system", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("server did not start: " + self.log())
-
-    def kill(self) -> None:
-        import signal
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            stop_process(self.proc)

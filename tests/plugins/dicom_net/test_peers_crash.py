@@ -5,66 +5,16 @@ instances the peer confirmed before the kill are not sent again (only the upload
 were in flight at the kill can be), and every instance reached the peer."""
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import requests
 
-from pacsbox.testing import free_port
+from pacsbox.testing import ServeProcess, free_port
 from peers_helpers import make_study, start_standin, upload, wait_job
 
 CONCURRENCY = 2
-
-
-def pacsbox_command():
-    exe = shutil.which("pacsbox")
-    return [exe] if exe else [sys.executable, "-m", "pacsbox.cli"]
-
-
-class Serve:
-    """``pacsbox serve --config FILE`` in a subprocess (stopped by its own PID)."""
-
-    def __init__(self, config_path, log_path, url):
-        self.config_path, self.log_path, self.url = config_path, log_path, url
-        self.proc = None
-
-    def log(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()[-4000:]
-
-    def start(self):
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(pacsbox_command() + ["serve", "--config", self.config_path],
-                                         stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                if requests.get(self.url + "/system", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("server did not start: " + self.log())
-
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 @pytest.fixture
@@ -80,9 +30,7 @@ def serve(tmp_path, standin):
     cfg = {"Name": "peercrash", "HttpPort": port, "DicomServerEnabled": False, "StorageDirectory": str(tmp_path / "db"),
            "SaveJobs": True, "ConcurrentJobs": 1, "StableAge": 60, "RemoteAccessAllowed": False,
            "OrthancPeers": {"standin": [standin.url]}, "OrthancPeerStoreConcurrency": CONCURRENCY}
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(cfg))
-    s = Serve(str(path), str(tmp_path / "server.log"), f"http://127.0.0.1:{port}")
+    s = ServeProcess.write(tmp_path, cfg, tmp_path / "server.log")
     s.journals = tmp_path / "db" / "pacsbox-peer-journals"
     yield s
     s.stop()

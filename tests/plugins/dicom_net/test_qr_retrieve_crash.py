@@ -4,15 +4,13 @@ interrupted one that had not arrived, and pacsbox ends with each instance exactl
 from __future__ import annotations
 
 import io
-import json
 import threading
 import time
 
 import pydicom
 import requests
 
-from pacsbox.testing import free_port
-from qr_helpers import ServeProcess as Server
+from pacsbox.testing import ServeProcess, free_port
 from qr_helpers import make_instances, start_scripted_qr, wait_for
 
 
@@ -79,8 +77,7 @@ def test_sigkill_during_cmove_resumes_without_duplicates(tmp_path):
            "StorageDirectory": str(tmp_path / "db"), "SaveJobs": True, "ConcurrentJobs": 1, "StableAge": 60,
            "RemoteAccessAllowed": False, "DicomScuTimeout": 30,
            "DicomModalities": {"remote": ["REMOTE", "127.0.0.1", qr.port]}}
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    server = Server(str(tmp_path / "config.json"), str(tmp_path / "server.log"))
+    server = ServeProcess.write(tmp_path, cfg, tmp_path / "server.log")
     try:
         server.start()
         url = server.url

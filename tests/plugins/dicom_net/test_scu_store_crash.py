@@ -4,11 +4,6 @@ instance reaches the peer."""
 from __future__ import annotations
 
 import io
-import json
-import shutil
-import signal
-import subprocess
-import sys
 import time
 
 import pydicom
@@ -16,7 +11,7 @@ import requests
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from pacsbox.testing import free_port
+from pacsbox.testing import ServeProcess, free_port
 
 N = 120
 
@@ -37,36 +32,6 @@ def _instances(n):
     return out
 
 
-class _Server:
-    def __init__(self, cfg_path, log_path, url):
-        self.cfg_path, self.log_path, self.url, self.proc = cfg_path, log_path, url, None
-
-    def start(self):
-        exe = shutil.which("pacsbox")
-        cmd = [exe] if exe else [sys.executable, "-m", "pacsbox.cli"]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd + ["serve", "--config", self.cfg_path], stdout=log,
-                                         stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, open(self.log_path).read()[-3000:]
-            try:
-                if requests.get(self.url + "/system", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        raise AssertionError("server did not start")
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 def test_store_job_resumes_after_sigkill(tmp_path, storage_scp):
     scp = storage_scp("SLOWSCP")
 
@@ -79,8 +44,7 @@ def test_store_job_resumes_after_sigkill(tmp_path, storage_scp):
     cfg = {"HttpPort": port, "DicomPort": free_port(), "DicomAet": "CRASHSCU", "StorageDirectory": str(tmp_path / "db"),
            "SaveJobs": True, "ConcurrentJobs": 1, "StableAge": 60,
            "DicomModalities": {"slow": ["SLOWSCP", "127.0.0.1", scp.port]}}
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    server = _Server(str(tmp_path / "config.json"), str(tmp_path / "server.log"), f"http://127.0.0.1:{port}")
+    server = ServeProcess.write(tmp_path, cfg, tmp_path / "server.log")
     server.start()
     try:
         instances = _instances(N)
@@ -92,8 +56,7 @@ def test_store_job_resumes_after_sigkill(tmp_path, storage_scp):
         deadline = time.monotonic() + 30
         while len(scp.received) < N // 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        server.proc.send_signal(signal.SIGKILL)
-        server.proc.wait(10)
+        server.kill()
         before = len(scp.received)
         assert N // 2 <= before < N
         server.start()

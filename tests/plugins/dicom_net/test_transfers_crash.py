@@ -4,64 +4,14 @@ transaction and sends only the buckets not confirmed at its last save; the recei
 never committed anything half-way, ends with the same files."""
 from __future__ import annotations
 
-import json
-import shutil
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import requests
 from transfers_helpers import make_study, md5s, wait_job
 
-from pacsbox.testing import free_port
+from pacsbox.testing import ServeProcess, free_port
 from pacsbox_dicom_net.transfers import state as transfers_state
-
-
-def _command() -> list[str]:
-    exe = shutil.which("pacsbox")
-    return [exe] if exe else [sys.executable, "-m", "pacsbox.cli"]
-
-
-class Serve:
-    """``pacsbox serve --config FILE`` in a subprocess, stopped by its own PID."""
-
-    def __init__(self, config_path: str, log_path: str, url: str) -> None:
-        self.config_path, self.log_path, self.url = config_path, log_path, url
-        self.proc: subprocess.Popen | None = None
-
-    def log(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return f.read()[-4000:]
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(_command() + ["serve", "--config", self.config_path], stdout=log,
-                                         stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                if requests.get(self.url + "/system", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("server did not start: " + self.log())
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 @pytest.mark.timeout(240)
@@ -71,8 +21,7 @@ def test_sigkill_of_the_sender_mid_push(node, tmp_path):
     cfg = {"Name": "tfcrash", "HttpPort": port, "DicomServerEnabled": False, "StorageDirectory": str(tmp_path / "db"),
            "SaveJobs": True, "StableAge": 60, "RemoteAccessAllowed": False,
            "OrthancPeers": {"b": [b.url + "/"]}, "Transfers": {"BucketSize": 32, "Threads": 2}}
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    serve = Serve(str(tmp_path / "config.json"), str(tmp_path / "server.log"), f"http://127.0.0.1:{port}")
+    serve = ServeProcess.write(tmp_path, cfg, tmp_path / "server.log")
     try:
         serve.start()
         s = requests.Session()

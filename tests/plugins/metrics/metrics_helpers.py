@@ -3,16 +3,13 @@ and run a real ``pacsbox serve`` subprocess on a free loopback port."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+
+from pacsbox.testing import ServeProcess as _ServeProcess
 
 #: One exposition line: name, optional labels, value, millisecond timestamp.
 LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*"'
@@ -103,8 +100,9 @@ def http_get(url: str, **kwargs) -> tuple[int, "requests.structures.CaseInsensit
     return http("GET", url, **kwargs)
 
 
-class ServeProcess:
-    """``pacsbox serve --config FILE`` in a subprocess (the installed command), stopped by PID.
+class ServeProcess(_ServeProcess):
+    """``pacsbox serve --config FILE`` in a subprocess (the installed command), stopped by PID
+    (:class:`pacsbox.testing.ServeProcess` whose config is written at each start).
 
     Parameters
     ----------
@@ -121,47 +119,22 @@ class ServeProcess:
         self.config = {"StorageDirectory": str(self.tmp / "db"), "StableAge": 60, **config}
         self.port = int(self.config["HttpPort"])
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = env or {}
-        self.proc: subprocess.Popen | None = None
-        self.log_path = self.tmp / "serve.log"
+        self.config_path, self.log_path = str(self.tmp / "config.json"), str(self.tmp / "serve.log")
+        self.env = dict(env or {})
+        self.proc = None  # the directory may not exist yet: the config is written at start
+
+    def _write(self) -> None:
+        (self.tmp / "config.json").write_text(json.dumps(self.config), encoding="utf-8")
 
     def start(self, auth: tuple[str, str] | None = None, timeout: float = 60.0) -> "ServeProcess":
-        """Start the server and wait until ``GET /system`` answers 200."""
-        cfg = self.tmp / "config.json"
-        cfg.write_text(json.dumps(self.config), encoding="utf-8")
-        env = {**os.environ, **self.env}
-        exe = Path(sys.executable).with_name("pacsbox")
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pacsbox.cli"]
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd + ["serve", "--config", str(cfg)], stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=env)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pacsbox serve exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if http_get(self.url + "/system", auth=auth)[0] == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"pacsbox serve did not answer in {timeout} s:\n{self.log()}")
+        """Start the server (with :attr:`config` as it is now) and wait until ``GET /system`` answers 200."""
+        self._write()
+        return super().start(timeout=timeout, auth=auth)
 
-    def log(self) -> str:
+    def log(self, tail: int | None = None) -> str:
         """The server's output so far."""
-        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+        return super().log(tail)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM by PID, then SIGKILL after 15 s."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        self.proc = None
+        super().stop(timeout)

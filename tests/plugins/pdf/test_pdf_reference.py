@@ -7,13 +7,13 @@ import io
 import json
 import shutil
 import subprocess
-import time
 
 import pydicom
 import pytest
 import requests
 
-from conftest import ORTHANC, free_port
+from conftest import ORTHANC
+from orthanc_helpers import reference_orthanc
 from pdf_helpers import KIT_DICTIONARY, data_uri, image_bytes, make_pdf, pdf_client
 from test_pdf_bad_input import BAD
 
@@ -26,31 +26,8 @@ DCIODVFY = shutil.which("dciodvfy")
 def reference_kit(tmp_path_factory):
     """URL of a scratch reference Orthanc whose Dictionary is :data:`KIT_DICTIONARY`."""
     d = tmp_path_factory.mktemp("orthanc-ref-kit")
-    port = free_port()
-    cfg = {"Name": "RefKit", "StorageDirectory": str(d / "db"), "IndexDirectory": str(d / "db"), "HttpPort": port,
-           "DicomPort": free_port(), "DicomServerEnabled": False, "RemoteAccessAllowed": False,
-           "AuthenticationEnabled": False, "StableAge": 60, "WebDavEnabled": False, "Dictionary": KIT_DICTIONARY}
-    (d / "config.json").write_text(json.dumps(cfg))
-    log = open(d / "stdout.log", "wb")
-    proc = subprocess.Popen([ORTHANC, f"--logdir={d}", str(d / "config.json")], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(400):
-            try:
-                requests.get(url + "/system", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None, f"the reference Orthanc exited; see {d / 'stdout.log'}"
-                time.sleep(0.05)
+    with reference_orthanc(d, Name="RefKit", Dictionary=KIT_DICTIONARY) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
 
 
 @pytest.fixture
