@@ -10,19 +10,20 @@ from pathlib import Path
 
 import requests
 
-from jobs.test_jobs_crash import Server, make_study, wait_job  # noqa: F401  (re-exported)
+from jobs.test_jobs_crash import make_study, wait_job  # noqa: F401  (re-exported)
 from conftest import free_port
+from pacsbox.testing import ServeProcess
 
 
-def make_server(tmp_path: Path, **options) -> Server:
-    """A :class:`Server` (not started) on free ports with ``SaveJobs`` and ``ConcurrentJobs: 1``."""
+def make_server(tmp_path: Path, **options) -> ServeProcess:
+    """A :class:`pacsbox.testing.ServeProcess` (not started) on free ports with ``SaveJobs`` and ``ConcurrentJobs: 1``."""
     cfg = {"Name": "crash", "HttpPort": free_port(), "DicomPort": free_port(), "DicomAet": "CRASH",
            "DicomServerEnabled": False, "StorageDirectory": str(tmp_path / "db"), "SaveJobs": True,
            "ConcurrentJobs": 1, "JobsHistorySize": 10, "StableAge": 60}
     cfg.update(options)
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
-    return Server(str(path), str(tmp_path / "server.log"))
+    return ServeProcess(str(path), str(tmp_path / "server.log"))
 
 
 def upload(http: requests.Session, url: str, files: list[bytes]) -> str:
