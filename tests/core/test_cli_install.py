@@ -4,6 +4,7 @@ folder, in a throw-away virtual environment that sees this environment's package
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -31,12 +32,22 @@ def test_install_lists_the_plugin_then_uninstall(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     py = str(venv / "bin" / "python")
+    # the example plugin's folder under another distribution and entry-point name, so that the
+    # test does not depend on whether another test left the example plugin installed in this
+    # environment (the venv sees it): that one is blocked, and the copy's package, installed
+    # in the venv, shadows it
     src = tmp_path / "example_plugin"
     shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
+    project = src / "pyproject.toml"
+    text = project.read_text()
+    assert 'name = "pacsbox-example-plugin"' in text and 'example = "pacsbox_example.plugin"' in text
+    project.write_text(text.replace('name = "pacsbox-example-plugin"', 'name = "pacsbox-install-probe"')
+                       .replace('example = "pacsbox_example.plugin"', 'install_probe = "pacsbox_example.plugin"'))
+    env = {**os.environ, "PACSBOX_DISABLE_PLUGINS": "example"}
 
     def pacsbox(*args):
         return subprocess.run([py, "-m", "pacsbox.cli", *args], capture_output=True, text=True, timeout=600,
-                              cwd=tmp_path)
+                              cwd=tmp_path, env=env)
 
     def listed():
         r = pacsbox("plugins", "--json")
@@ -44,8 +55,7 @@ def test_install_lists_the_plugin_then_uninstall(tmp_path):
         return {p["ID"]: p for p in json.loads(r.stdout)}
 
     before = listed()
-    if "example" in before:  # installed in the shared environment meanwhile (another test run)
-        pytest.skip("the example plugin is installed in this environment: the venv would see it")
+    assert "install_probe" not in before
     r = pacsbox("install", "--quiet", "--disable-pip-version-check", str(src))
     assert r.returncode == 0, r.stdout + r.stderr
     # installed in the venv (pacsbox's interpreter), not in this environment
@@ -53,11 +63,11 @@ def test_install_lists_the_plugin_then_uninstall(tmp_path):
                            capture_output=True, text=True)
     assert where.stdout.startswith(str(venv))
     plugins = listed()
-    ex = plugins["example"]
-    text = json.dumps(ex)
+    probe = plugins["install_probe"]
+    text = json.dumps(probe)
     assert "1.2.3" in text
-    assert set(plugins) - set(before) == {"example"}
-    assert any(k in ex for k in ("Routes", "routes")) or "/example" in text
-    r = pacsbox("uninstall", "--quiet", "pacsbox-example-plugin")
+    assert set(plugins) - set(before) == {"install_probe"}
+    assert "/example/hello" in text
+    r = pacsbox("uninstall", "--quiet", "pacsbox-install-probe")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "example" not in listed()
+    assert "install_probe" not in listed()
