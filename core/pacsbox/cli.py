@@ -211,8 +211,16 @@ def plugin_rows(ctx) -> list[dict]:
     return rows
 
 
-def _plugins(args) -> int:
-    import json
+def _with_throwaway_app(args, prefix: str, use) -> tuple[int, object]:
+    """Build the configured app on a throw-away storage folder (no port, no jobs, no
+    ``startup``), call ``use(ctx)`` and close it.
+
+    Returns
+    -------
+    (int, object)
+        ``(0, use's result)``, or ``(2, None)`` after printing why the configuration or the
+        plugins could not be loaded.
+    """
     import tempfile
 
     from .app import create_app
@@ -223,18 +231,26 @@ def _plugins(args) -> int:
         base = Config.from_file(args.config)
     except ConfigError as e:
         print(f"pacsbox: bad configuration: {e}", file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory(prefix="pacsbox-plugins-") as tmp:
+        return 2, None
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         config = base.with_overrides(StorageDirectory=tmp, IndexDirectory=tmp, SaveJobs=False)
         try:
             app = create_app(config, load_jobs=False, start_jobs=False, run_startup=False)
         except (StartupError, ConfigError, pluggy.PluginValidationError) as e:
             print(f"pacsbox: cannot load the plugins: {e}", file=sys.stderr)
-            return 2
+            return 2, None
         try:
-            rows = plugin_rows(app.ctx)
+            return 0, use(app.ctx)
         finally:
             app.close()
+
+
+def _plugins(args) -> int:
+    import json
+
+    code, rows = _with_throwaway_app(args, "pacsbox-plugins-", plugin_rows)
+    if code:
+        return code
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -249,29 +265,12 @@ def _plugins(args) -> int:
 def _openapi(args) -> int:
     """``pacsbox openapi``: print the OpenAPI 3.1 document of the installed plugins' routes."""
     import json
-    import tempfile
 
-    from .app import create_app
-    from .config import Config, ConfigError
-    from .jobs.engine import StartupError
     from .routing.openapi import openapi_document
 
-    try:
-        base = Config.from_file(args.config)
-    except ConfigError as e:
-        print(f"pacsbox: bad configuration: {e}", file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory(prefix="pacsbox-openapi-") as tmp:
-        config = base.with_overrides(StorageDirectory=tmp, IndexDirectory=tmp, SaveJobs=False)
-        try:
-            app = create_app(config, load_jobs=False, start_jobs=False, run_startup=False)
-        except (StartupError, ConfigError, pluggy.PluginValidationError) as e:
-            print(f"pacsbox: cannot load the plugins: {e}", file=sys.stderr)
-            return 2
-        try:
-            doc = openapi_document(app.ctx)
-        finally:
-            app.close()
+    code, doc = _with_throwaway_app(args, "pacsbox-openapi-", openapi_document)
+    if code:
+        return code
     print(json.dumps(doc, indent=2, sort_keys=False))
     return 0
 

@@ -95,6 +95,41 @@ def _meta_value(meta: dict[int, bytes], tag: int) -> str:
     return v.rstrip(b"\x00 ").decode("ascii", "replace")
 
 
+def _meta_group(data: bytes | memoryview, pos: int) -> tuple[dict[int, bytes], int]:
+    """Walk the File Meta Information group from ``pos`` (always Explicit VR Little
+    Endian, PS3.10 section 7.1): the raw value of each group-0002 element, and the offset
+    right after the group.
+
+    Raises
+    ------
+    DicomFormatError
+        An element runs past the end of ``data``, or has an unknown VR.
+    """
+    n = len(data)
+    meta: dict[int, bytes] = {}
+    unpack_from = struct.unpack_from
+    while pos + 8 <= n:
+        group, elem = unpack_from("<HH", data, pos)
+        if group != 2:
+            break
+        vr = bytes(data[pos + 4:pos + 6])
+        if vr in _EXPLICIT_LONG_VRS:
+            if pos + 12 > n:
+                raise _truncated(n)
+            (length,) = unpack_from("<I", data, pos + 8)
+            vpos = pos + 12
+        else:
+            if vr not in _VALID_VRS:
+                raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes)")
+            (length,) = unpack_from("<H", data, pos + 6)
+            vpos = pos + 8
+        if length == UNDEFINED or vpos + length > n:
+            raise _truncated(n)
+        meta[(group << 16) | elem] = bytes(data[vpos:vpos + length])
+        pos = vpos + length
+    return meta, pos
+
+
 def scan(data: bytes | memoryview, wanted: Iterable[int] | frozenset[int] = ()) -> ScanResult:
     """Scan a Part-10 file.
 
@@ -130,28 +165,7 @@ def scan(data: bytes | memoryview, wanted: Iterable[int] | frozenset[int] = ()) 
     else:
         raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes)")
     wanted = wanted if isinstance(wanted, (set, frozenset)) else frozenset(wanted)
-    # --- meta information group: always explicit VR little endian
-    meta: dict[int, bytes] = {}
-    unpack_from = struct.unpack_from
-    while pos + 8 <= n:
-        group, elem = unpack_from("<HH", data, pos)
-        if group != 2:
-            break
-        vr = bytes(data[pos + 4:pos + 6])
-        if vr in _EXPLICIT_LONG_VRS:
-            if pos + 12 > n:
-                raise _truncated(n)
-            (length,) = unpack_from("<I", data, pos + 8)
-            vpos = pos + 12
-        else:
-            if vr not in _VALID_VRS:
-                raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes)")
-            (length,) = unpack_from("<H", data, pos + 6)
-            vpos = pos + 8
-        if length == UNDEFINED or vpos + length > n:
-            raise _truncated(n)
-        meta[(group << 16) | elem] = bytes(data[vpos:vpos + length])
-        pos = vpos + length
+    meta, pos = _meta_group(data, pos)
     ts = _meta_value(meta, 0x00020010)
     if not ts:
         # no Transfer Syntax UID: guess like DCMTK, explicit VR LE when a valid VR follows
@@ -434,26 +448,7 @@ def read_file_meta(data: bytes | memoryview) -> FileMeta:
         pos = 0
     else:
         raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes)")
-    meta: dict[int, bytes] = {}
-    while pos + 8 <= n:
-        group, elem = struct.unpack_from("<HH", data, pos)
-        if group != 2:
-            break
-        vr = bytes(data[pos + 4:pos + 6])
-        if vr in _EXPLICIT_LONG_VRS:
-            if pos + 12 > n:
-                raise _truncated(n)
-            (length,) = struct.unpack_from("<I", data, pos + 8)
-            vpos = pos + 12
-        else:
-            if vr not in _VALID_VRS:
-                raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes)")
-            (length,) = struct.unpack_from("<H", data, pos + 6)
-            vpos = pos + 8
-        if length == UNDEFINED or vpos + length > n:
-            raise _truncated(n)
-        meta[(group << 16) | elem] = bytes(data[vpos:vpos + length])
-        pos = vpos + length
+    meta, pos = _meta_group(data, pos)
     ts = _meta_value(meta, 0x00020010)
     if not ts:
         if bytes(data[pos:pos + 2]) == b"\x00\x08":
