@@ -366,6 +366,7 @@ class DirectResponses:
         """
         self.assoc.dul.__dict__.pop("_is_transport_event", None)
         self.assoc.dul._run_loop_delay = self._delay  # noqa: SLF001
+        self.assoc.dul._idle_timer.restart()  # noqa: SLF001 - see _fill
         return not self.lost and not self.buf
 
     def _fill(self, n: int, deadline: float | None, stop: threading.Event | None) -> bool:
@@ -388,6 +389,10 @@ class DirectResponses:
                 self.lost = True
                 return False
             self.buf += chunk
+            # the DUL restarts its idle timer on what it reads; it reads nothing now, so
+            # without this pynetdicom's reactor takes a busy association for an idle one
+            # (network timeout) as soon as it runs again, at release
+            self.assoc.dul._idle_timer.restart()  # noqa: SLF001
         return True
 
     def read_status(self, deadline: float | None, stop: threading.Event | None = None) -> tuple[int, int] | None:

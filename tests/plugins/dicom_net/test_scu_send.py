@@ -278,3 +278,29 @@ def test_peer_abort_during_a_store_is_a_network_error(node):
             assert sender.send(data).ok  # a new association
     finally:
         server.shutdown()
+
+
+def test_association_longer_than_the_timeout_is_released_cleanly(node, storage_scp, caplog):
+    """The responses are read by the sender, not pynetdicom's DUL thread, so the DUL's idle
+    timer must be restarted by each of them: otherwise an association busy for longer than
+    the timeout (a store job of many instances) is seen as idle by pynetdicom's reactor at
+    release, which logs "Network timeout reached" and releases it a second time."""
+    n = node()
+    _upload(n, CT)
+    ctx = n.ctx
+    data = ctx.resources.read_file(ctx.index.list_public_ids(3)[0])
+    scp = storage_scp("SLOWISH")
+
+    def slow(ds):
+        time.sleep(0.25)
+        return 0x0000
+    scp.status = slow
+    sender = StoreSender(ctx, Modality("SLOWISH", "127.0.0.1", scp.port, timeout=1))
+    caplog.set_level("INFO", logger="pynetdicom")
+    for _ in range(8):  # 2 s of traffic on one association, every response within 1 s
+        assert sender.send(data).status == 0x0000
+    assoc = sender.assoc
+    sender.close()
+    assert len(scp.received) == 8
+    assert assoc.is_released and not assoc.is_aborted
+    assert "Network timeout reached" not in caplog.text
