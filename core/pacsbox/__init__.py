@@ -74,7 +74,8 @@ from .web import (dumps, query_flag, read_body, read_bool, read_json_body, read_
 from .index.index import Attachment, Resource  # noqa: E402
 from .internal_rest import RestAnswer, call_rest_api  # noqa: E402
 from .jobs.base import InstancesJob, Job, JobInfo, JobOutput, JobState, StepResult  # noqa: E402
-from .jobs.engine import StartupError, request_mode  # noqa: E402
+from .errors import StartupError  # noqa: E402
+from .jobs.engine import request_mode  # noqa: E402
 from .metrics import MetricSpec  # noqa: E402
 from .plugins import PluginLoadError  # noqa: E402
 from .rest.tools import find_resources  # noqa: E402

@@ -15,12 +15,12 @@ import falcon
 
 from .config import Config, validate_core_options
 from .context import HookCaller, ServerContext
-from .errors import install_error_handlers
+from .errors import StartupError, install_error_handlers
 from .index import create_index
 from .index.index import IndexInUseError
 from .ingest import Ingest
 from .jobs.base import Job
-from .jobs.engine import JobsEngine, JobTypeRegistry, StartupError
+from .jobs.engine import JobsEngine, JobTypeRegistry
 from .metrics import MetricSpec, MetricsStore
 from .notify import Notifier
 from .plugins import PacsboxPluginManager, build_plugin_manager

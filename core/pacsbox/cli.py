@@ -94,7 +94,7 @@ def _serve(args) -> int:
 def _serve_once(args):
     from .app import create_app
     from .config import Config, ConfigError
-    from .jobs.engine import StartupError
+    from .errors import StartupError
     from .plugins import list_plugins
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -225,7 +225,7 @@ def _with_throwaway_app(args, prefix: str, use) -> tuple[int, object]:
 
     from .app import create_app
     from .config import Config, ConfigError
-    from .jobs.engine import StartupError
+    from .errors import StartupError
 
     try:
         base = Config.from_file(args.config)

@@ -307,6 +307,12 @@ class OrthancError(Exception):
         return body
 
 
+class StartupError(RuntimeError):
+    """The server cannot start: a registration conflict or a plugin failure found while
+    building the app. The message names the plugin(s) at fault; ``pacsbox serve`` prints it
+    and exits with status 2."""
+
+
 def not_found() -> OrthancError:
     """The empty-bodied 404 Orthanc sends when a GET/DELETE handler finds nothing.
 

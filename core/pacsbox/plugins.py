@@ -40,7 +40,7 @@ import pluggy
 
 from . import hookspecs
 from .config import BLOCKLIST_ENV, Config
-from .jobs.engine import StartupError
+from .errors import StartupError
 
 log = logging.getLogger("pacsbox.plugins")
 trace_log = logging.getLogger("pacsbox.plugins.trace")

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from ..errors import ErrorCode, OrthancError
+from ..errors import ErrorCode, OrthancError, StartupError
 from .base import Job, JobInfo, JobOutput, JobState, StepResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,10 +38,6 @@ def job_time(t: float) -> str:
 def parse_job_time(s: str) -> float:
     """Inverse of :func:`job_time`."""
     return datetime.strptime(s, "%Y%m%dT%H%M%S.%f").replace(tzinfo=timezone.utc).timestamp()
-
-
-class StartupError(RuntimeError):
-    """A registration conflict found while building the app (names both plugins)."""
 
 
 class JobTypeRegistry:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import falcon
 
-from ..jobs.engine import StartupError
+from ..errors import StartupError
 
 
 @dataclass(frozen=True)
