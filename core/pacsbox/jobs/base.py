@@ -291,13 +291,26 @@ class Job:
         """Drop an output and its file; returns whether it existed."""
         return False
 
-    # ---- helpers --------------------------------------------------------------------
+    # ---- stop requests (set by the engine) -------------------------------------------
     @property
     def _stop_evt(self) -> threading.Event:
         ev = self.__dict__.get("_stop_event")
         if ev is None:  # a subclass that did not call Job.__init__
             ev = self.__dict__.setdefault("_stop_event", threading.Event())
         return ev
+
+    def request_stop(self) -> None:
+        """Ask the running job to stop at its next step boundary (pause, cancel or
+        shutdown): :attr:`stop_requested` becomes True and :meth:`wait_stop` returns.
+
+        Called by the jobs engine, from any thread; it does not call :meth:`interrupt`
+        (the engine does, right after). Thread-safe.
+        """
+        self._stop_evt.set()
+
+    def clear_stop_request(self) -> None:
+        """Withdraw a stop request: called by the jobs engine when a run starts."""
+        self._stop_evt.clear()
 
     @property
     def stop_requested(self) -> bool:

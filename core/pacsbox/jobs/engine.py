@@ -245,7 +245,7 @@ class JobsEngine:
             self._stopping = True
             running = [rec for rec in self._jobs.values() if rec.state == JobState.RUNNING]
             for rec in running:
-                rec.job._stop_evt.set()  # noqa: SLF001
+                rec.job.request_stop()
             for t in self._timers:
                 t.cancel()
             self._timers.clear()
@@ -551,7 +551,7 @@ class JobsEngine:
         if rec.state != JobState.RUNNING or getattr(rec, flag):
             return None
         setattr(rec, flag, True)
-        rec.job._stop_evt.set()  # noqa: SLF001
+        rec.job.request_stop()
         return rec.job
 
     def resume(self, job_id: str) -> bool:
@@ -720,9 +720,10 @@ class JobsEngine:
     @staticmethod
     def _drop_outputs(rec: JobRecord) -> None:
         try:
-            keys = set(rec.job.output_keys()) | {"archive"}
+            keys = list(rec.job.output_keys())
         except Exception:  # noqa: BLE001
-            keys = {"archive"}
+            log.exception("job %s: output_keys() failed; its outputs are not deleted", rec.id)
+            return
         for key in keys:
             try:
                 rec.job.delete_output(key)
@@ -741,7 +742,7 @@ class JobsEngine:
                     self._work.wait()
                 if rec is None:
                     return
-                rec.job._stop_evt.clear()  # noqa: SLF001
+                rec.job.clear_stop_request()
                 rec.pause_requested = rec.cancel_requested = False
                 self._set_state(rec, JobState.RUNNING)
             try:
