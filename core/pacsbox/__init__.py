@@ -46,41 +46,29 @@ After ``pip install``, ``pacsbox plugins`` lists it and ``GET /hello`` answers.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-import pluggy as _pluggy
-
-from .hookspecs import PROJECT_NAME as _PROJECT
-
-#: Marker for hook implementations: ``@hookimpl`` (see :mod:`pacsbox.hookspecs`).
-hookimpl = _pluggy.HookimplMarker(_PROJECT)
-
-#: Marker for hook *specifications* of plugin-owned extension points, added through the
-#: ``add_hookspecs`` hook (implementations elsewhere use ``@hookimpl(optionalhook=True)``).
-hookspec = _pluggy.HookspecMarker(_PROJECT)
-
-from .app import PacsboxApp, create_app  # noqa: E402
-from .config import Config, ConfigError  # noqa: E402
-from .context import ServerContext  # noqa: E402
-from .dicom.ids import is_orthanc_id, orthanc_id  # noqa: E402
-from .dicom.matching import compile_query  # noqa: E402
-from .dicom.modules import module_tags  # noqa: E402
-from .dicom.tags import TagDictionary, dataset_to_json, element_text, parse_tag, tag_dictionary, tag_to_key  # noqa: E402
-from .dicom.scan import DicomFormatError, FileMeta, read_file_meta  # noqa: E402
-from .dicom.transcode import is_transfer_syntax, transcode  # noqa: E402
-from .errors import ErrorCode, OrthancError, not_found, refused  # noqa: E402
-from .web import (dumps, query_flag, read_body, read_bool, read_json_body, read_json_object,  # noqa: E402
+from .app import PacsboxApp, create_app
+from .config import Config, ConfigError
+from .context import ServerContext
+from .dicom.ids import is_orthanc_id, orthanc_id
+from .dicom.matching import compile_query
+from .dicom.modules import module_tags
+from .dicom.tags import TagDictionary, dataset_to_json, element_text, parse_tag, tag_dictionary, tag_to_key
+from .dicom.scan import DicomFormatError, FileMeta, read_file_meta
+from .dicom.transcode import is_transfer_syntax, transcode
+from .hookspecs import hookimpl, hookspec
+from .errors import ErrorCode, OrthancError, StartupError, not_found, refused
+from .web import (dumps, query_flag, read_body, read_bool, read_json_body, read_json_object,
                   send_json, send_text)
-from .index.index import Attachment, Resource  # noqa: E402
-from .internal_rest import RestAnswer, call_rest_api  # noqa: E402
-from .jobs.base import InstancesJob, Job, JobInfo, JobOutput, JobState, StepResult  # noqa: E402
-from .errors import StartupError  # noqa: E402
-from .jobs.engine import request_mode  # noqa: E402
-from .metrics import MetricSpec  # noqa: E402
-from .plugins import PluginLoadError  # noqa: E402
-from .rest.tools import find_resources  # noqa: E402
-from .routing.registry import RouteSpec  # noqa: E402
-from .storage.area import StorageArea  # noqa: E402
+from .index.index import Attachment, Resource
+from .internal_rest import RestAnswer, call_rest_api
+from .jobs.base import InstancesJob, Job, JobInfo, JobOutput, JobState, StepResult
+from .jobs.engine import request_mode
+from .metrics import MetricSpec
+from .plugins import PluginLoadError
+from .query import find_resources
+from .routing.registry import RouteSpec
+from .storage.area import StorageArea
+from .version import __version__
 
 __all__ = [
     "__version__", "hookimpl", "hookspec", "create_app", "PacsboxApp", "Config", "ConfigError", "ServerContext",

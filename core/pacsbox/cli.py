@@ -29,7 +29,7 @@ import time
 import pluggy
 from waitress import wasyncore
 
-from . import __version__
+from .version import __version__
 
 
 #: Seconds that requests in progress get to finish after SIGTERM/SIGINT.

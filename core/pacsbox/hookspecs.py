@@ -52,7 +52,13 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Marker project name of every pacsbox hook.
 PROJECT_NAME = "pacsbox"
 
+#: Marker for hook *specifications*: the core's below, and plugin-owned extension points
+#: added through the ``add_hookspecs`` hook (re-exported as ``pacsbox.hookspec``).
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+#: Marker for hook *implementations*: ``@hookimpl``, ``@hookimpl(trylast=True)``...
+#: (re-exported as ``pacsbox.hookimpl``; the core's built-in plugins use it too).
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 # ----------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping
 
-from pacsbox import ErrorCode, InstancesJob, OrthancError, StepResult
-
+from ..errors import ErrorCode, OrthancError
+from ..jobs.base import InstancesJob, StepResult
 from ..storage import pending
 
 log = logging.getLogger("pacsbox.builtin")

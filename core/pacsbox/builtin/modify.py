@@ -40,11 +40,7 @@ Compared with Orthanc 1.10.1 (checked side by side in
 """
 from __future__ import annotations
 
-import pluggy
-
-from ..hookspecs import PROJECT_NAME
-
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+from ..hookspecs import hookimpl
 
 
 @hookimpl(trylast=True)

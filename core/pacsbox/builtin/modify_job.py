@@ -18,12 +18,11 @@ import logging
 import threading
 from typing import Any, Mapping
 
-from pacsbox import ErrorCode, OrthancError
-
 from ..dicom import rewrite as RW
 from ..dicom.ids import hierarchy_ids
 from ..index.index import ResourceGoneError
 from ..dicom.modification import SOP_UID, Modification, TagParser, UidMapper
+from ..errors import ErrorCode, OrthancError
 from .common import ChunkedInstancesJob, ParentsCache
 
 log = logging.getLogger("pacsbox.builtin")

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pacsbox import ErrorCode, OrthancError, RouteSpec, read_body, send_json
-
 from ..dicom import rewrite as RW
 from ..dicom.modification import PATIENT_NAME, Modification, UidMapper
 from ..dicom.modules import PATIENT_MODULE, STUDY_MODULE
-from ..web import read_bool
+from ..errors import ErrorCode, OrthancError
+from ..routing.registry import RouteSpec
+from ..web import read_body, read_bool, send_json
 from .common import (new_seed, parse_body, parse_object, read_string, read_strings,
                      request_origin)
 from .modify_job import ResourceModificationJob, rewrite_instance, tag_parser

@@ -18,12 +18,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from pacsbox import ErrorCode, OrthancError
-
 from ..dicom import rewrite as RW
 from ..dicom.modification import SERIES_UID, SOP_UID, STUDY_UID, UidMapper
 from ..dicom.modules import PATIENT_MODULE, STUDY_MODULE
 from ..dicom.tags import MAX_TAG_LENGTH, dataset_encodings, element_text, parse_tag, tag_to_key
+from ..errors import ErrorCode, OrthancError
 from .common import ChunkedInstancesJob
 from .modify_job import rewrite_instance, tag_parser
 

@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .. import __version__
+from ..version import __version__
 from ..errors import ErrorCode, OrthancError
 from . import profiles as P
 from . import rewrite as RW

@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR, get_private_entry
 
-from .. import __version__
+from ..version import __version__
 from .transcode import is_transfer_syntax as is_known_transfer_syntax  # noqa: F401  (routes use it)
 from .transcode import transcode  # noqa: F401  (the modification job uses it)
 

@@ -1,12 +1,8 @@
 """Default plugin: the core REST resources (registered from ``DEFAULT_PLUGINS``)."""
 from __future__ import annotations
 
-import pluggy
-
-from ..hookspecs import PROJECT_NAME
+from ..hookspecs import hookimpl
 from . import bulk, instances, labels, protection, reconstruct, resources_api, slices, tools, webdav
-
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookimpl(trylast=True)

@@ -20,15 +20,12 @@ import gzip
 import logging
 import re
 
-import pluggy
-
 from .. import imaging as I
 from ..errors import ErrorCode, OrthancError, not_found
-from ..hookspecs import PROJECT_NAME
+from ..hookspecs import hookimpl
 from ..routing.registry import RouteSpec
 
 log = logging.getLogger("pacsbox.rest.images")
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 #: Sub-routes of ``/instances/{id}/frames/{n}``, as the reference lists them.
 FRAME_CHILDREN = ["image-int16", "image-uint16", "image-uint8", "matlab", "numpy", "preview", "raw", "raw.gz",

@@ -5,14 +5,11 @@ import json
 import os
 
 import falcon
-import pluggy
 
 from ..errors import ErrorCode, OrthancError, not_found, refused
-from ..hookspecs import PROJECT_NAME
+from ..hookspecs import hookimpl
 from ..web import query_flag, send_json
 from ..routing.registry import RouteSpec
-
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 class JobsListResource:

@@ -15,15 +15,12 @@ Wire behaviour of Orthanc 1.10.1 (``OrthancRestSystem.cpp``: ``ListPlugins``,
 """
 from __future__ import annotations
 
-import pluggy
-
 from ..errors import not_found
-from ..hookspecs import PROJECT_NAME
+from ..hookspecs import hookimpl
 from ..plugins import list_plugins
 from ..routing.registry import RouteSpec
 from ..web import send_json, send_text
 
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 #: Orthanc's pseudo-plugin listed first by ``GET /plugins``.
 EXPLORER_JS = "explorer.js"

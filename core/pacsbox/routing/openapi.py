@@ -14,7 +14,7 @@ import inspect
 import re
 from typing import Any
 
-from .. import __version__
+from ..version import __version__
 
 _FIELD = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 METHODS = ("get", "post", "put", "delete")

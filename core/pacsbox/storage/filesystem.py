@@ -14,10 +14,7 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO
 
-from ..hookspecs import PROJECT_NAME
-import pluggy
-
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+from ..hookspecs import hookimpl
 
 
 def compress_blob(data: bytes) -> bytes:
