@@ -140,14 +140,34 @@ def test_modify_and_anonymize_transcode(client):
         assert client.simulate_get(f"/instances/{inst['ID']}/preview").status_code == 200
 
 
+def _signed_12_bit() -> bytes:
+    """MR_small as signed 12-bit data (BitsStored 12, HighBit 11), with negative values
+    and garbage in the 4 bits above BitsStored (a common CT layout)."""
+    src = _read(open(sample("MR_small.dcm"), "rb").read())
+    values = np.frombuffer(src.PixelData, "<u2").copy() & 0x07FF
+    values[::11] = 0x0A00                 # -1536 in 12 bits
+    values[::7] |= 0xF000
+    src.PixelData = values.tobytes()
+    src.PixelRepresentation, src.BitsStored, src.HighBit = 1, 12, 11
+    buf = io.BytesIO()
+    src.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
 @pytest.mark.skipif(ORTHANC is None, reason="the reference Orthanc is not installed")
 def test_the_reference_decodes_what_pacsbox_writes(reference):
     """Each compressed file pacsbox writes is decoded by Orthanc 1.10.1 (DCMTK/its own
     decoders) to the same pixels as pacsbox decodes them (lossless ones: the source's)."""
     problems = []
-    for name in ("CT_small.dcm", "MR_small.dcm", "SC_rgb.dcm", "emri_small.dcm"):
-        data = open(sample(name), "rb").read()
+    sources = {name: open(sample(name), "rb").read() for name in ("CT_small.dcm", "MR_small.dcm", "SC_rgb.dcm",
+                                                                    "emri_small.dcm")}
+    sources["signed 12-bit"] = _signed_12_bit()
+    for name, data in sources.items():
         for target in sorted(set(LOSSLESS) | set(LOSSY)):
+            if name == "signed 12-bit" and target not in ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"):
+                # the reference reads native and 12-bit JPEG lossless signed data as int16
+                # without sign extension from HighBit: JPEG-LS (P 16, sign-extended) only
+                continue
             out = transcode(data, target)
             if out is None:
                 continue
@@ -295,3 +315,94 @@ def test_lossy_uid_is_the_same_when_done_again():
     b = _read(transcode(data, "1.2.840.10008.1.2.4.50"))
     c = _read(transcode(data, "1.2.840.10008.1.2.4.50", quality=50))
     assert a.SOPInstanceUID == b.SOPInstanceUID != c.SOPInstanceUID != _read(data).SOPInstanceUID
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "SC_rgb.dcm", "SC_rgb_16bit_2frame.dcm",
+                                  "emri_small.dcm", "OBXXXX1A.dcm", "MR-SIEMENS-DICOM-WithOverlays.dcm"])
+@pytest.mark.parametrize("target", ["1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
+                                    "1.2.840.10008.1.2.4.90"])
+def test_native_compression_keeps_every_other_byte(name, target):
+    """The pydicom-free path (:func:`compress_native`, what modify/anonymize ``Transcode``
+    takes for a native explicit VR little endian file) changes only (0002,0010), the group
+    length and Pixel Data: every other element is the source's, and the pixels round-trip
+    exactly; its codestreams are those of :func:`encode_dataset` (pydicom's reading)."""
+    from pydicom.encaps import generate_frames
+
+    from pacsbox.dicom.transcode import compress_native
+    from pacsbox.imaging.encoders import encode_dataset
+    data = open(sample(name), "rb").read()
+    src = _read(data)
+    out = compress_native(data, target)
+    assert out is not None
+    ds = _read(out)
+    assert str(ds.file_meta.TransferSyntaxUID) == target
+    assert [e for e in ds.file_meta if e.tag != 0x00020010 and e.tag != 0x00020000] == \
+           [e for e in src.file_meta if e.tag != 0x00020010 and e.tag != 0x00020000]
+    assert [e for e in ds if e.tag != 0x7FE00010] == [e for e in src if e.tag != 0x7FE00010]
+    assert np.array_equal(_all_frames(src), _all_frames(ds))
+    n = int(src.get("NumberOfFrames", 1) or 1)
+    encode_dataset(src, target)
+    assert list(generate_frames(ds.PixelData, number_of_frames=n)) == \
+           list(generate_frames(src.PixelData, number_of_frames=n))
+
+
+@pytest.mark.parametrize("name, target, why", [
+    ("CT_small.dcm", "1.2.840.10008.1.2.4.50", "lossy: new UID and attributes, pydicom's path"),
+    ("CT_small.dcm", "1.2.840.10008.1.2.5", "RLE: pydicom's encoder"),
+    ("CT_small.dcm", "1.2.840.10008.1.2", "an uncompressed target"),
+    ("MR_small_implicit.dcm", "1.2.840.10008.1.2.4.80", "implicit VR: every element is rewritten"),
+    ("MR_small_bigendian.dcm", "1.2.840.10008.1.2.4.80", "big endian"),
+    ("SC_rgb_rle.dcm", "1.2.840.10008.1.2.4.80", "encapsulated source"),
+    ("rtdose.dcm", "1.2.840.10008.1.2.4.80", "32 bits allocated"),
+    ("liver.dcm", "1.2.840.10008.1.2.4.80", "1 bit allocated"),
+])
+def test_native_compression_leaves_the_rest_to_pydicom(name, target, why):
+    from pacsbox.dicom.transcode import compress_native
+    assert compress_native(open(sample(name), "rb").read(), target) is None, why
+
+
+def test_planar_colour_goes_through_pydicom():
+    """Colour by plane (PlanarConfiguration 1): the encoders write colour by pixel, so
+    the attribute changes and the full rewrite does it; the pixels round-trip."""
+    from pacsbox.dicom.transcode import compress_native
+    src = _read(open(sample("SC_rgb.dcm"), "rb").read())
+    rgb = src.pixel_array
+    src.PixelData = np.ascontiguousarray(rgb.transpose(2, 0, 1)).tobytes()
+    src.PlanarConfiguration = 1
+    buf = io.BytesIO()
+    src.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    assert compress_native(data, "1.2.840.10008.1.2.4.80") is None
+    ds = _read(transcode(data, "1.2.840.10008.1.2.4.80"))
+    assert ds.PlanarConfiguration == 0
+    assert np.array_equal(I.decode_frame(ds, 0), rgb)
+
+
+@pytest.mark.parametrize("signed", [0, 1])
+@pytest.mark.parametrize("bits_stored", [16, 12, 10])
+def test_native_frames_are_pydicoms_stored_values(signed, bits_stored):
+    """Values outside BitsStored (overlay bits, garbage) are masked, signed ones sign-
+    extended, as pydicom's ``pixel_array(raw=True)`` gives them, and both paths encode the
+    same values."""
+    from pydicom.pixels import pixel_array
+
+    from pacsbox.dicom.transcode import compress_native
+    from pacsbox.imaging.encoders import native_frames
+    src = _read(open(sample("MR_small.dcm"), "rb").read())
+    values = np.frombuffer(src.PixelData, "<u2").copy()
+    values[::7] |= 0xF000  # bits above BitsStored
+    values[::11] = 0x0A00 | 0x0200  # negative in 10 and 12 bits when signed
+    src.PixelData = values.tobytes()
+    src.PixelRepresentation, src.BitsStored, src.HighBit = signed, bits_stored, bits_stored - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = pixel_array(src, raw=True)
+    got = native_frames(src.PixelData, rows=src.Rows, columns=src.Columns, bits_allocated=16,
+                        bits_stored=bits_stored, signed=bool(signed))
+    assert got[0].dtype == expected.dtype and np.array_equal(got[0], expected)
+    buf = io.BytesIO()
+    src.save_as(buf, enforce_file_format=True)
+    out = _read(compress_native(buf.getvalue(), "1.2.840.10008.1.2.4.80"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert np.array_equal(pixel_array(out, raw=True), expected)

@@ -28,7 +28,8 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-__all__ = ["ENCODABLE", "LOSSY", "EncodeError", "can_encode", "encode_dataset"]
+__all__ = ["ENCODABLE", "LOSSY", "EncodeError", "can_encode", "check_encodable", "encode_dataset", "encode_frames",
+           "native_frames"]
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
@@ -119,8 +120,14 @@ def _encode_frame(target: str, frame, bits_stored: int, signed: bool, quality: i
     if target in (JPEG_LS_LOSSLESS, JPEG_LS_NEAR):
         if bits_stored > 16:
             raise EncodeError("JPEG-LS needs at most 16 bits")
-        data = _unsigned(frame, bits_stored)
-        data = data.astype(np.uint8 if bits_stored <= 8 else np.uint16)
+        if signed:
+            # imagecodecs writes the container's precision (P 8 or 16), not BitsStored, so
+            # masked two's complement patterns would not be sign-extended by decoders (PS3.5
+            # 8.2.3); the sign-extended pattern decodes to the value whatever they do with it
+            data = frame.astype(np.int8 if bits_stored <= 8 and frame.itemsize == 1 else np.int16)
+            data = data.view(np.uint8 if data.itemsize == 1 else np.uint16)
+        else:
+            data = frame.astype(np.uint8 if bits_stored <= 8 else np.uint16)
         return bytes(imagecodecs.jpegls_encode(data, level=0 if target == JPEG_LS_LOSSLESS else 2))
     if target in (J2K_LOSSLESS, J2K):
         if bits_stored > 16:
@@ -134,6 +141,133 @@ def _encode_frame(target: str, frame, bits_stored: int, signed: bool, quality: i
         return bytes(imagecodecs.jpeg2k_encode(frame, level=level, codecformat="J2K", reversible=lossless,
                                                mct=False, bitspersample=bits_stored))
     raise EncodeError(f"no encoder for {target}")
+
+
+def native_frames(buffer, *, rows: int, columns: int, samples: int = 1, frames: int = 1,
+                  bits_allocated: int = 16, bits_stored: int | None = None, signed: bool = False) -> list:
+    """The frames of native little-endian pixel data, as pydicom's
+    ``pixel_array(ds, raw=True)`` gives them, without a pydicom dataset.
+
+    Unsigned values are masked to ``bits_stored`` and signed ones sign-extended from it
+    (PS3.5 section 8.1.1); the arrays are views of ``buffer`` when nothing needs masking.
+
+    Parameters
+    ----------
+    buffer : bytes-like
+        The value of (7FE0,0010) *Pixel Data* (a trailing pad byte is allowed).
+    rows, columns, samples, frames : int
+        (0028,0010), (0028,0011), (0028,0002), (0028,0008).
+    bits_allocated : int
+        8 or 16 (0028,0100).
+    bits_stored : int, optional
+        (0028,0101), ``bits_allocated`` by default.
+    signed : bool
+        (0028,0103) *Pixel Representation* 1.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        ``frames`` arrays ``(rows, columns)`` or ``(rows, columns, samples)`` (colour by
+        pixel, planar configuration 0).
+
+    Raises
+    ------
+    EncodeError
+        Another bit depth, or a buffer shorter than the attributes announce.
+    """
+    import numpy as np
+    if bits_allocated not in (8, 16):
+        raise EncodeError(f"{bits_allocated} bits allocated")
+    bits_stored = bits_allocated if not bits_stored or bits_stored > bits_allocated else bits_stored
+    size = bits_allocated // 8
+    per_frame = rows * columns * samples
+    if per_frame <= 0 or frames <= 0 or len(buffer) < per_frame * frames * size:
+        raise EncodeError("the pixel data is shorter than its attributes announce")
+    arr = np.frombuffer(buffer, dtype=f"<{'i' if signed else 'u'}{size}", count=per_frame * frames)
+    if bits_stored < bits_allocated:
+        if signed:
+            shift = bits_allocated - bits_stored
+            arr = (arr << shift) >> shift
+        else:
+            arr = arr & ((1 << bits_stored) - 1)
+    shape = (frames, rows, columns) + ((samples,) if samples > 1 else ())
+    return list(arr.reshape(shape))
+
+
+def check_encodable(target: str, *, bits_allocated: int, samples: int, photometric: str) -> None:
+    """Refuse the pixel data that :func:`encode_dataset` cannot write in ``target``.
+
+    Parameters
+    ----------
+    target : str
+        Transfer Syntax UID.
+    bits_allocated, samples : int
+        (0028,0100) and (0028,0002).
+    photometric : str
+        (0028,0004) *Photometric Interpretation*.
+
+    Raises
+    ------
+    EncodeError
+        No encoder for ``target``, 1-bit data, lossy compression of palette indices,
+        colour data other than RGB or YBR_FULL (except for RLE).
+    """
+    if target not in ENCODABLE:
+        raise EncodeError(f"no encoder for {target}")
+    if bits_allocated == 1:
+        raise EncodeError("1-bit pixel data is kept native")
+    if photometric == "PALETTE COLOR" and target in LOSSY:
+        raise EncodeError("lossy compression of palette indices")
+    if samples == 3 and photometric not in ("RGB", "YBR_FULL") and target != RLE:
+        raise EncodeError(f"cannot encode {photometric} colour data")
+
+
+def encode_frames(frames: list, target: str, *, bits_stored: int, signed: bool, quality: int = 90,
+                  threads: int = 1) -> list[bytes]:
+    """Compress native frames (:func:`native_frames`) to the codestreams of ``target``.
+
+    The imagecodecs calls release the GIL: with ``threads`` above 1 the frames of a
+    multi-frame instance are encoded at once.
+
+    Parameters
+    ----------
+    frames : list of numpy.ndarray
+        ``(rows, columns)`` or ``(rows, columns, 3)`` arrays, stored values.
+    target : str
+        A Transfer Syntax UID of :data:`ENCODABLE` other than RLE.
+    bits_stored : int
+        (0028,0101).
+    signed : bool
+        (0028,0103) *Pixel Representation* 1.
+    quality : int
+        As :func:`encode_dataset`.
+    threads : int
+        Frames encoded at once.
+
+    Returns
+    -------
+    list of bytes
+        One codestream per frame.
+
+    Raises
+    ------
+    EncodeError
+        The data does not fit the syntax, imagecodecs is missing or refuses the data.
+    """
+    try:
+        import imagecodecs  # noqa: F401
+    except ImportError:
+        raise EncodeError("imagecodecs is not installed (pip install pacsbox[transcode])") from None
+    try:
+        if threads > 1 and len(frames) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(threads) as pool:
+                return list(pool.map(lambda f: _encode_frame(target, f, bits_stored, signed, quality), frames))
+        return [_encode_frame(target, f, bits_stored, signed, quality) for f in frames]
+    except EncodeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a codec refusing the data
+        raise EncodeError(f"{type(e).__name__}: {e}") from None
 
 
 def encode_dataset(ds: Dataset, target: str, *, quality: int = 90, threads: int = 1) -> None:
@@ -174,12 +308,7 @@ def encode_dataset(ds: Dataset, target: str, *, quality: int = 90, threads: int 
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if bits_allocated == 1:
-        raise EncodeError("1-bit pixel data is kept native")
-    if photometric == "PALETTE COLOR" and target in LOSSY:
-        raise EncodeError("lossy compression of palette indices")
-    if samples == 3 and photometric not in ("RGB", "YBR_FULL") and target != RLE:
-        raise EncodeError(f"cannot encode {photometric} colour data")
+    check_encodable(target, bits_allocated=bits_allocated, samples=samples, photometric=photometric)
     if target == RLE:
         try:
             from pydicom.pixels.encoders import RLELosslessEncoder  # noqa: F401
@@ -197,17 +326,7 @@ def encode_dataset(ds: Dataset, target: str, *, quality: int = 90, threads: int 
     if samples == 3 and photometric == "YBR_FULL" and target in (JPEG_BASELINE, JPEG_EXTENDED):
         from pydicom.pixels import convert_color_space
         frames = [convert_color_space(f, "YBR_FULL", "RGB") for f in frames]
-    try:
-        if threads > 1 and len(frames) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-            with ThreadPoolExecutor(threads) as pool:
-                encoded = list(pool.map(lambda f: _encode_frame(target, f, bits_stored, signed, quality), frames))
-        else:
-            encoded = [_encode_frame(target, f, bits_stored, signed, quality) for f in frames]
-    except EncodeError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a codec refusing the data
-        raise EncodeError(f"{type(e).__name__}: {e}") from None
+    encoded = encode_frames(frames, target, bits_stored=bits_stored, signed=signed, quality=quality, threads=threads)
     from pydicom.encaps import encapsulate
     ds.PixelData = encapsulate(encoded, has_bot=len(encoded) > 1)
     ds["PixelData"].VR = "OB"
