@@ -173,6 +173,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
         ctx.index = create_index(config)
     except IndexInUseError as e:
         raise StartupError(str(e)) from None
+    # every change-log row the index writes becomes a change_recorded notification
+    ctx.index.add_change_listener(lambda change: ctx.notifier.emit("change_recorded", ctx=ctx, change=change))
     cleanup = getattr(storage, "cleanup_temporary_files", None)
     if cleanup is not None:  # half-written files of a crash (the index lock says nobody else writes)
         removed = cleanup()
@@ -264,8 +266,7 @@ def _start_stability_monitor(ctx: ServerContext) -> None:
     def run():
         while not stop.wait(period):
             try:
-                for ch in ctx.index.mark_stable(time.time() - age):
-                    ctx.notifier.emit("change_recorded", ctx=ctx, change=ch)
+                ctx.index.mark_stable(time.time() - age)  # the index announces the Stable* changes
             except Exception:  # noqa: BLE001
                 if not stop.is_set():
                     log.exception("stability monitor failed")

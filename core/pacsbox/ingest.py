@@ -278,9 +278,7 @@ class Ingest:
         m.record_duration("orthanc_storage_create_duration_ms", t2 - t1)
         m.increment("orthanc_storage_written_bytes", len(data))
         m.record_duration("orthanc_store_dicom_duration_ms", time.perf_counter() - t0)
-        notifier = ctx.notifier
-        for ch in outcome.changes:
-            notifier.emit("change_recorded", ctx=ctx, change=ch)
+        notifier = ctx.notifier  # the index announced the changes (change_recorded)
         notifier.emit("instance_stored", _lazy={"dataset": lambda: pydicom.dcmread(io.BytesIO(data), force=True)},
                       ctx=ctx, instance_id=ids[3])
         return StoreResult("Success", ids, outcome.changes)

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..dicom.matching import normalize_identifier
 from ..errors import ErrorCode, OrthancError
@@ -224,7 +224,12 @@ def identifier_rows(resource_id: int, identifiers: dict[str, str]) -> list[tuple
 
 
 class Index:
-    """Interface of the index (see :class:`SQLiteIndex`)."""
+    """Interface of the index (see :class:`SQLiteIndex`).
+
+    Every change-log row it writes (``/changes``) is announced, once its transaction
+    committed, to the listeners of :meth:`add_change_listener` (the app's
+    ``change_recorded`` notification), so that no caller can forget to announce one.
+    """
 
     dialect = "sqlite"
     #: Storage limits applied by :meth:`store_instance` (none by default; see ``create_index``).
@@ -241,6 +246,29 @@ class Index:
         self._all_conns: list = []
         self._conns_lock = threading.Lock()
         self._stats_cache: tuple[float, dict] | None = None
+        self._change_listeners: list[Callable[[dict], None]] = []
+
+    def add_change_listener(self, listener: Callable[[dict], None]) -> None:
+        """Call ``listener(change)`` for every change-log entry written from now on.
+
+        Parameters
+        ----------
+        listener : callable
+            Receives each entry (``/changes`` shape: ``ChangeType``, ``Date``, ``ID``,
+            ``Path``, ``ResourceType``, ``Seq``) right after its transaction committed, in
+            ``Seq`` order, on the writing thread and under the index's write lock: it must
+            be quick and must not write to the index (the app's listener queues the
+            ``change_recorded`` notification). Its exceptions are logged and ignored.
+        """
+        self._change_listeners.append(listener)
+
+    def _announce(self, changes: list[dict]) -> None:
+        for listener in self._change_listeners:
+            for change in changes:
+                try:
+                    listener(change)
+                except Exception:  # noqa: BLE001 - a listener never fails a committed write
+                    log.exception("change listener failed on %s", change.get("ChangeType"))
 
     def _conn(self):
         c = getattr(self._local, "conn", None)
@@ -268,6 +296,7 @@ class Index:
     class _Tx:
         def __init__(self, index: "Index"):
             self.index = index
+            self.changes: list[dict] = []   # change-log rows written, announced at commit
 
         def __enter__(self):
             self.index._write_lock.acquire()
@@ -285,6 +314,8 @@ class Index:
             try:
                 if exc_type is None:
                     self.index._commit(self.conn)
+                    if self.changes:
+                        self.index._announce(self.changes)
                 else:
                     self.index._rollback(self.conn)
             finally:
@@ -867,8 +898,10 @@ class Index:
         cur = tx.execute("INSERT INTO changes(change_type, resource_id, public_id, level, date) "
                          "VALUES (?, ?, ?, ?, ?) RETURNING seq", (change_type, internal_id, public_id, level, stamp))
         seq = cur.fetchone()[0]
-        return {"ChangeType": change_type, "Date": stamp, "ID": public_id,
-                "Path": f"/{PLURAL[level]}/{public_id}", "ResourceType": LEVEL_NAMES[level], "Seq": seq}
+        change = {"ChangeType": change_type, "Date": stamp, "ID": public_id,
+                  "Path": f"/{PLURAL[level]}/{public_id}", "ResourceType": LEVEL_NAMES[level], "Seq": seq}
+        tx.changes.append(change)
+        return change
 
     def log_change(self, change_type: str, res: Resource) -> dict:
         """Append a change-log entry for ``res`` and return it (``/changes`` shape).

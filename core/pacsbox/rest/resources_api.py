@@ -549,12 +549,10 @@ class MetadataResource:
         with self._lock:
             current = self._current(res, stored)
             check_if_match(req, self.check_revisions, current, deleting=False)
-            changes = index.set_metadata(res.internal_id, stored, value, res.public_id, res.level)
+            index.set_metadata(res.internal_id, stored, value, res.public_id, res.level)
             revision = 0 if current is None else current[0] + 1
             if revision:
                 index.set_revision(res.internal_id, 0, stored, revision)
-        for ch in changes:
-            self.ctx.notifier.emit("change_recorded", ctx=self.ctx, change=ch)
         resp.set_header("ETag", etag(revision, _md5(value)))
         send_text(resp, "")
 
@@ -569,8 +567,7 @@ class MetadataResource:
                 raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
             if current is not None and current[0]:
                 index.set_revision(res.internal_id, 0, stored, 0)
-        change = self.ctx.index.log_change("UpdatedMetadata", res)
-        self.ctx.notifier.emit("change_recorded", ctx=self.ctx, change=change)
+        self.ctx.index.log_change("UpdatedMetadata", res)
         send_text(resp, "")
 
 
@@ -705,16 +702,14 @@ class AttachmentsResource:
             revision = 0 if current is None else current[0] + 1
             if revision:
                 self.ctx.index.set_revision(res.internal_id, 1, str(ct), revision)
-        old, changes = done
-        self._changed(changes, old)
+        self._remove_replaced(done[0])
         if md5:
             resp.set_header("ETag", etag(revision, md5))
         send_json(resp, {}, content_type="application/json")
 
-    def _changed(self, changes: list[dict], removed: Attachment | None) -> None:
-        """Announce the changes, then remove the file of an attachment gone from the index."""
-        for change in changes:
-            self.ctx.notifier.emit("change_recorded", ctx=self.ctx, change=change)
+    def _remove_replaced(self, removed: Attachment | None) -> None:
+        """Remove the file of an attachment gone from the index (the index announced the
+        change)."""
         if removed is not None:
             try:
                 self.ctx.storage.remove(removed.uuid, removed.content_type)
@@ -726,12 +721,12 @@ class AttachmentsResource:
         with self._lock:
             current = self._current(res, ct)
             check_if_match(req, self.check_revisions, current, deleting=True)
-            old, changes = self.ctx.index.delete_attachment(res.internal_id, ct, res.public_id, res.level)
+            old, _changes = self.ctx.index.delete_attachment(res.internal_id, ct, res.public_id, res.level)
             if old is None:
                 raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
             if current is not None and current[0]:
                 self.ctx.index.set_revision(res.internal_id, 1, str(ct), 0)
-        self._changed(changes, old)
+        self._remove_replaced(old)
         send_text(resp, "")
 
     def on_get_op(self, req, resp, id, name, op):
@@ -828,8 +823,7 @@ class AttachmentsResource:
                 raise not_found()
         finally:
             pending.end(self.ctx, keys)
-        old, changes = done
-        self._changed(changes, old)
+        self._remove_replaced(done[0])
 
 
 def routes(ctx) -> list[RouteSpec]:
