@@ -2,6 +2,7 @@
 
 The reference sits between the markers ``<!-- hooks:start -->`` and ``<!-- hooks:end -->``.
 Each hook gets a heading with its exact signature (from :func:`inspect.signature`), its
+calling convention (attached to the spec, :func:`pacsbox.hookspecs.convention_of`), its
 pluggy options and its numpydoc docstring rendered as Markdown.
 
 Usage::
@@ -9,7 +10,7 @@ Usage::
     python docs/gen_hooks.py          # rewrite the section in docs/plugins.md
     python docs/gen_hooks.py --check  # exit 1 when the section is out of date
 
-``tests/contract/test_hooks_documented.py`` runs the check.
+``tests/contract/test_hooks_contract.py`` runs the check.
 """
 from __future__ import annotations
 
@@ -91,11 +92,15 @@ def _entry_md(head: str, desc: str) -> str:
 
 def render_hook(family: str, name: str, fn) -> str:
     """Markdown for one hook."""
+    from pacsbox.hookspecs import convention_of
+
     opts = getattr(fn, "pacsbox_spec")
     flags = [k for k in ("firstresult", "historic") if opts.get(k)]
+    conv = convention_of(fn)
     preamble, sections = split_sections(fn.__doc__ or "")
     out = [f"### `{signature(name, fn)}`", "",
-           f"Family: **{family}**" + (f" · pluggy options: {', '.join(f'`{f}=True`' for f in flags)}" if flags else ""),
+           f"Family: **{family}**" + (f" · calling convention: **{conv}**" if conv else "")
+           + (f" · pluggy options: {', '.join(f'`{f}=True`' for f in flags)}" if flags else ""),
            "", preamble, ""]
     for title in SECTIONS:
         if title not in sections:

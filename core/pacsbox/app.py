@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 import falcon
 
 from .config import Config, validate_core_options
-from .context import HookCaller, ServerContext
+from .context import ServerContext
 from .errors import StartupError, install_error_handlers
 from .index import create_index
 from .index.index import IndexInUseError
@@ -52,7 +52,7 @@ class PacsboxApp(falcon.App):
         if stop is not None:
             stop.set()
         if getattr(ctx, "_startup_ran", True):
-            ctx.pm.call_isolated("shutdown", {"ctx": ctx})
+            ctx.pm.call("shutdown", {"ctx": ctx})
         try:
             ctx.jobs.stop()
         finally:
@@ -77,7 +77,7 @@ def _declarations(pm: PacsboxPluginManager, hook_name: str, kind: type, ctx: Ser
         declaration of the wrong type (the message names the plugin and the hook).
     """
     out = []
-    for plugin, result in pm.call_collect(hook_name, {"ctx": ctx}):
+    for plugin, result in pm.call(hook_name, {"ctx": ctx}):
         if isinstance(result, (str, bytes, Mapping)) or not isinstance(result, Iterable):
             raise StartupError(f"plugin {plugin!r}: hook {hook_name} must return a list, "
                                f"not {type(result).__name__}")
@@ -154,7 +154,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
         config = Config(config or {})
     validate_core_options(config)
     pm = build_plugin_manager(config, plugins=plugins, load_entrypoints=load_entrypoints)
-    pm.call_historic("configure", config=config)
+    pm.call("configure", {"config": config})
     for name, closest in config.unknown_options():  # kept for plugins, but likely a typo
         log.warning("unknown option %r: no loaded plugin declares it (it is kept)%s", name,
                     f"; did you mean {closest!r}?" if closest else "")
@@ -162,10 +162,9 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
     ctx = ServerContext(config)
     ctx.started_at = time.time()
     ctx.pm = pm
-    ctx.hooks = HookCaller(pm)
     ctx.metrics = MetricsStore(enabled=config.bool("MetricsEnabled"))
     ctx.notifier = Notifier(pm)
-    storage = pm.call_first("get_storage_area", config=config)
+    storage = pm.call("get_storage_area", {"config": config})
     if storage is None:
         raise StartupError("no plugin provided a storage area (hook get_storage_area)")
     ctx.storage = storage
@@ -195,11 +194,11 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
         app = _build(ctx, pm, config)
         ctx.notifier.start()
         if run_startup:
-            pm.call_collect("startup", {"ctx": ctx}, done=started)
+            pm.call("startup", {"ctx": ctx}, done=started)
         ctx._startup_ran = run_startup
     except BaseException:
         if started:
-            pm.call_isolated("shutdown", {"ctx": ctx}, only=started)
+            pm.call("shutdown", {"ctx": ctx}, only=started)
         ctx.notifier.stop()
         ctx.index.close()
         raise

@@ -6,7 +6,7 @@ module globals.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
@@ -21,56 +21,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .storage.area import StorageArea
 
 
-class HookCaller:
-    """Typed facade over the plugin manager for the hook calls the core makes at run time.
-
-    Parameters
-    ----------
-    pm : PacsboxPluginManager
-        The app's plugin manager.
-    """
-
-    def __init__(self, pm: "PacsboxPluginManager") -> None:
-        self._pm = pm
-
-    def filter_received_instance(self, dataset: Any, origin: Mapping[str, Any],
-                                 failed: list[str] | None = None) -> bool:
-        """Run the ``filter_received_instance`` veto filters.
-
-        Parameters
-        ----------
-        dataset : pydicom.Dataset
-            The parsed instance.
-        origin : mapping
-            ``Origin``, ``RemoteIP``, ``RemoteAET``, ``CalledAET``, ``HttpUsername``.
-        failed : list of str, optional
-            Receives the names of the plugins whose filter raised.
-
-        Returns
-        -------
-        bool
-            False when an implementation returned False or raised (logged with the
-            plugin's name: a broken filter fails closed).
-        """
-        return self._pm.call_veto("filter_received_instance", {"dataset": dataset, "origin": origin}, failed)
-
-    def filter_incoming_http_request(self, **kwargs: Any) -> list[bool]:
-        """Run the ``filter_incoming_http_request`` veto filters.
-
-        Parameters
-        ----------
-        **kwargs
-            ``method``, ``uri``, ``ip``, ``username``, ``headers`` (see the hook spec).
-
-        Returns
-        -------
-        list of bool
-            ``[True]`` when the request is accepted, ``[False]`` when an implementation
-            returned False or raised (logged with the plugin's name).
-        """
-        return [self._pm.call_veto("filter_incoming_http_request", kwargs)]
-
-
 class ServerContext:
     """The services of one app.
 
@@ -79,9 +29,8 @@ class ServerContext:
     config : Config
         Orthanc-style configuration (unknown options kept).
     pm : PacsboxPluginManager
-        The app's plugin manager (a :class:`pluggy.PluginManager`).
-    hooks : HookCaller
-        Typed calls of the core's hooks.
+        The app's plugin manager (a :class:`pluggy.PluginManager`); ``ctx.pm.call(name,
+        kwargs)`` calls a hook the way its calling convention says.
     index : Index
         Patients/studies/series/instances, metadata, changes.
     storage : StorageArea
@@ -115,7 +64,6 @@ class ServerContext:
 
     config: "Config"
     pm: "PacsboxPluginManager"
-    hooks: HookCaller
     index: "Index"
     storage: "StorageArea"
     ingest: "Ingest"

@@ -6,12 +6,17 @@ its calling convention, its parameters, what it returns, what the core does when
 implementation raises, and its Orthanc equivalent. ``docs/plugins.md`` is generated from
 these docstrings (``python docs/gen_hooks.py``) and a contract test keeps both in step.
 
-Calling conventions used:
+Calling conventions (:data:`CONVENTIONS`). Each spec carries its own, given to the marker
+(``@hookspec(convention="veto filter")``); the plugin manager's one dispatcher,
+:meth:`pacsbox.plugins.PacsboxPluginManager.call`, applies it:
 
 - **collect-all**: every implementation is called, in pluggy's order (``tryfirst``
   first, ``trylast`` last, otherwise the last registered first); the results are
   gathered. For registrations the core checks the gathered declarations (type,
   duplicates) and names the plugin in any error.
+- **isolated**: every implementation is called, in the caller's thread; one that raises is
+  logged on the ``pacsbox.plugins`` logger with its plugin's name and the others still
+  run; return values are ignored.
 - **firstresult**: implementations are called until one returns something other than
   ``None``; that result wins.
 - **veto filter**: every implementation is called; any ``False`` rejects. An
@@ -25,17 +30,18 @@ Calling conventions used:
 - **historic**: a plugin registered after the call (e.g. by a test helper) is called as
   soon as it is registered, with the same arguments.
 
-The core calls the implementations of collect-all, veto and notification hooks one at a
-time, so ``wrapper=True`` implementations are accepted only on ``get_storage_area``,
-``configure`` and ``add_hookspecs`` (and on plugin-owned hooks); elsewhere they stop the
-start-up with the plugin's name.
+The core calls the implementations of collect-all, isolated, veto and notification hooks
+one at a time, so ``wrapper=True`` implementations are accepted only on the firstresult and
+historic hooks (``get_storage_area``, ``configure``, ``add_hookspecs``, and plugin-owned
+hooks declared without one of those four conventions); elsewhere they stop the start-up
+with the plugin's name.
 
 Implement a hook with ``from pacsbox import hookimpl``; see :mod:`pacsbox` for the
 quick start and ``docs/plugins.md`` for the guide.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import pluggy
 
@@ -52,9 +58,69 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Marker project name of every pacsbox hook.
 PROJECT_NAME = "pacsbox"
 
+#: The calling conventions, as the docstrings name them ("Calling convention: **...**").
+CONVENTIONS = ("historic", "collect-all", "isolated", "firstresult", "veto filter", "notification")
+
+#: Conventions under which the core calls the implementations one at a time (to name the
+#: plugin of each declaration or failure): ``wrapper=True`` implementations are refused.
+PER_IMPL_CONVENTIONS = frozenset({"collect-all", "isolated", "veto filter", "notification"})
+
+#: Name of the attribute holding a spec's convention.
+CONVENTION_ATTR = PROJECT_NAME + "_convention"
+
+
+class HookspecMarker(pluggy.HookspecMarker):
+    """pluggy's spec marker, with the calling convention attached to the spec.
+
+    ``@hookspec(convention="veto filter")`` records the convention on the function (read
+    back with :func:`convention_of`) and sets pluggy's ``firstresult``/``historic`` options
+    to match. Without ``convention`` it is pluggy's marker as is (plugin-owned specs may
+    then be called with the named helpers, ``pm.call_veto``...).
+
+    Raises
+    ------
+    ValueError
+        ``convention`` is not one of :data:`CONVENTIONS`.
+    """
+
+    def __call__(self, function: Callable | None = None, *, convention: str | None = None,
+                 firstresult: bool = False, historic: bool = False, **options: Any) -> Any:
+        if convention is not None:
+            if convention not in CONVENTIONS:
+                raise ValueError(f"unknown calling convention {convention!r}; one of {', '.join(CONVENTIONS)}")
+            firstresult, historic = convention == "firstresult", convention == "historic"
+
+        def mark(fn: Callable) -> Callable:
+            if convention is not None:
+                setattr(fn, CONVENTION_ATTR, convention)
+            return super(HookspecMarker, self).__call__(fn, firstresult=firstresult, historic=historic, **options)
+
+        return mark if function is None else mark(function)
+
+
+def convention_of(spec_function: Callable) -> str | None:
+    """The calling convention attached to a spec function, or None.
+
+    Returns
+    -------
+    str or None
+        One of :data:`CONVENTIONS`; for a spec marked without one, ``"firstresult"`` or
+        ``"historic"`` when pluggy's option says so, else None.
+    """
+    conv = getattr(spec_function, CONVENTION_ATTR, None)
+    if conv is not None:
+        return conv
+    opts = getattr(spec_function, PROJECT_NAME + "_spec", None) or {}
+    if opts.get("firstresult"):
+        return "firstresult"
+    if opts.get("historic"):
+        return "historic"
+    return None
+
+
 #: Marker for hook *specifications*: the core's below, and plugin-owned extension points
 #: added through the ``add_hookspecs`` hook (re-exported as ``pacsbox.hookspec``).
-hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookspec = HookspecMarker(PROJECT_NAME)
 
 #: Marker for hook *implementations*: ``@hookimpl``, ``@hookimpl(trylast=True)``...
 #: (re-exported as ``pacsbox.hookimpl``; the core's built-in plugins use it too).
@@ -65,7 +131,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 # init
 # ----------------------------------------------------------------------------------------
 
-@hookspec(historic=True)
+@hookspec(convention="historic")
 def add_hookspecs(plugin_manager: pluggy.PluginManager) -> None:
     """Let a plugin declare hook specifications of its own.
 
@@ -99,7 +165,7 @@ def add_hookspecs(plugin_manager: pluggy.PluginManager) -> None:
     """
 
 
-@hookspec(historic=True)
+@hookspec(convention="historic")
 def configure(config: Config) -> None:
     """Read and check the configuration before the app's services are built.
 
@@ -138,7 +204,7 @@ def configure(config: Config) -> None:
     """
 
 
-@hookspec
+@hookspec(convention="collect-all")
 def startup(ctx: ServerContext) -> None:
     """Start the plugin's own services once the app is fully built.
 
@@ -171,11 +237,11 @@ def startup(ctx: ServerContext) -> None:
     """
 
 
-@hookspec
+@hookspec(convention="isolated")
 def shutdown(ctx: ServerContext) -> None:
     """Stop the plugin's services (close sockets, join threads).
 
-    Calling convention: **collect-all**, each implementation isolated (results ignored).
+    Calling convention: **isolated** (every implementation is called; results ignored).
     Called once by ``app.close()`` (``pacsbox serve`` calls it on SIGTERM/SIGINT),
     before the job workers stop, the jobs registry is saved and the index is closed, so
     ``ctx`` is still fully usable.
@@ -205,7 +271,7 @@ def shutdown(ctx: ServerContext) -> None:
 # register
 # ----------------------------------------------------------------------------------------
 
-@hookspec
+@hookspec(convention="collect-all")
 def register_routes(ctx: ServerContext) -> Sequence[RouteSpec]:
     """Declare REST routes.
 
@@ -246,7 +312,7 @@ def register_routes(ctx: ServerContext) -> Sequence[RouteSpec]:
     """
 
 
-@hookspec
+@hookspec(convention="collect-all")
 def register_job_types(ctx: ServerContext) -> Sequence[type[Job]]:
     """Declare job types, so that jobs can be submitted and reloaded after a restart.
 
@@ -281,7 +347,7 @@ def register_job_types(ctx: ServerContext) -> Sequence[type[Job]]:
     """
 
 
-@hookspec
+@hookspec(convention="collect-all")
 def register_metrics(ctx: ServerContext) -> Sequence[MetricSpec]:
     """Declare metrics (description only; values are recorded at run time through ``ctx.metrics``).
 
@@ -322,7 +388,7 @@ def register_metrics(ctx: ServerContext) -> Sequence[MetricSpec]:
 # provide
 # ----------------------------------------------------------------------------------------
 
-@hookspec(firstresult=True)
+@hookspec(convention="firstresult")
 def get_storage_area(config: Config) -> StorageArea | None:
     """Provide the storage area where DICOM files and attachments are written.
 
@@ -361,7 +427,7 @@ def get_storage_area(config: Config) -> StorageArea | None:
 # filter
 # ----------------------------------------------------------------------------------------
 
-@hookspec
+@hookspec(convention="veto filter")
 def filter_incoming_http_request(method: str, uri: str, ip: str, username: str | None,
                                  headers: Mapping[str, str]) -> bool | None:
     """Accept or refuse an HTTP request before it is routed.
@@ -404,7 +470,7 @@ def filter_incoming_http_request(method: str, uri: str, ip: str, username: str |
     """
 
 
-@hookspec
+@hookspec(convention="veto filter")
 def filter_received_instance(dataset: pydicom.Dataset, origin: Mapping[str, Any]) -> bool | None:
     """Accept or refuse a DICOM instance before it is stored (REST, C-STORE, jobs).
 
@@ -445,7 +511,7 @@ def filter_received_instance(dataset: pydicom.Dataset, origin: Mapping[str, Any]
 # notify
 # ----------------------------------------------------------------------------------------
 
-@hookspec
+@hookspec(convention="notification")
 def instance_stored(ctx: ServerContext, instance_id: str, dataset: pydicom.Dataset) -> None:
     """A new instance was stored (not called for ``AlreadyStored`` or ``FilteredOut``).
 
@@ -483,7 +549,7 @@ def instance_stored(ctx: ServerContext, instance_id: str, dataset: pydicom.Datas
     """
 
 
-@hookspec
+@hookspec(convention="notification")
 def change_recorded(ctx: ServerContext, change: Mapping[str, Any]) -> None:
     """An entry was written to the change log (``/changes``).
 
@@ -515,7 +581,7 @@ def change_recorded(ctx: ServerContext, change: Mapping[str, Any]) -> None:
     """
 
 
-@hookspec
+@hookspec(convention="notification")
 def job_state_changed(ctx: ServerContext, job_info: JobInfo) -> None:
     """A job changed state (every transition of the jobs state machine, submission included).
 
@@ -550,3 +616,8 @@ def job_state_changed(ctx: ServerContext, job_info: JobInfo) -> None:
     Orthanc equivalent: ``OrthancPluginRegisterOnChangeCallback`` with the
     ``JobSubmitted``, ``JobSuccess`` and ``JobFailure`` change types.
     """
+
+
+#: Every core hook with its calling convention, in declaration order.
+CORE_CONVENTIONS: dict[str, str] = {name: getattr(fn, CONVENTION_ATTR) for name, fn in list(globals().items())
+                                    if callable(fn) and hasattr(fn, CONVENTION_ATTR)}

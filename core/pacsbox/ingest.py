@@ -199,10 +199,10 @@ class Ingest:
                 raise OrthancError(ErrorCode.BAD_FILE_FORMAT,
                                    "missing StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID")
             idents.append(v)
-        if ctx.notifier.has_listeners("filter_received_instance"):
+        if ctx.pm.has_impls("filter_received_instance"):
             full = pydicom.dcmread(io.BytesIO(data), force=True)
             failed: list[str] = []
-            if not ctx.hooks.filter_received_instance(full, origin, failed):
+            if not ctx.pm.call("filter_received_instance", {"dataset": full, "origin": origin}, failed=failed):
                 return StoreResult("FilteredOut", failed_filters=tuple(failed))
         ids = hierarchy_ids(*idents)
         index = ctx.index

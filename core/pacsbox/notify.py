@@ -1,7 +1,9 @@
 """The per-app notification dispatcher: notification hooks run here, off the request path.
 
 One background thread per app drains a queue of events and calls each implementation of
-the notification hook in turn. An implementation's exception is logged with its plugin's
+the notification hook in turn, through the plugin manager's dispatcher
+(:meth:`pacsbox.plugins.PacsboxPluginManager.call`). Only hooks whose calling convention is
+``notification`` can be emitted. An implementation's exception is logged with its plugin's
 name and does not stop the others (DESIGN.md section 0, "Notification hooks").
 """
 from __future__ import annotations
@@ -43,8 +45,21 @@ class Notifier:
             self._thread = threading.Thread(target=self._run, name="pacsbox-notify", daemon=True)
             self._thread.start()
 
+    def _check(self, hook_name: str) -> None:
+        conv = self.pm.convention(hook_name)
+        if conv != "notification":
+            raise TypeError(f"hook {hook_name} is a {conv or 'convention-less'} hook, not a notification: "
+                            f"call it through the plugin manager (pm.call)")
+
     def has_listeners(self, hook_name: str) -> bool:
-        """Whether any plugin implements ``hook_name``."""
+        """Whether any plugin implements the notification hook ``hook_name``.
+
+        Raises
+        ------
+        TypeError
+            ``hook_name`` is not a notification hook.
+        """
+        self._check(hook_name)
         return self.pm.has_impls(hook_name)
 
     def emit(self, hook_name: str, _lazy: dict[str, Callable[[], Any]] | None = None, **kwargs: Any) -> None:
@@ -59,6 +74,12 @@ class Notifier:
             (e.g. parsing the dataset for ``instance_stored``).
         **kwargs
             The hook's arguments.
+
+        Raises
+        ------
+        TypeError
+            ``hook_name`` is not a notification hook (a filter or a registration hook is
+            called through :meth:`pacsbox.plugins.PacsboxPluginManager.call`).
         """
         if not self.has_listeners(hook_name):
             return
@@ -78,7 +99,7 @@ class Notifier:
                 if lazy:
                     for k, fn in lazy.items():
                         kwargs[k] = fn()
-                self.call_isolated(hook_name, kwargs)
+                self.pm.call(hook_name, kwargs)
             except Exception:  # noqa: BLE001
                 log.exception("notification %s could not be prepared", hook_name)
             finally:
@@ -86,14 +107,6 @@ class Notifier:
                     self._pending -= 1
                     if self._pending == 0:
                         self._idle.notify_all()
-
-    def call_isolated(self, hook_name: str, kwargs: dict[str, Any]) -> None:
-        """Call every implementation of ``hook_name``, logging and skipping failures.
-
-        Each failure is logged on ``pacsbox.plugins`` with the plugin's name and the
-        traceback (see :meth:`PacsboxPluginManager.call_isolated`).
-        """
-        self.pm.call_isolated(hook_name, kwargs)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until every queued notification was delivered (used by tests and shutdown)."""

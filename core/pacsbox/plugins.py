@@ -12,16 +12,16 @@
    explicit ``plugins`` given by the caller (tests);
 5. call the historic ``add_hookspecs`` hook, then ``check_pending()`` (an implementation of
    an unknown hook without ``optionalhook=True`` fails, naming the plugin);
-6. refuse ``wrapper``/``hookwrapper`` implementations of the hooks the core calls one
-   implementation at a time (:data:`PER_IMPL_HOOKS`);
+6. refuse ``wrapper``/``hookwrapper`` implementations of the hooks called one implementation
+   at a time (conventions in :data:`pacsbox.hookspecs.PER_IMPL_CONVENTIONS`);
 7. enable tracing when ``PACSBOX_TRACE_PLUGINS`` is set (every hook call is logged on the
    ``pacsbox.plugins.trace`` logger, at WARNING level so that it shows without
    ``--verbose``).
 
-The manager also carries the calling helpers the core uses
-(:meth:`PacsboxPluginManager.call_collect`, :meth:`~PacsboxPluginManager.call_isolated`,
-:meth:`~PacsboxPluginManager.call_veto`, :meth:`~PacsboxPluginManager.call_first`), so that
-every failing implementation is reported with its plugin's name.
+The manager also carries the one dispatcher of hook calls,
+:meth:`PacsboxPluginManager.call`, which applies the calling convention attached to each
+spec (:mod:`pacsbox.hookspecs`) and reports every failing implementation with its
+plugin's name.
 
 Sources: DESIGN.md section 2 ("How a plugin is discovered"); pluggy ``PluginManager``;
 Orthanc ``PluginsManager`` (``/plugins``).
@@ -63,15 +63,12 @@ DEFAULT_PLUGINS = (
     "pacsbox.builtin.modify",
 )
 
-#: Hooks that the core calls one implementation at a time (to attribute declarations to
-#: their plugin, or to isolate failures). ``wrapper=True`` implementations of these are
-#: refused at start-up because they would never be run as wrappers.
-PER_IMPL_HOOKS = frozenset({
-    "register_routes", "register_job_types", "register_metrics",
-    "startup", "shutdown",
-    "filter_incoming_http_request", "filter_received_instance",
-    "instance_stored", "change_recorded", "job_state_changed",
-})
+#: Core hooks that the core calls one implementation at a time (to attribute declarations to
+#: their plugin, or to isolate failures), derived from the conventions attached to the specs
+#: (:data:`pacsbox.hookspecs.PER_IMPL_CONVENTIONS`). ``wrapper=True`` implementations of
+#: these are refused at start-up because they would never be run as wrappers.
+PER_IMPL_HOOKS = frozenset(name for name, conv in hookspecs.CORE_CONVENTIONS.items()
+                           if conv in hookspecs.PER_IMPL_CONVENTIONS)
 
 
 class PluginLoadError(StartupError):
@@ -136,8 +133,108 @@ class PacsboxPluginManager(pluggy.PluginManager):
         """bool: whether any registered plugin implements ``hook_name``."""
         return bool(getattr(self.hook, hook_name).get_hookimpls())
 
+    def convention(self, hook_name: str) -> str | None:
+        """The calling convention of a hook, as attached to its spec.
+
+        Returns
+        -------
+        str or None
+            One of :data:`pacsbox.hookspecs.CONVENTIONS`, or None for a plugin-owned spec
+            declared without one (neither ``firstresult`` nor ``historic``).
+
+        Raises
+        ------
+        AttributeError
+            No spec of that name.
+        """
+        caller = getattr(self.hook, hook_name)
+        spec = caller.spec
+        return None if spec is None else hookspecs.convention_of(spec.function)
+
+    def call(self, hook_name: str, kwargs: Mapping[str, Any] | None = None, *, convention: str | None = None,
+             **options: Any) -> Any:
+        """Call a hook the way its calling convention says: the one dispatcher of hook calls.
+
+        Parameters
+        ----------
+        hook_name : str
+            A core hook, or a plugin-owned one.
+        kwargs : mapping, optional
+            The hook's arguments.
+        convention : str, optional
+            Expected convention. Required for a plugin-owned spec declared without one;
+            for any other it must match the spec's (a caller treating a filter as a
+            notification is a programming error).
+        **options
+            Per convention: ``done`` (collect-all: list receiving the plugins whose
+            implementation returned), ``only`` (isolated, notification: plugin names to
+            call), ``failed`` (veto filter: list receiving the plugins whose filter raised).
+
+        Returns
+        -------
+        object
+            collect-all: list of ``(plugin name, result)`` for every non-``None`` result;
+            firstresult: the first non-``None`` result; veto filter: bool (True: accepted);
+            isolated and notification: the number of implementations that raised;
+            historic: None.
+
+        Raises
+        ------
+        StartupError
+            collect-all, firstresult, historic: an implementation raised (the plugin and the
+            hook named).
+        TypeError
+            ``convention`` contradicts the spec's, or neither gives one.
+
+        Notes
+        -----
+        Notification hooks are called here by the app's notification thread; code that
+        announces an event calls :meth:`pacsbox.notify.Notifier.emit`, which queues it.
+        """
+        declared = self.convention(hook_name)
+        if declared is not None and convention is not None and convention != declared:
+            raise TypeError(f"hook {hook_name} is a {declared} hook, not a {convention} hook")
+        conv = declared or convention
+        kwargs = dict(kwargs or {})
+        if conv == "collect-all":
+            return self._collect(hook_name, kwargs, **options)
+        if conv in ("isolated", "notification"):
+            return self._isolated(hook_name, kwargs, **options)
+        if conv == "veto filter":
+            return self._veto(hook_name, kwargs, **options)
+        if conv == "firstresult":
+            return self._first(hook_name, kwargs)
+        if conv == "historic":
+            return self._historic(hook_name, kwargs)
+        raise TypeError(f"hook {hook_name} declares no calling convention (give one to @hookspec)")
+
+    # named shorthands, for plugin-owned hooks declared without a convention
     def call_collect(self, hook_name: str, kwargs: Mapping[str, Any], *,
                      done: list[str] | None = None) -> list[tuple[str, Any]]:
+        """``call(hook_name, kwargs, convention="collect-all")`` (see :meth:`call`)."""
+        return self.call(hook_name, kwargs, convention="collect-all", done=done)
+
+    def call_isolated(self, hook_name: str, kwargs: Mapping[str, Any], *,
+                      only: Iterable[str] | None = None) -> int:
+        """``call(hook_name, kwargs)`` for an isolated or notification hook (see :meth:`call`)."""
+        conv = self.convention(hook_name)
+        return self.call(hook_name, kwargs, convention=conv if conv == "notification" else "isolated", only=only)
+
+    def call_veto(self, hook_name: str, kwargs: Mapping[str, Any], failed: list[str] | None = None) -> bool:
+        """``call(hook_name, kwargs, convention="veto filter")`` (see :meth:`call`)."""
+        return self.call(hook_name, kwargs, convention="veto filter", failed=failed)
+
+    def call_first(self, hook_name: str, **kwargs: Any) -> Any:
+        """``call(hook_name, kwargs, convention="firstresult")`` (see :meth:`call`)."""
+        return self.call(hook_name, kwargs, convention="firstresult")
+
+    def call_historic(self, hook_name: str, **kwargs: Any) -> None:
+        """``call(hook_name, kwargs, convention="historic")`` (see :meth:`call`)."""
+        return self.call(hook_name, kwargs, convention="historic")
+
+    # ---- one implementation per convention ----------------------------------------------
+    def _collect(self, hook_name: str, kwargs: Mapping[str, Any], *,
+                 done: list[str] | None = None) -> list[tuple[str, Any]]:
         """Call a collect-all start-up hook, keeping each result with its plugin's name.
 
         Parameters
@@ -175,8 +272,8 @@ class PacsboxPluginManager(pluggy.PluginManager):
                 out.append((impl.plugin_name, result))
         return out
 
-    def call_isolated(self, hook_name: str, kwargs: Mapping[str, Any], *,
-                      only: Iterable[str] | None = None) -> int:
+    def _isolated(self, hook_name: str, kwargs: Mapping[str, Any], *,
+                  only: Iterable[str] | None = None) -> int:
         """Call every implementation; log and skip the ones that raise.
 
         Used for notifications (on the dispatcher thread) and ``shutdown``.
@@ -208,7 +305,7 @@ class PacsboxPluginManager(pluggy.PluginManager):
                 log.exception("plugin %r failed in hook %s", impl.plugin_name, hook_name)
         return failed
 
-    def call_veto(self, hook_name: str, kwargs: Mapping[str, Any], failed: list[str] | None = None) -> bool:
+    def _veto(self, hook_name: str, kwargs: Mapping[str, Any], failed: list[str] | None = None) -> bool:
         """Call a veto filter: every implementation runs; any ``False`` refuses.
 
         Parameters
@@ -243,7 +340,7 @@ class PacsboxPluginManager(pluggy.PluginManager):
                 accepted = False
         return accepted
 
-    def call_first(self, hook_name: str, **kwargs: Any) -> Any:
+    def _first(self, hook_name: str, kwargs: Mapping[str, Any]) -> Any:
         """Call a ``firstresult`` hook through pluggy (wrappers honoured).
 
         Returns
@@ -286,7 +383,7 @@ class PacsboxPluginManager(pluggy.PluginManager):
             tb = tb.tb_next
         return found
 
-    def call_historic(self, hook_name: str, **kwargs: Any) -> None:
+    def _historic(self, hook_name: str, kwargs: Mapping[str, Any]) -> None:
         """Call a historic hook (``configure``, ``add_hookspecs``); late plugins catch up.
 
         Raises
@@ -405,7 +502,7 @@ def build_plugin_manager(config: Config | Mapping[str, Any], *, plugins: Iterabl
         if name is not None and pm.get_plugin(name) is not None:
             name = None  # let pluggy generate a unique name
         pm.register(p, name=name)
-    pm.call_historic("add_hookspecs", plugin_manager=pm)
+    pm.call("add_hookspecs", {"plugin_manager": pm})
     pm.check_pending()
     _refuse_wrappers(pm)
     if os.environ.get(TRACE_ENV):
@@ -422,8 +519,13 @@ def build_plugin_manager(config: Config | Mapping[str, Any], *, plugins: Iterabl
 
 
 def _refuse_wrappers(pm: PacsboxPluginManager) -> None:
-    for name in PER_IMPL_HOOKS:
-        for impl in getattr(pm.hook, name).get_hookimpls():
+    """Refuse ``wrapper`` implementations of every hook (core or plugin-owned) whose
+    convention calls the implementations one at a time."""
+    for name, caller in sorted(vars(pm.hook).items()):
+        if not isinstance(caller, pluggy.HookCaller) or caller.spec is None \
+                or pm.convention(name) not in hookspecs.PER_IMPL_CONVENTIONS:
+            continue
+        for impl in caller.get_hookimpls():
             if impl.wrapper or impl.hookwrapper:
                 raise StartupError(f"plugin {impl.plugin_name!r}: hook {name} does not accept wrapper "
                                    f"implementations (the core calls its implementations one by one)")

@@ -114,16 +114,10 @@ class SecurityMiddleware:
                 if len(self._accepted) < 1024:
                     self._accepted[header] = username
         req.context.username = username
-        if self.has_filters:
-            try:
-                results = self.ctx.hooks.filter_incoming_http_request(
-                    method=req.method, uri=req.path, ip=req.remote_addr or "", username=username,
-                    headers={k.lower(): v for k, v in req.headers.items()})
-            except Exception:  # noqa: BLE001 - a broken filter fails closed
-                log.exception("filter_incoming_http_request raised; refusing %s %s", req.method, req.path)
-                results = [False]
-            if any(r is False for r in results):
-                raise falcon.HTTPForbidden()
+        if self.has_filters and not self.ctx.pm.call("filter_incoming_http_request", {
+                "method": req.method, "uri": req.path, "ip": req.remote_addr or "", "username": username,
+                "headers": {k.lower(): v for k, v in req.headers.items()}}):
+            raise falcon.HTTPForbidden()  # refused, or a filter raised (logged: fails closed)
         if req.method not in _ORTHANC_METHODS and not (req.method in _WEBDAV_METHODS and req.path[:7] == "/webdav"):
             # as Orthanc 1.10.1 on any path: HEAD and OPTIONS are unknown resources (404),
             # any other method a bad request (400); both with an empty body

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 ContentEncoder = Callable[[bytes, "pydicom.Dataset"], None]
 
 
-@hookspec
+@hookspec(convention="collect-all")
 def register_content_encoders(ctx: ServerContext) -> Mapping[str, ContentEncoder]:
     """Declare the MIME types ``POST /tools/create-dicom`` accepts in ``Content``.
 
