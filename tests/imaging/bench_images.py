@@ -15,10 +15,11 @@ machine is small and shared:
    640x480x120); then ``frames/{i}/preview`` of a new frame at each request (no answer
    reused by either server's cache);
 2. ``POST /studies/{id}/anonymize`` with ``Transcode`` JPEG-LS lossless of a CT study of
-   ``--instances`` instances (``gen_corpus.py`` of shared/bench when present, else
-   copies of ``CT_small.dcm`` with new UIDs), wall time.
+   ``--instances`` instances (copies of ``CT_small.dcm``, explicit VR little endian,
+   with new UIDs), wall time and server CPU (the process and its children, from /proc).
 
-Prints the medians and the ratios reference/pacsbox (above 1: pacsbox is faster).
+Prints the medians and the ratios reference/pacsbox (above 1: pacsbox is faster), and
+the load average before and after, since the machine is shared.
 """
 from __future__ import annotations
 
@@ -204,8 +205,8 @@ def bench_transcode(a: str, b: str, count: int, reps: int, target: str, pids: di
            "samples": {"reference": times[a], "pacsbox": times[b]}}
     if cpu[a] and cpu[b]:
         ca, cb = statistics.median(cpu[a]), statistics.median(cpu[b])
-        print(f"   server CPU: reference {ca:6.2f} s  pacsbox {cb:6.2f} s (with its workers)  ratio {ca / cb:5.2f}",
-              flush=True)
+        print(f"   server CPU: reference {ca:6.2f} s  pacsbox {cb:6.2f} s (with its workers)  ratio {ca / cb:5.2f}"
+              f"  ({ca / count * 1000:.2f} vs {cb / count * 1000:.2f} ms an instance)", flush=True)
         out.update(reference_cpu_s=round(ca, 3), pacsbox_cpu_s=round(cb, 3))
     return out
 
@@ -219,6 +220,7 @@ def main() -> None:
     p.add_argument("--skip", default="", help="comma list: preview,transcode")
     p.add_argument("--json-out")
     args = p.parse_args()
+    print("load average %.2f %.2f %.2f" % os.getloadavg(), flush=True)
     work = tempfile.mkdtemp(prefix="pacsbox-bench-img-")
     (ref, a), (ours, b) = start_servers(work)
     result = {}
@@ -236,6 +238,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(work, ignore_errors=True)
+    print("load average %.2f %.2f %.2f" % os.getloadavg(), flush=True)
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(result, f, indent=2)
