@@ -8,6 +8,9 @@
 from __future__ import annotations
 
 import io
+import logging
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Sequence
 
 import pydicom
@@ -17,9 +20,12 @@ from .dicom.ids import is_orthanc_id
 from .errors import ErrorCode, OrthancError, not_found
 from .index.index import LEVEL_NAMES, PLURAL, Resource
 from .ingest import expected_instances
+from .storage import pending
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import ServerContext
+
+log = logging.getLogger("pacsbox.resources")
 
 LEVEL_BY_PLURAL = {"patients": 0, "studies": 1, "series": 2, "instances": 3}
 _PATIENT_TAGS = frozenset(T.PATIENT_MAIN_TAGS)
@@ -58,6 +64,23 @@ def series_status(expected: int | None, indexes: Sequence[str | None]) -> str:
             return "Inconsistent"
         seen.add(i)
     return "Complete" if len(seen) == expected else "Missing"
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What :meth:`Resources.delete` removed.
+
+    Attributes
+    ----------
+    remaining_ancestor : Resource or None
+        The closest ancestor still there (Orthanc's ``RemainingAncestor``); None when the
+        patient went too.
+    removed_files : int
+        Attachments whose files were removed from the storage area.
+    """
+
+    remaining_ancestor: Resource | None
+    removed_files: int
 
 
 class Resources:
@@ -129,6 +152,56 @@ class Resources:
                     out.append(inst)
         return out
 
+    # ---- deletion -----------------------------------------------------------------------
+    def delete(self, res: Resource) -> Deletion | None:
+        """Delete a resource, its descendants, its ancestors left empty and their files.
+
+        The one deletion path: ``DELETE /{level}/{id}``, ``/tools/bulk-delete``, the jobs
+        (``KeepSource: false``, the clean-up of a failed job) and the plugins use it. The
+        index rows go in one transaction; the attachments' files are journalled
+        (:mod:`pacsbox.storage.pending`) before it commits and removed after. A file that
+        cannot be removed is logged and stays journalled, so that the next start removes
+        it: the resource is deleted either way, as in Orthanc, whose index is the truth.
+
+        Parameters
+        ----------
+        res : Resource
+            The resource (only its ``public_id`` and ``level`` are used: a stale object is
+            fine).
+
+        Returns
+        -------
+        Deletion or None
+            None when the resource no longer exists (deleted meanwhile).
+
+        Notes
+        -----
+        Records ``orthanc_storage_remove_duration_ms`` (mean time per removed file).
+        """
+        ctx = self.ctx
+        keys: list[str] = []
+        deleted = ctx.index.delete_resource(
+            res, before_commit=lambda atts: keys.extend(pending.begin(ctx, [(a.uuid, a.content_type) for a in atts])))
+        if deleted is None:
+            return None
+        remaining, atts = deleted
+        t0 = time.perf_counter()
+        removed = 0
+        try:
+            for a in atts:
+                try:
+                    ctx.storage.remove(a.uuid, a.content_type)
+                    removed += 1
+                except Exception:  # noqa: BLE001 - journalled: removed at the next start
+                    log.exception("cannot remove the file %s of deleted resource %s; the next start removes it",
+                                  a.uuid, res.public_id)
+                    keys = []
+        finally:
+            pending.end(ctx, keys)
+        if removed:
+            ctx.metrics.record_duration("orthanc_storage_remove_duration_ms", (time.perf_counter() - t0) / removed)
+        return Deletion(remaining, removed)
+
     # ---- files --------------------------------------------------------------------------
     def read_file(self, instance: Resource | str) -> bytes:
         """The stored DICOM bytes of an instance.
@@ -139,7 +212,6 @@ class Resources:
             404 when the instance or its file is unknown.
         """
         att = self._attachment(instance)
-        import time
         t0 = time.perf_counter()
         try:
             data = self.ctx.storage.read(att.uuid, 1)

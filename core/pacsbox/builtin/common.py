@@ -19,7 +19,6 @@ from typing import Any, Mapping
 
 from ..errors import ErrorCode, OrthancError
 from ..jobs.base import InstancesJob, StepResult
-from ..storage import pending
 
 log = logging.getLogger("pacsbox.builtin")
 
@@ -108,7 +107,8 @@ def new_seed() -> str:
 # ------------------------------------------------------------------------------------------
 
 def delete_instance(ctx, public_id: str) -> bool:
-    """Delete one instance (and its parents left empty) from the index and the storage.
+    """Delete one instance (and its parents left empty) through
+    :meth:`pacsbox.resources.Resources.delete`.
 
     Returns
     -------
@@ -116,23 +116,7 @@ def delete_instance(ctx, public_id: str) -> bool:
         Whether it existed.
     """
     res = ctx.index.lookup(public_id, 3)
-    if res is None:
-        return False
-    keys: list[str] = []
-    deleted = ctx.index.delete_resource(
-        res, before_commit=lambda atts: keys.extend(pending.begin(ctx, [(a.uuid, a.content_type) for a in atts])))
-    if deleted is None:
-        return False
-    try:
-        for a in deleted[1]:
-            try:
-                ctx.storage.remove(a.uuid, a.content_type)
-            except Exception:  # noqa: BLE001 - journalled: removed at the next start
-                log.warning("could not remove attachment %s of deleted instance %s", a.uuid, public_id)
-                keys = []
-    finally:
-        pending.end(ctx, keys)
-    return True
+    return res is not None and ctx.resources.delete(res) is not None
 
 
 class ParentsCache:

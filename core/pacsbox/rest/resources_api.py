@@ -7,7 +7,6 @@ import hashlib
 import logging
 import re
 import threading
-import time
 from typing import Any
 
 import falcon
@@ -183,7 +182,8 @@ class OneResource:
 
 
 def delete_resource(ctx, res) -> dict[str, Any]:
-    """Delete a resource (cascade to empty parents, storage files removed).
+    """Delete a resource (:meth:`pacsbox.resources.Resources.delete`) and give the answer of
+    ``DELETE /{level}/{id}``.
 
     Returns
     -------
@@ -195,20 +195,10 @@ def delete_resource(ctx, res) -> dict[str, Any]:
     OrthancError
         Empty 404 when the resource no longer exists.
     """
-    keys: list[str] = []
-    deleted = ctx.index.delete_resource(
-        res, before_commit=lambda atts: keys.extend(pending.begin(ctx, [(a.uuid, a.content_type) for a in atts])))
+    deleted = ctx.resources.delete(res)
     if deleted is None:  # deleted meanwhile by another request
         raise not_found()
-    remaining, atts = deleted
-    t0 = time.perf_counter()
-    try:
-        for a in atts:
-            ctx.storage.remove(a.uuid, a.content_type)
-    finally:
-        pending.end(ctx, keys)
-    if atts:
-        ctx.metrics.record_duration("orthanc_storage_remove_duration_ms", (time.perf_counter() - t0) / len(atts))
+    remaining = deleted.remaining_ancestor
     if remaining is None:
         return {"RemainingAncestor": None}
     return {"RemainingAncestor": {"ID": remaining.public_id, "Path": f"/{PLURAL[remaining.level]}/{remaining.public_id}",

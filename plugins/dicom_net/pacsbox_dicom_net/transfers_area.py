@@ -54,16 +54,8 @@ def staging_root(ctx: "ServerContext") -> str:
 
 def _delete_instance(ctx: "ServerContext", instance_id: str) -> None:
     res = ctx.index.lookup(instance_id, 3)
-    if res is None:
-        return
-    deleted = ctx.index.delete_resource(res)
-    if deleted is None:
-        return
-    for att in deleted[1]:
-        try:
-            ctx.storage.remove(att.uuid, att.content_type)
-        except Exception:  # noqa: BLE001 - the index is consistent; a stray file is harmless
-            log.warning("transfers: cannot remove attachment %s of rolled-back instance %s", att.uuid, instance_id)
+    if res is not None:
+        ctx.resources.delete(res)
 
 
 def rollback(ctx: "ServerContext", instance_ids: Iterable[str]) -> int:

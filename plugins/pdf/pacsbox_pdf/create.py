@@ -446,15 +446,8 @@ class DicomCreator:
     def _delete_series(self, series_id: str) -> None:
         ctx = self.ctx
         res = ctx.index.lookup(series_id, 2)
-        if res is None:
-            return
-        deleted = ctx.index.delete_resource(res)
-        if deleted is not None:
-            for att in deleted[1]:
-                try:
-                    ctx.storage.remove(att.uuid, att.content_type)
-                except FileNotFoundError:
-                    pass
+        if res is not None:
+            ctx.resources.delete(res)
 
     # ---- pieces ----------------------------------------------------------------------------
     def _default_charset(self) -> str:
