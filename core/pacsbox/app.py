@@ -23,7 +23,7 @@ from .jobs.base import Job
 from .jobs.engine import JobsEngine, JobTypeRegistry
 from .metrics import MetricSpec, MetricsStore
 from .notify import Notifier
-from .plugins import PacsboxPluginManager, build_plugin_manager
+from .plugins import DEFAULT_PLUGINS, PacsboxPluginManager, build_plugin_manager
 from .resources import Resources
 from .routing.middleware import MetricsMiddleware, SecurityMiddleware, XmlMiddleware
 from .routing.registry import RouteRegistry, RouteSpec
@@ -231,7 +231,7 @@ def _build(ctx: ServerContext, pm: PacsboxPluginManager, config: Config) -> Pacs
     ctx.jobs = JobsEngine(ctx, job_types, concurrent_jobs=config.int("ConcurrentJobs"),
                           history_size=config.int("JobsHistorySize"), save_jobs=config.bool("SaveJobs"))
 
-    routes = RouteRegistry()
+    routes = RouteRegistry(builtin=DEFAULT_PLUGINS)
     for plugin, spec in _declarations(pm, "register_routes", RouteSpec, ctx):
         routes.add(dataclasses.replace(spec, plugin=plugin))
     ctx.routes = routes

@@ -63,6 +63,12 @@ DEFAULT_PLUGINS = (
     "pacsbox.builtin.modify",
 )
 
+#: Built-in plugins that cannot be blocked (as pytest's ``essential_plugins``): without them
+#: a server starts but is not one (``pacsbox.rest.core`` serves ``/system``, the resources
+#: and ``/tools``; ``pacsbox.rest.jobs`` the jobs every plugin submits; the filesystem
+#: storage area is the default every other storage plugin overrides without blocking it).
+ESSENTIAL_PLUGINS = frozenset({"pacsbox.storage.filesystem", "pacsbox.rest.core", "pacsbox.rest.jobs"})
+
 #: Core hooks that the core calls one implementation at a time (to attribute declarations to
 #: their plugin, or to isolate failures), derived from the conventions attached to the specs
 #: (:data:`pacsbox.hookspecs.PER_IMPL_CONVENTIONS`). ``wrapper=True`` implementations of
@@ -417,7 +423,9 @@ def blocklist(config: Mapping[str, Any], environ: Mapping[str, str] | None = Non
     Raises
     ------
     StartupError
-        ``PluginsBlocklist`` is neither a list of strings nor a string.
+        ``PluginsBlocklist`` is neither a list of strings nor a string, or it or the
+        environment variable names an essential built-in plugin
+        (:data:`ESSENTIAL_PLUGINS`).
     """
     environ = os.environ if environ is None else environ
     value = config.get("PluginsBlocklist") or []
@@ -425,9 +433,13 @@ def blocklist(config: Mapping[str, Any], environ: Mapping[str, str] | None = Non
         value = value.split(",")
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise StartupError("configuration option \"PluginsBlocklist\" must be a list of plugin names")
-    names = {v.strip() for v in value if v.strip()}
-    names |= {v.strip() for v in environ.get(BLOCKLIST_ENV, "").split(",") if v.strip()}
-    return frozenset(names)
+    from_config = {v.strip() for v in value if v.strip()}
+    from_env = {v.strip() for v in environ.get(BLOCKLIST_ENV, "").split(",") if v.strip()}
+    for name in sorted((from_config | from_env) & ESSENTIAL_PLUGINS):
+        where = "the option PluginsBlocklist" if name in from_config else f"the environment variable {BLOCKLIST_ENV}"
+        raise StartupError(f"plugin {name!r} is essential and cannot be blocked (named by {where}); the "
+                           f"essential plugins are {', '.join(sorted(ESSENTIAL_PLUGINS))}")
+    return frozenset(from_config | from_env)
 
 
 def _plugin_name(p: Any) -> str | None:
