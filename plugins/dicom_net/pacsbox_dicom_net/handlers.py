@@ -15,8 +15,10 @@ status   when
          ``filter_received_instance`` filter returning False (Orthanc 1.10.1 answers
          success "to keep backward compatibility")
 0x0124   refused: not authorized (the command is not allowed to the calling AET)
-0xA700   C-STORE: an error while storing, or a ``filter_received_instance`` filter that
-         raised (Orthanc's ``STATUS_STORE_Refused_OutOfResources`` for an exception)
+0xA700   C-STORE: an error while storing, or a ``filter_received_instance`` or
+         ``filter_incoming_cstore`` filter that raised (Orthanc's
+         ``STATUS_STORE_Refused_OutOfResources`` for an exception)
+(any)    C-STORE: the status a ``filter_incoming_cstore`` implementation returned
 0xA900   C-STORE: the data set's SOP Class/Instance UID differs from the command's
 0xC000   cannot understand / unable to process (unparseable data set, handler failure)
 0xFE00   C-FIND: answers cut at ``LimitFindResults``/``LimitFindInstances``
@@ -28,7 +30,7 @@ import io
 import logging
 import ssl
 import struct
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import pydicom
 from pydicom.charset import convert_encodings
@@ -162,6 +164,84 @@ def _hook_failed(ctx: Any, hook: str, exc: BaseException) -> None:
               exc_info=exc)
 
 
+class HookFailed(Exception):
+    """An implementation of a chained or first-result hook of this plugin raised, or
+    returned a value of the wrong type.
+
+    Attributes
+    ----------
+    plugin : str
+        The implementation's plugin name.
+    hook : str
+        The hook's name.
+    error : BaseException
+        What it raised (a ``TypeError`` for a wrong result).
+    """
+
+    def __init__(self, plugin: str, hook: str, error: BaseException) -> None:
+        super().__init__(f"plugin {plugin!r} failed in hook {hook}: {type(error).__name__}: {error}")
+        self.plugin, self.hook, self.error = plugin, hook, error
+
+
+def _implementations(ctx: Any, hook: str) -> list[Any]:
+    """The implementations of ``hook`` in pluggy's calling order (wrappers left out)."""
+    caller = getattr(ctx.pm.hook, hook, None)
+    if caller is None:
+        return []
+    return [i for i in reversed(caller.get_hookimpls()) if not (i.wrapper or i.hookwrapper)]
+
+
+def call_chain(ctx: Any, hook: str, name: str, value: Any, expected: type | tuple[type, ...],
+               valid: Callable[[Any], bool] | None = None, **kwargs: Any) -> Any:
+    """Call a **chained filter** of this plugin (``filter_incoming_find``,
+    ``filter_incoming_worklist``, ``filter_outgoing_find``).
+
+    Parameters
+    ----------
+    ctx : ServerContext
+    hook : str
+        The hook's name.
+    name : str
+        The name of the argument that is chained (``"query"``).
+    value : object
+        Its value for the first implementation.
+    expected : type or tuple of type
+        What an implementation may return besides ``None``.
+    valid : callable, optional
+        A further check of a result (``valid(result) -> bool``).
+    **kwargs
+        The other arguments of the hook.
+
+    Returns
+    -------
+    object
+        What the last implementation that returned something gave (``value`` when none
+        did, or when no plugin implements the hook).
+
+    Raises
+    ------
+    HookFailed
+        An implementation raised, or returned something not ``None`` nor ``expected``;
+        the implementations after it are not called.
+    """
+    for impl in _implementations(ctx, hook):
+        args = {**kwargs, name: value}
+        try:
+            out = impl.function(*[args[a] for a in impl.argnames])
+        except Exception as e:  # noqa: BLE001 - reported with the plugin's name
+            raise HookFailed(impl.plugin_name, hook, e) from e
+        if out is None:
+            continue
+        if not isinstance(out, expected) or (valid is not None and not valid(out)):
+            raise HookFailed(impl.plugin_name, hook, TypeError(f"returned an invalid {type(out).__name__}"))
+        value = out
+    return value
+
+
+def _hook_error(exc: HookFailed) -> None:
+    log.error("%s", exc, exc_info=exc.error if not isinstance(exc.error, TypeError) else None)
+
+
 # ---- C-ECHO ------------------------------------------------------------------------------
 
 def handle_echo(event: Any, ctx: Any) -> int:
@@ -261,6 +341,9 @@ def handle_store(event: Any, ctx: Any) -> int:
                   uids[0], uids[1], req.AffectedSOPClassUID, req.AffectedSOPInstanceUID)
         return STATUS_DOES_NOT_MATCH
     origin = {"Origin": "DicomProtocol", **peer(event)}
+    refused = _cstore_filter(ctx, data, origin, uids[1])
+    if refused is not None:
+        return refused
     try:
         result = ctx.ingest.store(data, origin)
     except OrthancError as e:
@@ -278,6 +361,42 @@ def handle_store(event: Any, ctx: Any) -> int:
             return STATUS_OUT_OF_RESOURCES
         log.info("C-STORE: instance %s discarded by a filter", uids[1])
     return STATUS_SUCCESS
+
+
+def _cstore_filter(ctx: Any, data: bytes, origin: Mapping[str, Any], sop_uid: str) -> int | None:
+    """Ask the ``filter_incoming_cstore`` implementations (first result wins).
+
+    Returns
+    -------
+    int or None
+        None to store the instance; else the C-STORE status to answer (nothing stored):
+        the status an implementation returned, ``0xA700`` when one raised or returned
+        something else than None or an integer in 0..0xFFFF, ``0xC000`` when the data
+        set cannot be parsed for them.
+    """
+    impls = _implementations(ctx, "filter_incoming_cstore")
+    if not impls:
+        return None
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+    except Exception:  # noqa: BLE001 - the data set cannot be read: nothing to filter nor store
+        log.exception("C-STORE: cannot parse the instance %s for filter_incoming_cstore", sop_uid)
+        return STATUS_CANNOT_UNDERSTAND
+    for impl in impls:
+        args = {"dataset": dataset, "origin": origin}
+        try:
+            status = impl.function(*[args[a] for a in impl.argnames])
+            if status is None:
+                continue
+            if isinstance(status, bool) or not isinstance(status, int) or not 0 <= status <= 0xFFFF:
+                raise TypeError(f"returned {status!r}, not None or a DIMSE status (0..0xFFFF)")
+        except Exception as e:  # noqa: BLE001 - a broken filter refuses (fail closed)
+            _hook_error(HookFailed(impl.plugin_name, "filter_incoming_cstore", e))
+            return STATUS_OUT_OF_RESOURCES
+        log.info("C-STORE: instance %s refused by plugin %r (filter_incoming_cstore) with status 0x%04X",
+                 sop_uid, impl.plugin_name, status)
+        return status
+    return None
 
 
 # ---- C-FIND ------------------------------------------------------------------------------
@@ -536,6 +655,10 @@ def handle_find(event: Any, ctx: Any) -> Iterator[tuple[int, Dataset | None]]:
     Modality Worklist (PS3.4 K.6.1): answers come from the ``find_worklist_answers``
     hook, sent as returned.
 
+    Before either, the chained filter ``filter_incoming_find`` (or
+    ``filter_incoming_worklist``) may rewrite the identifier; what it returns is the
+    query (matching keys and answered keys), as Orthanc's Lua ``Incoming*RequestFilter``.
+
     Yields
     ------
     (int, pydicom.Dataset or None)
@@ -551,6 +674,13 @@ def handle_find(event: Any, ctx: Any) -> Iterator[tuple[int, Dataset | None]]:
     try:
         query = event.identifier
         origin = dict(peer(event))
+        try:
+            query = call_chain(ctx, "filter_incoming_worklist" if worklist else "filter_incoming_find", "query",
+                               query, Dataset, origin=origin)
+        except HookFailed as e:
+            _hook_error(e)
+            yield STATUS_CANNOT_UNDERSTAND, None
+            return
         if worklist:
             hook = "find_worklist_answers"
             try:

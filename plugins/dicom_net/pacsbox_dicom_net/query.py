@@ -17,10 +17,16 @@ SCP (reference section 9.5):
 - (0008,0005) is ``ISO_IR 100`` (``DefaultEncoding`` Latin-1) unless the query sets it;
 - Patient Root FIND for the patient level, Study Root FIND otherwise; Modality Worklist
   FIND for ``find-worklist``.
+
+Before all that, :func:`run_query` (``/modalities/{id}/query`` and the child queries of
+``/queries``) gives the keys to the chained filter ``filter_outgoing_find``, as Orthanc
+1.10.1's ``QueryRetrieveHandler`` gives them to the Lua ``OutgoingFindRequestFilter``; the
+``find-*`` routes do not.
 """
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 import uuid
@@ -37,6 +43,8 @@ from pacsbox import ErrorCode, OrthancError, dataset_to_json, parse_tag, tag_to_
 from .modalities import Modality
 from .scu import open_association, scu_timeout
 from .state import plugin_state
+
+log = logging.getLogger("pacsbox.dicom_net.query")
 
 #: Orthanc's resource-type spellings (``StringToResourceType``, case-insensitive) -> level.
 _LEVEL_NAMES = {"PATIENT": "Patient", "PATIENTS": "Patient", "STUDY": "Study", "STUDIES": "Study",
@@ -649,16 +657,61 @@ def run_query(ctx: Any, modality_name: str, level: str, fields: Mapping[int, str
     Raises
     ------
     OrthancError
-        404 for an unknown modality; 500 ``NETWORK_PROTOCOL`` (see :func:`run_find`).
+        404 for an unknown modality; 500 ``NETWORK_PROTOCOL`` (see :func:`run_find`);
+        what a ``filter_outgoing_find`` implementation raised (see
+        :func:`filter_outgoing`).
     """
     modality = get_modality(ctx, modality_name)
-    ident = find_identifier(level, fields, normalize=normalize, manufacturer=modality.manufacturer,
+    sent = filter_outgoing(ctx, modality_name, modality, level, fields)
+    ident = find_identifier(level, sent, normalize=normalize, manufacturer=modality.manufacturer,
                             charset=default_charset(ctx))
     answers = run_find(ctx, modality, ident, local_aet=local_aet, timeout=timeout)
     result = QueryResult(str(uuid.uuid4()), modality_name, modality, level, dict(fields), normalize, local_aet,
                          timeout, answers)
     query_store(ctx).add(result)
     return result
+
+
+def filter_outgoing(ctx: Any, modality_name: str, modality: Modality, level: str,
+                    fields: Mapping[int, str]) -> Mapping[int, str]:
+    """The keys of a query after the ``filter_outgoing_find`` implementations.
+
+    Parameters
+    ----------
+    ctx : ServerContext
+    modality_name : str
+    modality : Modality
+    level : str
+        One of :data:`LEVELS`.
+    fields : mapping of int to str
+        The query as submitted.
+
+    Returns
+    -------
+    mapping of int to str
+        ``fields`` itself when no plugin implements the hook.
+
+    Raises
+    ------
+    OrthancError
+        What an implementation raised as an ``OrthancError`` (e.g. a Lua error, 500
+        ``CannotExecuteLua``); 500 ``INTERNAL_ERROR`` naming the plugin for any other
+        exception, or a result that is not a mapping of tags to strings (logged).
+    """
+    from .handlers import HookFailed, call_chain
+    description = {"Name": modality_name, **modality.to_json()}
+    try:
+        return call_chain(ctx, "filter_outgoing_find", "query", dict(fields), Mapping, _tags_to_text, level=level,
+                          modality=description)
+    except HookFailed as e:
+        if isinstance(e.error, OrthancError):
+            raise e.error from None
+        log.error("%s", e, exc_info=e.error)
+        raise OrthancError(ErrorCode.INTERNAL_ERROR, str(e)) from None
+
+
+def _tags_to_text(value: Mapping[Any, Any]) -> bool:
+    return all(isinstance(k, int) and not isinstance(k, bool) and isinstance(v, str) for k, v in value.items())
 
 
 def short_keys(fields: Mapping[int, Any]) -> dict[str, Any]:

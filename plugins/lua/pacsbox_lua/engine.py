@@ -57,7 +57,9 @@ BATCH_AGE_MAX = 1.0
 #: The callbacks pacsbox calls (``has_function`` knows these).
 CALLBACKS = ("Initialize", "Finalize", "OnStoredInstance", "OnStableStudy", "OnStableSeries", "OnStablePatient",
              "OnChange", "OnHeartBeat", "OnJobSubmitted", "OnJobSuccess", "OnJobFailure", "ReceivedInstanceFilter",
-             "IncomingHttpRequestFilter")
+             "IncomingHttpRequestFilter", "IncomingFindRequestFilter", "IncomingWorklistRequestFilter",
+             "OutgoingFindRequestFilter", "ReceivedCStoreInstanceFilter", "IncomingCStoreInstanceFilter",
+             "OnUpdatedPatient", "OnUpdatedStudy", "OnUpdatedSeries", "OnUpdatedInstance")
 
 
 def orthanc_origin(origin: Mapping[str, Any]) -> dict[str, str]:
@@ -312,7 +314,7 @@ class LuaEngine:
         """
         return name in self._defined
 
-    def call(self, name: str, *args: Any, operations: bool = False) -> Any:
+    def call(self, name: str, *args: Any, operations: bool = False, keep_strings: bool = False) -> Any:
         """Call the global Lua function ``name`` if it exists.
 
         Parameters
@@ -324,6 +326,9 @@ class LuaEngine:
         operations : bool
             Collect the operations the callback records (``SendToModality``...) and run
             them afterwards on the operations thread.
+        keep_strings : bool
+            Convert the result as Orthanc's ``ExecuteToJson(..., keepStrings=true)``:
+            numbers become strings (see :meth:`to_json`).
 
         Returns
         -------
@@ -344,7 +349,7 @@ class LuaEngine:
                 self._take_operations()
             result = fn(*[self.to_lua(a) for a in args])
             pending = self._take_operations() if operations else None
-            return self.to_json(result), pending
+            return self.to_json(result, keep_strings), pending
         out = self._run(run, name)
         if out is None:
             return None
@@ -352,6 +357,21 @@ class LuaEngine:
         if pending is not None:
             self._submit_operations(pending)
         return result
+
+    def call_or_raise(self, name: str, *args: Any, keep_strings: bool = False) -> Any:
+        """:meth:`call` for a filter whose error the caller reports: a Lua error (or time
+        limit) is raised as an :class:`~pacsbox.OrthancError`.
+
+        Raises
+        ------
+        OrthancError
+            ``CANNOT_EXECUTE_LUA`` with Lua's message (file and line), as Orthanc raises
+            it from a Lua callback.
+        """
+        try:
+            return self.call(name, *args, keep_strings=keep_strings)
+        except _lua53.LuaError as e:
+            raise OrthancError(ErrorCode.CANNOT_EXECUTE_LUA, _message(e)) from None
 
     def _take_pending(self):
         with self.lock:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from pacsbox import ConfigError, OrthancError, RouteSpec, StartupError, hookimpl, read_body, send_text
+from pacsbox import ConfigError, ErrorCode, OrthancError, RouteSpec, StartupError, hookimpl, read_body, send_text
 
+from .dicom import fields_query, fields_table, json_worklist, query_table, table_fields, worklist_json
 from .engine import LuaEngine, orthanc_origin, simplified_tags
 
 log = logging.getLogger("pacsbox.lua")
@@ -33,9 +34,13 @@ FILTERS_KEY = "lua.filters"
 _STABLE = {"StablePatient": ("OnStablePatient", "patients"), "StableStudy": ("OnStableStudy", "studies"),
            "StableSeries": ("OnStableSeries", "series")}
 _JOB_EVENTS = {"Success": "OnJobSuccess", "Failure": "OnJobFailure"}
+#: The changes that call ``OnUpdated<Level>(id)`` (Orthanc's ``LuaScripting::UpdateEvent``).
+_UPDATES = frozenset(("UpdatedAttachment", "UpdatedMetadata"))
+_UPDATED = {"Patient": "OnUpdatedPatient", "Study": "OnUpdatedStudy", "Series": "OnUpdatedSeries",
+            "Instance": "OnUpdatedInstance"}
 #: The callbacks served by the notification hooks.
 NOTIFICATION_CALLBACKS = ("OnStoredInstance", "OnChange", "OnStableStudy", "OnStableSeries", "OnStablePatient",
-                          "OnJobSubmitted", "OnJobSuccess", "OnJobFailure")
+                          "OnJobSubmitted", "OnJobSuccess", "OnJobFailure", *_UPDATED.values())
 
 #: Study-level tags Orthanc keeps for ``OnStableStudy`` (``DicomMap::ExtractStudyInformation``
 #: discards the patient's tags that a study carries).
@@ -106,6 +111,17 @@ class _HttpFilter:
         return result
 
 
+def _instance_arguments(dataset: Any, origin: Mapping[str, Any]) -> tuple[dict, dict, dict]:
+    """``(tags, origin, info)`` of Orthanc's instance filters: the simplified tags, the
+    origin table and ``{"HasPixelData", "TransferSyntaxUID"}``."""
+    meta = getattr(dataset, "file_meta", None)
+    info: dict[str, Any] = {"HasPixelData": "PixelData" in dataset}
+    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if ts:
+        info["TransferSyntaxUID"] = str(ts)
+    return simplified_tags(dataset), orthanc_origin(origin), info
+
+
 class _InstanceFilter:
     """``ReceivedInstanceFilter(tags, origin, info)``, in the storing thread."""
 
@@ -115,16 +131,152 @@ class _InstanceFilter:
     @hookimpl
     def filter_received_instance(self, dataset: Any, origin: Mapping[str, Any]) -> bool | None:
         """Ask the script; anything but ``true`` refuses the instance."""
-        meta = getattr(dataset, "file_meta", None)
-        info = {"HasPixelData": "PixelData" in dataset}
-        ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
-        if ts:
-            info["TransferSyntaxUID"] = str(ts)
-        result = self.engine.call("ReceivedInstanceFilter", simplified_tags(dataset), orthanc_origin(origin), info)
+        result = self.engine.call("ReceivedInstanceFilter", *_instance_arguments(dataset, origin))
         if not isinstance(result, bool):
             log.error("Lua: ReceivedInstanceFilter() must return a Boolean; the instance is refused")
             return False
         return result
+
+
+def _lua_integer(value: Any, name: str) -> int:
+    """A callback's result read as Orthanc's ``LuaFunctionCall::ExecuteToInt``: a number
+    (or numeric string) as an integer, a non-integral one as 0 (``lua_tointeger``).
+
+    Raises
+    ------
+    OrthancError
+        ``LUA_RETURNS_NO_STRING`` (Orthanc's error there) for anything else.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise OrthancError(ErrorCode.LUA_RETURNS_NO_STRING, f"Lua: {name}() must return a number")
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else 0
+    return value
+
+
+class _CStoreFilter:
+    """``ReceivedCStoreInstanceFilter(tags, origin, info)`` (Orthanc 1.10.1) and
+    ``IncomingCStoreInstanceFilter(tags, origin, info)`` (pacsbox's, with the convention of
+    Orthanc's plugin SDK), through the dicom_net plugin's ``filter_incoming_cstore``, in
+    the SCP's thread, with the filters' interpreter."""
+
+    def __init__(self, engine: LuaEngine) -> None:
+        self.engine = engine
+
+    @hookimpl(optionalhook=True)
+    def filter_incoming_cstore(self, dataset: Any, origin: Mapping[str, Any]) -> int | None:
+        """``ReceivedCStoreInstanceFilter`` first: a result whose low 16 bits are 0
+        discards the instance with Success, anything else stores it, as Orthanc 1.10.1
+        (which turns the integer into a Boolean). Then ``IncomingCStoreInstanceFilter``: 0
+        stores, another number (low 16 bits) refuses the instance with that DIMSE status.
+
+        Raises
+        ------
+        OrthancError
+            The script failed or returned something else than a number: the SCP answers
+            ``0xA700`` (as Orthanc answers a filter that throws).
+        """
+        engine = self.engine
+        received = engine.has_function("ReceivedCStoreInstanceFilter")
+        incoming = engine.has_function("IncomingCStoreInstanceFilter")
+        if not (received or incoming):
+            return None
+        args = _instance_arguments(dataset, origin)
+        if received:
+            result = engine.call_or_raise("ReceivedCStoreInstanceFilter", *args)
+            if _lua_integer(result, "ReceivedCStoreInstanceFilter") & 0xFFFF == 0:
+                return 0
+        if incoming:
+            result = engine.call_or_raise("IncomingCStoreInstanceFilter", *args)
+            return (_lua_integer(result, "IncomingCStoreInstanceFilter") & 0xFFFF) or None
+        return None
+
+
+def _find_origin(origin: Mapping[str, Any]) -> dict[str, str]:
+    """Orthanc's ``origin`` of the C-FIND filters (``OrthancFindRequestHandler::FormatOrigin``).
+    Its ``Manufacturer`` is always ``Generic``: Orthanc 1.10.1's C-FIND SCP never looks the
+    caller up among the modalities (checked side by side with a caller whose modality is
+    ``GE``)."""
+    return {"RemoteIp": str(origin.get("RemoteIP") or ""), "RemoteAet": str(origin.get("RemoteAET") or ""),
+            "CalledAet": str(origin.get("CalledAET") or ""), "Manufacturer": "Generic"}
+
+
+class _FindFilter:
+    """``IncomingFindRequestFilter(query, origin)``, through the dicom_net plugin's
+    ``filter_incoming_find``, in the SCP's thread, with the main interpreter (as Orthanc:
+    ``execute-script`` can define it)."""
+
+    def __init__(self, engine: LuaEngine) -> None:
+        self.engine = engine
+
+    @hookimpl(optionalhook=True)
+    def filter_incoming_find(self, query: Any, origin: Mapping[str, Any]) -> Any:
+        """Give the script the query as a flat table; what it returns is the query
+        (the sequences of the received one kept).
+
+        Raises
+        ------
+        OrthancError
+            A Lua error, or a result that is not a table of tag names to strings (the
+            SCP answers ``0xC000``, as Orthanc).
+        """
+        if not self.engine.has_function("IncomingFindRequestFilter"):
+            return None
+        default = getattr(self.engine.ctx.ingest, "default_encoding", "latin_1")
+        result = self.engine.call_or_raise("IncomingFindRequestFilter", query_table(query, default),
+                                           _find_origin(origin), keep_strings=True)
+        return fields_query(table_fields(result), query)
+
+
+class _WorklistFilter:
+    """``IncomingWorklistRequestFilter(query, origin)``, through the dicom_net plugin's
+    ``filter_incoming_worklist``, in the SCP's thread, with the main interpreter."""
+
+    def __init__(self, engine: LuaEngine) -> None:
+        self.engine = engine
+
+    @hookimpl(optionalhook=True)
+    def filter_incoming_worklist(self, query: Any, origin: Mapping[str, Any]) -> Any:
+        """Give the script the query in Orthanc's short JSON (sequences as arrays of
+        tables); what it returns is the query.
+
+        Raises
+        ------
+        OrthancError
+            A Lua error, or a result that is not such a table (the SCP answers ``0xC000``).
+        """
+        if not self.engine.has_function("IncomingWorklistRequestFilter"):
+            return None
+        default = getattr(self.engine.ctx.ingest, "default_encoding", "latin_1")
+        result = self.engine.call_or_raise("IncomingWorklistRequestFilter", worklist_json(query, default),
+                                           _find_origin(origin), keep_strings=True)
+        return json_worklist(result, query)
+
+
+class _OutgoingFindFilter:
+    """``OutgoingFindRequestFilter(query, modality)``, through the dicom_net plugin's
+    ``filter_outgoing_find``, in the REST request's thread, with the main interpreter."""
+
+    def __init__(self, engine: LuaEngine) -> None:
+        self.engine = engine
+
+    @hookimpl(optionalhook=True)
+    def filter_outgoing_find(self, query: Mapping[int, str], level: str,
+                             modality: Mapping[str, Any]) -> Mapping[int, str] | None:
+        """Give the script the keys as a flat table and the modality's AET; what it
+        returns is sent (then normalized).
+
+        Raises
+        ------
+        OrthancError
+            500 ``CannotExecuteLua`` for a Lua error, ``LuaBadOutput`` for a result that
+            is not a table of tag names to strings: the route answers it, as Orthanc.
+        """
+        if not self.engine.has_function("OutgoingFindRequestFilter"):
+            return None
+        result = self.engine.call_or_raise("OutgoingFindRequestFilter", fields_table(query),
+                                           str(modality.get("AET", "")), keep_strings=True)
+        return table_fields(result)
 
 
 def _on_stored(engine: LuaEngine, instance_id: str) -> None:
@@ -168,6 +320,10 @@ class _Notifications:
         stable = _STABLE.get(change.get("ChangeType"))
         if engine.has_function("OnChange") or (stable and engine.has_function(stable[0])):
             engine.post(lambda: _on_change(engine, change))
+        updated = _UPDATED.get(change.get("ResourceType")) if change.get("ChangeType") in _UPDATES else None
+        if updated and engine.has_function(updated):
+            rid = change.get("ID")
+            engine.post(lambda: engine.call(updated, rid))
 
     @hookimpl
     def job_state_changed(self, ctx: Any, job_info: Any) -> None:
@@ -221,6 +377,11 @@ def refresh_hooks(ctx: Any) -> None:
     for key, owner, callbacks, factory in (
             ("filter", filters, ("ReceivedInstanceFilter",), lambda: _InstanceFilter(filters)),
             ("http", filters, ("IncomingHttpRequestFilter",), lambda: _HttpFilter(filters)),
+            ("cstore", filters, ("ReceivedCStoreInstanceFilter", "IncomingCStoreInstanceFilter"),
+             lambda: _CStoreFilter(filters)),
+            ("find", engine, ("IncomingFindRequestFilter",), lambda: _FindFilter(engine)),
+            ("worklist", engine, ("IncomingWorklistRequestFilter",), lambda: _WorklistFilter(engine)),
+            ("outgoing", engine, ("OutgoingFindRequestFilter",), lambda: _OutgoingFindFilter(engine)),
             ("notify", engine, NOTIFICATION_CALLBACKS, lambda: _Notifications(engine))):
         wanted = any(owner.has_function(c) for c in callbacks)
         current = state.get(key)
