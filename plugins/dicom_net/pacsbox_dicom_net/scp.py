@@ -65,6 +65,7 @@ from pacsbox import ConfigError
 
 from . import handlers, worklist
 from .modalities import aet_equal
+from .receive import PDataReader
 from .scu import set_nodelay, tls_context
 from .state import plugin_state
 
@@ -209,6 +210,11 @@ def accepted_contexts(ctx: Any, requested: list[PresentationContext]) -> tuple[l
     return list(out.values()), unknown
 
 
+#: Longest wait (s) of an idle association's threads between two checks of pynetdicom's
+#: timers and flags; anything the peer or the server does wakes them before.
+IDLE_WAIT = 0.05
+
+
 class _WakingDUL(DULServiceProvider):
     """pynetdicom's DUL provider, waking at once when there is work.
 
@@ -222,38 +228,70 @@ class _WakingDUL(DULServiceProvider):
     """
 
     _pacsbox_wake: tuple[int, int] | None = None
+    #: Whether the PDUs of the established association are read by a
+    #: :class:`~pacsbox_dicom_net.receive.PDataReader` (set by :func:`_make_prompt`).
+    _pacsbox_fast: bool = False
+    _pacsbox_reader: PDataReader | None = None
+
+    def _is_transport_event(self) -> bool:
+        reader = self._pacsbox_reader
+        if reader is None:
+            if not self._pacsbox_fast or self.state_machine.current_state != "Sta6":
+                return super()._is_transport_event()
+            sock = getattr(self.socket, "socket", None)
+            if sock is None or isinstance(sock, ssl.SSLSocket):
+                self._pacsbox_fast = False
+                return super()._is_transport_event()
+            reader = self._pacsbox_reader = PDataReader(self)
+        elif not reader.buf and self.state_machine.current_state != "Sta6":
+            return super()._is_transport_event()  # the association is ending: pynetdicom's
+        return reader.poll()
+
+    #: Current bound (s) of the wait for work: 1 ms after activity, doubling while idle
+    #: up to :data:`IDLE_WAIT`. Incoming bytes and primitives to send wake the wait at
+    #: once whatever its bound; the bound only paces pynetdicom's timer checks (ARTIM).
+    _pacsbox_wait: float = 0.001
 
     @property  # type: ignore[override]
     def _run_loop_delay(self) -> float:
-        self._wait_for_work(0.001)
+        if self._wait_for_work(self._pacsbox_wait):
+            self._pacsbox_wait = 0.001
+        else:
+            self._pacsbox_wait = min(self._pacsbox_wait * 2, IDLE_WAIT)
         return 0.0
 
     @_run_loop_delay.setter
     def _run_loop_delay(self, value: float) -> None:
         pass  # the wait above replaces the fixed delay
 
-    def _wait_for_work(self, timeout: float) -> None:
+    def _wait_for_work(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for bytes on the socket or a wake-up;
+        True when there is work."""
         wake = self._pacsbox_wake
         if wake is None:
             time.sleep(timeout)
-            return
+            return True
         if not self.to_provider_queue.empty() or not self.event_queue.empty():
-            return
+            return True
+        reader = self._pacsbox_reader
+        if reader is not None and reader.buf:
+            return True
         rlist: list[Any] = [wake[0]]
         sock = getattr(self.socket, "socket", None) if self.socket is not None else None
         if sock is not None:
             if isinstance(sock, ssl.SSLSocket) and sock.pending():
-                return
+                return True
             rlist.append(sock)
         try:
             ready, _, _ = select.select(rlist, [], [], timeout)
             if wake[0] in ready:
                 os.read(wake[0], 4096)
+            return bool(ready)
         except (OSError, ValueError):  # socket or pipe closed meanwhile
-            time.sleep(timeout)
+            time.sleep(min(timeout, 0.001))
+            return True
 
-    def send_pdu(self, primitive: Any) -> None:
-        super().send_pdu(primitive)
+    def _wake(self) -> None:
         wake = self._pacsbox_wake
         if wake is not None:
             try:
@@ -261,11 +299,36 @@ class _WakingDUL(DULServiceProvider):
             except OSError:  # pipe full (already awake) or closed
                 pass
 
+    def send_pdu(self, primitive: Any) -> None:
+        super().send_pdu(primitive)
+        self._wake()
+
+    def kill_dul(self) -> None:
+        super().kill_dul()
+        self._wake()
+
+
+class _WakingQueue(queue.Queue):
+    """The DUL's queue of primitives for the association thread (A-RELEASE, A-ABORT
+    indications...), which also wakes that thread: :class:`_PromptAssociation` waits on
+    its DIMSE message queue, where an empty item ``(None, None)`` is put after each
+    primitive (the readers of that queue skip such items)."""
+
+    def __init__(self, messages: queue.Queue) -> None:
+        super().__init__()
+        self._messages = messages
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._messages.put((None, None))
+
 
 class _PromptAssociation(Association):
     """pynetdicom's acceptor association, whose reactor waits on the DIMSE message queue
-    (1 ms at most, so that release, abort and idleness are checked as before) instead of
-    sleeping 1 ms before every look at it. Everything else is pynetdicom's."""
+    instead of sleeping 1 ms before every look at it: a request, or an empty item put by
+    :class:`_WakingQueue` when the DUL passes it a primitive (release, abort), wakes it
+    at once; otherwise it checks the association's state (idle timer...) every
+    :data:`IDLE_WAIT` seconds. Everything else is pynetdicom's."""
 
     def _run_reactor(self) -> None:
         self._is_paused = False
@@ -276,7 +339,7 @@ class _PromptAssociation(Association):
             self._reactor_checkpoint.wait()
             self._is_paused = False
             try:
-                context_id, msg = messages.get(timeout=0.001)
+                context_id, msg = messages.get(timeout=IDLE_WAIT)
             except queue.Empty:
                 context_id, msg = None, None
             if msg:
@@ -322,6 +385,10 @@ def _make_prompt(assoc: Any) -> tuple[int, int]:
     assoc.__class__ = _PromptAssociation
     assoc.dul.__class__ = _WakingDUL
     assoc.dul._pacsbox_wake = wake
+    assoc.dul.to_user_queue = _WakingQueue(assoc.dimse.msg_queue)
+    # the bulk receive path, unless pynetdicom's per-PDU events are wanted (its DEBUG
+    # logging hooks into them)
+    assoc.dul._pacsbox_fast = not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
     return wake
 
 

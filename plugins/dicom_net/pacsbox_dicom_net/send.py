@@ -538,7 +538,11 @@ def send_c_store_raw(assoc: Any, context_id: int, sop_class_uid: str, sop_instan
             wait = _POLL if deadline is None else max(0.0, min(_POLL, deadline - time.monotonic()))
             try:
                 _cx, rsp = assoc.dimse.msg_queue.get(block=True, timeout=wait)
-                break
+                if rsp is not None or _cx is not None:
+                    break
+                # an empty item: a wake-up (the SCP's _WakingQueue, an abort): check below
+                if not assoc.is_established or not assoc.dul.is_alive() or assoc.acse.is_aborted():
+                    break
             except queue.Empty:
                 if stop is not None and stop.is_set():
                     raise SendInterrupted() from None

@@ -1,0 +1,299 @@
+"""The SCP's receive path: P-DATA-TF PDUs read in bulk, C-STORE requests served in place.
+
+pynetdicom handles every received PDU with several Python objects and two thread
+hand-offs: the DUL thread decodes the PDU into a primitive, runs the state machine,
+appends the fragment to the DIMSE message, decodes the command set with pydicom,
+queues the message for the association thread, which builds an event, calls the
+handler, encodes the response with pydicom and queues it back to the DUL thread, which
+encodes the PDU and writes it. For a 510 KB MR image in 16 KB PDUs that is 32 rounds
+of it, and more CPU than storing the instance.
+
+:class:`PDataReader` replaces that, on an established plain-TCP association, for the
+one message that dominates an SCP's traffic, the C-STORE request: it reads whatever the
+socket holds at once, walks the PDUs and their PDVs itself, parses the command set by
+hand (:mod:`.dimse`), gathers the data set fragments, and calls the association's
+``EVT_C_STORE`` handler (the same one pynetdicom would call, with a real
+:class:`pynetdicom.dimse_primitives.C_STORE` request) in the DUL thread, then writes
+the C-STORE response itself. Every other message (C-ECHO, C-FIND, C-MOVE, C-GET,
+C-CANCEL, responses to our C-GET sub-operations) is handed to pynetdicom's DIMSE
+provider fragment by fragment, as its own DUL would (``DT-2``), and every other PDU
+(A-RELEASE, A-ABORT) to its state machine: the protocol logic stays pynetdicom's.
+
+Sources: PS3.8 section 9.3.5 (P-DATA-TF) and annex E (PDVs and their message control
+header), PS3.7 section 9.1.1 and annex E (C-STORE request and response).
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+from io import BytesIO
+from typing import Any
+
+from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import P_DATA
+
+from .dimse import PDV_COMMAND, PDV_LAST, command_uid, command_us, parse_command, response_pdu
+
+log = logging.getLogger("pacsbox.dicom_net")
+
+__all__ = ["PDataReader"]
+
+_HEADER = struct.Struct(">BBI")
+_ITEM = struct.Struct(">IBB")
+
+#: C-STORE-RQ and C-STORE-RSP command fields (PS3.7 annex E.1-1).
+C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
+#: (0000,0800) *Command Data Set Type* of a message without data set.
+NO_DATA_SET = 0x0101
+#: "Error: cannot understand" status pynetdicom answers when a handler raises (PS3.4 B.2.3).
+STATUS_HANDLER_FAILED = 0xC211
+#: Bytes asked from the socket at once.
+RECV_SIZE = 1 << 20
+
+
+class PDataReader:
+    """Reads an established association's PDUs in the DUL thread (see the module
+    docstring). Attached by the SCP to its DUL provider, which calls :meth:`poll`
+    instead of its own transport check while the association is established or
+    bytes read ahead are left.
+
+    Parameters
+    ----------
+    dul : pynetdicom.dul.DULServiceProvider
+        The acceptor's DUL provider; its socket must be a plain TCP socket (never
+        TLS: the SSL object would then be used by two threads).
+    """
+
+    def __init__(self, dul: Any) -> None:
+        self.dul = dul
+        self.assoc = dul.assoc
+        self.sock: socket.socket = dul.socket.socket
+        self.buf = bytearray()
+        self._contexts: dict[int, Any] | None = None
+        #: C-STORE requests served by this reader (the others went through pynetdicom).
+        self.stores = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.cx_id: int | None = None     # context of the message being received
+        self.cmd = bytearray()             # its command fragments
+        self.mode: str | None = None       # None (command incomplete), "fast" or "slow"
+        self.held: list[tuple[int, bytes]] = []   # PDVs kept until the mode is known
+        self.fields: dict[int, bytes] = {}
+        self.has_data = False
+        self.data = bytearray()
+
+    # ---- transport ---------------------------------------------------------------------
+    def _complete_pdu(self) -> bool:
+        if len(self.buf) < 6:
+            return False
+        _t, _r, length = _HEADER.unpack_from(self.buf, 0)
+        return len(self.buf) >= 6 + length
+
+    def poll(self) -> bool:
+        """The DUL's transport check: read what the socket holds and handle every
+        complete PDU.
+
+        Returns
+        -------
+        bool
+            True when something was read or handled (the DUL then restarts its idle
+            timer), False when there was nothing to do.
+        """
+        if not self._complete_pdu():
+            try:
+                chunk = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except (OSError, ValueError):
+                chunk = b""
+            if not chunk:  # closed by the peer (or broken): pynetdicom's Evt17
+                self.dul.event_queue.put("Evt17")
+                self.buf.clear()
+                return True
+            self.buf += chunk
+        self._handle_buffer()
+        return True
+
+    def _handle_buffer(self) -> None:
+        buf = self.buf
+        pos = 0
+        try:
+            while len(buf) - pos >= 6:
+                pdu_type, _r, length = _HEADER.unpack_from(buf, pos)
+                end = pos + 6 + length
+                if end > len(buf):
+                    break
+                if pdu_type != 0x04 or self.dul.state_machine.current_state != "Sta6":
+                    # A-RELEASE, A-ABORT, or anything once the association is ending:
+                    # pynetdicom's state machine takes it, one PDU at a time
+                    self._to_state_machine(bytes(buf[pos:end]))
+                    pos = end
+                    break
+                if not self._p_data(buf, pos + 6, end):
+                    self.dul.event_queue.put("Evt19")  # invalid PDU: pynetdicom aborts (AA-8)
+                    pos = len(buf)
+                    break
+                pos = end
+        finally:
+            del buf[:pos]
+
+    def _to_state_machine(self, pdu_bytes: bytes) -> None:
+        """What pynetdicom's ``_read_pdu_data`` does with a complete PDU."""
+        try:
+            pdu, event = self.dul._decode_pdu(bytearray(pdu_bytes))  # noqa: SLF001
+        except Exception:  # noqa: BLE001 - as pynetdicom: an undecodable PDU is Evt19
+            log.exception("DICOM: cannot decode a received PDU")
+            self.dul.event_queue.put("Evt19")
+            return
+        self.dul.event_queue.put(event)
+        self.dul._recv_pdu.put(pdu)  # noqa: SLF001
+
+    # ---- PDVs --------------------------------------------------------------------------
+    def _p_data(self, buf: bytearray, pos: int, end: int) -> bool:
+        """Handle the PDVs of one P-DATA-TF PDU (body ``buf[pos:end]``); False when
+        they do not tile the PDU.
+
+        No view of ``buf`` outlives a statement: a handler's exception keeps the frames
+        of this call chain alive (through its traceback's frames), and a view held
+        there would forbid trimming the buffer afterwards."""
+        items = []
+        while pos < end:
+            if pos + 6 > end:
+                return False
+            length, cx_id, header = _ITEM.unpack_from(buf, pos)
+            stop = pos + 4 + length
+            if length < 2 or stop > end:
+                return False
+            items.append((cx_id, header, pos + 6, stop))
+            pos = stop
+        for cx_id, header, start, stop in items:
+            self._pdv(cx_id, header, start, stop)
+        return True
+
+    def _bytes(self, start: int, stop: int) -> bytes:
+        with memoryview(self.buf) as view:
+            return bytes(view[start:stop])
+
+    def _pdv(self, cx_id: int, header: int, start: int, stop: int) -> None:
+        """One PDV, whose data is ``self.buf[start:stop]``."""
+        if self.mode == "fast":
+            if header & PDV_COMMAND or cx_id != self.cx_id:
+                # not the data set this command announced: let pynetdicom judge the rest
+                self._go_slow(drop_fast_data=True)
+                self._to_dimse_raw(cx_id, bytes([header]) + self._bytes(start, stop))
+                return
+            with memoryview(self.buf) as view:
+                self.data += view[start:stop]
+            if header & PDV_LAST:
+                self._store()
+            return
+        pdv = bytes([header]) + self._bytes(start, stop)
+        if self.mode == "slow":
+            self._to_dimse_raw(cx_id, pdv)
+            if header & PDV_LAST and (not header & PDV_COMMAND or not self.has_data):
+                self._reset()
+            return
+        # the command set is being received
+        if self.cx_id is None:
+            self.cx_id = cx_id
+        self.held.append((cx_id, pdv))
+        if not header & PDV_COMMAND or cx_id != self.cx_id:
+            self._go_slow()
+            return
+        self.cmd += pdv[1:]
+        if header & PDV_LAST:
+            self._decide()
+
+    def _decide(self) -> None:
+        try:
+            fields = parse_command(bytes(self.cmd))
+        except ValueError:
+            fields = {}
+        self.fields = fields
+        self.has_data = command_us(fields, 0x0800) not in (None, NO_DATA_SET)
+        cx = self._context(self.cx_id)
+        if (command_us(fields, 0x0100) == C_STORE_RQ and self.has_data and cx is not None
+                and command_us(fields, 0x0110) is not None
+                and command_uid(fields, 0x0002) == str(cx.abstract_syntax)
+                and command_uid(fields, 0x1000)):
+            self.mode = "fast"
+            self.held = []
+            return
+        self._go_slow()
+        if not self.has_data:
+            self._reset()
+
+    def _go_slow(self, drop_fast_data: bool = False) -> None:
+        """Hand the message to pynetdicom from here on (with what was held back)."""
+        if drop_fast_data:
+            # the command was kept out of pynetdicom: give it first, then the fragments
+            self.held = [(self.cx_id, bytes([PDV_COMMAND | PDV_LAST]) + bytes(self.cmd))]
+            if self.data:
+                self.held.append((self.cx_id, b"\x00" + bytes(self.data)))
+            self.data = bytearray()
+        self.mode = "slow"
+        held, self.held = self.held, []
+        for cx_id, pdv in held:
+            self._to_dimse_raw(cx_id, pdv)
+
+    def _to_dimse_raw(self, cx_id: int, pdv: bytes) -> None:
+        """What pynetdicom's ``DT-2`` does with a PDV (one per primitive: its DIMSE
+        decoder stops reading a primitive's PDVs at the end of a message)."""
+        primitive = P_DATA()
+        primitive.presentation_data_value_list = [[cx_id, pdv]]
+        self.assoc.dimse.receive_primitive(primitive)
+
+    def _context(self, cx_id: int | None) -> Any:
+        if self._contexts is None:
+            self._contexts = {cx.context_id: cx for cx in self.assoc.accepted_contexts}
+        return self._contexts.get(cx_id) if cx_id is not None else None
+
+    # ---- C-STORE -----------------------------------------------------------------------
+    def _store(self) -> None:
+        fields, cx = self.fields, self._context(self.cx_id)
+        data = bytes(self.data)
+        self._reset()
+        self.stores += 1
+        req = C_STORE()
+        msg_id = command_us(fields, 0x0110) or 0
+        sop_class, sop_instance = command_uid(fields, 0x0002), command_uid(fields, 0x1000)
+        status: Any
+        try:
+            req.MessageID = msg_id
+            req.AffectedSOPClassUID = sop_class
+            req.AffectedSOPInstanceUID = sop_instance
+            req.Priority = command_us(fields, 0x0700) or 0
+            originator = command_uid(fields, 0x1030)
+            if originator:
+                req.MoveOriginatorApplicationEntityTitle = originator
+                req.MoveOriginatorMessageID = command_us(fields, 0x1031)
+            req.DataSet = BytesIO(data)
+            status = evt.trigger(self.assoc, evt.EVT_C_STORE, {"request": req, "context": cx.as_tuple})
+        except Exception:  # noqa: BLE001 - as pynetdicom: the peer gets 0xC211
+            log.exception("Exception in the C-STORE handler")
+            status = STATUS_HANDLER_FAILED
+        if not self.assoc.is_established:
+            return
+        if isinstance(status, int):
+            self._write(response_pdu(cx.context_id, C_STORE_RSP, sop_class, msg_id, status, sop_instance))
+            return
+        # a status data set (with an error comment...): pynetdicom encodes it
+        rsp = C_STORE()
+        rsp.MessageIDBeingRespondedTo = msg_id
+        rsp.AffectedSOPClassUID = sop_class
+        rsp.AffectedSOPInstanceUID = sop_instance
+        for elem in status or ():
+            if elem.keyword:
+                setattr(rsp, elem.keyword, elem.value)
+        if rsp.Status is None:
+            rsp.Status = STATUS_HANDLER_FAILED
+        self.assoc.dimse.send_msg(rsp, cx.context_id)
+
+    def _write(self, pdu: bytes) -> None:
+        try:
+            self.sock.sendall(pdu)
+        except (OSError, ValueError):
+            self.dul.event_queue.put("Evt17")
