@@ -22,7 +22,6 @@ Transfer syntax changes are not done here: see :func:`transcode` (pydicom).
 from __future__ import annotations
 
 import base64
-import io
 import struct
 import uuid
 import warnings
@@ -34,6 +33,7 @@ from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR, get_private_entry
 
 from ..version import __version__
+from .scan import DicomFormatError, read_file_meta, scan
 from .transcode import is_transfer_syntax as is_known_transfer_syntax  # noqa: F401  (routes use it)
 from .transcode import transcode  # noqa: F401  (the modification job uses it)
 
@@ -469,55 +469,7 @@ def _strip(b: bytes) -> str:
     return b.decode("latin-1").strip(" \x00")
 
 
-def parse_meta(data: bytes) -> tuple[dict[int, tuple[bytes, bytes]], int]:
-    """The File Meta Information elements (tag → (VR, value)) and the data set offset.
-
-    A file without preamble, or a bare data set without meta information (accepted at
-    ingest, as DCMTK reads them), gives what it has (possibly ``{}``).
-
-    Raises
-    ------
-    RewriteError
-        Not a DICOM file, or a truncated meta group.
-    """
-    n = len(data)
-    if n >= 132 and data[128:132] == b"DICM":
-        pos = 132
-    elif n >= 8 and data[0:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x08"):
-        pos = 0
-    else:
-        raise RewriteError("Not a DICOM Part-10 file")
-    meta: dict[int, tuple[bytes, bytes]] = {}
-    while pos + 8 <= n:
-        group, elem = struct.unpack_from("<HH", data, pos)
-        if group != 2:
-            break
-        vr = bytes(data[pos + 4:pos + 6])
-        if vr in _LONG_VRS_B:
-            (length,) = struct.unpack_from("<I", data, pos + 8)
-            vpos = pos + 12
-        else:
-            (length,) = struct.unpack_from("<H", data, pos + 6)
-            vpos = pos + 8
-        if vpos + length > n:
-            raise RewriteError("Truncated meta information")
-        meta[(group << 16) | elem] = (vr, bytes(data[vpos:vpos + length]))
-        pos = vpos + length
-    return meta, pos
-
-
-def guess_transfer_syntax(data: bytes, pos: int) -> str:
-    """Transfer syntax of a data set without (0002,0010), from its first element header
-    (as DCMTK and pacsbox's ingest scanner guess it)."""
-    if data[pos:pos + 2] == b"\x00\x08":
-        return EXPLICIT_BE
-    if bytes(data[pos + 4:pos + 6]) in _VALID_VRS_B:
-        return EXPLICIT_LE
-    return IMPLICIT_LE
-
-
-def write_meta(meta: Mapping[int, tuple[bytes, bytes]], sop_class: str | None, sop_instance: str,
-               transfer_syntax: str) -> bytes:
+def write_meta(sop_class: str | None, sop_instance: str, transfer_syntax: str) -> bytes:
     """Preamble, ``DICM`` and a regenerated File Meta Information group (PS3.10 7.1).
 
     (0002,0001) version ``00\\01``, (0002,0002)/(0002,0003) Media Storage SOP Class and
@@ -571,10 +523,11 @@ class Rewriter:
         RewriteError
             Malformed file; ``ValueTypeError`` for a replacement that does not fit its VR.
         """
-        meta, pos = parse_meta(data)
-        ts = _strip(meta[0x00020010][1]) if 0x00020010 in meta else ""
-        if not ts:
-            ts = guess_transfer_syntax(data, pos)
+        try:
+            meta = read_file_meta(data, bare_dataset=True)
+        except DicomFormatError as e:
+            raise RewriteError(str(e)) from None
+        ts, pos = meta.transfer_syntax, meta.dataset_offset
         if ts == IMPLICIT_LE:
             enc = Encoding(True, True)
         elif ts == EXPLICIT_BE:
@@ -611,8 +564,8 @@ class Rewriter:
             out = [co.compress(b"".join(out)) + co.flush()]
         ids = state.identifiers
         sop = ids.get(SOP_INSTANCE_UID, ("", ""))[1]
-        sop_class = _strip(meta[0x00020002][1]) if 0x00020002 in meta else state.sop_class
-        out.insert(0, write_meta(meta, sop_class, sop, ts))
+        sop_class = meta.sop_class_uid if 0x00020002 in meta.elements else state.sop_class
+        out.insert(0, write_meta(sop_class, sop, ts))
         return RewriteResult(b"".join(out), ts, ids, state.convert and state.charset is UTF8)
 
     def _register_originals(self, data: bytes) -> None:
@@ -622,7 +575,6 @@ class Rewriter:
         register = getattr(self.mapper, "register", None)
         if not regs or register is None:
             return
-        from .scan import DicomFormatError, scan
         try:
             raw = scan(data, {t for t, _lvl, _v in regs}).raw
         except DicomFormatError:

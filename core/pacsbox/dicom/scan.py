@@ -95,10 +95,42 @@ def _meta_value(meta: dict[int, bytes], tag: int) -> str:
     return v.rstrip(b"\x00 ").decode("ascii", "replace")
 
 
-def _meta_group(data: bytes | memoryview, pos: int) -> tuple[dict[int, bytes], int]:
+def _meta_start(data: bytes | memoryview, bare_dataset: bool) -> int:
+    """Offset of the File Meta Information group: 132 after a preamble and ``DICM``, 0 for
+    a file starting with a group-0002 element (or, when ``bare_dataset``, with a data set
+    element of group 0008, either endianness: DCMTK reads these too).
+
+    Raises
+    ------
+    DicomFormatError
+        None of these.
+    """
+    n = len(data)
+    if n >= 132 and data[128:132] == b"DICM":
+        return 132
+    if n >= 8 and (data[0:2] == b"\x02\x00" or bare_dataset and data[0:2] in (b"\x08\x00", b"\x00\x08")):
+        return 0
+    raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes)")
+
+
+def _transfer_syntax(meta: dict[int, bytes], data: bytes | memoryview, pos: int) -> str:
+    """(0002,0010) *Transfer Syntax UID*, or, when absent or empty, the one DCMTK guesses
+    from the data set's first element header at ``pos``: Explicit VR Big Endian when its
+    group reads 0x0800, Explicit VR Little Endian when a valid VR follows, else Implicit
+    VR Little Endian."""
+    ts = _meta_value(meta, 0x00020010)
+    if ts:
+        return ts
+    if bytes(data[pos:pos + 2]) == b"\x00\x08":
+        return EXPLICIT_BE
+    return EXPLICIT_LE if bytes(data[pos + 4:pos + 6]) in _VALID_VRS else IMPLICIT_LE
+
+
+def _meta_group(data: bytes | memoryview, pos: int,
+                vrs: dict[int, bytes] | None = None) -> tuple[dict[int, bytes], int]:
     """Walk the File Meta Information group from ``pos`` (always Explicit VR Little
     Endian, PS3.10 section 7.1): the raw value of each group-0002 element, and the offset
-    right after the group.
+    right after the group. ``vrs``, when given, receives each element's VR.
 
     Raises
     ------
@@ -126,6 +158,8 @@ def _meta_group(data: bytes | memoryview, pos: int) -> tuple[dict[int, bytes], i
         if length == UNDEFINED or vpos + length > n:
             raise _truncated(n)
         meta[(group << 16) | elem] = bytes(data[vpos:vpos + length])
+        if vrs is not None:
+            vrs[(group << 16) | elem] = vr
         pos = vpos + length
     return meta, pos
 
@@ -154,27 +188,11 @@ def scan(data: bytes | memoryview, wanted: Iterable[int] | frozenset[int] = ()) 
     n = len(data)
     if n == 0:
         raise DicomFormatError("Received an empty DICOM file")
-    if n >= 132 and data[128:132] == b"DICM":
-        pos = 132
-    elif n >= 8 and data[0:2] == b"\x02\x00":
-        pos = 0
-    elif n >= 8 and data[0:2] in (b"\x08\x00", b"\x00\x08"):
-        # a bare dataset without preamble nor meta information (DCMTK reads these too,
-        # big endian ones included)
-        pos = 0
-    else:
-        raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes)")
     wanted = wanted if isinstance(wanted, (set, frozenset)) else frozenset(wanted)
-    meta, pos = _meta_group(data, pos)
-    ts = _meta_value(meta, 0x00020010)
-    if not ts:
-        # no Transfer Syntax UID: guess like DCMTK, explicit VR LE when a valid VR follows
-        if pos == n:
-            raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes): no dataset")
-        if bytes(data[pos:pos + 2]) == b"\x00\x08":
-            ts = EXPLICIT_BE
-        else:
-            ts = EXPLICIT_LE if bytes(data[pos + 4:pos + 6]) in _VALID_VRS else IMPLICIT_LE
+    meta, pos = _meta_group(data, _meta_start(data, True))
+    if pos == n and not _meta_value(meta, 0x00020010):
+        raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes): no dataset")
+    ts = _transfer_syntax(meta, data, pos)
     result = ScanResult(ts, meta)
     if ts == IMPLICIT_LE:
         result.implicit_vr, result.little_endian = True, True
@@ -408,7 +426,10 @@ class FileMeta:
         is the data set encoded in ``transfer_syntax`` (still deflated for Deflated
         Explicit VR Little Endian), ready to be sent in P-DATA as it is.
     elements : dict of int to bytes
-        Raw values of every group-0002 element (padding kept).
+        Raw values of every group-0002 element (padding kept), in file order.
+    vrs : dict of int to bytes
+        The VR of each of those elements as written (``b"UI"``...), to write the group
+        again (e.g. with another transfer syntax).
     """
 
     transfer_syntax: str
@@ -416,16 +437,24 @@ class FileMeta:
     sop_instance_uid: str
     dataset_offset: int
     elements: dict
+    vrs: dict = field(default_factory=dict)
 
 
-def read_file_meta(data: bytes | memoryview) -> FileMeta:
+def read_file_meta(data: bytes | memoryview, *, bare_dataset: bool = False) -> FileMeta:
     """Read the File Meta Information group of a DICOM file, without the data set.
+
+    The one reader of group 0002 (the ingest scanner, the modification's rewriter, the
+    archive plugin and the C-STORE SCU use it).
 
     Parameters
     ----------
     data : bytes or memoryview
         The file, or at least its preamble, ``DICM`` and group 0002 (a few hundred
         bytes usually suffice; the data set itself is not read).
+    bare_dataset : bool, default False
+        Also accept a data set without preamble nor meta group (its first element in
+        group 0008, either endianness), as the ingest does: then ``elements`` is empty,
+        ``dataset_offset`` 0 and the transfer syntax guessed.
 
     Returns
     -------
@@ -441,21 +470,10 @@ def read_file_meta(data: bytes | memoryview) -> FileMeta:
     -----
     Source: DICOM PS3.10 section 7.1 (the meta group is always Explicit VR Little Endian).
     """
-    n = len(data)
-    if n >= 132 and data[128:132] == b"DICM":
-        pos = 132
-    elif n >= 8 and data[0:2] == b"\x02\x00":
-        pos = 0
-    else:
-        raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes)")
-    meta, pos = _meta_group(data, pos)
-    ts = _meta_value(meta, 0x00020010)
-    if not ts:
-        if bytes(data[pos:pos + 2]) == b"\x00\x08":
-            ts = EXPLICIT_BE
-        else:
-            ts = EXPLICIT_LE if bytes(data[pos + 4:pos + 6]) in _VALID_VRS else IMPLICIT_LE
-    return FileMeta(ts, _meta_value(meta, 0x00020002), _meta_value(meta, 0x00020003), pos, meta)
+    vrs: dict[int, bytes] = {}
+    meta, pos = _meta_group(data, _meta_start(data, bare_dataset), vrs)
+    ts = _transfer_syntax(meta, data, pos)
+    return FileMeta(ts, _meta_value(meta, 0x00020002), _meta_value(meta, 0x00020003), pos, meta, vrs)
 
 
 def sop_class_from_meta(res: ScanResult) -> str:

@@ -259,8 +259,7 @@ def compress_native(data: bytes, target: str, threads: int = 1) -> bytes | None:
         leaves to the full rewrite, a lossy or RLE target, no imagecodecs).
     """
     from ..imaging.encoders import LOSSY, RLE, EncodeError, check_encodable, encode_frames, native_frames
-    from .rewrite import parse_meta
-    from .scan import DicomFormatError, scan
+    from .scan import DicomFormatError, read_file_meta, scan
     if target in LOSSY or target == RLE or target in UNCOMPRESSED or target == DEFLATED_LE:
         return None
     if len(data) < 144 or data[128:132] != b"DICM":
@@ -295,10 +294,12 @@ def compress_native(data: bytes, target: str, threads: int = 1) -> bytes | None:
         if len(value) > arrays[0].nbytes * frames + 1:
             return None  # more bytes than the frames: left to pydicom's reading
         encoded = encode_frames(arrays, target, bits_stored=bits_stored, signed=signed, threads=threads)
-        meta, meta_end = parse_meta(data)
+        file_meta = read_file_meta(data)
     except (EncodeError, ValueError):
         return None
     from pydicom.encaps import encapsulate
+    meta_end = file_meta.dataset_offset
+    meta = {t: (file_meta.vrs[t], v) for t, v in file_meta.elements.items()}
     meta[0x00020010] = (b"UI", _even(target.encode(), b"\x00"))
     head = b"".join(_meta_element(t, vr, v) for t, (vr, v) in sorted(meta.items()) if t != 0x00020000)
     pixels = encapsulate(encoded, has_bot=len(encoded) > 1)

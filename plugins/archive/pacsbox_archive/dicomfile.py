@@ -3,14 +3,17 @@
 An archive handles thousands of files; it needs, for each, the transfer syntax (to
 store already-compressed files without deflating them again) and, for DICOMDIR
 records, the SOP class/instance and the Specific Character Set. These are all in the
-File Meta Information group (PS3.10 section 7.1) and at the very start of the data set,
-so a few struct reads replace a full pydicom parse. Anything unusual (no ``DICM``
-prefix, deflated data set) yields ``None`` fields and the caller falls back to pydicom.
+File Meta Information group (PS3.10 section 7.1), read by :func:`pacsbox.read_file_meta`,
+and at the very start of the data set, so a few struct reads replace a full pydicom parse.
+Anything unusual (no meta group, deflated data set) yields ``None`` fields and the caller
+falls back to pydicom.
 """
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+
+from pacsbox import DicomFormatError, read_file_meta
 
 #: Transfer syntaxes whose pixel data are already compressed (PS3.5 Annex A.4), plus
 #: Deflated Explicit VR Little Endian: deflating such files again gains nothing.
@@ -20,6 +23,8 @@ _DEFLATED_EXPLICIT = "1.2.840.10008.1.2.1.99"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_BE = "1.2.840.10008.1.2.2"
 
+#: Explicit VR Little/Big Endian VRs with a 4-byte length (PS3.5 section 7.1.2), for the
+#: data set elements read before (0008,0005).
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _TAG_CHARSET = 0x00080005
 
@@ -69,10 +74,6 @@ class FileFacts:
     charset_known: bool = False
 
 
-def _text(b: bytes) -> str:
-    return b.rstrip(b"\x00 ").decode("ascii", "replace")
-
-
 def peek(data: bytes | memoryview) -> FileFacts:
     """Read the File Meta Information and the Specific Character Set of a Part 10 file.
 
@@ -84,35 +85,24 @@ def peek(data: bytes | memoryview) -> FileFacts:
     Returns
     -------
     FileFacts
-        Empty facts when ``data`` has no ``DICM`` prefix.
+        Empty facts when ``data`` has no readable File Meta Information group.
     """
     facts = FileFacts()
     mv = memoryview(data)
     n = len(mv)
-    if n < 132 or bytes(mv[128:132]) != b"DICM":
-        return facts
-    pos = 132
     try:
-        while pos + 8 <= n:
-            group, elem = struct.unpack_from("<HH", mv, pos)
-            if group != 0x0002:
-                break
-            vr = bytes(mv[pos + 4:pos + 6])
-            if vr in _LONG_VRS:
-                length = struct.unpack_from("<I", mv, pos + 8)[0]
-                start = pos + 12
-            else:
-                length = struct.unpack_from("<H", mv, pos + 6)[0]
-                start = pos + 8
-            if start + length > n:
-                return facts
-            if elem == 0x0002:
-                facts.sop_class_uid = _text(bytes(mv[start:start + length]))
-            elif elem == 0x0003:
-                facts.sop_instance_uid = _text(bytes(mv[start:start + length]))
-            elif elem == 0x0010:
-                facts.transfer_syntax_uid = _text(bytes(mv[start:start + length]))
-            pos = start + length
+        meta = read_file_meta(mv)
+    except DicomFormatError:
+        return facts
+    present = meta.elements
+    if 0x00020002 in present:
+        facts.sop_class_uid = meta.sop_class_uid
+    if 0x00020003 in present:
+        facts.sop_instance_uid = meta.sop_instance_uid
+    if 0x00020010 in present:
+        facts.transfer_syntax_uid = meta.transfer_syntax
+    pos = meta.dataset_offset
+    try:
         ts = facts.transfer_syntax_uid
         if ts == _DEFLATED_EXPLICIT or ts is None:
             return facts
