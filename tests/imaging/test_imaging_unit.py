@@ -101,7 +101,7 @@ def test_without_codecs_the_routes_answer_as_the_reference_unsupported(client, m
         r = client.simulate_get(f"/instances/{iid}/{route}")
         assert r.status_code == 415 and r.content == b""
     r = client.simulate_get(f"/instances/{iid}/preview", params={"returnUnsupportedImage": ""})
-    assert r.status_code == 307 and r.headers["Location"] == "../../app/images/unsupported.png"
+    assert r.status_code == 301 and r.headers["Location"] == "../../app/images/unsupported.png"
     for route in ("numpy", "matlab", "frames/0/numpy"):
         r = client.simulate_get(f"/instances/{iid}/{route}")
         assert r.status_code == 500 and r.json["OrthancStatus"] == 2

@@ -20,7 +20,10 @@ PALETTE COLOR, 16 bits stored               RGB48                 ``(H, W, 3)`` 
 ==========================================  ====================  ===================
 
 pacsbox also decodes what the reference refuses: signed 8-bit grayscale (as int16),
-signed 32-bit (int32), 16-bit colour (uint16 RGB), uncompressed YBR images.
+signed 32-bit (int32), 16-bit colour (uint16 RGB), uncompressed YBR images, and the
+floating-point pixels of parametric maps, (7FE0,0008) *Float Pixel Data* as ``(H, W)``
+float32 and (7FE0,0009) *Double Float Pixel Data* as float64 (PS3.3 C.7.6.24; the REST
+routes refuse those as the reference does).
 
 The codecs are pydicom's pixel handlers (numpy for native data and RLE, pylibjpeg with
 libjpeg/openjpeg/rle, pyjpegls, pillow): the ``transcode`` extra installs them. Without
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -108,6 +112,9 @@ class ImageInfo:
         (0028,0006) *Planar Configuration* (0 when absent).
     transfer_syntax : str
         (0002,0010) *Transfer Syntax UID* of the file.
+    pixel_keyword : str
+        Where the pixels are: ``"PixelData"``, ``"FloatPixelData"`` (32-bit IEEE floats)
+        or ``"DoubleFloatPixelData"`` (64-bit).
     """
 
     rows: int
@@ -121,6 +128,12 @@ class ImageInfo:
     photometric: str
     planar: int
     transfer_syntax: str
+    pixel_keyword: str = "PixelData"
+
+    @property
+    def is_float(self) -> bool:
+        """Whether the pixels are floating-point values (parametric maps)."""
+        return self.pixel_keyword != "PixelData"
 
     @property
     def is_color(self) -> bool:
@@ -171,14 +184,16 @@ def image_info(ds: Dataset) -> ImageInfo:
     Raises
     ------
     DecodeError
-        No (7FE0,0010) *Pixel Data*, or no rows/columns.
+        No (7FE0,0010) *Pixel Data*, (7FE0,0008) *Float Pixel Data* nor (7FE0,0009)
+        *Double Float Pixel Data*, or no rows/columns.
     """
-    if "PixelData" not in ds:
+    keyword = next((k for k in _PIXEL_KEYWORDS if k in ds), None)
+    if keyword is None:
         raise DecodeError("the instance has no pixel data")
     rows, cols = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
     if rows <= 0 or cols <= 0:
         raise DecodeError("the instance has no Rows or Columns")
-    ba = _int(ds, "BitsAllocated", 8)
+    ba = _int(ds, "BitsAllocated", _FLOAT_BITS.get(keyword, 8))
     bs = _int(ds, "BitsStored", ba)
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")) if meta is not None else "1.2.840.10008.1.2"
@@ -186,7 +201,13 @@ def image_info(ds: Dataset) -> ImageInfo:
                      samples=_int(ds, "SamplesPerPixel", 1), bits_allocated=ba, bits_stored=bs,
                      high_bit=_int(ds, "HighBit", bs - 1), signed=_int(ds, "PixelRepresentation", 0) == 1,
                      photometric=str(ds.get("PhotometricInterpretation", "") or "MONOCHROME2").strip().upper(),
-                     planar=_int(ds, "PlanarConfiguration", 0), transfer_syntax=ts)
+                     planar=_int(ds, "PlanarConfiguration", 0), transfer_syntax=ts, pixel_keyword=keyword)
+
+
+#: The pixel data elements, in the order they are looked for (PS3.3 C.7.6.3, C.7.6.24).
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+#: Bits allocated of the floating-point ones.
+_FLOAT_BITS = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}
 
 
 def frame_count(ds: Dataset) -> int:
@@ -231,6 +252,8 @@ def _with_defaults(ds: Dataset, info: ImageInfo) -> None:
                                   "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
     if "SamplesPerPixel" not in ds:
         ds.SamplesPerPixel = info.samples
+    if info.is_float:  # read from its bytes (_float_frame): nothing else is needed
+        return
     if "PixelRepresentation" not in ds:
         ds.PixelRepresentation = 0
     if "BitsStored" not in ds:
@@ -258,7 +281,8 @@ def decode_frame(ds: Dataset, index: int = 0) -> "np.ndarray":
     -------
     numpy.ndarray
         ``(rows, columns)`` for grayscale or ``(rows, columns, 3)`` for colour, in
-        stored values (no modality or VOI transform); dtype as in the module table.
+        stored values (no modality or VOI transform); dtype as in the module table
+        (float32 or float64 for *Float* / *Double Float Pixel Data*).
 
     Raises
     ------
@@ -275,6 +299,8 @@ def decode_frame(ds: Dataset, index: int = 0) -> "np.ndarray":
         raise FrameOutOfRange(f"frame {index} of an instance with {info.frames} frame(s)")
     with _FIX_LOCK:
         _with_defaults(ds, info)
+    if info.is_float:
+        return _float_frame(np, ds, info, index)
     arr = _pixel_array(ds, info, index)
     if arr.ndim == 3 and info.frames > 1 and arr.shape[-1] != 3:
         arr = arr[0]
@@ -294,6 +320,22 @@ def decode_frame(ds: Dataset, index: int = 0) -> "np.ndarray":
             return np.ascontiguousarray(arr, dtype=np.uint8)
         return np.ascontiguousarray(arr, dtype=np.uint16)
     return _grayscale_dtype(np, arr, info)
+
+
+def _float_frame(np, ds: Dataset, info: ImageInfo, index: int):
+    """One frame of *Float* or *Double Float Pixel Data* (native only: PS3.5 A.4 has no
+    compressed form of them), read from its bytes alone."""
+    size = 4 if info.pixel_keyword == "FloatPixelData" else 8
+    if info.bits_allocated != size * 8:
+        raise DecodeError(f"{info.pixel_keyword} with {info.bits_allocated} bits allocated")
+    per_frame = info.rows * info.columns * info.samples
+    raw = ds[info.pixel_keyword].value
+    order = "<" if UID(info.transfer_syntax).is_little_endian else ">"
+    if len(raw) < per_frame * size * (index + 1):
+        raise DecodeError("the pixel data is shorter than its frames")
+    arr = np.frombuffer(raw, f"{order}f{size}", count=per_frame, offset=per_frame * size * index)
+    shape = (info.rows, info.columns) + ((info.samples,) if info.samples > 1 else ())
+    return arr.astype(f"=f{size}").reshape(shape)
 
 
 #: Decoding plugins of pydicom tried first, by transfer syntax: Pillow (libjpeg-turbo) for
@@ -891,9 +933,10 @@ def raw_frame(ds: Dataset, index: int) -> tuple[bytes, str]:
     Returns
     -------
     (bytes, str)
-        The frame and its MIME type: the native bytes (``application/octet-stream``),
-        or the compressed frame of an encapsulated transfer syntax (``image/jpeg``,
-        ``image/jp2``, else ``application/octet-stream``, as the reference).
+        The frame and its MIME type: the native bytes (``application/octet-stream``;
+        little endian, floats of parametric maps included), or the compressed frame of
+        an encapsulated transfer syntax (``image/jpeg``, ``image/jp2``, else
+        ``application/octet-stream``, as the reference).
 
     Raises
     ------
@@ -905,8 +948,8 @@ def raw_frame(ds: Dataset, index: int) -> tuple[bytes, str]:
         raise FrameOutOfRange(f"frame {index} of an instance with {info.frames} frame(s)")
     from pydicom.uid import UID
     ts = UID(info.transfer_syntax)
-    data = ds.PixelData
-    if ts.is_encapsulated:
+    data = ds[info.pixel_keyword].value
+    if ts.is_encapsulated and not info.is_float:
         from pydicom.encaps import get_frame
         try:
             frame = get_frame(data, index, number_of_frames=info.frames)
@@ -921,7 +964,7 @@ def raw_frame(ds: Dataset, index: int) -> tuple[bytes, str]:
         raise DecodeError("a 1-bit frame that does not start on a byte boundary")
     size = info.rows * info.columns * info.samples * (info.bits_allocated // 8)
     word = info.bits_allocated // 8
-    if not ts.is_little_endian and ds["PixelData"].VR == "OW":
+    if not ts.is_little_endian and ds[info.pixel_keyword].VR == "OW":
         word = max(2, word)  # 8-bit pixels in OW are stored as swapped 16-bit words
     if not ts.is_little_endian and word > 1:
         np = _np()

@@ -9,10 +9,17 @@ reference exactly:
 - image routes (preview, image-*, rendered): a frame index that is not an unsigned
   integer, out of range or an unknown instance give an **empty 404**; an image that
   cannot be decoded or converted (colour to grayscale, no codec installed) an **empty
-  415** (or a redirection to ``app/images/unsupported.png`` with
+  415** (or a 301 redirection to ``app/images/unsupported.png`` with
   ``?returnUnsupportedImage``); an ``Accept`` that matches no encoder an empty 404;
 - numpy/matlab/raw: the JSON errors of the reference (400 "Parameter out of range" for
-  an out-of-range frame, 404 "Unknown resource").
+  an out-of-range frame, 404 "Unknown resource"), after its checks of the image
+  attributes (:func:`_check_image_attributes`).
+
+The reference reads (7FE0,0010) *Pixel Data* only: the floating-point pixels of parametric
+maps (*Float* and *Double Float Pixel Data*), which :mod:`pacsbox.imaging` decodes, get its
+answers for an instance without pixels (415 for the images, 400 "Bad file format" for
+numpy and matlab, "Cannot access a raw frame" for raw; 64-bit ones its 500 "Image not
+supported: 64 bits allocated").
 """
 from __future__ import annotations
 
@@ -253,6 +260,8 @@ class ImageResource(_Images):
                 return
             try:
                 ds = self.dataset(id, att)
+                if "PixelData" not in ds:
+                    raise _Unsupported()  # parametric maps too: the reference reads Pixel Data only
                 decoded = I.decode_frame(ds, index)
             except OrthancError as e:
                 if e.code in (ErrorCode.UNKNOWN_RESOURCE, ErrorCode.INEXISTENT_FILE):
@@ -277,7 +286,7 @@ class ImageResource(_Images):
         except _Unsupported:
             if "returnUnsupportedImage" in req.params:
                 depth = len([p for p in req.path.split("/") if p])
-                resp.status = 307
+                resp.status = 301  # the reference: "301 Moved Permanently"
                 resp.set_header("Location", "../" * (depth - 1) + "app/images/unsupported.png")
                 resp.content_type = None
                 resp.data = b""
@@ -356,8 +365,35 @@ def _frame_arg(frame: str) -> int:
     return int(frame)
 
 
+def _check_image_attributes(ds) -> None:
+    """What Orthanc 1.10.1's ``DicomImageInformation`` checks before numpy, matlab and raw
+    read any pixel: Rows, Columns and BitsAllocated are numbers (else its bare 500 "Not
+    implemented yet", as for a structured report), at most 32 bits allocated.
+
+    Raises
+    ------
+    OrthancError
+        ``NOT_IMPLEMENTED``; ``INCOMPATIBLE_IMAGE_FORMAT`` "Image not supported: 64 bits
+        allocated" (a double-float parametric map).
+    """
+    values = []
+    for keyword in ("Rows", "Columns", "BitsAllocated"):
+        v = ds.get(keyword)
+        try:
+            values.append(int(v[0] if isinstance(v, (list, tuple)) else v))
+        except (TypeError, ValueError, IndexError):
+            raise OrthancError(ErrorCode.NOT_IMPLEMENTED) from None
+    if values[2] > 32:
+        raise OrthancError(ErrorCode.INCOMPATIBLE_IMAGE_FORMAT, f"Image not supported: {values[2]} bits allocated")
+
+
 def _decode_or_raise(ds, index: int):
-    """Decode for numpy/matlab: out of range is the reference's 400, undecodable 501."""
+    """Decode for numpy/matlab: the attribute checks, no (7FE0,0010) *Pixel Data* the
+    reference's 400 (before the frame index is looked at), out of range its 400,
+    undecodable its 500."""
+    _check_image_attributes(ds)
+    if "PixelData" not in ds:
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT)
     try:
         return I.decode_frame(ds, index)
     except I.FrameOutOfRange:
@@ -489,7 +525,12 @@ class RawFrameResource(_Images):
         if index is None:
             raise not_found()
         ds = self.dataset(id)
+        _check_image_attributes(ds)
         try:
+            if index >= I.frame_count(ds):
+                raise I.FrameOutOfRange()
+            if "PixelData" not in ds:
+                raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Cannot access a raw frame")
             data, mime = I.raw_frame(ds, index)
         except I.FrameOutOfRange:
             raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE) from None
