@@ -9,8 +9,8 @@ As in Orthanc (``LuaScripting``):
   calls the REST API, which runs a filter callback in the same thread, does not deadlock;
 - notifications (``OnStoredInstance``, ``OnStable*``, ``OnChange``, ``OnJob*``,
   ``OnHeartBeat``) are queued and run on the engine's own thread, off the request path;
-  filters (``ReceivedInstanceFilter``, ``IncomingHttpRequestFilter``) run in the request's
-  thread, as Orthanc's do;
+  filters (``ReceivedInstanceFilter``, ``IncomingHttpRequestFilter``, the C-STORE and C-FIND
+  filters) run in the request's or the association's thread, as Orthanc's do;
 - ``SendToModality``, ``SendToPeer``, ``ModifyInstance``, ``Delete`` and ``CallSystem``
   only record operations during a callback; they are run afterwards, in order, on the
   engine's operations thread, through the REST API (``/modalities/{id}/store``,

@@ -7,18 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 
 import pytest
 import requests
 from pydicom.data import get_testdata_file
 
-import pacsbox_dicom_net.plugin as dicom_net_plugin
-import pacsbox_lua.plugin as lua_plugin
-from pacsbox.testing import free_port
-
-from test_lua_dicom_filters import findscu, instance, storescu, write_worklist
+from lua_helpers import side_by_side
+from test_lua_dicom_filters import findscu, instance, recorder, storescu, write_worklist  # noqa: F401 (a fixture)
 
 ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else None)
 WORKLISTS = "/usr/share/orthanc/plugins/libModalityWorklists.so"
@@ -66,6 +62,12 @@ function OutgoingFindRequestFilter(query, modality)
    return query
 end
 
+Updated = {}
+function OnUpdatedInstance(id) table.insert(Updated, 'instance ' .. id) end
+function OnUpdatedStudy(id) table.insert(Updated, 'study ' .. id) end
+function OnUpdatedSeries(id) table.insert(Updated, 'series ' .. id) end
+function OnUpdatedPatient(id) table.insert(Updated, 'patient ' .. id) end
+
 function ReceivedCStoreInstanceFilter(tags, origin, info)
    if tags['Modality'] == 'CT' then return 0 end
    if tags['Modality'] == 'US' then return 'refused' end
@@ -74,27 +76,6 @@ end
 """
 
 FILES = [get_testdata_file(n) for n in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm")]
-
-
-@pytest.fixture(scope="module")
-def recorder():
-    """A pynetdicom Q/R SCP (AET REMOTE) keeping each identifier it receives."""
-    from pynetdicom import AE, evt
-    from pynetdicom.sop_class import (PatientRootQueryRetrieveInformationModelFind,
-                                      StudyRootQueryRetrieveInformationModelFind)
-    received = []
-
-    def on_find(event):
-        received.append(sorted((str(e.tag), e.VR, str(e.value)) for e in event.identifier))
-        yield 0x0000, None
-
-    ae = AE("REMOTE")
-    ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
-    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
-    port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find)])
-    yield port, received
-    server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -114,39 +95,12 @@ def pair(tmp_path_factory, recorder):
               "DicomModalities": {"rec": ["REMOTE", "127.0.0.1", recorder[0]],
                                   "scanner": {"AET": "SCANNER2", "Host": "127.0.0.1", "Port": 104,
                                               "Manufacturer": "GE"}}}
-    port, dport = free_port(), free_port()
-    cfg = dict(common, Name="Ref", StorageDirectory=str(d / "db"), IndexDirectory=str(d / "db"), HttpPort=port,
-               DicomPort=dport, Plugins=[WORKLISTS])
-    (d / "orthanc.json").write_text(json.dumps(cfg))
-    log = open(d / "orthanc.log", "wb")
-    proc = subprocess.Popen([ORTHANC, f"--logdir={d}", str(d / "orthanc.json")], stdout=log,
-                            stderr=subprocess.STDOUT, env=dict(os.environ, TCP_NODELAY="1"))
-    ref = f"http://127.0.0.1:{port}"
-    from pacsbox import create_app
-    from pacsbox.testing import LiveServer
-    pport, pdport = free_port(), free_port()
-    app = create_app(dict(common, HttpPort=pport, DicomPort=pdport, StorageDirectory=str(d / "pacsbox")),
-                     plugins=[dicom_net_plugin, lua_plugin], load_entrypoints=False)
-    server = LiveServer(app, pport)
-    try:
-        for _ in range(400):
-            try:
-                requests.get(ref + "/system", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None, f"the reference Orthanc exited; see {d / 'orthanc.log'}"
-                time.sleep(0.05)
-        both = {"orthanc": (ref, dport), "pacsbox": (server.url, pdport)}
+    with side_by_side(d, common, {"Plugins": [WORKLISTS]}) as (ref, dport, ours, pdport):
+        both = {"orthanc": (ref, dport), "pacsbox": (ours, pdport)}
         for url, _ in both.values():
             for f in FILES:
                 assert requests.post(url + "/instances", data=open(f, "rb").read(), timeout=30).status_code == 200
         yield both
-    finally:
-        server.close()
-        app.close()
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 def _lua(url, code):
@@ -179,6 +133,43 @@ def test_incoming_find_request_filter_as_orthanc(pair, tmp_path, root, keys, aet
     if keys[1] == "PatientName=ALIAS":
         assert [a["PatientName"] for a in answers] == ["CompressedSamples^MR1"]
         assert "StudyDate" not in answers[0] and "StudyDescription" in answers[0]
+
+
+# OrthancServer/Resources/Samples/Lua/IncomingFindRequestFilter.lua, unchanged
+SAMPLE = r"""
+-- This example solves the following problem:
+-- https://groups.google.com/d/msg/orthanc-users/PLWKqVVaXLs/n_0x4vKhAgAJ
+
+function IncomingFindRequestFilter(source, origin)
+   -- First display the content of the C-Find query
+   PrintRecursive(source)
+   PrintRecursive(origin)
+
+   -- Remove the "PrivateCreator" tag from the query
+   local v = source
+   v['5555,0010'] = nil
+
+   return v
+end
+"""
+
+
+def test_incoming_find_request_filter_sample_as_orthanc(pair, tmp_path):
+    """The sample folder's script, installed through execute-script on both: a query that
+    carries a private creator matches again."""
+    keys = ["QueryRetrieveLevel=STUDY", "PatientName=CompressedSamples*", "StudyInstanceUID", "(5555,0010)=Vendor"]
+    out = {}
+    for name, (url, port) in pair.items():
+        try:
+            _lua(url, "function IncomingFindRequestFilter(query, origin) return query end")
+            without = findscu(port, tmp_path, *keys, called="ORTHANC")
+            _lua(url, SAMPLE)
+            out[name] = (without, findscu(port, tmp_path, *keys, called="ORTHANC"))
+        finally:
+            _lua(url, SCRIPT)       # the fixture's filter back
+    assert out["pacsbox"] == out["orthanc"]
+    assert out["pacsbox"][0] == ("Success", [])
+    assert len(out["pacsbox"][1][1]) == 3
 
 
 WORKLIST_QUERIES = [
@@ -215,7 +206,8 @@ def test_received_cstore_instance_filter_as_orthanc(pair, tmp_path):
         added = set(requests.get(url + "/instances", timeout=10).json()) - before
         out[name] = (statuses, sorted(requests.get(url + f"/instances/{i}/simplified-tags", timeout=10).json()
                                       ["Modality"] for i in added))
-    assert out["pacsbox"] == out["orthanc"] == ([["Success"], ["Refused: OutOfResources"], ["Success"]], ["MR"])
+    assert out["pacsbox"] == out["orthanc"]
+    assert out["pacsbox"] == ([["Success"], ["Refused: OutOfResources"], ["Success"]], ["MR"])
 
 
 OUTGOING = [
@@ -250,3 +242,26 @@ def test_find_routes_are_not_filtered_as_orthanc(pair, recorder):
         out[name] = (r.status_code, list(received), _drain(url, "Outgoing"))
     assert out["pacsbox"] == out["orthanc"]
     assert out["pacsbox"][2] == []
+
+
+def test_on_updated_as_orthanc(pair):
+    """``OnUpdated<Level>(id)``: metadata set and deleted, an attachment added; none at
+    ingest, as Orthanc 1.10.1."""
+    out = {}
+    data = instance("Upd^Ref", "UPD1")
+    for name, (url, _) in pair.items():
+        _drain(url, "Updated")
+        stored = requests.post(url + "/instances", data=data, timeout=10).json()
+        iid, study = stored["ID"], stored["ParentStudy"]
+        codes = [requests.put(url + f"/instances/{iid}/metadata/1024", data="x", timeout=10).status_code,
+                 requests.put(url + f"/studies/{study}/attachments/1025", data="y", timeout=10).status_code,
+                 requests.delete(url + f"/instances/{iid}/metadata/1024", timeout=10).status_code]
+        deadline = time.monotonic() + 10
+        seen: list = []
+        while time.monotonic() < deadline and len(seen) < 3:
+            time.sleep(0.1)
+            seen += _drain(url, "Updated")
+        time.sleep(0.5)
+        out[name] = (codes, seen + _drain(url, "Updated"))
+    assert out["pacsbox"] == out["orthanc"]
+    assert out["pacsbox"][1] == [f"instance {iid}", f"study {study}", f"instance {iid}"]

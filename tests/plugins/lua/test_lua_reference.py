@@ -16,9 +16,10 @@ import pytest
 import requests
 from pydicom.data import get_testdata_file
 
-import pacsbox_dicom_net.plugin as dicom_net_plugin
 import pacsbox_lua.plugin as lua_plugin
 from pacsbox.testing import free_port
+
+from lua_helpers import side_by_side
 
 ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else None)
 STORESCU = "/usr/bin/storescu" if os.path.exists("/usr/bin/storescu") else None
@@ -94,34 +95,8 @@ def pair(tmp_path_factory, request):
               "AuthenticationEnabled": True, "RegisteredUsers": {"admin": "a", "guest": "g"},
               "RemoteAccessAllowed": False, "DicomAet": "ORTHANC",
               "LuaAllowOsAndIo": True}  # pacsbox's option (off by default); Orthanc always has os and io
-    port, dport = free_port(), free_port()
-    cfg = dict(common, Name="Ref", StorageDirectory=str(d / "db"), IndexDirectory=str(d / "db"),
-               HttpPort=port, DicomPort=dport)
-    (d / "orthanc.json").write_text(json.dumps(cfg))
-    log = open(d / "orthanc.log", "wb")
-    proc = subprocess.Popen([ORTHANC, f"--logdir={d}", str(d / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-    ref = f"http://127.0.0.1:{port}"
-    from pacsbox import create_app
-    from pacsbox.testing import LiveServer
-    pport, pdport = free_port(), free_port()
-    app = create_app(dict(common, HttpPort=pport, DicomPort=pdport, StorageDirectory=str(d / "pacsbox")),
-                     plugins=[dicom_net_plugin, lua_plugin], load_entrypoints=False)
-    server = LiveServer(app, pport)
-    try:
-        for _ in range(400):
-            try:
-                requests.get(ref + "/system", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None, f"the reference Orthanc exited; see {d / 'orthanc.log'}"
-                time.sleep(0.05)
-        yield ref, dport, server.url, pdport
-    finally:
-        server.close()
-        app.close()
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+    with side_by_side(d, common) as urls:
+        yield urls
 
 
 def _both(pair):
