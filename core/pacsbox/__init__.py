@@ -47,7 +47,7 @@ After ``pip install``, ``pacsbox plugins`` lists it and ``GET /hello`` answers.
 from __future__ import annotations
 
 from .app import PacsboxApp, create_app
-from .config import Config, ConfigError
+from .config import Config, ConfigError, OptionSpec
 from .context import ServerContext
 from .dicom.ids import is_orthanc_id, orthanc_id
 from .dicom.matching import compile_query
@@ -71,7 +71,8 @@ from .storage.area import StorageArea
 from .version import __version__
 
 __all__ = [
-    "__version__", "hookimpl", "hookspec", "create_app", "PacsboxApp", "Config", "ConfigError", "ServerContext",
+    "__version__", "hookimpl", "hookspec", "create_app", "PacsboxApp", "Config", "ConfigError", "OptionSpec",
+    "ServerContext",
     "PluginLoadError",
     "ErrorCode", "OrthancError", "not_found", "refused",
     "Job", "InstancesJob", "JobInfo", "JobOutput", "JobState", "StepResult", "StartupError", "request_mode",

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 
 import falcon
 
-from .config import Config, validate_core_options
+from .config import Config, OptionSpec, validate_core_options
 from .context import ServerContext
 from .errors import StartupError, install_error_handlers
 from .index import create_index
@@ -97,7 +97,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
 
     Steps: build the plugin manager (:func:`pacsbox.plugins.build_plugin_manager`:
     hookspecs, blocklist, entry points, ``DEFAULT_PLUGINS``, ``plugins``,
-    ``check_pending()``); call ``configure``; get the storage area
+    ``check_pending()``); collect ``register_options`` and check the declared options;
+    call ``configure``; get the storage area
     (``get_storage_area``); open the index; collect ``register_job_types``,
     ``register_routes`` and ``register_metrics``; mount the routes; start the
     notification dispatcher; call ``startup``; reload saved jobs; start the job workers.
@@ -140,7 +141,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
         An implementation does not match its spec or implements an unknown hook.
     ConfigError
         A malformed core option (:func:`pacsbox.config.validate_core_options`: the
-        message names the option, its value and what is expected). A plugin's
+        message names the option, its value and what is expected), or a malformed option
+        a plugin declared with ``register_options`` (the plugin named too). A plugin's
         ``ConfigError`` from ``configure`` comes as a ``StartupError`` whose
         ``__cause__`` is that ``ConfigError``.
 
@@ -154,14 +156,20 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
         config = Config(config or {})
     validate_core_options(config)
     pm = build_plugin_manager(config, plugins=plugins, load_entrypoints=load_entrypoints)
+    ctx = ServerContext(config)
+    ctx.started_at = time.time()
+    ctx.pm = pm
+    for plugin, spec in _declarations(pm, "register_options", OptionSpec, ctx):
+        try:
+            config.declare(dataclasses.replace(spec, plugin=plugin))
+        except ValueError as e:
+            raise StartupError(str(e)) from None
+    config.validate_declared()
     pm.call("configure", {"config": config})
     for name, closest in config.unknown_options():  # kept for plugins, but likely a typo
         log.warning("unknown option %r: no loaded plugin declares it (it is kept)%s", name,
                     f"; did you mean {closest!r}?" if closest else "")
 
-    ctx = ServerContext(config)
-    ctx.started_at = time.time()
-    ctx.pm = pm
     ctx.metrics = MetricsStore(enabled=config.bool("MetricsEnabled"))
     ctx.notifier = Notifier(pm)
     storage = pm.call("get_storage_area", {"config": config})

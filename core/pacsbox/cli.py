@@ -5,7 +5,7 @@
   cause (bad configuration, a plugin that cannot be loaded or fails at start-up).
 - ``pacsbox plugins [--config FILE] [--json]`` lists the installed ``pacsbox.plugins``
   entry points with their distribution, version, state (``loaded``/``blocked``) and the
-  routes, job types and metrics each declares. It builds a throw-away app on a temporary
+  routes, job types, metrics and options each declares. It builds a throw-away app on a temporary
   storage directory, without running the ``startup`` hooks (no port is opened).
 - ``pacsbox openapi [--config FILE]`` prints the OpenAPI 3.1 document of the routes of
   every installed plugin (what ``GET /tools/openapi.json`` serves).
@@ -191,7 +191,9 @@ def plugin_rows(ctx) -> list[dict]:
     -------
     list of dict
         ``ID``, ``Distribution``, ``Version``, ``Module``, ``State`` (``"loaded"`` or
-        ``"blocked"``), ``Routes``, ``JobTypes``, ``Metrics``, sorted by ``ID``.
+        ``"blocked"``), ``Routes``, ``JobTypes``, ``Metrics``, ``Options`` (the
+        declarations of ``register_options``: ``Name``, ``Type``, ``Default``, ``Doc``),
+        sorted by ``ID``.
     """
     from .plugins import installed_entry_points
 
@@ -200,6 +202,9 @@ def plugin_rows(ctx) -> list[dict]:
     metrics: dict[str, list[str]] = {}
     for s in ctx.metrics.specs():
         metrics.setdefault(s.plugin, []).append(s.name)
+    options: dict[str, list[dict]] = {}
+    for spec in ctx.config.option_specs():
+        options.setdefault(spec.plugin, []).append({k: v for k, v in spec.describe().items() if k != "Plugin"})
     rows = []
     for ep in installed_entry_points():
         loaded = ep.name in ctx.pm.dist_info
@@ -207,7 +212,8 @@ def plugin_rows(ctx) -> list[dict]:
                      "State": "loaded" if loaded else "blocked",
                      "Routes": sorted(routes.get(ep.name, [])) if loaded else [],
                      "JobTypes": sorted(jobs.get(ep.name, [])) if loaded else [],
-                     "Metrics": sorted(metrics.get(ep.name, [])) if loaded else []})
+                     "Metrics": sorted(metrics.get(ep.name, [])) if loaded else [],
+                     "Options": sorted(options.get(ep.name, []), key=lambda o: o["Name"]) if loaded else []})
     return rows
 
 
@@ -259,6 +265,8 @@ def _plugins(args) -> int:
         for kind, key in (("route", "Routes"), ("job", "JobTypes"), ("metric", "Metrics")):
             for item in row[key]:
                 print(f"    {kind:<7} {item}")
+        for opt in row["Options"]:
+            print(f"    option  {opt['Name']} ({opt['Type']}, default {json.dumps(opt['Default'])}): {opt['Doc']}")
     return 0
 
 
@@ -318,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-jobs", action="store_true", help="do not reload the saved jobs")
     p.add_argument("--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=_serve)
-    p = sub.add_parser("plugins", help="list installed plugins, their routes, job types and metrics")
+    p = sub.add_parser("plugins", help="list installed plugins, their routes, job types, metrics and options")
     p.add_argument("--config", help="configuration file (its PluginsBlocklist and plugin sections apply)")
     p.add_argument("--json", action="store_true", help="print a JSON array instead of text")
     p.set_defaults(func=_plugins)

@@ -48,7 +48,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import pydicom
 
-    from .config import Config
+    from .config import Config, OptionSpec
     from .context import ServerContext
     from .jobs.base import Job, JobInfo
     from .metrics import MetricSpec
@@ -170,7 +170,8 @@ def configure(config: Config) -> None:
     """Read and check the configuration before the app's services are built.
 
     Calling convention: **historic**, collect-all (results ignored). Called once per
-    app, right after the plugin manager is built and before ``get_storage_area``.
+    app, once the declared options are checked (``register_options``) and before
+    ``get_storage_area``.
 
     Parameters
     ----------
@@ -190,10 +191,12 @@ def configure(config: Config) -> None:
 
     Notes
     -----
-    Declare the top-level options the plugin reads with
-    ``config.declare_options([...])``: after ``configure``, the core logs one warning
-    for each option the user set that neither the core nor a loaded plugin declares,
-    with the closest declared name ("``HttpPortt``: did you mean ``HttpPort``?"). Raise
+    Declare the top-level options the plugin reads with the ``register_options`` hook:
+    their types are checked and their defaults filled in before ``configure`` runs, and
+    after ``configure`` the core logs one warning for each option the user set that
+    neither the core nor a loaded plugin declares, with the closest declared name
+    ("``HttpPortt``: did you mean ``HttpPort``?"). ``configure`` is for the checks a
+    declaration cannot express (several options together, the file system): raise
     :class:`~pacsbox.ConfigError` naming the option, its value and what is expected for a
     malformed one: ``pacsbox serve`` prints it and exits with status 2.
 
@@ -381,6 +384,51 @@ def register_metrics(ctx: ServerContext) -> Sequence[MetricSpec]:
     nothing is recorded while ``MetricsEnabled`` is false.
 
     Orthanc equivalent: the names given to ``OrthancPluginSetMetricsValue``.
+    """
+
+
+@hookspec(convention="collect-all")
+def register_options(ctx: ServerContext) -> Sequence[OptionSpec]:
+    """Declare the configuration options the plugin reads (after pytest's ``pytest_addoption``).
+
+    Calling convention: **collect-all**, called once per app, right after the plugin
+    manager is built and before ``configure``: the core checks the user's values against
+    every declaration, then fills in the defaults, then calls ``configure``.
+
+    Parameters
+    ----------
+    ctx : ServerContext
+        The app being built: only ``ctx.config``, ``ctx.pm`` and ``ctx.stash`` exist yet
+        (the services come after the options are known).
+
+    Returns
+    -------
+    sequence of OptionSpec
+        ``OptionSpec(name, type, default, doc, check=None)``: ``type`` is a kind such as
+        ``"bool"``, ``"int>=0"``, ``"int[1..64]"``, ``"number>=0"``, ``"str"``,
+        ``"str|list[str]"`` or ``"dict"`` (a section of your own); ``check(value)`` may add
+        what a kind cannot say, raising :class:`~pacsbox.ConfigError`.
+
+    Raises
+    ------
+    StartupError
+        Raised by the core when an implementation raises, returns something other than a
+        list of :class:`~pacsbox.OptionSpec`, or declares an option already declared (by the
+        core or another plugin) with another type or default (both named).
+    ConfigError
+        Raised by the core when the user's value of a declared option does not fit its
+        declaration: ``option DicomScuTimeout: -1 is not an integer >= 0 (plugin
+        'dicom_net')``; ``pacsbox serve`` prints it and exits with status 2.
+
+    Notes
+    -----
+    A declared option is never reported as unknown, and ``ctx.config[name]`` answers its
+    default when the user gave none. ``pacsbox plugins`` and ``/tools/openapi.json``
+    (``x-pacsbox-options``) list the declarations. Checks that involve several options or
+    the file system belong to ``configure``.
+
+    Orthanc equivalent: none (an Orthanc plugin reads ``OrthancPluginGetConfiguration``
+    and checks what it finds itself).
     """
 
 

@@ -139,7 +139,12 @@ def test_plugins_lists_installed_plugins(example_installed):
     assert example == {"ID": "example", "Distribution": "pacsbox-example-plugin", "Version": "1.2.3",
                        "Module": "pacsbox_example.plugin", "State": "loaded",
                        "Routes": ["/example/hello", "/example/jobs"], "JobTypes": ["ExampleSleep"],
-                       "Metrics": ["example_hello_requests"]}
+                       "Metrics": ["example_hello_requests"], "Options": []}
+    pdf = {row["ID"]: row for row in rows}["pdf"]
+    assert pdf["Options"] == [{"Name": "CreateDicomMaximumSize", "Type": "int>=0", "Default": 256,
+                               "Doc": "Largest body of POST /tools/create-dicom, in MB (0: no limit)"}]
+    assert "    option  CreateDicomMaximumSize (int>=0, default 256): Largest body of POST /tools/create-dicom, " \
+           "in MB (0: no limit)\n" in r.stdout
 
 
 def test_plugins_shows_blocked_plugins(example_installed, tmp_path):

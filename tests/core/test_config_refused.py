@@ -35,8 +35,14 @@ def serve(path: Path) -> subprocess.CompletedProcess:
     ({"DicomAet": 5}, "option DicomAet: 5 is not an AET: a string of 1 to 16 characters"),
     ({"StorageDirectory": "{tmp}/missing/data"},
      'option StorageDirectory: "{tmp}/missing/data": the parent folder \'{tmp}/missing\' does not exist'),
-    # a plugin's own option, refused by the plugin (dicom_net), named as such
+    # a plugin's own option, declared by the plugin (register_options), named as such
     ({"DicomScuTimeout": -1}, "option DicomScuTimeout: -1 is not an integer >= 0 (plugin 'dicom_net')"),
+    ({"OrthancPeerStoreConcurrency": 65},
+     "option OrthancPeerStoreConcurrency: 65 is not an integer in 1-64 (plugin 'dicom_net')"),
+    ({"MediaArchiveSize": "many"}, 'option MediaArchiveSize: "many" is not an integer >= 0 (plugin \'archive\')'),
+    ({"CreateDicomMaximumSize": -5}, "option CreateDicomMaximumSize: -5 is not an integer >= 0 (plugin 'pdf')"),
+    ({"Metrics": {"ExpositionCacheMs": "x"}},
+     'option Metrics.ExpositionCacheMs: "x" is not a number >= 0 (plugin \'metrics\')'),
 ])
 def test_serve_refuses_a_wrong_option_naming_it(tmp_path, options, message):
     cfg = {"StorageDirectory": str(tmp_path / "data"), "HttpPort": free_port(), "DicomPort": free_port()}

@@ -5,8 +5,9 @@ responders (``on_get``, ``on_post``... with the route's suffix) gives one operat
 summary and description come from the responder's docstring, else the resource class's,
 tagged with the declaring plugin. Path fields (``{id}``...) are string parameters. Each
 operation documents ``200`` and a ``default`` answer (Orthanc's JSON error body); routes
-with a body accept any JSON or bytes. Served as ``GET /tools/openapi.json`` and printed by
-``pacsbox openapi``.
+with a body accept any JSON or bytes. The extension ``x-pacsbox-options`` lists the options
+the plugins declare (``register_options``). Served as ``GET /tools/openapi.json`` and
+printed by ``pacsbox openapi``.
 """
 from __future__ import annotations
 
@@ -61,7 +62,9 @@ def openapi_document(ctx: Any) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``{"openapi": "3.1.0", "info", "paths", "components"}``.
+        ``{"openapi": "3.1.0", "info", "paths", "components", "x-pacsbox-options"}``; the
+        extension lists every option declared with ``register_options`` (``Name``,
+        ``Type``, ``Default``, ``Doc``, ``Plugin``).
     """
     paths: dict[str, dict[str, Any]] = {}
     for spec, resource in getattr(ctx.routes, "mounted", []):
@@ -99,6 +102,7 @@ def openapi_document(ctx: Any) -> dict[str, Any]:
                                 "generated from the route registry: every installed plugin's routes."},
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": {"Error": ERROR_SCHEMA}},
+        "x-pacsbox-options": [spec.describe() for spec in ctx.config.option_specs()],
     }
 
 

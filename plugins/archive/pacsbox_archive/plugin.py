@@ -5,11 +5,29 @@ types.
 """
 from __future__ import annotations
 
-from pacsbox import RouteSpec, hookimpl
+from pacsbox import OptionSpec, RouteSpec, hookimpl
 
 from .dirworker import close_workers
 from .jobs import ArchiveJob, MediaJob
 from .resources import ResourceArchive, ToolsArchive
+
+
+@hookimpl
+def register_options():
+    """``SynchronousZipStream``, ``MediaArchiveSize``, ``ZipLoaderThreads`` (Orthanc's) and the
+    pacsbox section ``Archive`` (see ``README.md``)."""
+    return [
+        OptionSpec("SynchronousZipStream", "bool", True,
+                   "Stream synchronous archives while they are built (false: build a temporary file, then send it "
+                   "with its Content-Length)"),
+        OptionSpec("MediaArchiveSize", "int>=0", 1,
+                   "Outputs of asynchronous archive jobs kept (server-wide); one more evicts the oldest"),
+        OptionSpec("ZipLoaderThreads", "int>=0", 0,
+                   "Threads reading, transcoding and deflating files ahead of the ZIP writer (0: one per CPU core)"),
+        OptionSpec("Archive", "dict", {},
+                   "pacsbox section: Deflate (\"isal\" or \"zlib\"), CompressionLevel (0-9), DicomDirProcess "
+                   "(true: media DICOMDIRs are encoded in a child process)"),
+    ]
 
 
 @hookimpl

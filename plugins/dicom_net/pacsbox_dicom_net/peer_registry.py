@@ -265,23 +265,25 @@ def parse_peers(value: Any, *, base_dir: str | os.PathLike | None = None) -> dic
     return {str(n): parse_peer(str(n), v, base_dir=base_dir) for n, v in value.items()}
 
 
-#: Options read here -> default: Orthanc's HTTP client options, ``OrthancPeersInDatabase``,
-#: and pacsbox's ``OrthancPeerStoreConcurrency`` (uploads in flight per peer-store job; 8
-#: measured 1.5x faster than 4 through a link of 20 ms round trip) and
-#: ``OrthancPeerStoreRetries`` (retries of a transient upload error).
-HTTP_OPTIONS: dict[str, Any] = {
-    "HttpTimeout": 60,
-    "HttpsVerifyPeers": True,
-    "HttpsCACertificates": "",
-    "HttpProxy": "",
-    "OrthancPeersInDatabase": False,
-    "OrthancPeerStoreConcurrency": 8,
-    "OrthancPeerStoreRetries": 3,
+#: Options read here -> (default, kind, doc): Orthanc's HTTP client options,
+#: ``OrthancPeersInDatabase``, and pacsbox's ``OrthancPeerStoreConcurrency`` (uploads in
+#: flight per peer-store job; 8 measured 1.5x faster than 4 through a link of 20 ms round
+#: trip) and ``OrthancPeerStoreRetries`` (retries of a transient upload error). The plugin
+#: declares them with ``register_options``: the core checks the kinds at start-up.
+HTTP_OPTIONS: dict[str, tuple[Any, str, str]] = {
+    "HttpTimeout": (60, "int>=0", "Seconds an HTTP request to a peer may take (0: no limit)"),
+    "HttpsVerifyPeers": (True, "bool", "Verify the HTTPS certificates of the Orthanc peers"),
+    "HttpsCACertificates": ("", "str", "PEM bundle of the authorities trusted for HTTPS peers (\"\": the system's)"),
+    "HttpProxy": ("", "str", "Proxy URL of the requests to the peers (\"\": none)"),
+    "OrthancPeersInDatabase": (False, "bool", "Keep the peers in the index (edited through /peers), not the file"),
+    "OrthancPeerStoreConcurrency": (8, "int[1..64]", "Uploads in flight per /peers/{id}/store job"),
+    "OrthancPeerStoreRetries": (3, "int[0..20]", "Retries of an upload to a peer after a transient error"),
 }
 
 
 def check_config(config: Mapping[str, Any]) -> None:
-    """Check ``OrthancPeers`` and the HTTP client options at start-up.
+    """Check ``OrthancPeers`` at start-up (the kinds of the :data:`HTTP_OPTIONS` are the
+    core's to check).
 
     Parameters
     ----------
@@ -291,31 +293,10 @@ def check_config(config: Mapping[str, Any]) -> None:
     Raises
     ------
     pacsbox.ConfigError
-        An option is malformed; the message names it (``OrthancPeers``, ``HttpTimeout``,
-        ``HttpsVerifyPeers``, ``HttpsCACertificates``, ``HttpProxy``,
-        ``OrthancPeersInDatabase``, ``OrthancPeerStoreConcurrency``,
-        ``OrthancPeerStoreRetries``).
+        A malformed peer; the message names ``OrthancPeers`` and the peer.
     """
-    get = config.get
-    for name in ("HttpsVerifyPeers", "OrthancPeersInDatabase"):
-        v = get(name, HTTP_OPTIONS[name])
-        if not isinstance(v, bool):
-            raise ConfigError(f"option {name}: {v!r} is not true or false")
-    for name in ("HttpsCACertificates", "HttpProxy"):
-        v = get(name, HTTP_OPTIONS[name])
-        if not isinstance(v, str):
-            raise ConfigError(f"option {name}: {v!r} is not a string")
-    v = get("HttpTimeout", 60)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ConfigError(f"option HttpTimeout: {v!r} is not a number of seconds >= 0")
-    v = get("OrthancPeerStoreConcurrency", HTTP_OPTIONS["OrthancPeerStoreConcurrency"])
-    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
-        raise ConfigError(f"option OrthancPeerStoreConcurrency: {v!r} is not an integer in 1-64")
-    v = get("OrthancPeerStoreRetries", HTTP_OPTIONS["OrthancPeerStoreRetries"])
-    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 20:
-        raise ConfigError(f"option OrthancPeerStoreRetries: {v!r} is not an integer in 0-20")
     try:
-        parse_peers(get("OrthancPeers", {}), base_dir=getattr(config, "base_dir", None))
+        parse_peers(config.get("OrthancPeers", {}), base_dir=getattr(config, "base_dir", None))
     except PeerConfigError as e:
         raise ConfigError(f"option OrthancPeers: {e}") from None
 
@@ -334,7 +315,7 @@ def option(ctx: Any, name: str) -> Any:
     any
         The configured value, else the default of :data:`HTTP_OPTIONS`.
     """
-    return ctx.config.get(name, HTTP_OPTIONS[name])
+    return ctx.config.get(name, HTTP_OPTIONS[name][0])
 
 
 class PeerRegistry:

@@ -11,7 +11,7 @@ types and services in its own module, which exposes ``routes(ctx)``, ``job_types
 """
 from __future__ import annotations
 
-from pacsbox import hookimpl
+from pacsbox import OptionSpec, hookimpl
 
 from . import hookspecs, modality_resources, move_job, peers, query_resources, scp, scp_resources, store_job, transfers
 from .state import plugin_state
@@ -28,15 +28,29 @@ def add_hookspecs(plugin_manager):
 
 
 @hookimpl
-def configure(config):
-    """Check the DICOM options, ``DicomModalities`` and ``OrthancPeers`` at start-up, and
-    declare every option name the plugin reads (so that a misspelt one is warned about)."""
-    from .options import DICOM_OPTIONS, read_options
+def register_options():
+    """Every option the plugin reads: the DICOM options, the HTTP client options of the
+    peers, and the sections it owns (their kinds are checked by the core at start-up)."""
+    from .options import DICOM_OPTIONS
     from .peer_registry import HTTP_OPTIONS
+    specs = [OptionSpec(name, kind, default, doc)
+             for name, (default, kind, doc) in {**DICOM_OPTIONS, **HTTP_OPTIONS}.items()]
+    return specs + [
+        OptionSpec("DicomBindAddress", "str?", None,
+                   "Address the DICOM server listens on (null: HttpBindAddress's; Orthanc listens on all)"),
+        OptionSpec("DicomModalities", "dict", {}, "The modalities: symbolic name -> [AET, host, port] or object"),
+        OptionSpec("OrthancPeers", "dict", {}, "The Orthanc peers: symbolic name -> [URL] or object"),
+        OptionSpec("Transfers", "dict?", None, "Transfers accelerator section (Threads, BucketSize, CacheSize...)"),
+        OptionSpec("Worklists", "dict?", None, "Worklist section (Enable, Database: the folder of .wl files)"),
+    ]
+
+
+@hookimpl
+def configure(config):
+    """Check what the declarations cannot say: ``RetrieveMethod``, TLS files,
+    ``DicomModalities``, ``OrthancPeers`` and the ``Transfers`` section."""
+    from .options import read_options
     read_options(config)
-    if hasattr(config, "declare_options"):
-        config.declare_options([*DICOM_OPTIONS, *HTTP_OPTIONS, "DicomModalities", "DicomBindAddress",
-                                "OrthancPeers", "Transfers", "Worklists"])
     peers.check_config(config)
     transfers.check_config(config)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from pacsbox import ConfigError, ErrorCode, OrthancError, RouteSpec, StartupError, hookimpl, read_body, send_text
+from pacsbox import ErrorCode, OptionSpec, OrthancError, RouteSpec, StartupError, hookimpl, read_body, send_text
 
 from .dicom import fields_query, fields_table, json_worklist, query_table, table_fields, worklist_json
 from .engine import LuaEngine, orthanc_origin, simplified_tags
@@ -402,31 +402,17 @@ def _flag(value: Any) -> bool:
 
 # ----------------------------------------------------------------------------- hooks
 
-#: The top-level options this plugin reads.
-OPTIONS = ("LuaScripts", "ExecuteLuaEnabled", "LuaHeartBeatPeriod", "LuaScriptTimeout", "LuaAllowOsAndIo")
-
-
 @hookimpl
-def configure(config: Any) -> None:
-    """Declare the Lua options and check their types.
-
-    Raises
-    ------
-    ConfigError
-        ``LuaScripts`` is not a string or a list of strings, or a period or timeout is not a
-        non-negative number.
-    """
-    declare = getattr(config, "declare_options", None)  # the core's typo warnings, when present
-    if declare is not None:
-        declare(OPTIONS)
-    scripts = config.plugin_config("LuaScripts", [])
-    if scripts is not None and not isinstance(scripts, str) and not (
-            isinstance(scripts, list) and all(isinstance(x, str) for x in scripts)):
-        raise ConfigError(f"option LuaScripts: {scripts!r} is not a list of file names")
-    for name in ("LuaHeartBeatPeriod", "LuaScriptTimeout"):
-        value = config.plugin_config(name, 0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"option {name}: {value!r} is not a non-negative number of seconds")
+def register_options() -> list[OptionSpec]:
+    """The Lua options (see the module docstring); the core checks them at start-up."""
+    return [
+        OptionSpec("LuaScripts", "str|list[str]?", [], "Lua files run at start, in order (relative to the "
+                   "configuration file's folder)"),
+        OptionSpec("ExecuteLuaEnabled", "bool", False, "Enable POST /tools/execute-script"),
+        OptionSpec("LuaHeartBeatPeriod", "number>=0", 0, "Seconds between two OnHeartBeat() calls (0: never)"),
+        OptionSpec("LuaScriptTimeout", "number>=0", 10, "Seconds a script or callback may run (0: no limit)"),
+        OptionSpec("LuaAllowOsAndIo", "bool", False, "Give scripts the whole os and io libraries and CallSystem()"),
+    ]
 
 
 @hookimpl

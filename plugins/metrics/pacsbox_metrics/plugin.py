@@ -5,11 +5,20 @@ the metrics, and :mod:`pacsbox_metrics.runtime` for the per-app state.
 """
 from __future__ import annotations
 
-from pacsbox import MetricSpec, RouteSpec, hookimpl
+from pacsbox import MetricSpec, OptionSpec, RouteSpec, hookimpl
 
 from .resources import MetricsSwitchResource, PrometheusResource
-from .runtime import STASH_KEY, plugin_state
+from .runtime import STASH_KEY, check_section, plugin_state
 from .trimming import METRIC as TRIMMING_METRIC
+
+
+@hookimpl
+def register_options():
+    """The ``Metrics`` section (see :mod:`pacsbox_metrics.runtime`)."""
+    return [OptionSpec("Metrics", "dict", {},
+                       "pacsbox section: MemoryTrimmingInterval (seconds between two malloc_trim calls, 0: never; "
+                       "default 30), ExpositionCacheMs (reuse a rendered exposition this long, 0: never)",
+                       check=check_section)]
 
 
 @hookimpl

@@ -9,6 +9,7 @@ Options come from the ``"Metrics"`` section of the configuration::
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,22 +39,26 @@ class MetricsPluginState:
     trimmer: MemoryTrimmer
 
 
-def options(ctx: Any) -> dict[str, Any]:
-    """The ``"Metrics"`` section merged over :data:`DEFAULTS`.
+def check_section(section: dict[str, Any]) -> None:
+    """Check the ``"Metrics"`` section (the ``check`` of its :class:`~pacsbox.OptionSpec`;
+    the core has checked that it is a JSON object).
 
     Raises
     ------
-    ValueError
-        The section is not a JSON object or a value is not a number.
+    pacsbox.ConfigError
+        A key of :data:`DEFAULTS` whose value is not a number >= 0, named with its value.
     """
-    section = ctx.plugin_config("Metrics") or {}
-    if not isinstance(section, dict):
-        raise ValueError('option "Metrics" must be a JSON object')
-    opts = {**DEFAULTS, **section}
+    from pacsbox import ConfigError
     for key in DEFAULTS:
-        if isinstance(opts[key], bool) or not isinstance(opts[key], (int, float)):
-            raise ValueError(f'option "Metrics.{key}" must be a number')
-    return opts
+        value = section.get(key, DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"option Metrics.{key}: {json.dumps(value)} is not a number >= 0")
+
+
+def options(ctx: Any) -> dict[str, Any]:
+    """The ``"Metrics"`` section merged over :data:`DEFAULTS` (checked at start-up by the core,
+    as the plugin's ``register_options`` declares it)."""
+    return {**DEFAULTS, **(ctx.plugin_config("Metrics") or {})}
 
 
 def plugin_state(ctx: Any) -> MetricsPluginState:

@@ -2,7 +2,7 @@
 
 - ``add_hookspecs``: declares :mod:`pacsbox_pdf.hookspecs` (``register_content_encoders``);
 - ``register_content_encoders`` (``trylast``): the built-in MIME types;
-- ``configure``: checks the ``CreateDicomMaximumSize`` option;
+- ``register_options``: declares the ``CreateDicomMaximumSize`` option;
 - ``register_routes``: ``POST /tools/create-dicom`` and ``GET /instances/{id}/pdf``,
   with the encoders every plugin declared.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from pacsbox import StartupError, hookimpl
+from pacsbox import OptionSpec, StartupError, hookimpl
 
 from . import hookspecs, resources
 from .encapsulate import BUILTIN_ENCODERS
@@ -24,11 +24,10 @@ def add_hookspecs(plugin_manager):
 
 
 @hookimpl
-def configure(config):
-    """Check ``CreateDicomMaximumSize`` at start-up, and declare it (unknown-option warning)."""
-    resources.max_body_bytes(config)
-    if hasattr(config, "declare_options"):
-        config.declare_options(["CreateDicomMaximumSize"])
+def register_options():
+    """``CreateDicomMaximumSize`` (checked by the core at start-up)."""
+    return [OptionSpec(resources.MAX_SIZE_OPTION, "int>=0", resources.DEFAULT_MAX_SIZE_MB,
+                       "Largest body of POST /tools/create-dicom, in MB (0: no limit)")]
 
 
 @hookimpl(trylast=True)

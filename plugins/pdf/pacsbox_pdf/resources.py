@@ -23,18 +23,9 @@ _CHUNK = 1 << 20
 
 
 def max_body_bytes(config: Any) -> int:
-    """The ``CreateDicomMaximumSize`` option in bytes (0 = no limit).
-
-    Raises
-    ------
-    pacsbox.ConfigError
-        Not a non-negative integer (checked at start-up by the plugin's ``configure``).
-    """
-    from pacsbox import ConfigError
-    value = config.get(MAX_SIZE_OPTION, DEFAULT_MAX_SIZE_MB)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{MAX_SIZE_OPTION} must be a non-negative integer (MB), not {value!r}")
-    return value * 1024 * 1024
+    """The ``CreateDicomMaximumSize`` option in bytes (0 = no limit); the core checked it at
+    start-up, as the plugin's ``register_options`` declares it."""
+    return int(config.get(MAX_SIZE_OPTION, DEFAULT_MAX_SIZE_MB)) * 1024 * 1024
 
 
 def _too_large(limit: int) -> OrthancError:

@@ -2,6 +2,8 @@
 option, the public configuration, ``http_session`` and ``peer_timeout``."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import pacsbox_dicom_net.plugin as dicom_net_plugin
@@ -41,12 +43,20 @@ def test_malformed_peers_stop_the_start(peers, words):
     assert words in str(e.value)
 
 
-@pytest.mark.parametrize("option, value", [("HttpTimeout", -1), ("HttpsVerifyPeers", "yes"), ("HttpProxy", 3),
-                                           ("HttpsCACertificates", 1), ("OrthancPeersInDatabase", 1),
-                                           ("OrthancPeerStoreConcurrency", 0), ("OrthancPeerStoreRetries", -1)])
-def test_malformed_http_options(option, value):
-    with pytest.raises(ConfigError, match=f"option {option}"):
-        check_config(Config({option: value}))
+@pytest.mark.parametrize("option, value, expected", [
+    ("HttpTimeout", -1, "an integer >= 0"),   # a core option: checked by the core, no plugin named
+    ("HttpsVerifyPeers", "yes", "true or false (plugin 'pacsbox_dicom_net.plugin')"),
+    ("HttpProxy", 3, "a string (plugin 'pacsbox_dicom_net.plugin')"),
+    ("HttpsCACertificates", 1, "a string (plugin 'pacsbox_dicom_net.plugin')"),
+    ("OrthancPeersInDatabase", 1, "true or false (plugin 'pacsbox_dicom_net.plugin')"),
+    ("OrthancPeerStoreConcurrency", 0, "an integer in 1-64 (plugin 'pacsbox_dicom_net.plugin')"),
+    ("OrthancPeerStoreRetries", -1, "an integer in 0-20 (plugin 'pacsbox_dicom_net.plugin')"),
+])
+def test_malformed_http_options(make_app, option, value, expected):
+    """Declared with register_options, checked by the core before any service starts."""
+    with pytest.raises(ConfigError) as e:
+        make_app({option: value, "DicomServerEnabled": False}, plugins=[dicom_net_plugin])
+    assert str(e.value) == f"option {option}: {json.dumps(value)} is not {expected}"
 
 
 def test_app_refuses_to_start_with_a_bad_peer(make_app):

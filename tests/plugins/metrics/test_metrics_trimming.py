@@ -10,7 +10,7 @@ import pytest
 from metrics_helpers import names, value
 
 import pacsbox_metrics.plugin as metrics_plugin
-from pacsbox import StartupError
+from pacsbox import ConfigError
 from pacsbox.metrics import MetricsStore
 from pacsbox_metrics.trimming import METRIC, MemoryTrimmer, find_malloc_trim
 
@@ -61,8 +61,15 @@ def test_trim_once_times_the_real_call():
     assert store.value(METRIC) == int(seconds * 1_000_000) / 1000.0
 
 
-@pytest.mark.parametrize("section", ["fast", {"MemoryTrimmingInterval": "30"}, {"ExpositionCacheMs": True}])
-def test_bad_options_stop_startup(make_app, section):
-    with pytest.raises(StartupError) as e:
+@pytest.mark.parametrize("section, message", [
+    ("fast", 'option Metrics: "fast" is not a JSON object'),
+    ({"MemoryTrimmingInterval": "30"}, 'option Metrics.MemoryTrimmingInterval: "30" is not a number >= 0'),
+    ({"ExpositionCacheMs": True}, "option Metrics.ExpositionCacheMs: true is not a number >= 0"),
+    ({"MemoryTrimmingInterval": -1}, "option Metrics.MemoryTrimmingInterval: -1 is not a number >= 0"),
+])
+def test_bad_options_stop_startup(make_app, section, message):
+    """The section is declared with ``register_options`` and checked by the core before any
+    route is registered (issue 14 item 7), the plugin named."""
+    with pytest.raises(ConfigError) as e:
         make_app(plugins=[metrics_plugin], config={"Metrics": section})
-    assert "Metrics" in str(e.value)
+    assert str(e.value) == message + " (plugin 'pacsbox_metrics.plugin')"
