@@ -15,8 +15,8 @@ machine is small and shared:
    640x480x120); then ``frames/{i}/preview`` of a new frame at each request (no answer
    reused by either server's cache);
 2. ``POST /studies/{id}/anonymize`` with ``Transcode`` JPEG-LS lossless of a CT study of
-   ``--instances`` instances (copies of ``CT_small.dcm``, explicit VR little endian,
-   with new UIDs), wall time and server CPU (the process and its children, from /proc).
+   ``--instances`` instances (copies of ``CT_small.dcm``, explicit VR little endian or
+   ``--source-syntax``, with new UIDs), wall time and server CPU (the process and its children, from /proc).
 
 Prints the medians and the ratios reference/pacsbox (above 1: pacsbox is faster), and
 the load average before and after, since the machine is shared.
@@ -130,7 +130,7 @@ def bench_preview(a: str, b: str, n: int) -> dict:
     return out
 
 
-def make_study(count: int) -> list[bytes]:
+def make_study(count: int, syntax: str = "1.2.840.10008.1.2.1") -> list[bytes]:
     import pydicom
     from pydicom.uid import generate_uid
     from pydicom.data import get_testdata_file
@@ -145,8 +145,9 @@ def make_study(count: int) -> list[bytes]:
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series[i % 4]
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.InstanceNumber = i + 1
+        ds.file_meta.TransferSyntaxUID = syntax
         buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
+        ds.save_as(buf, implicit_vr=syntax == "1.2.840.10008.1.2", enforce_file_format=True)
         files.append(buf.getvalue())
     return files
 
@@ -169,9 +170,10 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def bench_transcode(a: str, b: str, count: int, reps: int, target: str, pids: dict | None = None) -> dict:
+def bench_transcode(a: str, b: str, count: int, reps: int, target: str, pids: dict | None = None,
+                    source_syntax: str = "1.2.840.10008.1.2.1") -> dict:
     from concurrent.futures import ThreadPoolExecutor
-    files = make_study(count)
+    files = make_study(count, source_syntax)
     ids = {}
     for url in (a, b):
         s = requests.Session()
@@ -217,6 +219,8 @@ def main() -> None:
     p.add_argument("--instances", type=int, default=500)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--target", default="1.2.840.10008.1.2.4.80")
+    p.add_argument("--source-syntax", default="1.2.840.10008.1.2.1",
+                   help="transfer syntax of the CT study (1.2.840.10008.1.2: implicit VR little endian)")
     p.add_argument("--skip", default="", help="comma list: preview,transcode")
     p.add_argument("--json-out")
     args = p.parse_args()
@@ -229,7 +233,7 @@ def main() -> None:
             result["preview"] = bench_preview(a, b, args.requests)
         if "transcode" not in args.skip:
             result["transcode"] = bench_transcode(a, b, args.instances, args.reps, args.target,
-                                                  {a: ref.pid, b: ours.pid})
+                                                  {a: ref.pid, b: ours.pid}, args.source_syntax)
     finally:
         for proc in (ref, ours):
             proc.terminate()

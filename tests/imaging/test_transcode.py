@@ -27,9 +27,10 @@ LOSSY = {"1.2.840.10008.1.2.4.50": "ISO_10918_1", "1.2.840.10008.1.2.4.51": "ISO
 J2K = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}
 
 #: Sources: signed 16-bit CT, unsigned 16-bit MR, RGB, a multi-frame, a 12-bit JPEG, a
-#: big-endian file, a JPEG 2000 YBR_RCT colour image, an 8-bit JPEG-LS file.
+#: big-endian file, a JPEG 2000 YBR_RCT colour image, an odd-sized RGB image, an implicit
+#: VR file.
 SOURCES = ["CT_small.dcm", "MR_small.dcm", "SC_rgb.dcm", "emri_small.dcm", "JPGExtended.dcm",
-           "MR_small_bigendian.dcm", "US1_J2KR.dcm", "SC_rgb_small_odd.dcm"]
+           "MR_small_bigendian.dcm", "US1_J2KR.dcm", "SC_rgb_small_odd.dcm", "MR_small_implicit.dcm"]
 
 
 def _read(data: bytes) -> pydicom.Dataset:
@@ -160,7 +161,7 @@ def test_the_reference_decodes_what_pacsbox_writes(reference):
     decoders) to the same pixels as pacsbox decodes them (lossless ones: the source's)."""
     problems = []
     sources = {name: open(sample(name), "rb").read() for name in ("CT_small.dcm", "MR_small.dcm", "SC_rgb.dcm",
-                                                                    "emri_small.dcm")}
+                                                                    "emri_small.dcm", "MR_small_implicit.dcm")}
     sources["signed 12-bit"] = _signed_12_bit()
     for name, data in sources.items():
         for target in sorted(set(LOSSLESS) | set(LOSSY)):
@@ -350,7 +351,6 @@ def test_native_compression_keeps_every_other_byte(name, target):
     ("CT_small.dcm", "1.2.840.10008.1.2.4.50", "lossy: new UID and attributes, pydicom's path"),
     ("CT_small.dcm", "1.2.840.10008.1.2.5", "RLE: pydicom's encoder"),
     ("CT_small.dcm", "1.2.840.10008.1.2", "an uncompressed target"),
-    ("MR_small_implicit.dcm", "1.2.840.10008.1.2.4.80", "implicit VR: every element is rewritten"),
     ("MR_small_bigendian.dcm", "1.2.840.10008.1.2.4.80", "big endian"),
     ("SC_rgb_rle.dcm", "1.2.840.10008.1.2.4.80", "encapsulated source"),
     ("rtdose.dcm", "1.2.840.10008.1.2.4.80", "32 bits allocated"),
@@ -406,3 +406,78 @@ def test_native_frames_are_pydicoms_stored_values(signed, bits_stored):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert np.array_equal(pixel_array(out, raw=True), expected)
+
+
+def _elements(ds, prefix=()) -> list:
+    """(path, VR, value) of every element, sequences walked; group lengths left out."""
+    out = []
+    for el in ds:
+        if el.VR == "SQ":
+            out.append((prefix + (el.tag,), "SQ", len(el.value)))
+            for i, item in enumerate(el.value):
+                out += _elements(item, prefix + (el.tag, i))
+        elif el.tag.element != 0:
+            out.append((prefix + (el.tag,), el.VR, el.value))
+    return out
+
+
+def test_implicit_to_explicit_is_pydicoms_reading():
+    """Every implicit VR little endian sample file re-encoded at the byte level reads (in
+    explicit VR) as pydicom reads the original: same elements, VRs (private dictionary,
+    UN, OW pixel data, US/SS after Pixel Representation) and values, nested private
+    sequences included; what it cannot decide gives None."""
+    from conftest import pydicom_data_files, pydicom_test_files
+
+    from pacsbox.dicom.transcode import implicit_to_explicit
+    converted = []
+    for path in pydicom_test_files() + pydicom_data_files():
+        data = open(path, "rb").read()
+        try:
+            src = _read(data)
+        except Exception:  # noqa: BLE001
+            continue
+        if str(src.file_meta.get("TransferSyntaxUID", "")) != "1.2.840.10008.1.2":
+            continue
+        out = implicit_to_explicit(data)
+        if out is None:
+            continue
+        dst = _read(out)
+        assert str(dst.file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.1"
+        assert _elements(dst) == _elements(src), path
+        converted.append(path.rsplit("/", 1)[-1])
+    assert {"MR_small_implicit.dcm", "rtdose.dcm", "nested_priv_SQ.dcm", "priv_SQ.dcm", "rtplan.dcm",
+            "gdcm-US-ALOKA-16.dcm"} <= set(converted)
+    assert implicit_to_explicit(open(sample("rtplan_truncated.dcm"), "rb").read()) is None
+    assert implicit_to_explicit(open(sample("CT_small.dcm"), "rb").read()) is None  # explicit already
+
+
+@pytest.mark.parametrize("signed", [0, 1])
+def test_implicit_source_us_or_ss_and_the_native_path(signed):
+    """An implicit VR CT whose Smallest/Largest Image Pixel Value are ``US or SS``: US or
+    SS after its Pixel Representation, as pydicom reads them, then JPEG-LS through the
+    pydicom-free path; the same attribute inside a sequence is left to pydicom."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from pacsbox.dicom.transcode import compress_native, implicit_to_explicit
+    src = _read(open(sample("MR_small.dcm"), "rb").read())
+    src.PixelRepresentation = signed
+    src.SmallestImagePixelValue, src.LargestImagePixelValue = (-5 if signed else 5), 900
+    src.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"
+    buf = io.BytesIO()
+    src.save_as(buf, implicit_vr=True, enforce_file_format=True)
+    data = buf.getvalue()
+    explicit = _read(implicit_to_explicit(data))
+    assert explicit["SmallestImagePixelValue"].VR == ("SS" if signed else "US")
+    assert explicit.SmallestImagePixelValue == (-5 if signed else 5)
+    out = _read(compress_native(data, "1.2.840.10008.1.2.4.80"))
+    assert str(out.file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.80"
+    assert np.array_equal(I.decode_frame(out), I.decode_frame(_read(data)))
+    item = Dataset()
+    item.SmallestImagePixelValue = 3
+    src.ReferencedImageSequence = Sequence([item])
+    buf = io.BytesIO()
+    src.save_as(buf, implicit_vr=True, enforce_file_format=True)
+    assert implicit_to_explicit(buf.getvalue()) is None
+    assert _read(transcode(buf.getvalue(), "1.2.840.10008.1.2.4.80")).file_meta.TransferSyntaxUID == \
+           "1.2.840.10008.1.2.4.80"

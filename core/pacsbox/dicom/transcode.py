@@ -239,12 +239,14 @@ def compress_native(data: bytes, target: str, threads: int = 1) -> bytes | None:
 
     This is the common case of ``Transcode`` (and a third of the CPU of a pydicom read,
     encode and write of a 40 KB CT); the same bytes as :func:`transcode_here`'s full
-    rewrite of the pixel data.
+    rewrite of the pixel data. An implicit VR little endian file is first re-encoded by
+    :func:`implicit_to_explicit`.
 
     Parameters
     ----------
     data : bytes
-        A Part-10 file (preamble, ``DICM``, meta group).
+        A Part-10 file (preamble, ``DICM``, meta group), explicit or implicit VR little
+        endian.
     target : str
         A lossless compressed Transfer Syntax UID that imagecodecs writes (JPEG lossless,
         JPEG-LS lossless, JPEG 2000 lossless).
@@ -266,6 +268,12 @@ def compress_native(data: bytes, target: str, threads: int = 1) -> bytes | None:
         return None
     try:
         res = scan(data, _IMAGE_TAGS)
+        if res.transfer_syntax == IMPLICIT_LE:
+            converted = implicit_to_explicit(data, res)
+            if converted is None:
+                return None
+            data = converted
+            res = scan(data, _IMAGE_TAGS)
     except DicomFormatError:
         return None
     start = res.pixel_data_offset
@@ -298,14 +306,174 @@ def compress_native(data: bytes, target: str, threads: int = 1) -> bytes | None:
     except (EncodeError, ValueError):
         return None
     from pydicom.encaps import encapsulate
-    meta_end = file_meta.dataset_offset
-    meta = {t: (file_meta.vrs[t], v) for t, v in file_meta.elements.items()}
-    meta[0x00020010] = (b"UI", _even(target.encode(), b"\x00"))
-    head = b"".join(_meta_element(t, vr, v) for t, (vr, v) in sorted(meta.items()) if t != 0x00020000)
     pixels = encapsulate(encoded, has_bot=len(encoded) > 1)
+    return _with_meta(data, file_meta, target, [data[file_meta.dataset_offset:start], _PIXEL_TAG,
+                                                b"OB\x00\x00\xff\xff\xff\xff", pixels, _SEQ_DELIMITER,
+                                                data[start + 12 + length:]])
+
+
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_UNDEFINED_ITEM = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+_ITEM_DELIMITER = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+
+
+class _NotConvertible(Exception):
+    """An element :func:`implicit_to_explicit` leaves to pydicom."""
+
+
+def implicit_to_explicit(data: bytes, scanned=None) -> bytes | None:
+    """Re-encode an implicit VR little endian Part-10 file as explicit VR little endian at
+    the byte level (PS3.5 section 7.1), values unchanged: each VR is pydicom's reading of
+    the file (its data dictionary, the private dictionary under the element's private
+    creator, ``UN`` when unknown, ``OW`` for native Pixel Data, ``US``/``SS`` after
+    (0028,0103) for the ``US or SS`` attributes), sequences and items are written with
+    undefined lengths and the retired group lengths of the data set are dropped; the File
+    Meta Information is written again with (0002,0010) explicit VR little endian.
+
+    Parameters
+    ----------
+    data : bytes
+        The file (preamble, ``DICM``, meta group).
+    scanned : pacsbox.dicom.scan.ScanResult, optional
+        Its scan, when the caller has it.
+
+    Returns
+    -------
+    bytes or None
+        The file; None when it is not implicit VR little endian or has what only a full
+        pydicom reading decides (another ambiguous VR, ``US or SS`` inside a sequence or
+        without Pixel Representation, a value too long for its VR's 16-bit length).
+    """
+    import struct
+
+    from .scan import DicomFormatError, read_file_meta, scan
+    try:
+        meta = read_file_meta(data)
+        if meta.transfer_syntax != IMPLICIT_LE or data[128:132] != b"DICM":
+            return None
+        res = scanned if scanned is not None else scan(data, (0x00280103,))
+        if res.implicit_vr is not True:
+            return None
+        rep = res.raw.get(0x00280103)
+        pixel_rep = int.from_bytes(rep.value[:2], "little") if rep is not None and len(rep.value) >= 2 else None
+        out: list[bytes] = []
+        end = _Implicit(data, out, pixel_rep).dataset(meta.dataset_offset, len(data), True)
+    except (_NotConvertible, DicomFormatError, ValueError, KeyError, struct.error):
+        return None
+    if end != len(data):
+        return None
+    return _with_meta(data, meta, EXPLICIT_LE, [b"".join(out)])
+
+
+class _Implicit:
+    """The walk of :func:`implicit_to_explicit` (``out`` collects the explicit bytes)."""
+
+    def __init__(self, data: bytes, out: list[bytes], pixel_rep: int | None):
+        import struct
+        self.data, self.out, self.pixel_rep = data, out, pixel_rep
+        self.head = struct.Struct("<HHI")
+
+    def dataset(self, pos: int, end: int, top: bool) -> int:
+        """Convert the elements in [pos, end), or up to an item delimiter; the position
+        after them (after the delimiter)."""
+        data, out, head = self.data, self.out, self.head
+        creators: dict[int, str] = {}
+        while pos < end:
+            if pos + 8 > end:
+                raise _NotConvertible("truncated")
+            group, elem, length = head.unpack_from(data, pos)
+            tag, vpos = (group << 16) | elem, pos + 8
+            if tag == _ITEM_END:
+                return vpos
+            if group == 0xFFFE:
+                raise _NotConvertible("item outside a sequence")
+            if elem == 0 and group != 0x0002:
+                pos = vpos + length  # a retired group length: dropped, lengths change
+                continue
+            vr = self.vr(tag, creators, top)
+            if length == 0xFFFFFFFF:
+                if vr not in ("SQ", "UN"):
+                    raise _NotConvertible("undefined length")
+                out.append(data[pos:pos + 4] + b"SQ\x00\x00\xff\xff\xff\xff")
+                pos = self.sequence(vpos, None)
+                continue
+            nxt = vpos + length
+            if nxt > end:
+                raise _NotConvertible("truncated")
+            if vr == "SQ":
+                out.append(data[pos:pos + 4] + b"SQ\x00\x00\xff\xff\xff\xff")
+                self.sequence(vpos, nxt)
+            elif vr in _LONG_VRS:
+                out.append(data[pos:pos + 4] + vr.encode() + b"\x00\x00" + data[pos + 4:nxt])
+            else:
+                if length > 0xFFFF:
+                    raise _NotConvertible(f"{length} bytes in a {vr}")
+                out.append(data[pos:pos + 4] + vr.encode() + length.to_bytes(2, "little") + data[vpos:nxt])
+            if group & 1 and 0x0010 <= elem <= 0x00FF:
+                creators[(group << 8) | elem] = data[vpos:nxt].decode("latin-1").strip(" \x00")
+            pos = nxt
+        return pos
+
+    def sequence(self, pos: int, end: int | None) -> int:
+        """Convert the items of a sequence, of defined length (up to ``end``) or not (up
+        to its delimiter); writes the sequence delimiter."""
+        data, head = self.data, self.head
+        while end is None or pos < end:
+            group, elem, length = head.unpack_from(data, pos)
+            tag = (group << 16) | elem
+            if tag == _SEQ_END and end is None:
+                pos += 8
+                break
+            if tag != _ITEM:
+                raise _NotConvertible("not an item")
+            self.out.append(_UNDEFINED_ITEM)
+            if length == 0xFFFFFFFF:
+                pos = self.dataset(pos + 8, len(data), False)
+            else:
+                self.dataset(pos + 8, pos + 8 + length, False)
+                pos += 8 + length
+            self.out.append(_ITEM_DELIMITER)
+        self.out.append(_SEQ_DELIMITER)
+        return pos
+
+    def vr(self, tag: int, creators: dict[int, str], top: bool) -> str:
+        """pydicom's VR of an element read in implicit VR (see
+        :func:`implicit_to_explicit`)."""
+        from pydicom.datadict import dictionary_VR, get_private_entry
+        group, elem = tag >> 16, tag & 0xFFFF
+        if group & 1:
+            if 0x0010 <= elem <= 0x00FF:
+                return "LO"
+            creator = creators.get((group << 8) | (elem >> 8))
+            if creator is None:
+                return "UN"
+            try:
+                vr = get_private_entry(tag, creator)[0]
+            except KeyError:
+                return "UN"
+        else:
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                return "UN"
+        if " or " not in vr:
+            return vr
+        if tag == 0x7FE00010 or (vr == "OB or OW" and (group & 0xFF00) in (0x5000, 0x5400, 0x6000)):
+            return "OW"  # native Pixel Data, curve, waveform and overlay data read in implicit VR
+        if vr == "US or SS" and top and self.pixel_rep is not None:
+            return "SS" if self.pixel_rep == 1 else "US"
+        raise _NotConvertible(f"ambiguous VR {vr}")
+
+
+def _with_meta(data: bytes, meta, target: str, body: list[bytes]) -> bytes:
+    """The preamble of ``data``, its File Meta Information with (0002,0010) ``target``,
+    then ``body``."""
+    elements = {t: (meta.vrs[t], v) for t, v in meta.elements.items()}
+    elements[0x00020010] = (b"UI", _even(target.encode(), b"\x00"))
+    head = b"".join(_meta_element(t, vr, v) for t, (vr, v) in sorted(elements.items()) if t != 0x00020000)
     return b"".join((data[:128], b"DICM", _meta_element(0x00020000, b"UL", len(head).to_bytes(4, "little")), head,
-                     data[meta_end:start], _PIXEL_TAG, b"OB\x00\x00\xff\xff\xff\xff", pixels, _SEQ_DELIMITER,
-                     data[start + 12 + length:]))
+                     *body))
 
 
 def _even(value: bytes, pad: bytes) -> bytes:
