@@ -167,9 +167,19 @@ def element(tag: int, text: str, original: Dataset | None = None) -> DataElement
     -------
     pydicom.DataElement
         With the VR of ``original``, else of the dictionary; numbers parsed for binary
-        number VRs (empty or unparseable: no value), bytes for the other binary VRs.
+        number VRs (empty or unparseable: no value), bytes for the other binary VRs, an
+        empty sequence for a sequence given as ``""``.
+
+    Raises
+    ------
+    OrthancError
+        ``BAD_PARAMETER_TYPE`` for a sequence given as a non-empty text.
     """
     vr = _vr(tag, original)
+    if vr == "SQ":   # a sequence key given as text: asked for, with no constraint
+        if text:
+            raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, f"Bad Parameter type for tag {tag_to_key(tag)}")
+        return DataElement(tag, "SQ", Sequence([]))
     if text == "":
         return DataElement(tag, vr, None if vr in _NUMBER_VRS or vr in _BINARY_VRS else "")
     conv = _NUMBER_VRS.get(vr)

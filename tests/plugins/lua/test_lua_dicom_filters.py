@@ -368,3 +368,47 @@ function ReceivedInstanceFilter(tags, origin, info) return tags['Modality'] ~= '
                          timeout=10).json()["Status"] == "FilteredOut"
     assert lua(server, "print(#Seen)") == "0\n"
     assert requests.get(server.url + "/modalities", timeout=10).status_code == 404
+
+
+# ---- conversions ------------------------------------------------------------------------
+
+def test_query_conversions_round_trip():
+    """The tables the C-FIND filters receive, and the data sets made of their results."""
+    from pacsbox import OrthancError
+    from pacsbox_lua.dicom import fields_query, json_worklist, query_table, table_fields, worklist_json
+    q = Dataset()
+    q.SpecificCharacterSet = "ISO_IR 100"
+    q.QueryRetrieveLevel = "STUDY"
+    q.PatientName = "Müller*"
+    q.add_new(0x00091001, "OB", b"\x01\x02")
+    q.add_new(0x00280010, "US", 512)
+    q.ProcedureCodeSequence = Sequence([])
+    from pynetdicom.dsutils import decode, encode
+    raw = decode(io.BytesIO(encode(q, False, True)), False, True)      # as pynetdicom gives an identifier
+    table = query_table(raw)
+    assert table == {"0008,0005": "ISO_IR 100", "0008,0052": "STUDY", "0009,1001": "", "0010,0010": "Müller*",
+                     "0028,0010": "512"}
+    table["StudyDescription"] = "12"
+    back = fields_query(table_fields(table), raw)
+    assert (str(back.PatientName), back.Rows, back.StudyDescription, back[0x00091001].VR) == ("Müller*", 512, "12", "OB")
+    assert back[0x00081032].VR == "SQ"                               # the received sequences are kept
+    assert table_fields([]) == {}
+    for bad in ("x", {"PatientName": ["x"]}, {"NoSuchKeyword": "1"}):
+        with pytest.raises(OrthancError):
+            table_fields(bad)
+    wl = Dataset()
+    wl.PatientName = ""
+    step = Dataset()
+    step.ScheduledStationAETitle = ""
+    wl.ScheduledProcedureStepSequence = Sequence([step])
+    wl.add_new(0x00091010, "LO", "private")                         # left out, as Orthanc
+    as_json = worklist_json(wl)
+    assert as_json == {"0010,0010": "", "0040,0100": [{"0040,0001": ""}]}
+    as_json["0040,0100"][0]["0040,0001"] = "SCANNER1"
+    again = json_worklist(as_json, wl)
+    assert again.ScheduledProcedureStepSequence[0].ScheduledStationAETitle == "SCANNER1"
+    assert json_worklist({"0040,0100": [[]]}).ScheduledProcedureStepSequence[0] == Dataset()
+    for bad in ([], {"0008,0050": []}, {"0040,0100": "x"}):
+        with pytest.raises(OrthancError):
+            json_worklist(bad)
+
