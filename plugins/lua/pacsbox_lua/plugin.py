@@ -435,8 +435,9 @@ def startup(ctx: Any) -> None:
     ``Initialize()``.
 
     As Orthanc 1.10.1, the scripts are loaded in two interpreters: the main one (callbacks,
-    ``execute-script``) and one for the filters (``ReceivedInstanceFilter``,
-    ``IncomingHttpRequestFilter``), each with its own lock. So a callback that holds the main
+    ``execute-script``, the C-FIND filters) and one for the instance filters
+    (``ReceivedInstanceFilter``, ``IncomingHttpRequestFilter``, ``ReceivedCStoreInstanceFilter``,
+    ``IncomingCStoreInstanceFilter``), each with its own lock. So a callback that holds the main
     interpreter while the REST API it calls makes another thread run a filter (a C-STORE to
     this server, a job storing instances) does not deadlock.
 
