@@ -1,12 +1,16 @@
-"""Small HTTP helpers for resources (core and plugins): JSON bodies and answers, flags.
+"""Small HTTP helpers for resources (core and plugins): JSON bodies and answers, flags,
+and the readers of JSON body fields.
 
 Plugins use these through ``from pacsbox import send_json, read_json_body, query_flag``
-so that every answer is serialized the same way.
+so that every answer is serialized the same way, and every malformed body is refused
+with Orthanc's own words (:func:`read_bool`, :func:`read_string`, :func:`read_int`,
+:func:`read_strings`; :func:`request_mode` for the job options of a body).
 """
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import falcon
@@ -141,8 +145,9 @@ class BodyLimitMiddleware:
                 raise body_too_large(MAX_JSON_BODY_BYTES, "The JSON request body", "the JSON body bound")
 
 
-def read_json_body(req: falcon.Request, *, allow_empty: bool = True, default: Any = None) -> Any:
-    """Parse the request body as JSON.
+def read_json_body(req: falcon.Request, *, allow_empty: bool = True, default: Any = None,
+                   invalid: tuple[ErrorCode, str | None] | None = None) -> Any:
+    """Parse the request body as JSON: the one JSON body parser of the routes.
 
     Parameters
     ----------
@@ -151,12 +156,18 @@ def read_json_body(req: falcon.Request, *, allow_empty: bool = True, default: An
         An empty body gives ``default`` instead of an error.
     default : any
         Value for an empty body (``{}`` when None).
+    invalid : (ErrorCode, str or None), optional
+        The error (code, details) of an empty (when refused) or invalid body, for routes
+        whose Orthanc counterpart words it otherwise: ``(ErrorCode.BAD_FILE_FORMAT, None)``
+        for the job routes (Orthanc's ``ParseJsonRequest``), ``(ErrorCode.BAD_REQUEST, "The
+        body must contain a JSON object")`` for ``/tools/find`` and the bulk routes.
 
     Raises
     ------
     OrthancError
-        400 ``BAD_FILE_FORMAT`` when the body is not valid JSON; 413 above
-        :data:`MAX_JSON_BODY_BYTES`.
+        400 ``BAD_FILE_FORMAT`` when the body is not valid JSON (or ``invalid``); 413
+        above :data:`MAX_JSON_BODY_BYTES` (or :func:`read_body`'s bound), 400 for a corrupt
+        gzip body, whatever ``invalid`` says.
     """
     length = req.content_length
     if length is not None and length > MAX_JSON_BODY_BYTES:
@@ -167,26 +178,37 @@ def read_json_body(req: falcon.Request, *, allow_empty: bool = True, default: An
     if not data.strip():
         if allow_empty:
             return {} if default is None else default
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The request body is empty")
+        raise OrthancError(*(invalid or (ErrorCode.BAD_FILE_FORMAT, "The request body is empty")))
     try:
         return json.loads(data)
     except RecursionError:
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The request body is nested too deeply") from None
+        raise OrthancError(*(invalid or (ErrorCode.BAD_FILE_FORMAT, "The request body is nested too deeply"))) \
+            from None
     except (ValueError, UnicodeDecodeError):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The request body is not valid JSON") from None
+        raise OrthancError(*(invalid or (ErrorCode.BAD_FILE_FORMAT, "The request body is not valid JSON"))) \
+            from None
 
 
-def read_json_object(req: falcon.Request) -> dict[str, Any]:
-    """Parse the body as a JSON object (empty body → ``{}``).
+def read_json_object(req: falcon.Request, *, allow_empty: bool = True,
+                     invalid: tuple[ErrorCode, str | None] | None = None) -> dict[str, Any]:
+    """Parse the body as a JSON object (an empty body is ``{}`` when ``allow_empty``).
+
+    Parameters
+    ----------
+    req : falcon.Request
+    allow_empty : bool
+    invalid : (ErrorCode, str or None), optional
+        See :func:`read_json_body`; also the error of a body that is not an object.
 
     Raises
     ------
     OrthancError
-        400 ``BAD_FILE_FORMAT`` when the body is not a JSON object.
+        400 ``BAD_FILE_FORMAT`` "The body must be a JSON object" (or ``invalid``) when the
+        body is not a JSON object; the errors of :func:`read_json_body`.
     """
-    body = read_json_body(req)
+    body = read_json_body(req, allow_empty=allow_empty, invalid=invalid)
     if not isinstance(body, dict):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body must be a JSON object")
+        raise OrthancError(*(invalid or (ErrorCode.BAD_FILE_FORMAT, "The body must be a JSON object")))
     return body
 
 
@@ -204,7 +226,74 @@ def query_flag(req: falcon.Request, name: str) -> bool:
     return str(v).strip().lower() not in ("false", "0", "no")
 
 
-def read_bool(body: Mapping[str, Any], name: str, default: bool) -> bool:
+# ------------------------------------------------------------------------------------------
+# JSON body fields: one reader per type, in the words of the Orthanc routes
+# ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FieldErrors:
+    """How a family of Orthanc routes words a malformed field of a JSON body.
+
+    Each text is a template where ``{name}`` is the field's name.
+
+    Attributes
+    ----------
+    code : ErrorCode
+        Code of a field of the wrong type.
+    boolean, string, integer, unsigned, strings : str
+        Details of a field that is not a Boolean, a string, an integer, a non-negative
+        integer, a list of strings.
+    negative : str
+        Details of a negative value where only non-negative ones are allowed.
+    negative_code : ErrorCode
+        Its code.
+    null_is_absent : bool
+        A JSON ``null`` reads as an absent field.
+    """
+
+    code: ErrorCode
+    boolean: str
+    string: str
+    integer: str
+    unsigned: str
+    strings: str
+    negative: str
+    negative_code: ErrorCode
+    null_is_absent: bool = False
+
+
+#: Orthanc's ``SerializationToolbox`` (the job routes and most bodies): 400
+#: ``BadFileFormat`` "Boolean value expected in field: Permissive"...
+ORTHANC_FIELDS = FieldErrors(
+    ErrorCode.BAD_FILE_FORMAT, "Boolean value expected in field: {name}", "String value expected in field: {name}",
+    "Integer value expected in field: {name}", "Unsigned integer value expected in field: {name}",
+    "List of strings expected in field: {name}", "Unsigned integer value expected in field: {name}",
+    ErrorCode.BAD_FILE_FORMAT)
+#: ``/modify`` and ``/anonymize`` (Orthanc ``DicomModification``): "Member "Force" should be
+#: a Boolean value"; other types as :data:`ORTHANC_FIELDS`.
+MODIFY_FIELDS = replace(ORTHANC_FIELDS, boolean='Member "{name}" should be a Boolean value')
+#: ``/tools/find`` (Orthanc ``OrthancRestResources``): 400 ``BadRequest`` 'Field "Expand"
+#: should be a Boolean', 'Field "Limit" should be an integer', ``ParameterOutOfRange``
+#: 'Field "Limit" should be a positive integer'; ``null`` reads as absent.
+FIND_FIELDS = FieldErrors(
+    ErrorCode.BAD_REQUEST, 'Field "{name}" should be a Boolean', 'Field "{name}" should be a string',
+    'Field "{name}" should be an integer', 'Field "{name}" should be an integer',
+    'Field "{name}" should be a list of strings', 'Field "{name}" should be a positive integer',
+    ErrorCode.PARAMETER_OUT_OF_RANGE, null_is_absent=True)
+
+_ABSENT = object()
+
+
+def _field(body: Any, name: str, errors: FieldErrors) -> Any:
+    """The value of ``name`` in ``body``, or :data:`_ABSENT` (also for a body that is not
+    an object, as Orthanc reads a member of a non-object)."""
+    if not isinstance(body, Mapping) or name not in body:
+        return _ABSENT
+    value = body[name]
+    return _ABSENT if value is None and errors.null_is_absent else value
+
+
+def read_bool(body: Mapping[str, Any], name: str, default: Any, *, errors: FieldErrors = ORTHANC_FIELDS) -> Any:
     """A Boolean field of a JSON request body (Orthanc ``SerializationToolbox::ReadBoolean``).
 
     Parameters
@@ -213,17 +302,133 @@ def read_bool(body: Mapping[str, Any], name: str, default: bool) -> bool:
         The request's JSON object.
     name : str
         Field name, e.g. ``"KeepSource"``.
-    default : bool
+    default : bool or None
         Value when the field is absent.
+    errors : FieldErrors
+        The wording of the route's family (:data:`ORTHANC_FIELDS`, :data:`MODIFY_FIELDS`,
+        :data:`FIND_FIELDS`).
 
     Raises
     ------
     OrthancError
-        400 ``BAD_FILE_FORMAT`` "Boolean value expected in field: <name>".
+        400 ``BAD_FILE_FORMAT`` "Boolean value expected in field: <name>" (or the
+        ``errors`` wording).
     """
-    if name not in body:
+    v = _field(body, name, errors)
+    if v is _ABSENT:
         return default
-    v = body[name]
     if not isinstance(v, bool):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Boolean value expected in field: {name}")
+        raise OrthancError(errors.code, errors.boolean.format(name=name))
     return v
+
+
+def read_string(body: Mapping[str, Any], name: str, default: str | None = None, *,
+                errors: FieldErrors = ORTHANC_FIELDS) -> str | None:
+    """A string field (Orthanc ``SerializationToolbox::ReadString``), or ``default`` when
+    absent.
+
+    Raises
+    ------
+    OrthancError
+        400 ``BAD_FILE_FORMAT`` "String value expected in field: <name>".
+    """
+    v = _field(body, name, errors)
+    if v is _ABSENT:
+        return default
+    if not isinstance(v, str):
+        raise OrthancError(errors.code, errors.string.format(name=name))
+    return v
+
+
+def read_int(body: Mapping[str, Any], name: str, default: int, *, unsigned: bool = False,
+             errors: FieldErrors = ORTHANC_FIELDS) -> int:
+    """An integer field (Orthanc ``SerializationToolbox::ReadInteger`` /
+    ``ReadUnsignedInteger``): a JSON integer within the signed 32-bit range.
+
+    Parameters
+    ----------
+    body : mapping
+    name : str
+    default : int
+        Value when the field is absent.
+    unsigned : bool
+        Refuse negative values.
+    errors : FieldErrors
+
+    Raises
+    ------
+    OrthancError
+        400 ``BAD_FILE_FORMAT`` "Integer value expected in field: <name>" ("Unsigned
+        integer value expected in field: <name>" for an unsigned field, negative values
+        included), or the ``errors`` wording.
+    """
+    v = _field(body, name, errors)
+    if v is _ABSENT:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int) or not -2 ** 31 <= v < 2 ** 31:
+        raise OrthancError(errors.code, (errors.unsigned if unsigned else errors.integer).format(name=name))
+    if unsigned and v < 0:
+        raise OrthancError(errors.negative_code, errors.negative.format(name=name))
+    return v
+
+
+def read_strings(body: Mapping[str, Any], name: str, *, errors: FieldErrors = ORTHANC_FIELDS) -> list[str]:
+    """A required array of strings (Orthanc ``SerializationToolbox::ReadArrayOfStrings``).
+
+    Raises
+    ------
+    OrthancError
+        400 ``BAD_FILE_FORMAT`` "List of strings expected in field: <name>" when absent
+        or malformed (or when ``body`` is not an object).
+    """
+    v = _field(body, name, errors)
+    if v is _ABSENT or not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise OrthancError(errors.code, errors.strings.format(name=name))
+    return list(v)
+
+
+def request_permissive(body: Mapping[str, Any] | None) -> bool | None:
+    """``Permissive`` of a job-creating request body (reference section 3.2), or None when
+    absent.
+
+    Raises
+    ------
+    OrthancError
+        400 ``BAD_FILE_FORMAT`` "Boolean value expected in field: Permissive".
+    """
+    return read_bool(body or {}, "Permissive", None)
+
+
+def request_mode(body: Mapping[str, Any] | None, default_synchronous: bool = True) -> tuple[bool, int]:
+    """``Synchronous``/``Asynchronous`` and ``Priority`` of a job-creating request body
+    (reference section 3.2).
+
+    Parameters
+    ----------
+    body : mapping or None
+        ``Synchronous`` wins over ``Asynchronous`` (inverted); a body that is not an
+        object counts as ``{}``.
+    default_synchronous : bool
+        The route's default mode.
+
+    Returns
+    -------
+    (bool, int)
+        Whether to run synchronously, and the priority (default 0).
+
+    Raises
+    ------
+    OrthancError
+        ``BadFileFormat`` (400) when a field has the wrong type, with the reference's
+        details: "Boolean value expected in field: Synchronous" (or ``Asynchronous``),
+        "Integer value expected in field: Priority".
+    """
+    if not isinstance(body, Mapping):
+        body = {}
+    if "Synchronous" in body:
+        sync = read_bool(body, "Synchronous", default_synchronous)
+    elif "Asynchronous" in body:
+        sync = not read_bool(body, "Asynchronous", not default_synchronous)
+    else:
+        sync = default_synchronous
+    return sync, read_int(body, "Priority", 0)

@@ -164,3 +164,24 @@ def test_unreadable_entries_are_skipped_and_history_trimmed(jobs_app, tmp_path):
     app2.close()
     app3 = jobs_app({**cfg, "JobsHistorySize": 2})
     assert sorted(app3.ctx.jobs.ids()) == sorted(r.id for r in recs[2:])
+
+
+def test_the_saved_registry_is_json_written_by_json(jobs_app, tmp_path):
+    """The registry is built with ``json`` (it was spliced together by hand): a label with
+    quotes, backslashes and non-ASCII text comes back as it was, and a finished job's
+    EffectiveRuntime is the same after a reload (saved rounded, not truncated)."""
+    cfg = {"StorageDirectory": str(tmp_path / "s")}
+    app1 = jobs_app(cfg)
+    label = 'quote " backslash \\ brace } é 中'
+    rec = app1.ctx.jobs.submit(StepsJob(1, label=label))
+    wait_until(lambda: rec.state.value == "Success")
+    rec.runtime = 1.2346  # ms 1234.6: saved as 1235, EffectiveRuntime 1.235 both times
+    before = falcon.testing.TestClient(app1).simulate_get(f"/jobs/{rec.id}").json
+    app1.close()
+    app2 = jobs_app(cfg)
+    data = _saved(app2)
+    assert data["Type"] == "JobsRegistry" and data["History"] == [rec.id]
+    assert data["Jobs"][rec.id]["Job"]["Label"] == label and data["Jobs"][rec.id]["Runtime"] == 1235
+    after = falcon.testing.TestClient(app2).simulate_get(f"/jobs/{rec.id}").json
+    assert after["EffectiveRuntime"] == before["EffectiveRuntime"] == 1.235
+    assert app2.ctx.jobs.get(rec.id).job.label == label
