@@ -39,6 +39,17 @@ def _read(data: bytes) -> pydicom.Dataset:
         return pydicom.dcmread(io.BytesIO(data), force=True)
 
 
+def _converted(name: str, target: str, convert) -> tuple[pydicom.Dataset, pydicom.Dataset]:
+    """The sample file ``name`` and ``convert(data, target)`` (which must give a file in
+    ``target``), both read."""
+    data = open(sample(name), "rb").read()
+    out = convert(data, target)
+    assert out is not None
+    ds = _read(out)
+    assert str(ds.file_meta.TransferSyntaxUID) == target
+    return _read(data), ds
+
+
 def _all_frames(ds) -> np.ndarray:
     return np.stack([I.decode_frame(ds, i) for i in range(I.frame_count(ds))])
 
@@ -46,12 +57,7 @@ def _all_frames(ds) -> np.ndarray:
 @pytest.mark.parametrize("name", SOURCES)
 @pytest.mark.parametrize("target", LOSSLESS)
 def test_lossless_targets_round_trip(name, target):
-    data = open(sample(name), "rb").read()
-    src = _read(data)
-    out = transcode(data, target)
-    assert out is not None
-    ds = _read(out)
-    assert str(ds.file_meta.TransferSyntaxUID) == target
+    src, ds = _converted(name, target, transcode)
     assert ds.SOPInstanceUID == src.SOPInstanceUID
     assert "LossyImageCompression" not in ds or ds.LossyImageCompression == src.get("LossyImageCompression")
     assert np.array_equal(_all_frames(src), _all_frames(ds))
@@ -331,12 +337,7 @@ def test_native_compression_keeps_every_other_byte(name, target):
 
     from pacsbox.dicom.transcode import compress_native
     from pacsbox.imaging.encoders import encode_dataset
-    data = open(sample(name), "rb").read()
-    src = _read(data)
-    out = compress_native(data, target)
-    assert out is not None
-    ds = _read(out)
-    assert str(ds.file_meta.TransferSyntaxUID) == target
+    src, ds = _converted(name, target, compress_native)
     assert [e for e in ds.file_meta if e.tag != 0x00020010 and e.tag != 0x00020000] == \
            [e for e in src.file_meta if e.tag != 0x00020010 and e.tag != 0x00020000]
     assert [e for e in ds if e.tag != 0x7FE00010] == [e for e in src if e.tag != 0x7FE00010]
