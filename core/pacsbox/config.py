@@ -66,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "MaximumZipMemberSize": 1024,     # pacsbox option: MB per member of an uploaded ZIP
     "MaximumZipMembers": 100000,      # pacsbox option: members of an uploaded ZIP
     "MaximumZipRatio": 200,           # pacsbox option: inflated/compressed size of a ZIP member
+    "UploadSpoolThreshold": 2,        # pacsbox option: MB of a request body held in memory (larger: temp file)
 }
 
 #: Options the core reads beyond :data:`DEFAULTS` (no default value of their own).
@@ -241,7 +242,7 @@ CORE_OPTION_KINDS: dict[str, str] = {
     "JobsHistorySize": "int>=0", "SaveJobs": "bool", "MetricsEnabled": "bool",
     "DeidentifyLogs": "bool", "DefaultPrivateCreator": "str", "Dictionary": "dict", "Plugins": "list",
     "MaximumUploadSize": "int>=0", "MaximumZipMemberSize": "int>=0", "MaximumZipMembers": "int>=0",
-    "MaximumZipRatio": "int>=0",
+    "MaximumZipRatio": "int>=0", "UploadSpoolThreshold": "int>=0",
 }  # PluginsBlocklist (a list, or a comma-separated string) is checked by pacsbox.plugins.blocklist
 
 _EXPECTED = {

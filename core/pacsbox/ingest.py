@@ -10,7 +10,11 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import mmap
+import os
+import struct
 import time
+import zlib
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
@@ -39,6 +43,97 @@ _DEFAULT_ENCODINGS = {
     "SimplifiedChinese": "GB18030",
 }
 _ENCODING_NAMES = {name.lower(): name for name in _DEFAULT_ENCODINGS}
+
+
+#: Bytes read at a time when a file is copied to the storage area (:meth:`Ingest.store_file`).
+COPY_CHUNK = 1024 * 1024
+#: Elements larger than this stay on disk when a filter reads a file of
+#: :meth:`Ingest.store_file` (pydicom's ``defer_size``).
+DEFER_SIZE = 1024 * 1024
+
+
+def spool_threshold(config: Any) -> int:
+    """Bytes of a request body (or of an uploaded ZIP's member) kept in memory: the option
+    ``UploadSpoolThreshold`` (MB, default 2; 0 spools everything). A larger body is
+    spooled to a temporary file by waitress, and a large DICOM file is stored from that
+    file (``Ingest.store_file``), never read whole into memory.
+
+    Parameters
+    ----------
+    config : Config
+
+    Returns
+    -------
+    int
+        Bytes.
+    """
+    return config.int("UploadSpoolThreshold") * 1024 * 1024
+
+
+class FileWindow(io.RawIOBase):
+    """A read-only, seekable view of ``length`` bytes of the file ``f`` from ``start`` (a
+    request body in a spool file, a file in a larger one), never reading past its end.
+
+    Parameters
+    ----------
+    f : binary file
+        Seekable; shared (every read seeks first).
+    start, length : int
+        Offset and size of the window, bytes.
+    """
+
+    def __init__(self, f: Any, start: int, length: int) -> None:
+        super().__init__()
+        self.f, self.start, self.length, self.pos = f, start, length, 0
+
+    def readable(self) -> bool:  # noqa: D102
+        return True
+
+    def seekable(self) -> bool:  # noqa: D102
+        return True
+
+    def tell(self) -> int:  # noqa: D102
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:  # noqa: D102
+        base = {0: 0, 1: self.pos, 2: self.length}[whence]
+        self.pos = max(0, min(self.length, base + offset))
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:  # noqa: D102
+        left = self.length - self.pos
+        n = left if n is None or n < 0 else min(n, left)
+        if n <= 0:
+            return b""
+        self.f.seek(self.start + self.pos)
+        data = self.f.read(n)
+        self.pos += len(data)
+        return data
+
+    def readinto(self, b) -> int:  # noqa: D102
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def rewound(self) -> "FileWindow":
+        """The window, at its start (returned for chaining)."""
+        self.pos = 0
+        return self
+
+    def chunks(self, size: int):
+        """Yield the whole window in pieces of ``size`` bytes.
+
+        Raises
+        ------
+        OrthancError
+            ``BAD_FILE_FORMAT`` when the file is shorter than the window.
+        """
+        self.pos = 0
+        while self.pos < self.length:
+            data = self.read(size)
+            if not data:
+                raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The file was truncated while it was stored")
+            yield data
 
 
 @dataclass
@@ -157,6 +252,58 @@ class Ingest:
                                if len(data) else "Received an empty DICOM file") from None
         return res, T.raw_encodings(res.raw, self.default_encoding)
 
+    def store_file(self, f: Any, size: int | None = None, origin: Mapping[str, Any] | None = None) -> StoreResult:
+        """Store one DICOM file from an open file, without reading it whole into memory.
+
+        The file is mapped (``mmap``) for the scan of its headers, which skips the Pixel
+        Data by its length; it is then copied to the storage area in 1 MiB pieces, its MD5
+        (and its ``StorageCompression`` zlib stream) computed while copying. A large
+        upload spooled to a temporary file (``UploadSpoolThreshold``) goes this way, so its
+        ingest costs a few MiB of memory whatever its size.
+
+        Parameters
+        ----------
+        f : binary file
+            Seekable, with a descriptor (``fileno()``); the DICOM file starts at its
+            current position. It is left open.
+        size : int, optional
+            Bytes of the file from that position (default: up to the end of ``f``).
+        origin : mapping, optional
+            As in :meth:`store`.
+
+        Returns
+        -------
+        StoreResult
+
+        Raises
+        ------
+        OrthancError
+            As :meth:`store`.
+        """
+        start = f.tell()
+        if size is None:
+            size = os.fstat(f.fileno()).st_size - start
+        if size <= 0:
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Received an empty DICOM file")
+        flush = getattr(f, "flush", None)
+        if flush is not None:
+            flush()  # a buffered writer's last bytes (waitress's spool file) reach the descriptor
+        if os.fstat(f.fileno()).st_size < start + size:
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Cannot parse an invalid DICOM file (size: {size} bytes)")
+        mm = mmap.mmap(f.fileno(), start + size, access=mmap.ACCESS_READ)
+        try:
+            with memoryview(mm) as whole:
+                view = whole[start:start + size]
+                try:
+                    return self._store(view, origin, FileWindow(f, start, size))
+                finally:
+                    view.release()
+        finally:
+            try:
+                mm.close()
+            except BufferError:  # a view kept by a traceback: closed when collected
+                pass
+
     def store(self, data: bytes, origin: Mapping[str, Any] | None = None) -> StoreResult:
         """Store one DICOM file.
 
@@ -180,6 +327,12 @@ class Ingest:
             identifiers; 404 ``INEXISTENT_TAG`` when StudyInstanceUID, SeriesInstanceUID
             or SOPInstanceUID is absent (reference section 1). Nothing is stored then.
         """
+        return self._store(data, origin, None)
+
+    def _store(self, data: bytes | memoryview, origin: Mapping[str, Any] | None,
+               source: "FileWindow | None") -> StoreResult:
+        """:meth:`store` (``source`` None: ``data`` is the file) or :meth:`store_file`
+        (``data`` maps ``source``, which is read again in pieces to copy it)."""
         t0 = time.perf_counter()
         ctx = self.ctx
         origin = dict(origin or {})
@@ -200,7 +353,8 @@ class Ingest:
                                    "missing StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID")
             idents.append(v)
         if ctx.pm.has_impls("filter_received_instance"):
-            full = pydicom.dcmread(io.BytesIO(data), force=True)
+            full = (pydicom.dcmread(io.BytesIO(data), force=True) if source is None else
+                    pydicom.dcmread(source.rewound(), force=True, defer_size=DEFER_SIZE))
             failed: list[str] = []
             if not ctx.pm.call("filter_received_instance", {"dataset": full, "origin": origin}, failed=failed):
                 return StoreResult("FilteredOut", failed_filters=tuple(failed))
@@ -248,16 +402,20 @@ class Ingest:
             metadata[str(k)] = str(v)
 
         att_uuid = str(uuidlib.uuid4())
-        md5 = hashlib.md5(data).hexdigest() if self.store_md5 else None
-        stored = data
-        if self.compress:  # StorageCompression: Orthanc's format (size prefix + zlib)
-            from .storage.filesystem import compress_blob
-            stored = compress_blob(data)
-        att = Attachment(1, att_uuid, len(stored), len(data), md5)
+        size = len(data)
         t1 = time.perf_counter()
         keys = pending.begin(ctx, [(att_uuid, 1)])  # a crash before the commit: removed at start
         try:
-            ctx.storage.create(att_uuid, stored, 1)
+            if source is None:
+                md5 = hashlib.md5(data).hexdigest() if self.store_md5 else None
+                stored = data
+                if self.compress:  # StorageCompression: Orthanc's format (size prefix + zlib)
+                    from .storage.filesystem import compress_blob
+                    stored = compress_blob(data)
+                ctx.storage.create(att_uuid, stored, 1)
+                att = Attachment(1, att_uuid, len(stored), size, md5)
+            else:
+                att = self._copy_to_storage(att_uuid, source)
             t2 = time.perf_counter()
             try:
                 outcome = index.store_instance(NewInstance(
@@ -276,12 +434,50 @@ class Ingest:
             ctx.storage.remove(a.uuid, a.content_type)
         m = ctx.metrics
         m.record_duration("orthanc_storage_create_duration_ms", t2 - t1)
-        m.increment("orthanc_storage_written_bytes", len(data))
+        m.increment("orthanc_storage_written_bytes", size)
         m.record_duration("orthanc_store_dicom_duration_ms", time.perf_counter() - t0)
         notifier = ctx.notifier  # the index announced the changes (change_recorded)
-        notifier.emit("instance_stored", _lazy={"dataset": lambda: pydicom.dcmread(io.BytesIO(data), force=True)},
-                      ctx=ctx, instance_id=ids[3])
+        if source is None:
+            lazy = {"dataset": lambda: pydicom.dcmread(io.BytesIO(data), force=True)}
+        else:  # the mapped file is gone by then: read back from the storage area
+            lazy = {"dataset": lambda: ctx.resources.read_dataset(ids[3])}
+        notifier.emit("instance_stored", _lazy=lazy, ctx=ctx, instance_id=ids[3])
         return StoreResult("Success", ids, outcome.changes)
+
+    def _copy_to_storage(self, att_uuid: str, source: "FileWindow") -> Attachment:
+        """Copy ``source`` to the storage area in pieces (through its ``create_stream``
+        when it has one), computing the MD5 and the ``StorageCompression`` stream on the
+        way; returns the attachment row to index."""
+        md5 = hashlib.md5() if self.store_md5 else None
+        written = 0
+
+        def pieces():
+            nonlocal written
+            comp = None
+            if self.compress:  # Orthanc's format: the size as 8 bytes, then the zlib stream
+                comp = zlib.compressobj(6)
+                head = struct.pack("<Q", source.length)
+                written += len(head)
+                yield head
+            for chunk in source.chunks(COPY_CHUNK):
+                if md5 is not None:
+                    md5.update(chunk)
+                if comp is not None:
+                    chunk = comp.compress(chunk)
+                written += len(chunk)
+                yield chunk
+            if comp is not None:
+                tail = comp.flush()
+                written += len(tail)
+                yield tail
+
+        storage = self.ctx.storage
+        create_stream = getattr(storage, "create_stream", None)
+        if create_stream is not None:
+            create_stream(att_uuid, pieces(), 1)
+        else:  # a storage area of a plugin that only takes bytes
+            storage.create(att_uuid, b"".join(pieces()), 1)
+        return Attachment(1, att_uuid, written, source.length, md5.hexdigest() if md5 is not None else None)
 
     @staticmethod
     def _sop_class(raw, res) -> str:

@@ -28,10 +28,13 @@ from waitress.receiver import FixedStreamReceiver
 from waitress.server import create_server
 from waitress.task import WSGITask
 
+from .ingest import spool_threshold
+
 #: Bytes read from a socket at a time (a 0.5 MB MR upload in 2-3 reads rather than 8; 1 MiB
 #: reads cost more in page faults than they save).
 RECV_BYTES = 256 * 1024
-#: Request bodies up to this size stay in memory (larger ones spill to a temporary file).
+#: Request bodies up to this size stay in memory, larger ones spill to a temporary file: the
+#: default of the option ``UploadSpoolThreshold`` (2 MB, see :func:`pacsbox.web.spool_threshold`).
 INBUF_OVERFLOW = 2 * 1024 * 1024
 #: An answer may buffer this much before the application thread waits for the client.
 OUTBUF_HIGH_WATERMARK = 4 * 1024 * 1024
@@ -215,8 +218,9 @@ def make_server(app: Any, config: Any, *, host: str | None = None, port: int | N
     config : Config
         Uses ``HttpPort``, ``HttpBindAddress`` (default ``127.0.0.1``; ``0.0.0.0`` when
         ``RemoteAccessAllowed`` and no address is set), ``HttpThreadsCount`` (clamped to
-        4-64 worker threads) and ``HttpTimeout`` (idle connection timeout, seconds, at
-        least 60).
+        4-64 worker threads), ``HttpTimeout`` (idle connection timeout, seconds, at
+        least 60) and ``UploadSpoolThreshold`` (MB: a request body above it is spooled
+        to a temporary file, not held in memory; 0 spools every body).
     host, port : optional
         Override the configured address.
     **overrides
@@ -242,7 +246,7 @@ def make_server(app: Any, config: Any, *, host: str | None = None, port: int | N
         channel_timeout=max(60, config.int("HttpTimeout")), ident="pacsbox",
         clear_untrusted_proxy_headers=True, outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
         channel_request_lookahead=1, asyncore_use_poll=True,
-        recv_bytes=RECV_BYTES, inbuf_overflow=INBUF_OVERFLOW,
+        recv_bytes=RECV_BYTES, inbuf_overflow=spool_threshold(config),
     )
     max_body = config.int("MaximumUploadSize") * 1024 * 1024 if config.get("MaximumUploadSize") else 0
     if max_body:  # larger bodies are discarded as they arrive and refused by the app with 413

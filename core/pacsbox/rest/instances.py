@@ -5,6 +5,7 @@ import io
 import logging
 import re
 import struct
+import tempfile
 import zipfile
 import zlib
 from typing import Any
@@ -14,6 +15,7 @@ import pydicom
 
 from ..dicom import tags as T
 from ..errors import ErrorCode, OrthancError, not_found
+from ..ingest import FileWindow, spool_threshold
 from ..web import MAX_BODY_ENV, body_too_large, read_body, send_json, send_text
 from ..routing.registry import RouteSpec
 from .resources_api import ignore_length, tag_format
@@ -25,44 +27,6 @@ ZIP_MAGIC = b"PK\x03\x04"
 #: image compresses 1000 times).
 ZIP_RATIO_FLOOR = 64 * 1024 * 1024
 _ZIP_CHUNK = 1024 * 1024
-
-
-class _Window(io.RawIOBase):
-    """A read-only, seekable view of ``length`` bytes of ``f`` from ``start`` (the body
-    in waitress's spool file, without reading past it)."""
-
-    def __init__(self, f, start: int, length: int) -> None:
-        super().__init__()
-        self.f, self.start, self.length, self.pos = f, start, length, 0
-
-    def readable(self) -> bool:  # noqa: D102
-        return True
-
-    def seekable(self) -> bool:  # noqa: D102
-        return True
-
-    def tell(self) -> int:  # noqa: D102
-        return self.pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:  # noqa: D102
-        base = {0: 0, 1: self.pos, 2: self.length}[whence]
-        self.pos = max(0, min(self.length, base + offset))
-        return self.pos
-
-    def read(self, n: int = -1) -> bytes:  # noqa: D102
-        left = self.length - self.pos
-        n = left if n is None or n < 0 else min(n, left)
-        if n <= 0:
-            return b""
-        self.f.seek(self.start + self.pos)
-        data = self.f.read(n)
-        self.pos += len(data)
-        return data
-
-    def readinto(self, b) -> int:  # noqa: D102
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
 
 
 class UploadResource:
@@ -90,8 +54,12 @@ class UploadResource:
             resp.data = b""  # Orthanc answers a form upload with an empty 200
             return
         raw = self._spooled_body(req)
-        if raw is not None:  # a ZIP: its members are read one by one from waitress's spool
-            send_json(resp, self._store_zip(raw, origin))
+        if raw is not None:
+            if raw.read(4) == ZIP_MAGIC:  # a ZIP: its members are read one by one from the spool
+                send_json(resp, self._store_zip(raw.rewound(), origin))
+            else:  # a large file (above UploadSpoolThreshold): copied from the spool file
+                raw.f.seek(raw.start)
+                send_json(resp, self.ctx.ingest.store_file(raw.f, raw.length, origin).answer())
             return
         data = read_body(req)
         if data[:4] == ZIP_MAGIC:
@@ -126,9 +94,11 @@ class UploadResource:
 
     @staticmethod
     def _spooled_body(req):
-        """The body as waitress's seekable file when it is a ZIP of known length, not
-        gzip-encoded (its members are then read one at a time); None otherwise."""
-        if req.content_length is None or (req.get_header("Content-Encoding") or "").lower() == "gzip":
+        """The body as a window on waitress's seekable file, when it has a known length,
+        is not gzip-encoded, and is a ZIP (its members are then read one at a time) or is
+        spooled to a temporary file (above ``UploadSpoolThreshold``: it is then stored
+        from that file, never read whole); None otherwise."""
+        if not req.content_length or (req.get_header("Content-Encoding") or "").lower() == "gzip":
             return None
         f = req.env.get("wsgi.input")
         if f is None or not hasattr(f, "seek"):
@@ -140,16 +110,26 @@ class UploadResource:
         except (OSError, ValueError):
             return None
         if head != ZIP_MAGIC:
-            return None
+            try:
+                f.fileno()
+            except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation: in memory
+                return None
         limit = int(req.env.get(MAX_BODY_ENV, 0) or 0)
         if limit and req.content_length > limit:
             raise body_too_large(limit)
-        return _Window(f, start, req.content_length)
+        return FileWindow(f, start, req.content_length)
 
-    def _read_member(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    def _read_member(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo):
         """One member, inflated in chunks and refused (413) as soon as it exceeds
         ``MaximumZipMemberSize`` or ``MaximumZipRatio`` (a ZIP bomb is refused on its
-        header, without inflating it; a lying header is caught while inflating)."""
+        header, without inflating it; a lying header is caught while inflating).
+
+        Returns
+        -------
+        bytes or file
+            The member's bytes; or, once it grows past ``UploadSpoolThreshold``, a
+            temporary file holding it, at position 0 (the caller closes it).
+        """
         cfg = self.ctx.config
         limit = cfg.int("MaximumZipMemberSize") * 1024 * 1024
         ratio = cfg.int("MaximumZipRatio")
@@ -167,16 +147,32 @@ class UploadResource:
 
         if bound is not None and info.file_size > bound:
             raise refuse()
-        parts, total = [], 0
-        with zf.open(info) as member:
-            while True:
-                chunk = member.read(_ZIP_CHUNK)
-                if not chunk:
-                    break
-                total += len(chunk)
-                if bound is not None and total > bound:
-                    raise refuse()
-                parts.append(chunk)
+        spool_at = spool_threshold(cfg)
+        parts, total, spool = [], 0, None
+        try:
+            with zf.open(info) as member:
+                while True:
+                    chunk = member.read(_ZIP_CHUNK)
+                    if not chunk:
+                        break
+                    total += len(chunk)
+                    if bound is not None and total > bound:
+                        raise refuse()
+                    if spool is None and total > spool_at:
+                        spool = tempfile.TemporaryFile()
+                        spool.writelines(parts)
+                        parts = []
+                    if spool is not None:
+                        spool.write(chunk)
+                    else:
+                        parts.append(chunk)
+        except BaseException:
+            if spool is not None:
+                spool.close()
+            raise
+        if spool is not None:
+            spool.seek(0)
+            return spool
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _store_zip(self, fileobj, origin: dict) -> list[dict[str, Any]]:
@@ -204,7 +200,11 @@ class UploadResource:
                     log.info("skipping ZIP entry %s: %s", info.filename, e)
                     continue
                 try:
-                    answers.append(self.ctx.ingest.store(entry, origin).answer())
+                    if isinstance(entry, bytes):
+                        answers.append(self.ctx.ingest.store(entry, origin).answer())
+                    else:  # spooled: stored from its temporary file
+                        with entry:
+                            answers.append(self.ctx.ingest.store_file(entry, None, origin).answer())
                 except OrthancError as e:
                     log.info("skipping ZIP entry %s: %s", info.filename, e)
         return answers

@@ -29,6 +29,10 @@ class StorageArea(Protocol):
             The write failed; nothing is left under ``uuid``.
         """
 
+    # Optional: ``create_stream(uuid, chunks, content_type)`` writes an iterable of bytes
+    # pieces atomically, as :meth:`create` (a large upload is then never joined in memory;
+    # see ``FilesystemStorageArea.create_stream``). Without it, the pieces are joined.
+
     def read(self, uuid: str, content_type: int) -> bytes:
         """Return the whole attachment.
 

@@ -12,7 +12,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterable
 
 from ..hookspecs import hookimpl
 
@@ -77,6 +77,17 @@ class FilesystemStorageArea:
 
     def create(self, uuid: str, data: bytes, content_type: int = 1) -> None:
         """Write ``data`` atomically under ``uuid`` (see the module docstring)."""
+        self.create_stream(uuid, (data,), content_type)
+
+    def create_stream(self, uuid: str, chunks: Iterable[bytes], content_type: int = 1) -> None:
+        """Write the pieces ``chunks`` one after the other, atomically, under ``uuid``
+        (a large file never held whole in memory); see the module docstring.
+
+        Raises
+        ------
+        Exception
+            Whatever writing or ``chunks`` raised; nothing is left under ``uuid`` then.
+        """
         final = self._file(uuid)
         tmp = final + ".tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
@@ -86,10 +97,11 @@ class FilesystemStorageArea:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             fd = os.open(tmp, flags, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            for data in chunks:
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
             if self.sync:
                 os.fsync(fd)
         except BaseException:
