@@ -67,6 +67,8 @@ DEFAULTS: dict[str, Any] = {
     "MaximumZipMembers": 100000,      # pacsbox option: members of an uploaded ZIP
     "MaximumZipRatio": 200,           # pacsbox option: inflated/compressed size of a ZIP member
     "UploadSpoolThreshold": 2,        # pacsbox option: MB of a request body held in memory (larger: temp file)
+    "MaximumFormParts": 1000,         # pacsbox option: parts of a multipart/form-data upload
+    "MaximumFormPartSize": 1024,      # pacsbox option: MB per part (file) of a multipart/form-data upload
 }
 
 #: Options the core reads beyond :data:`DEFAULTS` (no default value of their own).
@@ -243,6 +245,7 @@ CORE_OPTION_KINDS: dict[str, str] = {
     "DeidentifyLogs": "bool", "DefaultPrivateCreator": "str", "Dictionary": "dict", "Plugins": "list",
     "MaximumUploadSize": "int>=0", "MaximumZipMemberSize": "int>=0", "MaximumZipMembers": "int>=0",
     "MaximumZipRatio": "int>=0", "UploadSpoolThreshold": "int>=0",
+    "MaximumFormParts": "int>=0", "MaximumFormPartSize": "int>=0",
 }  # PluginsBlocklist (a list, or a comma-separated string) is checked by pacsbox.plugins.blocklist
 
 _EXPECTED = {

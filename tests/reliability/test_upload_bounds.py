@@ -6,6 +6,7 @@
   inflating it, RSS flat, with the default options;
 - ZIP members above ``MaximumZipMemberSize``, more members than ``MaximumZipMembers``;
 - a gzip body that inflates beyond ``MaximumUploadSize``;
+- multipart form parts beyond ``MaximumFormParts`` or ``MaximumFormPartSize``;
 - JSON bodies above the JSON bound, ``Replace`` values nested or long beyond their bounds.
 """
 from __future__ import annotations
@@ -111,6 +112,61 @@ def test_zip_member_and_count_bounds(live_server):
     r = requests.post(s.url + "/instances", data=_zip({f"{i}.dcm": b"x" for i in range(4)}), timeout=60)
     assert r.status_code == 413
     assert r.json()["Details"] == "The ZIP archive has 4 members, more than MaximumZipMembers (3)"
+
+
+def _form(parts: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body with one file part per (name, bytes); returns (body, content type)."""
+    boundary = "pacsboxBoundary7MA4YWxk"
+    out = io.BytesIO()
+    for name, data in parts:
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="files[]"; filename="{name}"\r\n'
+                  "Content-Type: application/dicom\r\n\r\n".encode())
+        out.write(data + b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_multipart_part_count_and_size_bounds(live_server):
+    """Case 7: the parts of a form upload are bounded in number (``MaximumFormParts``) and
+    in size (``MaximumFormPartSize``), each with a 413 in Orthanc's error format."""
+    s = live_server({"MaximumFormParts": 70, "MaximumFormPartSize": 1})
+    # 70 parts, beyond falcon's own 64 (which ended the form silently): every one stored
+    files = make_study(70, patient_id="FORM", series=1)
+    body, ctype = _form([(f"{i}.dcm", f) for i, f in enumerate(files)])
+    r = requests.post(s.url + "/instances", data=body, headers={"Content-Type": ctype}, timeout=120)
+    assert (r.status_code, r.content) == (200, b"")
+    assert len(requests.get(s.url + "/instances", timeout=60).json()) == 70
+    # one part more than MaximumFormParts
+    body, ctype = _form([(f"{i}.dcm", files[0]) for i in range(71)])
+    r = requests.post(s.url + "/instances", data=body, headers={"Content-Type": ctype}, timeout=60)
+    assert r.status_code == 413
+    err = r.json()
+    assert (err["HttpStatus"], err["Method"], err["Uri"]) == (413, "POST", "/instances")
+    assert err["Details"] == "The form has more than 70 parts (MaximumFormParts)"
+    # a part above MaximumFormPartSize (1 MB)
+    body, ctype = _form([("big.dcm", os.urandom((1 << 20) + 1))])
+    r = requests.post(s.url + "/instances", data=body, headers={"Content-Type": ctype}, timeout=60)
+    assert r.status_code == 413
+    assert r.json()["Details"] == "Form part 'files[]' exceeds MaximumFormPartSize (1048576 bytes)"
+    # a chunked upload announcing a file above it: refused before any chunk is kept
+    body, ctype = _form([("big.dcm", b"x" * 100)])
+    r = requests.post(s.url + "/instances", data=body, timeout=60,
+                      headers={"Content-Type": ctype, "X-File-Name": "big.dcm", "X-File-Size": str(2 << 20)})
+    assert r.status_code == 413
+    assert r.json()["Details"] == "The uploaded file 'big.dcm' exceeds MaximumFormPartSize (1048576 bytes)"
+    assert len(requests.get(s.url + "/instances", timeout=60).json()) == 70
+
+
+def test_multipart_part_above_the_spool_threshold_is_stored(live_server):
+    """A form part larger than ``UploadSpoolThreshold`` goes through a temporary file and
+    is stored whole."""
+    s = live_server({"UploadSpoolThreshold": 0})
+    data = make_study(1, patient_id="SPOOL", series=1)[0]
+    body, ctype = _form([("a.dcm", data)])
+    r = requests.post(s.url + "/instances", data=body, headers={"Content-Type": ctype}, timeout=60)
+    assert r.status_code == 200
+    (iid,) = requests.get(s.url + "/instances", timeout=60).json()
+    assert requests.get(f"{s.url}/instances/{iid}/file", timeout=60).content == data
 
 
 def test_gzip_body_inflating_beyond_the_limit(live_server):

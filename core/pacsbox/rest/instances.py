@@ -29,6 +29,59 @@ ZIP_RATIO_FLOOR = 64 * 1024 * 1024
 _ZIP_CHUNK = 1024 * 1024
 
 
+#: falcon's multipart parser, with no bound of its own on the number of parts (falcon's 64
+#: would end the form silently, as a malformed one): ``MaximumFormParts`` answers 413.
+_PARSE_OPTIONS = falcon.media.multipart.MultipartParseOptions()
+_PARSE_OPTIONS.max_body_part_count = 0
+
+
+def _read_spooled(stream, bound: int | None, refuse, spool_at: int):
+    """Read ``stream`` in 1 MiB pieces, refusing it (``raise refuse()``) once past
+    ``bound`` bytes, and spooling it to a temporary file once past ``spool_at`` bytes.
+
+    Parameters
+    ----------
+    stream : binary file
+        An uploaded ZIP's member, a form's part.
+    bound : int or None
+        Bytes (None: no bound).
+    refuse : callable
+        Returns the error to raise (413).
+    spool_at : int
+        Bytes (``UploadSpoolThreshold``).
+
+    Returns
+    -------
+    bytes or file
+        The bytes; or a temporary file holding them, at position 0 (the caller closes it).
+    """
+    parts, total, spool = [], 0, None
+    try:
+        while True:
+            chunk = stream.read(_ZIP_CHUNK)
+            if not chunk:
+                break
+            total += len(chunk)
+            if bound is not None and total > bound:
+                raise refuse()
+            if spool is None and total > spool_at:
+                spool = tempfile.TemporaryFile()
+                spool.writelines(parts)
+                parts = []
+            if spool is not None:
+                spool.write(chunk)
+            else:
+                parts.append(chunk)
+    except BaseException:
+        if spool is not None:
+            spool.close()
+        raise
+    if spool is not None:
+        spool.seek(0)
+        return spool
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 class UploadResource:
     """``GET /instances`` (listing) and ``POST /instances`` (upload: DICOM, gzip, ZIP or a
     ``multipart/form-data`` form), reference section 2.1."""
@@ -81,14 +134,28 @@ class UploadResource:
         size = int(size_header) if size_header and size_header.strip().isdigit() else 0
         chunks = self.chunks if size > 0 else None
         name = req.get_header("X-File-Name") or ""
+        cfg = self.ctx.config
+        most = cfg.int("MaximumFormParts")
+        limit = cfg.int("MaximumFormPartSize") * 1024 * 1024
+        if limit and size > limit:  # a chunked file announced larger than a part may be
+            raise body_too_large(limit, f"The uploaded file {name!r}", "MaximumFormPartSize")
+        handler = falcon.media.MultipartFormHandler(_PARSE_OPTIONS)
+        spool_at = spool_threshold(cfg)
         try:
-            form = req.get_media()
-            for part in form:
-                data = part.stream.read()
-                if data and chunks is not None:
-                    data = chunks.add(name, size, data)
-                if data:
-                    self.ctx.ingest.store(data, origin)
+            form = handler.deserialize(req.bounded_stream, req.content_type, req.content_length)
+            for count, part in enumerate(form, 1):
+                if most and count > most:
+                    raise OrthancError(ErrorCode.BAD_REQUEST, f"The form has more than {most} parts "
+                                       "(MaximumFormParts)", http_status=413)
+                entry = _read_spooled(part.stream, limit or None, lambda: body_too_large(
+                    limit, f"Form part {part.name!r}", "MaximumFormPartSize"), spool_at)
+                if chunks is not None:  # a chunk: assembled in memory (bounded by the size above)
+                    if not isinstance(entry, bytes):
+                        with entry:
+                            entry = entry.read()
+                    entry = chunks.add(name, size, entry) if entry else None
+                if entry:
+                    self._store_entry(entry, origin)
         except falcon.MediaMalformedError:
             log.info("malformed multipart upload ignored")  # Orthanc stores nothing, answers 200
 
@@ -147,33 +214,8 @@ class UploadResource:
 
         if bound is not None and info.file_size > bound:
             raise refuse()
-        spool_at = spool_threshold(cfg)
-        parts, total, spool = [], 0, None
-        try:
-            with zf.open(info) as member:
-                while True:
-                    chunk = member.read(_ZIP_CHUNK)
-                    if not chunk:
-                        break
-                    total += len(chunk)
-                    if bound is not None and total > bound:
-                        raise refuse()
-                    if spool is None and total > spool_at:
-                        spool = tempfile.TemporaryFile()
-                        spool.writelines(parts)
-                        parts = []
-                    if spool is not None:
-                        spool.write(chunk)
-                    else:
-                        parts.append(chunk)
-        except BaseException:
-            if spool is not None:
-                spool.close()
-            raise
-        if spool is not None:
-            spool.seek(0)
-            return spool
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        with zf.open(info) as member:
+            return _read_spooled(member, bound, refuse, spool_threshold(cfg))
 
     def _store_zip(self, fileobj, origin: dict) -> list[dict[str, Any]]:
         try:
@@ -200,14 +242,17 @@ class UploadResource:
                     log.info("skipping ZIP entry %s: %s", info.filename, e)
                     continue
                 try:
-                    if isinstance(entry, bytes):
-                        answers.append(self.ctx.ingest.store(entry, origin).answer())
-                    else:  # spooled: stored from its temporary file
-                        with entry:
-                            answers.append(self.ctx.ingest.store_file(entry, None, origin).answer())
+                    answers.append(self._store_entry(entry, origin).answer())
                 except OrthancError as e:
                     log.info("skipping ZIP entry %s: %s", info.filename, e)
         return answers
+
+    def _store_entry(self, entry, origin: dict):
+        """Store what :func:`_read_spooled` gave: bytes, or a temporary file (closed here)."""
+        if isinstance(entry, bytes):
+            return self.ctx.ingest.store(entry, origin)
+        with entry:
+            return self.ctx.ingest.store_file(entry, None, origin)
 
 
 #: ``/file`` reads a file up to this size whole (``pacsbox serve`` then sends it with the
