@@ -59,7 +59,7 @@ from .hookspecs import hookimpl, hookspec
 from .errors import ErrorCode, OrthancError, StartupError, not_found, refused
 from .web import (dumps, query_flag, read_body, read_bool, read_json_body, read_json_object,
                   send_json, send_text)
-from .index.index import Attachment, Resource
+from .index.index import CONTENT_TYPE_DICOM, Attachment, Level, Resource
 from .internal_rest import RestAnswer, call_rest_api
 from .jobs.base import InstancesJob, Job, JobInfo, JobOutput, JobState, StepResult
 from .jobs.engine import request_mode
@@ -76,7 +76,7 @@ __all__ = [
     "PluginLoadError",
     "ErrorCode", "OrthancError", "not_found", "refused",
     "Job", "InstancesJob", "JobInfo", "JobOutput", "JobState", "StepResult", "StartupError", "request_mode",
-    "RouteSpec", "MetricSpec", "StorageArea", "Resource", "Attachment",
+    "RouteSpec", "MetricSpec", "StorageArea", "Resource", "Attachment", "Level", "CONTENT_TYPE_DICOM",
     "send_json", "send_text", "read_body", "read_bool", "read_json_body", "read_json_object", "query_flag", "dumps",
     "orthanc_id", "is_orthanc_id", "parse_tag", "tag_to_key", "element_text", "dataset_to_json",
     "TagDictionary", "tag_dictionary", "module_tags",

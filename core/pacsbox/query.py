@@ -12,7 +12,7 @@ from typing import Any
 from .dicom import tags as T
 from .dicom.matching import IDENTIFIERS, compile_query
 from .errors import ErrorCode, OrthancError
-from .index.index import LEVEL_NAMES
+from .index.index import LEVEL_NAMES, Level
 
 _IDENTIFIER_LEVEL = {"PatientID": 0, "StudyInstanceUID": 1, "AccessionNumber": 1, "SeriesInstanceUID": 2,
                      "SOPInstanceUID": 3}
@@ -67,7 +67,7 @@ def find_resources(ctx, level: int, query: dict[str, Any], *, case_sensitive: bo
     for c in constraints:
         if c.is_universal:
             continue
-        if c.keyword == "ModalitiesInStudy" and level == 1:
+        if c.keyword == "ModalitiesInStudy" and level == Level.STUDY:
             modalities = c
             continue
         tag_level = _IDENTIFIER_LEVEL.get(c.keyword)
@@ -76,14 +76,14 @@ def find_resources(ctx, level: int, query: dict[str, Any], *, case_sensitive: bo
             exact[c.keyword] = c.pattern  # answered by the identifiers index
             continue
         owner = next((lvl for lvl in range(level, -1, -1) if c.keyword in T.MAIN_TAGS[LEVEL_NAMES[lvl]]), None)
-        if owner == 0 and level >= 1:
+        if owner == Level.PATIENT and level >= Level.STUDY:
             # below the patient level, a patient tag is matched against the copy each study
             # keeps of its first instance's patient tags (its PatientMainDicomTags), as
             # Orthanc 1.10.1: studies of one PatientID may carry different names
             main_of_level.append((level - 1, c))
         elif owner is not None:
             main_of_level.append((level - owner, c))
-        elif any(c.keyword in T.MAIN_TAGS[LEVEL_NAMES[lvl]] for lvl in range(level + 1, 4)):
+        elif any(c.keyword in T.MAIN_TAGS[LEVEL_NAMES[lvl]] for lvl in range(level + 1, Level.INSTANCE + 1)):
             return []  # a main tag of a lower level: Orthanc matches nothing
         else:
             file_checks.append(c)
@@ -116,7 +116,8 @@ def find_resources(ctx, level: int, query: dict[str, Any], *, case_sensitive: bo
 
 def _match_file(ctx, res, constraints) -> bool:
     index = ctx.index
-    ids = index.descendant_ids(res.internal_id, res.level, 3) if res.level < 3 else [res.internal_id]
+    ids = ([res.internal_id] if res.level == Level.INSTANCE
+           else index.descendant_ids(res.internal_id, res.level, Level.INSTANCE))
     if not ids:
         return False
     inst = index.get_by_internal(ids[0])

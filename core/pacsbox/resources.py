@@ -18,7 +18,7 @@ import pydicom
 from .dicom import tags as T
 from .dicom.ids import is_orthanc_id
 from .errors import ErrorCode, OrthancError, not_found
-from .index.index import LEVEL_NAMES, PLURAL, Resource
+from .index.index import CONTENT_TYPE_DICOM, PLURAL, Level, Resource
 from .ingest import expected_instances
 from .storage import pending
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("pacsbox.resources")
 
-LEVEL_BY_PLURAL = {"patients": 0, "studies": 1, "series": 2, "instances": 3}
 _PATIENT_TAGS = frozenset(T.PATIENT_MAIN_TAGS)
 
 
@@ -91,11 +90,12 @@ class Resources:
 
     # ---- resolution -------------------------------------------------------------------
     def get(self, level: int | str, public_id: str, *, empty: bool = False) -> Resource:
-        """The resource ``public_id`` at ``level`` (int or ``"studies"``/``"Study"``).
+        """The resource ``public_id`` at ``level`` (a :class:`~pacsbox.Level`, or a name as
+        :meth:`Level.parse <pacsbox.Level.parse>` reads it: ``"studies"``, ``"Study"``).
 
         Parameters
         ----------
-        level : int or str
+        level : Level, int or str
         public_id : str
         empty : bool
             Answer an unknown ID with an empty 404, as Orthanc's ``GET``/``DELETE
@@ -105,9 +105,10 @@ class Resources:
         Raises
         ------
         OrthancError
-            404 ``UNKNOWN_RESOURCE`` for an unknown ID.
+            404 ``UNKNOWN_RESOURCE`` for an unknown ID; 400 ``PARAMETER_OUT_OF_RANGE`` for an
+            unknown level name.
         """
-        lvl = level if isinstance(level, int) else _level(level)
+        lvl = level if isinstance(level, int) else Level.parse(level.strip())
         res = self.ctx.index.lookup(public_id, lvl)
         if res is None:
             raise not_found() if empty else OrthancError(ErrorCode.UNKNOWN_RESOURCE)
@@ -115,7 +116,7 @@ class Resources:
 
     def find(self, public_id: str, level: int | str | None = None) -> Resource | None:
         """The resource ``public_id`` (optionally at ``level``), or None."""
-        lvl = None if level is None else (level if isinstance(level, int) else _level(level))
+        lvl = None if level is None else (level if isinstance(level, int) else Level.parse(level.strip()))
         return self.ctx.index.lookup(public_id, lvl)
 
     def resolve_many(self, ids: Iterable[Any]) -> list[Resource]:
@@ -214,9 +215,9 @@ class Resources:
         att = self._attachment(instance)
         t0 = time.perf_counter()
         try:
-            data = self.ctx.storage.read(att.uuid, 1)
+            data = self.ctx.storage.read(att.uuid, CONTENT_TYPE_DICOM)
         except FileNotFoundError:
-            raise OrthancError(ErrorCode.INEXISTENT_FILE, f"Missing file of instance") from None
+            raise OrthancError(ErrorCode.INEXISTENT_FILE, "Missing file of instance") from None
         m = self.ctx.metrics
         m.record_duration("orthanc_storage_read_duration_ms", time.perf_counter() - t0)
         m.increment("orthanc_storage_read_bytes", len(data))
@@ -226,7 +227,7 @@ class Resources:
         """Open an instance's file for streaming; returns ``(file, size in bytes)``."""
         att = self._attachment(instance)
         try:
-            f = self.ctx.storage.open(att.uuid, 1)
+            f = self.ctx.storage.open(att.uuid, CONTENT_TYPE_DICOM)
         except FileNotFoundError:
             raise OrthancError(ErrorCode.INEXISTENT_FILE, "Missing file of instance") from None
         return f, att.uncompressed_size
@@ -234,9 +235,9 @@ class Resources:
     def _attachment(self, instance: Resource | str):
         index = self.ctx.index
         if isinstance(instance, str):
-            att = index.attachment_by_public_id(instance, 1)
+            att = index.attachment_by_public_id(instance, CONTENT_TYPE_DICOM)
         else:
-            att = index.attachment(instance.internal_id, 1)
+            att = index.attachment(instance.internal_id, CONTENT_TYPE_DICOM)
         if att is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
         return att
@@ -259,13 +260,13 @@ class Resources:
         index = self.ctx.index
         d: dict[str, Any] = {"ID": res.public_id, "MainDicomTags": _fmt_tags(res.main_tags, tag_format),
                              "Type": res.level_name}
-        meta = index.metadata(res.internal_id) if res.level < 3 else None
-        if res.level < 3:
+        meta = index.metadata(res.internal_id) if res.level < Level.INSTANCE else None
+        if res.level < Level.INSTANCE:
             d["IsStable"] = res.is_stable
             d["LastUpdate"] = res.last_update
-        if res.level == 0:
+        if res.level == Level.PATIENT:
             d["Studies"] = index.children_public_ids(res.internal_id)
-        elif res.level == 1:
+        elif res.level == Level.STUDY:
             d["ParentPatient"] = index.public_id_of(res.parent_internal)
             # Orthanc keeps, with each study, the patient tags of the instance that created it
             own = {k: v for k, v in res.main_tags.items() if k in _PATIENT_TAGS}
@@ -273,7 +274,7 @@ class Resources:
                                            tag_format)
             d["PatientMainDicomTags"] = _fmt_tags(own, tag_format)
             d["Series"] = index.children_public_ids(res.internal_id)
-        elif res.level == 2:
+        elif res.level == Level.SERIES:
             d["ParentStudy"] = index.public_id_of(res.parent_internal)
             rows = index.series_instances_with_index(res.internal_id)
             d["Instances"] = [r[0] for r in rows]
@@ -282,7 +283,7 @@ class Resources:
             d["Status"] = series_status(expected, [r[1] for r in rows])
         else:
             d["ParentSeries"] = index.public_id_of(res.parent_internal)
-            att = index.attachment(res.internal_id, 1)
+            att = index.attachment(res.internal_id, CONTENT_TYPE_DICOM)
             meta = index.metadata(res.internal_id)
             d["FileSize"] = att.uncompressed_size if att else 0
             d["FileUuid"] = att.uuid if att else None
@@ -304,16 +305,6 @@ def _int_or_none(text: str | None) -> int | None:
         return int(text) if text is not None else None
     except ValueError:
         return None
-
-
-def _level(name: str) -> int:
-    n = name.strip()
-    if n in LEVEL_BY_PLURAL:
-        return LEVEL_BY_PLURAL[n]
-    for i, ln in enumerate(LEVEL_NAMES):
-        if ln.lower() == n.lower():
-            return i
-    raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown resource level: {name}")
 
 
 def _fmt_tags(tags: dict[str, str], fmt: str) -> dict[str, Any]:

@@ -145,6 +145,13 @@ class BodyLimitMiddleware:
                 raise body_too_large(MAX_JSON_BODY_BYTES, "The JSON request body", "the JSON body bound")
 
 
+#: The error of a job route's body that is empty, not JSON or (where an object is needed) not
+#: an object: Orthanc's ``ParseJsonRequest`` failing, 400 ``BadFileFormat`` without details.
+JOB_BODY_ERROR = (ErrorCode.BAD_FILE_FORMAT, None)
+#: The same for ``/tools/find`` and the bulk routes: 400 ``BadRequest``.
+NOT_AN_OBJECT_ERROR = (ErrorCode.BAD_REQUEST, "The body must contain a JSON object")
+
+
 def read_json_body(req: falcon.Request, *, allow_empty: bool = True, default: Any = None,
                    invalid: tuple[ErrorCode, str | None] | None = None) -> Any:
     """Parse the request body as JSON: the one JSON body parser of the routes.
@@ -158,9 +165,8 @@ def read_json_body(req: falcon.Request, *, allow_empty: bool = True, default: An
         Value for an empty body (``{}`` when None).
     invalid : (ErrorCode, str or None), optional
         The error (code, details) of an empty (when refused) or invalid body, for routes
-        whose Orthanc counterpart words it otherwise: ``(ErrorCode.BAD_FILE_FORMAT, None)``
-        for the job routes (Orthanc's ``ParseJsonRequest``), ``(ErrorCode.BAD_REQUEST, "The
-        body must contain a JSON object")`` for ``/tools/find`` and the bulk routes.
+        whose Orthanc counterpart words it otherwise: :data:`JOB_BODY_ERROR` for the job
+        routes, :data:`NOT_AN_OBJECT_ERROR` for ``/tools/find`` and the bulk routes.
 
     Raises
     ------
@@ -247,8 +253,10 @@ class FieldErrors:
         Details of a negative value where only non-negative ones are allowed.
     negative_code : ErrorCode
         Its code.
-    null_is_absent : bool
-        A JSON ``null`` reads as an absent field.
+
+    Notes
+    -----
+    A field given as ``null`` is of the wrong type, as in Orthanc.
     """
 
     code: ErrorCode
@@ -259,7 +267,6 @@ class FieldErrors:
     strings: str
     negative: str
     negative_code: ErrorCode
-    null_is_absent: bool = False
 
 
 #: Orthanc's ``SerializationToolbox`` (the job routes and most bodies): 400
@@ -272,25 +279,25 @@ ORTHANC_FIELDS = FieldErrors(
 #: ``/modify`` and ``/anonymize`` (Orthanc ``DicomModification``): "Member "Force" should be
 #: a Boolean value"; other types as :data:`ORTHANC_FIELDS`.
 MODIFY_FIELDS = replace(ORTHANC_FIELDS, boolean='Member "{name}" should be a Boolean value')
-#: ``/tools/find`` (Orthanc ``OrthancRestResources``): 400 ``BadRequest`` 'Field "Expand"
-#: should be a Boolean', 'Field "Limit" should be an integer', ``ParameterOutOfRange``
-#: 'Field "Limit" should be a positive integer'; ``null`` reads as absent.
+#: ``/tools/find`` (Orthanc ``OrthancRestResources``): 400 ``BadRequest`` 'Field
+#: "CaseSensitive" should be a Boolean', 'Field "Limit" should be an integer',
+#: ``ParameterOutOfRange`` 'Field "Limit" should be a positive integer' (its ``Full`` and
+#: ``Short`` are read as :data:`ORTHANC_FIELDS`).
 FIND_FIELDS = FieldErrors(
     ErrorCode.BAD_REQUEST, 'Field "{name}" should be a Boolean', 'Field "{name}" should be a string',
     'Field "{name}" should be an integer', 'Field "{name}" should be an integer',
     'Field "{name}" should be a list of strings', 'Field "{name}" should be a positive integer',
-    ErrorCode.PARAMETER_OUT_OF_RANGE, null_is_absent=True)
+    ErrorCode.PARAMETER_OUT_OF_RANGE)
 
 _ABSENT = object()
 
 
-def _field(body: Any, name: str, errors: FieldErrors) -> Any:
+def _field(body: Any, name: str) -> Any:
     """The value of ``name`` in ``body``, or :data:`_ABSENT` (also for a body that is not
     an object, as Orthanc reads a member of a non-object)."""
     if not isinstance(body, Mapping) or name not in body:
         return _ABSENT
-    value = body[name]
-    return _ABSENT if value is None and errors.null_is_absent else value
+    return body[name]
 
 
 def read_bool(body: Mapping[str, Any], name: str, default: Any, *, errors: FieldErrors = ORTHANC_FIELDS) -> Any:
@@ -314,7 +321,7 @@ def read_bool(body: Mapping[str, Any], name: str, default: Any, *, errors: Field
         400 ``BAD_FILE_FORMAT`` "Boolean value expected in field: <name>" (or the
         ``errors`` wording).
     """
-    v = _field(body, name, errors)
+    v = _field(body, name)
     if v is _ABSENT:
         return default
     if not isinstance(v, bool):
@@ -332,7 +339,7 @@ def read_string(body: Mapping[str, Any], name: str, default: str | None = None, 
     OrthancError
         400 ``BAD_FILE_FORMAT`` "String value expected in field: <name>".
     """
-    v = _field(body, name, errors)
+    v = _field(body, name)
     if v is _ABSENT:
         return default
     if not isinstance(v, str):
@@ -362,7 +369,7 @@ def read_int(body: Mapping[str, Any], name: str, default: int, *, unsigned: bool
         integer value expected in field: <name>" for an unsigned field, negative values
         included), or the ``errors`` wording.
     """
-    v = _field(body, name, errors)
+    v = _field(body, name)
     if v is _ABSENT:
         return default
     if isinstance(v, bool) or not isinstance(v, int) or not -2 ** 31 <= v < 2 ** 31:
@@ -381,7 +388,7 @@ def read_strings(body: Mapping[str, Any], name: str, *, errors: FieldErrors = OR
         400 ``BAD_FILE_FORMAT`` "List of strings expected in field: <name>" when absent
         or malformed (or when ``body`` is not an object).
     """
-    v = _field(body, name, errors)
+    v = _field(body, name)
     if v is _ABSENT or not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise OrthancError(errors.code, errors.strings.format(name=name))
     return list(v)

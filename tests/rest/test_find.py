@@ -196,9 +196,22 @@ def _error(client, body):
     ({"Level": "Study", "Query": {}, "Limit": "x"}, (400, 8, 'Field "Limit" should be an integer')),
     ({"Level": "Study", "Query": {}, "Since": -1}, (400, 3, 'Field "Since" should be a positive integer')),
     ({"Level": "Study", "Query": {}, "CaseSensitive": "yes"}, (400, 8, 'Field "CaseSensitive" should be a Boolean')),
+    # each field as Orthanc 1.10.1 reads it (answers of the reference): null is no Boolean nor
+    # integer, Full and Short are read by SerializationToolbox
+    ({"Level": "Study", "Query": {}, "CaseSensitive": None}, (400, 8, 'Field "CaseSensitive" should be a Boolean')),
+    ({"Level": "Study", "Query": {}, "Limit": None}, (400, 8, 'Field "Limit" should be an integer')),
+    ({"Level": "Study", "Query": {}, "Since": None}, (400, 8, 'Field "Since" should be an integer')),
+    ({"Level": "Study", "Query": {}, "Full": None}, (400, 15, "Boolean value expected in field: Full")),
+    ({"Level": "Study", "Query": {}, "Short": "x"}, (400, 15, "Boolean value expected in field: Short")),
 ])
 def test_errors(db, body, expected):
     assert _error(db, body) == expected
+
+
+def test_expand_is_read_as_orthanc_reads_it(db):
+    """``Expand`` is Json::Value::asBool() in Orthanc 1.10.1: null is false, 1 is true."""
+    assert all(isinstance(x, str) for x in find(db, "Study", {}, Expand=None))
+    assert all(isinstance(x, dict) for x in find(db, "Study", {}, Expand=1))
 
 
 def test_cfind_rules_for_the_dicom_plugin(db, app):

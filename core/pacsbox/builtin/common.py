@@ -1,6 +1,6 @@
 """Shared machinery of the built-in job types: a set-of-instances job that processes its
-instances in short parallel chunks, request-body readers with Orthanc's error texts, and
-resource deletion.
+instances in short parallel chunks, the origin of the instances a request writes, and
+instance deletion. (The request bodies are read with :mod:`pacsbox.web`'s readers.)
 
 Why chunks and threads: one instance costs a read, a byte-level rewrite, a write of the
 new file (fsync'ed with ``SyncStorageArea``) and an index transaction. The writes and
@@ -10,81 +10,21 @@ milliseconds), so pause and cancel still apply quickly.
 """
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping
 
-from ..errors import ErrorCode, OrthancError
+from ..index.models import Level
 from ..jobs.base import InstancesJob, StepResult
 
 log = logging.getLogger("pacsbox.builtin")
 
 
 # ------------------------------------------------------------------------------------------
-# request bodies
+# requests
 # ------------------------------------------------------------------------------------------
-
-def parse_body(raw: bytes) -> Any:
-    """Parse a JSON request body as Orthanc's ``ParseJsonRequest`` (empty body refused).
-
-    Raises
-    ------
-    OrthancError
-        400 ``BAD_FILE_FORMAT`` (no details) for an empty or invalid body; 413 above
-        :data:`pacsbox.web.MAX_JSON_BODY_BYTES`.
-    """
-    from ..web import MAX_JSON_BODY_BYTES, body_too_large
-    if len(raw) > MAX_JSON_BODY_BYTES:
-        raise body_too_large(MAX_JSON_BODY_BYTES, "The JSON request body", "the JSON body bound")
-    if not raw.strip():
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT)
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT) from None
-
-
-def parse_object(raw: bytes) -> dict[str, Any]:
-    """Parse a body that must be a JSON object (400 ``BAD_FILE_FORMAT`` otherwise)."""
-    body = parse_body(raw)
-    if not isinstance(body, dict):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT)
-    return body
-
-
-def read_string(body: Mapping[str, Any], name: str) -> str | None:
-    """A string field, or None when absent.
-
-    Raises
-    ------
-    OrthancError
-        400 ``BAD_FILE_FORMAT`` "String value expected in field: <name>".
-    """
-    if name not in body:
-        return None
-    v = body[name]
-    if not isinstance(v, str):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"String value expected in field: {name}")
-    return v
-
-
-def read_strings(body: Mapping[str, Any], name: str) -> list[str]:
-    """An array of strings (``SerializationToolbox::ReadArrayOfStrings``).
-
-    Raises
-    ------
-    OrthancError
-        400 ``BAD_FILE_FORMAT`` "List of strings expected in field: <name>" when absent
-        or malformed.
-    """
-    v = body.get(name) if isinstance(body, Mapping) else None
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"List of strings expected in field: {name}")
-    return list(v)
-
 
 def request_origin(req) -> dict[str, str]:
     """Origin of instances written on behalf of a REST request (Orthanc
@@ -115,7 +55,7 @@ def delete_instance(ctx, public_id: str) -> bool:
     bool
         Whether it existed.
     """
-    res = ctx.index.lookup(public_id, 3)
+    res = ctx.index.lookup(public_id, Level.INSTANCE)
     return res is not None and ctx.resources.delete(res) is not None
 
 
@@ -130,7 +70,7 @@ class ParentsCache:
     def hierarchy(self, instance_id: str) -> tuple[str, str, str, str] | None:
         """``(patient, study, series, instance)`` Orthanc IDs, or None when unknown."""
         index = self.ctx.index
-        res = index.lookup(instance_id, 3)
+        res = index.lookup(instance_id, Level.INSTANCE)
         if res is None:
             return None
         key = res.parent_internal

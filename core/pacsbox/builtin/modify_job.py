@@ -20,9 +20,9 @@ from typing import Any, Mapping
 
 from ..dicom import rewrite as RW
 from ..dicom.ids import hierarchy_ids
-from ..index.index import ResourceGoneError
 from ..dicom.modification import SOP_UID, Modification, TagParser, UidMapper
 from ..errors import ErrorCode, OrthancError
+from ..index.index import Level, ResourceGoneError
 from .common import ChunkedInstancesJob, ParentsCache
 
 log = logging.getLogger("pacsbox.builtin")
@@ -193,12 +193,12 @@ class ResourceModificationJob(ChunkedInstancesJob):
             else:
                 pairs = set()
                 for sid in self.outputs[1]:
-                    st = index.lookup(sid, 1)
+                    st = index.lookup(sid, Level.STUDY)
                     parent = index.public_id_of(st.parent_internal) if st is not None else None
                     if parent in self.outputs[0]:
                         pairs.add((parent, sid))
         for pid, sid in sorted(pairs):
-            patient, study = index.lookup(pid, 0), index.lookup(sid, 1)
+            patient, study = index.lookup(pid, Level.PATIENT), index.lookup(sid, Level.STUDY)
             if patient is None or study is None or study.parent_internal != patient.internal_id:
                 continue
             wanted = {k: study.main_tags[k] for k in PATIENT_MAIN_TAGS if k in study.main_tags}

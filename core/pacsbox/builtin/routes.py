@@ -18,19 +18,16 @@ from ..dicom import rewrite as RW
 from ..dicom.modification import PATIENT_NAME, Modification, UidMapper
 from ..dicom.modules import PATIENT_MODULE, STUDY_MODULE
 from ..errors import ErrorCode, OrthancError
+from ..index.models import Level
 from ..routing.registry import RouteSpec
-from ..web import read_body, read_bool, send_json
-from .common import (new_seed, parse_body, parse_object, read_string, read_strings,
-                     request_origin)
+from ..web import (JOB_BODY_ERROR, read_bool, read_int, read_json_body, read_json_object, read_string, read_strings,
+                   send_json)
+from .common import new_seed, request_origin
 from .modify_job import ResourceModificationJob, rewrite_instance, tag_parser
 from .split_merge import MergeStudyJob, SplitStudyJob
 
 #: Global property of the index holding the ``Anonymized<N>`` counter.
 ANONYMIZATION_SEQUENCE = "AnonymizationSequence"
-
-_LEVEL_NAMES = {"PATIENT": 0, "PATIENTS": 0, "STUDY": 1, "STUDIES": 1, "SERIES": 2, "INSTANCE": 3,
-                "INSTANCES": 3, "IMAGE": 3}
-
 
 def parse_modification(ctx, body: dict[str, Any], anonymize: bool) -> Modification:
     """Parse a modify or anonymize body (``DefaultPrivateCreator`` as default creator).
@@ -86,11 +83,8 @@ def read_lossy_quality(ctx, body: dict[str, Any]) -> int:
         400 ``BAD_FILE_FORMAT`` for a value that is not an integer, ``PARAMETER_OUT_OF_RANGE``
         outside 1-100.
     """
-    default = ctx.config.get("DicomLossyTranscodingQuality", 90)
-    value = body.get("LossyQuality", default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Integer value expected in field: LossyQuality")
-    if not 1 <= value <= 100:
+    value = read_int(body, "LossyQuality", ctx.config.get("DicomLossyTranscodingQuality", 90))
+    if not isinstance(value, int) or not 1 <= value <= 100:
         raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, "LossyQuality must be between 1 and 100")
     return value
 
@@ -115,7 +109,7 @@ class ModifyResource:
 
     def on_post(self, req, resp, id):
         ctx = self.ctx
-        body = parse_object(read_body(req))
+        body = read_json_object(req, allow_empty=False, invalid=JOB_BODY_ERROR)
         m = parse_modification(ctx, body, self.anonymize)
         if not self.anonymize:
             m.set_level(self.level)
@@ -140,16 +134,12 @@ class BulkResource:
 
     def on_post(self, req, resp):
         ctx = self.ctx
-        body = parse_object(read_body(req))
+        body = read_json_object(req, allow_empty=False, invalid=JOB_BODY_ERROR)
         m = parse_modification(ctx, body, self.anonymize)
         if not self.anonymize:
-            if "Level" in body:
-                lvl = body["Level"]
-                if not isinstance(lvl, str):
-                    raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "String value expected in field: Level")
-                if lvl.strip().upper() not in _LEVEL_NAMES:
-                    raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE)
-                m.set_level(_LEVEL_NAMES[lvl.strip().upper()])
+            level = read_string(body, "Level")
+            if level is not None:
+                m.set_level(Level.parse(level.strip()))
             else:
                 m.set_level(m.detect_level())
         m.check()
@@ -173,7 +163,7 @@ class ModifyInstance:
 
     def on_post(self, req, resp, id):
         ctx = self.ctx
-        body = parse_object(read_body(req))
+        body = read_json_object(req, allow_empty=False, invalid=JOB_BODY_ERROR)
         m = parse_modification(ctx, body, self.anonymize)
         transcode = None
         if not self.anonymize:
@@ -181,7 +171,7 @@ class ModifyInstance:
             transcode = read_transcode(body, instance_route=True)
         quality = read_lossy_quality(ctx, body)
         m.check()
-        if ctx.index.lookup(id, 3) is None:
+        if ctx.index.lookup(id, Level.INSTANCE) is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
         data = ctx.resources.read_file(id)
         name_patient(ctx, m)
@@ -201,10 +191,8 @@ class SplitResource:
 
     def on_post(self, req, resp, id):
         ctx = self.ctx
-        body = parse_body(read_body(req))
-        if not isinstance(body, dict):
-            raise OrthancError(ErrorCode.BAD_FILE_FORMAT)
-        study = ctx.index.lookup(id, 1)
+        body = read_json_object(req, allow_empty=False, invalid=JOB_BODY_ERROR)
+        study = ctx.index.lookup(id, Level.STUDY)
         if study is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Cannot split unknown study {id}")
         index = ctx.index
@@ -215,7 +203,7 @@ class SplitResource:
                 series = index.lookup(sid)
                 if series is None:
                     raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
-                if series.level != 2 or series.parent_internal != study.internal_id:
+                if series.level != Level.SERIES or series.parent_internal != study.internal_id:
                     raise OrthancError(ErrorCode.UNKNOWN_RESOURCE,
                                        f"This series does not belong to the study to be split: {sid}")
                 for inst in index.children(series.internal_id):
@@ -227,7 +215,7 @@ class SplitResource:
                 inst = index.lookup(iid)
                 if inst is None:
                     raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
-                series = index.get_by_internal(inst.parent_internal) if inst.level == 3 else None
+                series = index.get_by_internal(inst.parent_internal) if inst.level == Level.INSTANCE else None
                 if series is None or series.parent_internal != study.internal_id:
                     raise OrthancError(ErrorCode.UNKNOWN_RESOURCE,
                                        f"This instance does not belong to the study to be split: {iid}")
@@ -280,9 +268,9 @@ class MergeResource:
 
     def on_post(self, req, resp, id):
         ctx = self.ctx
-        body = parse_body(read_body(req))
+        body = read_json_body(req, allow_empty=False, invalid=JOB_BODY_ERROR)
         index = ctx.index
-        target = index.lookup(id, 1)
+        target = index.lookup(id, Level.STUDY)
         if target is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Cannot merge into an unknown study: {id}")
         sources: list[tuple[str, str]] = []
@@ -298,17 +286,17 @@ class MergeResource:
             res = index.lookup(rid)
             if res is None:
                 raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Cannot find this resource: {rid}")
-            if res.level == 1:
+            if res.level == Level.STUDY:
                 if res.internal_id == target.internal_id:
                     raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Cannot merge a study into the same study: {rid}")
                 for series in index.children(res.internal_id):
                     add_series(series)
-            elif res.level == 2:
+            elif res.level == Level.SERIES:
                 if res.parent_internal == target.internal_id:
                     raise OrthancError(ErrorCode.UNKNOWN_RESOURCE,
                                        f"Cannot merge series {rid} into its parent study {id}")
                 add_series(res)
-            elif res.level == 3:
+            elif res.level == Level.INSTANCE:
                 series = index.get_by_internal(res.parent_internal)
                 if series.parent_internal == target.internal_id:
                     raise OrthancError(ErrorCode.UNKNOWN_RESOURCE,

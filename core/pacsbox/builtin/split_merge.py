@@ -23,6 +23,7 @@ from ..dicom.modification import SERIES_UID, SOP_UID, STUDY_UID, UidMapper
 from ..dicom.modules import PATIENT_MODULE, STUDY_MODULE
 from ..dicom.tags import MAX_TAG_LENGTH, dataset_encodings, element_text, parse_tag, tag_to_key
 from ..errors import ErrorCode, OrthancError
+from ..index.models import Level
 from .common import ChunkedInstancesJob
 from .modify_job import rewrite_instance, tag_parser
 
@@ -199,7 +200,7 @@ class MergeStudyJob(_StudyCopyJob):
         OrthancError
             ``UNKNOWN_RESOURCE`` when the target study has no instance.
         """
-        target = ctx.index.lookup(self.study, 1)
+        target = ctx.index.lookup(self.study, Level.STUDY)
         insts = ctx.resources.instances_of([target]) if target is not None else []
         if not insts:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 
 from ..version import __version__
 from ..errors import ErrorCode, OrthancError
+from ..web import MODIFY_FIELDS, read_bool, read_string
 from . import profiles as P
 from . import rewrite as RW
 from .tags import parse_tag as _parse_tag, tag_to_key
@@ -254,15 +255,6 @@ class UidMapper:
 # ------------------------------------------------------------------------------------------
 # the modification
 # ------------------------------------------------------------------------------------------
-
-def _bool(body: Mapping[str, Any], name: str, default: bool) -> bool:
-    if name not in body:
-        return default
-    v = body[name]
-    if not isinstance(v, bool):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Member \"{name}\" should be a Boolean value")
-    return v
-
 
 #: Bounds of a ``Replace`` value: nesting of sequences, items per sequence, characters of
 #: a text value (a DICOM value length is at most 2^32 - 2 bytes; 64 MiB is plenty for text).
@@ -496,11 +488,7 @@ class Modification:
         self.force = force
 
     def _parse_private_creator(self, body: Mapping[str, Any]) -> None:
-        if "PrivateCreator" in body:
-            v = body["PrivateCreator"]
-            if not isinstance(v, str):
-                raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "String value expected in field: PrivateCreator")
-            self.private_creator = v
+        self.private_creator = read_string(body, "PrivateCreator", self.private_creator)
 
     @classmethod
     def from_modify_request(cls, body: Mapping[str, Any], tag_parser: TagParser,
@@ -515,8 +503,8 @@ class Modification:
         m = cls(tag_parser, private_creator)
         if not isinstance(body, dict):
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT)
-        force = _bool(body, "Force", False)
-        if _bool(body, "RemovePrivateTags", False):
+        force = read_bool(body, "Force", False, errors=MODIFY_FIELDS)
+        if read_bool(body, "RemovePrivateTags", False, errors=MODIFY_FIELDS):
             m.set_remove_private(True)
         m._parse_tag_fields(body, force)
         return m
@@ -540,7 +528,7 @@ class Modification:
         m = cls(tag_parser, private_creator)
         if not isinstance(body, dict):
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT)
-        force = _bool(body, "Force", False)
+        force = read_bool(body, "Force", False, errors=MODIFY_FIELDS)
         version = P.DEFAULT_VERSION
         if "DicomVersion" in body:
             v = body["DicomVersion"]
@@ -548,7 +536,7 @@ class Modification:
                 raise OrthancError(ErrorCode.BAD_FILE_FORMAT)
             version = v
         m.setup_anonymization(version)
-        if _bool(body, "KeepPrivateTags", False):
+        if read_bool(body, "KeepPrivateTags", False, errors=MODIFY_FIELDS):
             m.set_remove_private(False)
         m._parse_tag_fields(body, force)
         return m, PATIENT_NAME not in m.uids

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
-from .models import Attachment, ResourceGoneError, identifier_rows
+from .models import CONTENT_TYPE_DICOM, Attachment, ResourceGoneError, identifier_rows
 
 
 class MetadataAndAttachments:
@@ -180,13 +180,13 @@ class MetadataAndAttachments:
             "SELECT content_type, uuid, compressed_size, uncompressed_size, md5 FROM attachments "
             "WHERE resource_id = ? ORDER BY content_type", (internal_id,))]
 
-    def attachment(self, internal_id: int, content_type: int = 1) -> Attachment | None:
+    def attachment(self, internal_id: int, content_type: int = CONTENT_TYPE_DICOM) -> Attachment | None:
         """One attachment (1 = the DICOM file), or None."""
         row = self._one("SELECT content_type, uuid, compressed_size, uncompressed_size, md5 FROM attachments "
                         "WHERE resource_id = ? AND content_type = ?", (internal_id, content_type))
         return Attachment(*row) if row else None
 
-    def attachment_by_public_id(self, public_id: str, content_type: int = 1) -> Attachment | None:
+    def attachment_by_public_id(self, public_id: str, content_type: int = CONTENT_TYPE_DICOM) -> Attachment | None:
         """The attachment of an instance given by Orthanc ID (one query: the hot path of ``/file``)."""
         row = self._one("SELECT a.content_type, a.uuid, a.compressed_size, a.uncompressed_size, a.md5 "
                         "FROM resources r JOIN attachments a ON a.resource_id = r.id "
@@ -201,6 +201,7 @@ class MetadataAndAttachments:
             chunk = ids[i:i + 500]
             marks = ",".join("?" * len(chunk))
             for r in self._all("SELECT resource_id, content_type, uuid, compressed_size, uncompressed_size, md5 "
-                               f"FROM attachments WHERE content_type = 1 AND resource_id IN ({marks})", chunk):
+                               f"FROM attachments WHERE content_type = {CONTENT_TYPE_DICOM} AND resource_id "
+                               f"IN ({marks})", chunk):
                 out[r[0]] = Attachment(*r[1:])
         return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .models import LEVEL_NAMES, PLURAL, Resource, ResourceGoneError, now_stamp
+from .models import LEVEL_NAMES, PLURAL, Level, Resource, ResourceGoneError, now_stamp
 
 
 class ChangeLog:
@@ -134,7 +134,7 @@ class ChangeLog:
     # ---- stability ----------------------------------------------------------------------
     def mark_stable(self, older_than: float) -> list[dict]:
         """Mark patients/studies/series idle since ``older_than`` (epoch s) stable; log ``Stable*``."""
-        rows = self._all("SELECT id, level, public_id FROM resources WHERE is_stable = 0 AND level < 3 "
+        rows = self._all(f"SELECT id, level, public_id FROM resources WHERE is_stable = 0 AND level < {Level.INSTANCE} "
                          "AND last_activity < ? ORDER BY level DESC, id", (older_than,))
         if not rows:
             return []

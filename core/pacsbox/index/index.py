@@ -18,12 +18,13 @@ from pathlib import Path
 from .attachments import MetadataAndAttachments
 from .changes import ChangeLog
 from .connection import IndexConnection
-from .models import (LEVEL_NAMES, LEVEL_OF, LOOKUP_TAGS, NORMALIZED_PREFIX, PLURAL, Attachment, NewInstance, Quota,
-                     Resource, ResourceGoneError, StoreOutcome, identifier_rows, now_stamp)
+from .models import (CONTENT_TYPE_DICOM, LEVEL_NAMES, LOOKUP_TAGS, NORMALIZED_PREFIX, PLURAL, Attachment, Level,
+                     NewInstance, Quota, Resource, ResourceGoneError, StoreOutcome, identifier_rows, now_stamp)
 from .resources import ResourceRows
 
 #: The names importable from here before the index was split (kept for callers).
-__all__ = ["Index", "SQLiteIndex", "IndexInUseError", "LEVEL_NAMES", "LEVEL_OF", "LOOKUP_TAGS", "NORMALIZED_PREFIX",
+__all__ = ["Index", "SQLiteIndex", "IndexInUseError", "CONTENT_TYPE_DICOM", "Level", "LEVEL_NAMES", "LOOKUP_TAGS",
+           "NORMALIZED_PREFIX",
            "PLURAL", "Attachment", "NewInstance", "Quota", "Resource", "ResourceGoneError", "StoreOutcome",
            "identifier_rows", "now_stamp"]
 

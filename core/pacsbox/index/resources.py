@@ -13,8 +13,8 @@ from typing import Iterator, Sequence
 
 from ..dicom.matching import normalize_identifier
 from ..errors import ErrorCode, OrthancError
-from .models import (LEVEL_NAMES, LOOKUP_TAGS, NORMALIZED_PREFIX, Attachment, NewInstance, Quota, Resource,
-                     StoreOutcome, identifier_rows, now_stamp)
+from .models import (CONTENT_TYPE_DICOM, LEVEL_NAMES, LOOKUP_TAGS, NORMALIZED_PREFIX, Attachment, Level, NewInstance,
+                     Quota, Resource, StoreOutcome, identifier_rows, now_stamp)
 
 log = logging.getLogger("pacsbox.index")
 
@@ -117,13 +117,13 @@ class ResourceRows:
 
     def descendant_instances(self, internal_id: int, level: int) -> list[Resource]:
         """Instances below a resource (or the instance itself), in index order."""
-        if level == 3:
+        if level == Level.INSTANCE:
             r = self.get_by_internal(internal_id)
             return [r] if r else []
-        if level == 2:
+        if level == Level.SERIES:
             rows = self._all(f"SELECT {self._RES_COLS} FROM resources WHERE parent_id = ? ORDER BY id",
                              (internal_id,))
-        elif level == 1:
+        elif level == Level.STUDY:
             rows = self._all(
                 f"SELECT i.id, i.level, i.public_id, i.parent_id, i.main_tags, i.last_update, i.is_stable "
                 f"FROM resources s JOIN resources i ON i.parent_id = s.id WHERE s.parent_id = ? ORDER BY s.id, i.id",
@@ -161,7 +161,7 @@ class ResourceRows:
         return self._one("SELECT COUNT(*) FROM resources WHERE parent_id = ?", (internal_id,))[0]
 
     # ---- ingest ----------------------------------------------------------------------
-    def store_instance(self, new: NewInstance, overwrite: bool = False) -> StoreOutcome:
+    def store_instance(self, new: NewInstance, overwrite: bool = False, before_commit=None) -> StoreOutcome:
         """Record a new instance and its missing parents in one transaction.
 
         Parameters
@@ -169,6 +169,10 @@ class ResourceRows:
         new : NewInstance
         overwrite : bool
             Orthanc ``OverwriteInstances``: replace an existing instance with the same ID.
+        before_commit : callable, optional
+            Called with ``out.removed_attachments`` (the files of an overwritten instance
+            and of recycled patients) inside the transaction, before it commits, when
+            there are any (the storage's journal of pending files).
 
         Returns
         -------
@@ -184,8 +188,8 @@ class ResourceRows:
                                     tuple(new.ids)).fetchall())
             row = (known[new.ids[3]],) if new.ids[3] in known else None
             if row is not None:
-                att = tx.execute("SELECT content_type, uuid, compressed_size, uncompressed_size, md5 "
-                                 "FROM attachments WHERE resource_id = ? AND content_type = 1", (row[0],)).fetchone()
+                att = tx.execute("SELECT content_type, uuid, compressed_size, uncompressed_size, md5 FROM attachments "
+                                 f"WHERE resource_id = ? AND content_type = {CONTENT_TYPE_DICOM}", (row[0],)).fetchone()
                 if not overwrite:
                     out.status = "AlreadyStored"
                     out.existing_attachment = Attachment(*att) if att else None
@@ -210,9 +214,9 @@ class ResourceRows:
             parent = None
             created: list[tuple[int, int, str]] = []
             internal = [0, 0, 0, 0]
-            for level in range(4):
+            for level in Level:
                 pid = new.ids[level]
-                rid = None if level == 3 else known.get(pid)
+                rid = None if level == Level.INSTANCE else known.get(pid)
                 if rid is None:
                     cur = tx.execute(
                         "INSERT INTO resources(level, public_id, parent_id, main_tags, last_update, last_activity, "
@@ -244,7 +248,10 @@ class ResourceRows:
                 out.changes.append(self._log_change(tx, "New" + LEVEL_NAMES[level], rid, pid, level, stamp))
             if new.expected_instances:
                 if self._series_complete(tx, internal[2], new.expected_instances):
-                    out.changes.append(self._log_change(tx, "CompletedSeries", internal[2], new.ids[2], 2, stamp))
+                    out.changes.append(self._log_change(tx, "CompletedSeries", internal[2], new.ids[2], Level.SERIES,
+                                                          stamp))
+            if before_commit is not None and out.removed_attachments:
+                before_commit(out.removed_attachments)
         return out
 
     def _recycling_needed(self, tx, size: int) -> bool:
@@ -463,7 +470,7 @@ class ResourceRows:
         ids = [res.internal_id]
         inst = list(ids)  # every resource whose attachments count
         names = {1: "CountStudies", 2: "CountSeries", 3: "CountInstances"}
-        for lvl in range(res.level + 1, 4):
+        for lvl in range(res.level + 1, Level.INSTANCE + 1):
             ids = self.descendant_ids_from(ids)
             out[names[lvl]] = len(ids)
             inst += ids
@@ -477,10 +484,10 @@ class ResourceRows:
                     f"WHERE resource_id IN ({marks}) GROUP BY content_type", chunk):
                 disk += cs
                 unc += us
-                if ct == 1:
+                if ct == CONTENT_TYPE_DICOM:
                     dicom_disk += cs
                     dicom_unc += us
-        if res.level == 3:
+        if res.level == Level.INSTANCE:
             out["CountInstances"] = 1
         out.update({"DiskSize": int(disk), "UncompressedSize": int(unc),
                     "DicomDiskSize": int(dicom_disk), "DicomUncompressedSize": int(dicom_unc)})
@@ -557,7 +564,8 @@ class ResourceRows:
                       f"AND x{n}.tag = ? AND x{n}.value = ?)")
             args += [tag, value]
         # Orthanc 1.10.1 answers instances in index order, other levels by Orthanc ID
-        sql = f"SELECT {cols} FROM resources r0{joins} WHERE {where} ORDER BY {'r0.id' if level == 3 else 'r0.public_id'}"
+        order = "r0.id" if level == Level.INSTANCE else "r0.public_id"
+        sql = f"SELECT {cols} FROM resources r0{joins} WHERE {where} ORDER BY {order}"
         for row in self._all(sql, args):
             res = [self._resource(row[i * 7:(i + 1) * 7]) for i in range(level + 1)]
             yield res[0], res[1:]

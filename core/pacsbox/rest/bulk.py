@@ -6,55 +6,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ErrorCode, OrthancError
+from ..errors import OrthancError
+from ..index.models import Level
 from ..routing.registry import RouteSpec
-from ..web import read_body, read_bool, send_json, send_text
+from ..web import NOT_AN_OBJECT_ERROR, read_bool, read_json_object, read_string, read_strings, send_json, send_text
 from .resources_api import delete_resource, resource_metadata
-
-#: Level names as Orthanc's ``StringToResourceType`` reads them (case-insensitive).
-_LEVELS = {"PATIENT": 0, "PATIENTS": 0, "STUDY": 1, "STUDIES": 1, "SERIES": 2,
-           "INSTANCE": 3, "INSTANCES": 3, "IMAGE": 3, "IMAGES": 3}
 
 
 def _body_object(req) -> dict[str, Any]:
     """The JSON object of the body (400 "The body must contain a JSON object" otherwise)."""
-    import json
-    data = read_body(req)
-    try:
-        body = json.loads(data) if data.strip() else None
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        body = None
-    if not isinstance(body, dict):
-        raise OrthancError(ErrorCode.BAD_REQUEST, "The body must contain a JSON object")
-    return body
-
-
-def _resource_ids(body: dict[str, Any]) -> list[str]:
-    """``Resources`` as given (order and duplicates kept, as Orthanc 1.10.1 answers them
-    when no ``Level`` is given).
-
-    Raises
-    ------
-    OrthancError
-        400 ``BAD_FILE_FORMAT`` "List of strings expected in field: Resources".
-    """
-    ids = body.get("Resources")
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "List of strings expected in field: Resources")
-    return ids
+    return read_json_object(req, allow_empty=False, invalid=NOT_AN_OBJECT_ERROR)
 
 
 def _level(body: dict[str, Any]) -> int | None:
-    """``Level`` of the body, or None when absent."""
-    if "Level" not in body:
-        return None
-    name = body["Level"]
-    if not isinstance(name, str):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "String value expected in field: Level")
-    level = _LEVELS.get(name.upper()) if name.isascii() else None
-    if level is None:
-        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE)
-    return level
+    """``Level`` of the body (as Orthanc's ``StringToResourceType``), or None when absent."""
+    name = read_string(body, "Level")
+    return None if name is None else Level.parse(name)
 
 
 class BulkContentResource:
@@ -73,7 +40,7 @@ class BulkContentResource:
 
     def on_post(self, req, resp):
         body = _body_object(req)
-        ids = _resource_ids(body)
+        ids = read_strings(body, "Resources")
         short = read_bool(body, "Short", False)
         full = read_bool(body, "Full", False)
         fmt = "short" if short else "full" if full else "simplify"
@@ -115,7 +82,7 @@ class BulkDeleteResource:
         self.ctx = ctx
 
     def on_post(self, req, resp):
-        ids = _resource_ids(_body_object(req))
+        ids = read_strings(_body_object(req), "Resources")
         for public_id in ids:
             res = self.ctx.resources.find(public_id)
             if res is None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..dicom import tags as T
 from ..errors import ErrorCode, OrthancError
-from ..index.index import LEVEL_NAMES, PLURAL
+from ..index.index import LEVEL_NAMES, PLURAL, Level
 
 #: Fields that make a ``/tools/find`` body need this module.
 EXTENDED_FIELDS = ("RequestedTags", "Labels", "LabelsConstraint", "OrderBy", "ParentPatient", "ParentStudy",
@@ -110,7 +110,8 @@ def requested_tags(ctx: Any, res: Any, tags: list[tuple[str, int | None]], fmt: 
         else:
             missing.append((kw, tag))
     if missing:
-        ids = index.descendant_ids(res.internal_id, res.level, 3) if res.level < 3 else [res.internal_id]
+        ids = ([res.internal_id] if res.level == Level.INSTANCE
+               else index.descendant_ids(res.internal_id, res.level, Level.INSTANCE))
         inst = index.get_by_internal(ids[0]) if ids else None
         if inst is not None:
             try:
@@ -148,7 +149,7 @@ def _computed(ctx: Any, res: Any, kw: str) -> str | None:
             return str(len(series))
         return "\\".join(sorted({s.main_tags.get("Modality", "") for s in series} - {""}))
     if kw == "SOPClassesInStudy":
-        ids = index.descendant_ids(res.internal_id, 1, 3)
+        ids = index.descendant_ids(res.internal_id, Level.STUDY, Level.INSTANCE)
         classes = set()
         for i in ids:
             v = index.get_metadata(i, "SopClassUid")
@@ -290,19 +291,19 @@ class ExtendedFind:
         if "Metadata" in c:
             from .resources_api import resource_metadata
             d["Metadata"] = resource_metadata(ctx, res)
-        if "Children" in c and res.level < 3:
+        if "Children" in c and res.level < Level.INSTANCE:
             key = {0: "Studies", 1: "Series", 2: "Instances"}[res.level]
             d[key] = full[key]
-        if "Parent" in c and res.level > 0:
+        if "Parent" in c and res.level > Level.PATIENT:
             key = {1: "ParentPatient", 2: "ParentStudy", 3: "ParentSeries"}[res.level]
             d[key] = full[key]
         if "Labels" in c:
             d["Labels"] = ctx.index.labels(res.internal_id)
-        if "Status" in c and res.level == 2:
+        if "Status" in c and res.level == Level.SERIES:
             d["Status"] = full["Status"]
-        if "IsStable" in c and res.level < 3:
+        if "IsStable" in c and res.level < Level.INSTANCE:
             d["IsStable"] = full["IsStable"]
-        if "IsProtected" in c and res.level == 0:
+        if "IsProtected" in c and res.level == Level.PATIENT:
             d["IsProtected"] = ctx.index.is_protected(res.internal_id)
         if "Attachments" in c:
             d["Attachments"] = [{"ContentType": a.content_type, "Uuid": a.uuid, "UncompressedSize": a.uncompressed_size,

@@ -30,6 +30,7 @@ import re
 from .. import imaging as I
 from ..errors import ErrorCode, OrthancError, not_found
 from ..hookspecs import hookimpl
+from ..index.models import CONTENT_TYPE_DICOM, Level
 from ..routing.registry import RouteSpec
 
 log = logging.getLogger("pacsbox.rest.images")
@@ -188,7 +189,7 @@ class _Images:
 
     def dataset(self, instance_id: str, att=None):
         if att is None:
-            att = self.ctx.index.attachment_by_public_id(instance_id, 1)
+            att = self.ctx.index.attachment_by_public_id(instance_id, CONTENT_TYPE_DICOM)
         if att is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
         ds = self.cache.get(att.uuid)
@@ -249,7 +250,7 @@ class ImageResource(_Images):
                 raise _NoAnswer()
             if not I.available():
                 raise _Unsupported()
-            att = self.ctx.index.attachment_by_public_id(id, 1)
+            att = self.ctx.index.attachment_by_public_id(id, CONTENT_TYPE_DICOM)
             if att is None:
                 raise _NoAnswer()
             # the same image asked again (a viewer's grid, a refresh): the encoded answer
@@ -335,7 +336,7 @@ class FramesResource(_Images):
 
     def on_get(self, req, resp, id):
         from ..web import send_json
-        res = self.ctx.index.lookup(id, 3)
+        res = self.ctx.index.lookup(id, Level.INSTANCE)
         if res is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
         try:
@@ -439,7 +440,7 @@ class NumpyResource(_Images):
                 raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Empty DICOM instance")
             _numpy_answer(resp, ((ds, _decode_or_raise(ds, i), i) for i in range(n)), n, rescale, compress)
         else:
-            series = self.ctx.index.lookup(id, 2)
+            series = self.ctx.index.lookup(id, Level.SERIES)
             if series is None:
                 raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
             datasets = [I.read_dataset(self.ctx.resources.read_file(inst)) for inst in _ordered_instances(self.ctx, series)]

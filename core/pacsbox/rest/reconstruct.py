@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..dicom import tags as T
+from ..index.models import Level
 from ..jobs.base import InstancesJob
 from ..routing.registry import RouteSpec
 from ..web import read_json_body, send_json, send_text
@@ -46,13 +47,13 @@ def reconstruct_instance(ctx: Any, instance: Any) -> None:
             continue
         tags = levels[level]
         ids: dict[str, str] = {}
-        if level == 0:
+        if level == Level.PATIENT:
             ids["PatientID"] = tags.get("PatientID", "")
-        elif level == 1:
+        elif level == Level.STUDY:
             ids["StudyInstanceUID"] = tags.get("StudyInstanceUID", "")
             if "AccessionNumber" in tags:
                 ids["AccessionNumber"] = tags["AccessionNumber"]
-        elif level == 2:
+        elif level == Level.SERIES:
             ids["SeriesInstanceUID"] = tags.get("SeriesInstanceUID", "")
         else:
             ids["SOPInstanceUID"] = tags.get("SOPInstanceUID", "")
@@ -63,13 +64,13 @@ def instances_in_orthanc_order(index: Any, res: Any) -> list[Any]:
     """The instances of a resource in the order of Orthanc's ``GetChildInstances``: a
     depth-first walk with a stack, so the children of each resource come last first (the
     parents then keep the tags of their first instance once every instance was read)."""
-    if res.level == 3:
+    if res.level == Level.INSTANCE:
         return [res]
     out = []
     stack = list(index.children(res.internal_id))
     while stack:
         r = stack.pop()
-        if r.level == 3:
+        if r.level == Level.INSTANCE:
             out.append(r)
         else:
             stack.extend(index.children(r.internal_id))

@@ -17,7 +17,7 @@ from ..dicom.modules import MODULES
 from ..errors import ErrorCode, OrthancError, not_found
 from ..web import JSON_TYPE, dumps, query_flag, read_body, send_json, send_text
 from ..dicom.ids import new_uuid
-from ..index.index import LEVEL_NAMES, PLURAL, Attachment
+from ..index.index import CONTENT_TYPE_DICOM, LEVEL_NAMES, PLURAL, Attachment, Level
 from ..ingest import expected_instances
 from ..routing.registry import RouteSpec
 from ..storage import pending
@@ -225,7 +225,7 @@ def children_in_orthanc_order(index, res, target: int):
 def last_instance(index, res):
     """The instance Orthanc reads for ``/module`` routes: the last child at every level."""
     cur = res
-    while cur.level < 3:
+    while cur.level < Level.INSTANCE:
         kids = index.children(cur.internal_id)
         if not kids:
             raise not_found()
@@ -279,7 +279,7 @@ class StatisticsResource:
         s = self.ctx.index.resource_statistics(res)
         out: dict[str, Any] = {}
         for k in ("CountStudies", "CountSeries", "CountInstances"):
-            if k in s and res.level < 3:
+            if k in s and res.level < Level.INSTANCE:
                 out[k] = s[k]
         for k in ("DiskSize", "UncompressedSize", "DicomDiskSize", "DicomUncompressedSize"):
             out[k] = str(s[k])
@@ -473,13 +473,13 @@ def resource_metadata(ctx, res) -> dict[str, str]:
     """
     index = ctx.index
     meta = index.metadata(res.internal_id)
-    if res.level < 3:
+    if res.level < Level.INSTANCE:
         meta.setdefault("LastUpdate", res.last_update)
-    if res.level == 2 and "ExpectedNumberOfInstances" not in meta:
+    if res.level == Level.SERIES and "ExpectedNumberOfInstances" not in meta:
         expected = expected_instances(res.main_tags)
         if expected is not None:
             meta["ExpectedNumberOfInstances"] = str(expected)
-    if res.level == 2 and "RemoteAET" not in meta:
+    if res.level == Level.SERIES and "RemoteAET" not in meta:
         kids = index.children(res.internal_id)
         if kids:
             aet = index.get_metadata(kids[-1].internal_id, "RemoteAET")
@@ -561,7 +561,7 @@ class MetadataResource:
         send_text(resp, "")
 
 
-_ATTACHMENT_NAMES = {1: "dicom", 2: "dicom-as-json", 3: "dicom-until-pixel-data"}
+_ATTACHMENT_NAMES = {CONTENT_TYPE_DICOM: "dicom", 2: "dicom-as-json", 3: "dicom-until-pixel-data"}
 _ATTACHMENT_TYPES = {v: k for k, v in _ATTACHMENT_NAMES.items()}
 
 #: ``GET /{level}/{id}/attachments/{name}``, in Orthanc 1.10.1's order.
@@ -729,7 +729,7 @@ class AttachmentsResource:
             except FileNotFoundError:  # replaced or deleted since the row was read
                 raise OrthancError(ErrorCode.INEXISTENT_FILE) from None
         if op == "data":
-            dicom = att.content_type == 1
+            dicom = att.content_type == CONTENT_TYPE_DICOM
             resp.content_type = "application/dicom" if dicom else self.user_mime.get(att.content_type,
                                                                                      "application/octet-stream")
             resp.set_header("Content-Disposition", f'filename="{att.uuid}{".dcm" if dicom else ""}"')
@@ -820,7 +820,7 @@ def routes(ctx) -> list[RouteSpec]:
     """Route declarations of this module."""
     out: list[RouteSpec] = []
     for level, plural in enumerate(PLURAL):
-        if level != 3:
+        if level != Level.INSTANCE:
             out.append(RouteSpec(f"/{plural}", lambda c, l=level: ListResource(c, l)))
         out.append(RouteSpec(f"/{plural}/{{id}}", lambda c, l=level: OneResource(c, l)))
         out.append(RouteSpec(f"/{plural}/{{id}}/statistics", lambda c, l=level: StatisticsResource(c, l)))
@@ -832,7 +832,7 @@ def routes(ctx) -> list[RouteSpec]:
         out.append(RouteSpec(f"/{plural}/{{id}}/attachments/{{name}}/{{op}}",
                              lambda c, l=level: AttachmentsResource(c, l), suffix="op"))
         out.append(RouteSpec(f"/{plural}/{{id}}/module", lambda c, l=level: ModuleResource(c, l, l)))
-        if level < 3:
+        if level < Level.INSTANCE:
             out.append(RouteSpec(f"/{plural}/{{id}}/shared-tags", lambda c, l=level: SharedTagsResource(c, l)))
             out.append(RouteSpec(f"/{plural}/{{id}}/instances-tags",
                                  lambda c, l=level: InstancesTagsResource(c, l)))

@@ -10,8 +10,9 @@ from pydicom.uid import generate_uid
 
 from ..dicom.ids import new_uuid
 from ..errors import ErrorCode, OrthancError, not_found
-from ..web import query_flag, read_body, read_json_body, send_json, send_text
-from ..index.index import PLURAL
+from ..web import (FIND_FIELDS, NOT_AN_OBJECT_ERROR, query_flag, read_body, read_bool, read_int, read_json_object,
+                   send_json, send_text)
+from ..index.index import PLURAL, Level
 from ..query import find_resources
 from ..routing.registry import RouteSpec
 from ..version import __version__
@@ -128,26 +129,13 @@ class ExportsResource:
         send_text(resp, "")
 
 
-def _bool_field(body: dict, name: str) -> bool | None:
-    v = body.get(name)
-    if v is None or isinstance(v, bool):
-        return v
-    raise OrthancError(ErrorCode.BAD_REQUEST, f"Field \"{name}\" should be a Boolean")
-
-
-def _int_field(body: dict, name: str) -> int:
-    v = body.get(name, 0)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise OrthancError(ErrorCode.BAD_REQUEST, f"Field \"{name}\" should be an integer")
-    if v < 0:
-        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Field \"{name}\" should be a positive integer")
-    return v
-
-
-#: ``Level`` of ``/tools/find``, upper-cased, as Orthanc's ``StringToResourceType``
-#: (singular or plural, ``Image`` for instances; surrounding spaces are refused).
-_FIND_LEVELS = {"PATIENT": 0, "PATIENTS": 0, "STUDY": 1, "STUDIES": 1, "SERIES": 2,
-                "INSTANCE": 3, "INSTANCES": 3, "IMAGE": 3, "IMAGES": 3}
+def _expand_flag(body: dict) -> bool:
+    """``Expand`` as Orthanc 1.10.1 reads it (``Json::Value::asBool``): absent or ``null``
+    false, a number by its value; another type is refused (Orthanc answers 500 there)."""
+    v = body.get("Expand")
+    if v is None or isinstance(v, (bool, int, float)):
+        return bool(v)
+    raise OrthancError(ErrorCode.BAD_REQUEST, 'Field "Expand" should be a Boolean')
 
 
 class FindResource:
@@ -159,18 +147,11 @@ class FindResource:
 
     def _search(self, req, *, paging: bool = True):
         """(matching resources, Expand, tag format, ExtendedFind or None) of the body."""
-        try:
-            body = read_json_body(req, default=[])
-        except OrthancError:
-            body = None
-        if not isinstance(body, dict):
-            raise OrthancError(ErrorCode.BAD_REQUEST, "The body must contain a JSON object")
+        body = read_json_object(req, allow_empty=False, invalid=NOT_AN_OBJECT_ERROR)
         level_name = body.get("Level")
         if not isinstance(level_name, str):
             raise OrthancError(ErrorCode.BAD_REQUEST, "Field \"Level\" is missing, or should be a string")
-        level = _FIND_LEVELS.get(level_name.upper()) if level_name.isascii() else None
-        if level is None:
-            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE)
+        level = Level.parse(level_name)
         ext = None
         if any(k in body for k in find_ext.EXTENDED_FIELDS):
             ext = find_ext.ExtendedFind(self.ctx, level, body)
@@ -182,14 +163,15 @@ class FindResource:
         for k, v in query.items():
             if not isinstance(v, str):
                 raise OrthancError(ErrorCode.BAD_REQUEST, f"Tag \"{k}\" should be associated with a string")
-        case = _bool_field(body, "CaseSensitive")
-        expand = _bool_field(body, "Expand")
-        full, short = _bool_field(body, "Full"), _bool_field(body, "Short")
-        limit = _int_field(body, "Limit")
-        since = _int_field(body, "Since")
+        # each field read as Orthanc 1.10.1 reads it (verified against the reference)
+        case = read_bool(body, "CaseSensitive", None, errors=FIND_FIELDS)
+        expand = _expand_flag(body)
+        full, short = read_bool(body, "Full", False), read_bool(body, "Short", False)
+        limit = read_int(body, "Limit", 0, unsigned=True, errors=FIND_FIELDS)
+        since = read_int(body, "Since", 0, unsigned=True, errors=FIND_FIELDS)
         if not paging:
             limit = since = 0
-        cfg_limit = self.ctx.config.int("LimitFindInstances" if level == 3 else "LimitFindResults")
+        cfg_limit = self.ctx.config.int("LimitFindInstances" if level == Level.INSTANCE else "LimitFindResults")
         if paging and cfg_limit and (not limit or limit > cfg_limit):
             limit = cfg_limit
         fmt = "full" if full else "short" if short else "simplify"

@@ -26,6 +26,7 @@ from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from ..errors import ErrorCode, OrthancError
+from ..index.models import CONTENT_TYPE_DICOM
 from ..routing.registry import RouteSpec
 from ..web import dumps, read_body
 
@@ -76,7 +77,7 @@ class WebDav:
         index = self.ctx.index
         out = {}
         for inst in index.children(series.internal_id):
-            att = index.attachment(inst.internal_id, 1)
+            att = index.attachment(inst.internal_id, CONTENT_TYPE_DICOM)
             out[f"{inst.public_id}.dcm"] = _Node(data=lambda i=inst: self.ctx.resources.read_file(i),
                                                  size=att.uncompressed_size if att else 0, ctype="application/dicom")
         return out
@@ -130,7 +131,7 @@ class WebDav:
             d = {"series.json": _Node(data=lambda: dumps(ctx.resources.expand(se)), size=-1,
                                       ctype="application/json")}
             for inst in ctx.index.children(se.internal_id):
-                att = ctx.index.attachment(inst.internal_id, 1)
+                att = ctx.index.attachment(inst.internal_id, CONTENT_TYPE_DICOM)
                 d[f"{inst.main_tags.get('SOPInstanceUID', inst.public_id)}.dcm"] = _Node(
                     data=lambda i=inst: ctx.resources.read_file(i), size=att.uncompressed_size if att else 0,
                     ctype="application/dicom")

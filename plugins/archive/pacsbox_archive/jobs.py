@@ -35,7 +35,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from pacsbox import ErrorCode, Job, JobOutput, OrthancError, StepResult
+from pacsbox import CONTENT_TYPE_DICOM, ErrorCode, Job, JobOutput, OrthancError, StepResult
 
 from .dicomdir import FILE_SET_ID, DicomDirBuilder, RecordSource, is_image_sop_class, read_header
 from .dicomfile import FileFacts, is_compressed_syntax, peek
@@ -519,7 +519,7 @@ class ArchiveJob(Job):
         """Facts of an already written file (to rebuild DICOMDIR records on resume)."""
         ctx = self._ctx
         try:
-            with ctx.storage.open(item.uuid, 1) as f:
+            with ctx.storage.open(item.uuid, CONTENT_TYPE_DICOM) as f:
                 facts = peek(f.read(16384))
                 header = None
                 if not is_image_sop_class(facts.sop_class_uid) or not facts.charset_known:
@@ -537,7 +537,7 @@ class ArchiveJob(Job):
                 return _Prepared(None)
             return self._reread(item)
         try:
-            data = ctx.storage.read(item.uuid, 1)
+            data = ctx.storage.read(item.uuid, CONTENT_TYPE_DICOM)
         except FileNotFoundError:
             return _Prepared(None, missing=True)
         if self.transcode:
@@ -602,7 +602,7 @@ class ArchiveJob(Job):
             self._writer.add(prep.entry)
         else:
             facts = prep.facts or FileFacts()
-            with ctx.storage.open(item.uuid, 1) as f:
+            with ctx.storage.open(item.uuid, CONTENT_TYPE_DICOM) as f:
                 if facts.transfer_syntax_uid is None:
                     facts = peek(f.read(65536))
                     f.seek(0)

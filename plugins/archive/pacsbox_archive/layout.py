@@ -22,10 +22,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Sequence
 
+from pacsbox import Level
+
 if TYPE_CHECKING:  # pragma: no cover
     from pacsbox import Resource, ServerContext
 
-_LEVEL_NAMES = ("Patient", "Study", "Series", "Instance")
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._ ]")
 _SPACES = re.compile(r"\s+")
 
@@ -107,9 +108,9 @@ def folder_name(level: int, tags: dict[str, str], utf8: bool = False, public_id:
         ``Unknown Patient``/``Unknown Study``/``Unknown Series`` when the normalized
         name is empty.
     """
-    if level == 0:
+    if level == Level.PATIENT:
         raw = f"{tags.get('PatientID', '')} {tags.get('PatientName', '')}"
-    elif level == 1:
+    elif level == Level.STUDY:
         raw = f"{tags.get('AccessionNumber', '')} {tags.get('StudyDescription', '')}"
     else:
         raw = f"{tags.get('Modality', '')} {tags.get('SeriesDescription', '')}"
@@ -117,8 +118,8 @@ def folder_name(level: int, tags: dict[str, str], utf8: bool = False, public_id:
     if not name and public_id and any(c.isalnum() for c in raw):
         # values in a script with no ASCII transliteration (王小明): the level and the start
         # of the Orthanc ID, rather than "Unknown" for a patient that has a name
-        return f"{_LEVEL_NAMES[level]} {public_id[:8]}"
-    return name or f"Unknown {_LEVEL_NAMES[level]}"
+        return f"{Level(level).type_name} {public_id[:8]}"
+    return name or f"Unknown {Level(level).type_name}"
 
 
 def file_name(modality: str, counter: int) -> str:
@@ -236,10 +237,10 @@ def _expand(ctx: "ServerContext", node: _Node) -> None:
     by_parent: dict[int, list] = {}
     for inst in instances:
         by_parent.setdefault(inst.parent_internal, []).append(inst)
-    if level == 2:
+    if level == Level.SERIES:
         node.instances = by_parent.get(node.res.internal_id, [])
         return
-    if level == 1:
+    if level == Level.STUDY:
         for s in index.children(node.res.internal_id):
             child = node.children[s.public_id] = _Node(s)
             child.instances = by_parent.get(s.internal_id, [])
@@ -349,7 +350,7 @@ def reload_plan(ctx: "ServerContext", instance_ids: Iterable[str], names: Iterab
     index = ctx.index
     found = []
     for iid, name in zip(instance_ids, names):
-        inst = index.lookup(iid, 3)
+        inst = index.lookup(iid, Level.INSTANCE)
         if inst is not None:
             found.append((inst, name))
     atts = index.instance_attachments([i.internal_id for i, _n in found])

@@ -26,7 +26,6 @@ from .zipstream import BACKENDS, DEFAULT_BACKEND, DEFAULT_LEVELS
 if TYPE_CHECKING:  # pragma: no cover
     from pacsbox import ServerContext
 
-_LEVELS = {"patients": 0, "studies": 1, "series": 2}
 _UNSAFE_FILENAME = re.compile(r'["\\\r\n\x00-\x1f]')
 
 

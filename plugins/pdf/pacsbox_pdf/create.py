@@ -39,7 +39,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from pacsbox import ErrorCode, OrthancError, TagDictionary, module_tags, tag_dictionary, tag_to_key
+from pacsbox import ErrorCode, Level, OrthancError, TagDictionary, module_tags, tag_dictionary, tag_to_key
 
 log = logging.getLogger("pacsbox.pdf")
 
@@ -445,7 +445,7 @@ class DicomCreator:
 
     def _delete_series(self, series_id: str) -> None:
         ctx = self.ctx
-        res = ctx.index.lookup(series_id, 2)
+        res = ctx.index.lookup(series_id, Level.SERIES)
         if res is not None:
             ctx.resources.delete(res)
 
@@ -503,7 +503,7 @@ class DicomCreator:
         res = ctx.index.lookup(parent) if isinstance(parent, str) and parent else None
         if res is None:
             raise OrthancError(ErrorCode.CREATE_DICOM_BAD_PARENT)
-        if res.level == 3:
+        if res.level == Level.INSTANCE:
             raise OrthancError(ErrorCode.CREATE_DICOM_PARENT_IS_INSTANCE)
         instances = ctx.index.descendant_instances(res.internal_id, res.level)
         if not instances:
