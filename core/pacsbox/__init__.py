@@ -46,41 +46,50 @@ After ``pip install``, ``pacsbox plugins`` lists it and ``GET /hello`` answers.
 """
 from __future__ import annotations
 
-from .app import PacsboxApp, create_app
-from .config import Config, ConfigError, OptionSpec
-from .context import ServerContext
-from .dicom.ids import is_orthanc_id, orthanc_id
-from .dicom.matching import compile_query
-from .dicom.modules import module_tags
-from .dicom.tags import TagDictionary, dataset_to_json, element_text, parse_tag, tag_dictionary, tag_to_key
-from .dicom.scan import DicomFormatError, FileMeta, read_file_meta
-from .dicom.transcode import is_transfer_syntax, transcode
-from .hookspecs import hookimpl, hookspec
-from .errors import ErrorCode, OrthancError, StartupError, not_found, refused
-from .web import (dumps, query_flag, read_body, read_bool, read_json_body, read_json_object,
-                  send_json, send_text)
-from .index.index import CONTENT_TYPE_DICOM, Attachment, Level, Resource
-from .internal_rest import RestAnswer, call_rest_api
-from .jobs.base import InstancesJob, Job, JobInfo, JobOutput, JobState, StepResult
-from .jobs.engine import request_mode
-from .metrics import MetricSpec
-from .plugins import PluginLoadError
-from .query import find_resources
-from .routing.registry import RouteSpec
-from .storage.area import StorageArea
+import importlib
+
 from .version import __version__
 
-__all__ = [
-    "__version__", "hookimpl", "hookspec", "create_app", "PacsboxApp", "Config", "ConfigError", "OptionSpec",
-    "ServerContext",
-    "PluginLoadError",
-    "ErrorCode", "OrthancError", "not_found", "refused",
-    "Job", "InstancesJob", "JobInfo", "JobOutput", "JobState", "StepResult", "StartupError", "request_mode",
-    "RouteSpec", "MetricSpec", "StorageArea", "Resource", "Attachment", "Level", "CONTENT_TYPE_DICOM",
-    "send_json", "send_text", "read_body", "read_bool", "read_json_body", "read_json_object", "query_flag", "dumps",
-    "orthanc_id", "is_orthanc_id", "parse_tag", "tag_to_key", "element_text", "dataset_to_json",
-    "TagDictionary", "tag_dictionary", "module_tags",
-    "compile_query", "find_resources", "transcode", "is_transfer_syntax",
-    "read_file_meta", "FileMeta", "DicomFormatError",
-    "call_rest_api", "RestAnswer",
-]
+#: The public API: name -> the module defining it. Imported on first use (PEP 562), so
+#: that ``import pacsbox`` (and the pytest plugin :mod:`pacsbox.testing`, loaded in every
+#: pytest run of an environment where pacsbox is installed) costs next to nothing until a
+#: name is used.
+_EXPORTS: dict[str, str] = {
+    "hookimpl": "hookspecs", "hookspec": "hookspecs",
+    "create_app": "app", "PacsboxApp": "app",
+    "Config": "config", "ConfigError": "config", "OptionSpec": "config",
+    "ServerContext": "context",
+    "PluginLoadError": "plugins",
+    "ErrorCode": "errors", "OrthancError": "errors", "StartupError": "errors", "not_found": "errors",
+    "refused": "errors",
+    "Job": "jobs.base", "InstancesJob": "jobs.base", "JobInfo": "jobs.base", "JobOutput": "jobs.base",
+    "JobState": "jobs.base", "StepResult": "jobs.base", "request_mode": "jobs.engine",
+    "RouteSpec": "routing.registry", "MetricSpec": "metrics", "StorageArea": "storage.area",
+    "Resource": "index.index", "Attachment": "index.index", "Level": "index.models",
+    "CONTENT_TYPE_DICOM": "index.models",
+    "send_json": "web", "send_text": "web", "read_body": "web", "read_bool": "web", "read_json_body": "web",
+    "read_json_object": "web", "query_flag": "web", "dumps": "web",
+    "orthanc_id": "dicom.ids", "is_orthanc_id": "dicom.ids",
+    "parse_tag": "dicom.tags", "tag_to_key": "dicom.tags", "element_text": "dicom.tags",
+    "dataset_to_json": "dicom.tags", "TagDictionary": "dicom.tags", "tag_dictionary": "dicom.tags",
+    "module_tags": "dicom.modules", "compile_query": "dicom.matching", "find_resources": "query",
+    "transcode": "dicom.transcode", "is_transfer_syntax": "dicom.transcode",
+    "read_file_meta": "dicom.scan", "FileMeta": "dicom.scan", "DicomFormatError": "dicom.scan",
+    "call_rest_api": "internal_rest", "RestAnswer": "internal_rest",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    """Import a public name on first use (PEP 562) and keep it as a module attribute."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pacsbox' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

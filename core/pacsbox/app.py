@@ -170,7 +170,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
         log.warning("unknown option %r: no loaded plugin declares it (it is kept)%s", name,
                     f"; did you mean {closest!r}?" if closest else "")
 
-    ctx.metrics = MetricsStore(enabled=config.bool("MetricsEnabled"))
+    ctx.metrics = MetricsStore(enabled=config.bool("MetricsEnabled"), strict=True)  # a misspelt name fails
     ctx.notifier = Notifier(pm)
     storage = pm.call("get_storage_area", {"config": config})
     if storage is None:

@@ -128,6 +128,14 @@ class DuplicateMetric(ValueError):
     """A metric name was declared twice with different kinds or labels."""
 
 
+class UnknownMetric(KeyError):
+    """A value was recorded for a name no one declared, in a strict store (an app's):
+    most likely a misspelt name. The message gives the closest declared name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class _Metric:
     __slots__ = ("spec", "series", "kind", "labels", "buckets", "version")
 
@@ -149,6 +157,8 @@ class _Timer:
         self.store, self.name, self.labels, self.t0 = store, name, labels, None
 
     def __enter__(self) -> "_Timer":
+        if self.store.strict and self.name not in self.store._metrics:
+            self.store._unknown(self.name)
         if self.store.enabled:
             self.t0 = time.perf_counter()
         return self
@@ -170,17 +180,25 @@ class MetricsStore:
     max_window_seconds : float
         Window of the ``max10s`` kind, in seconds (10, Orthanc's
         ``MetricsUpdatePolicy_MaxOver10Seconds``; tests shorten it).
+    strict : bool, default False
+        Refuse to record a value for an undeclared name (:class:`UnknownMetric`, naming
+        the closest declared name) instead of declaring it. An app's store
+        (``ctx.metrics``) is strict, so that a misspelt name fails in the first test
+        instead of silently creating a new metric.
 
     Notes
     -----
-    Every recording method is thread-safe and costs about a microsecond. Recording a value
-    for an undeclared name declares it (without help text) as a gauge (``set_value``),
-    counter (``increment``), max10s (``set_max``, ``record_duration``, ``timer``) or
-    histogram (``observe``). A declared metric keeps its kind: ``set_value`` on a
-    ``max10s`` metric applies the max-over-10-s rule, on a histogram it observes.
+    Every recording method is thread-safe and costs about a microsecond. In a store that is
+    not strict, recording a value for an undeclared name declares it (without help text)
+    as a gauge (``set_value``), counter (``increment``), max10s (``set_max``,
+    ``record_duration``, ``timer``) or histogram (``observe``). A declared metric keeps its
+    kind: ``set_value`` on a ``max10s`` metric applies the max-over-10-s rule, on a
+    histogram it observes.
     """
 
-    def __init__(self, enabled: bool = True, max_window_seconds: float = MAX_WINDOW_MS / 1000.0) -> None:
+    def __init__(self, enabled: bool = True, max_window_seconds: float = MAX_WINDOW_MS / 1000.0,
+                 strict: bool = False) -> None:
+        self.strict = bool(strict)
         self.enabled = bool(enabled)
         self._window_ms = int(max_window_seconds * 1000)
         self._metrics: dict[str, _Metric] = {}
@@ -261,9 +279,24 @@ class MetricsStore:
         # Called with the lock held.
         m = self._metrics.get(name)
         if m is None:
+            if self.strict:
+                self._unknown(name)
             m = self._metrics[name] = _Metric(MetricSpec(name, kind, labels=tuple(labels or ())))
             self._sorted = None
         return m
+
+    def _unknown(self, name: str) -> None:
+        """Raise :class:`UnknownMetric` for ``name``, with the closest declared name."""
+        import difflib
+        close = difflib.get_close_matches(name, list(self._metrics), n=1)
+        raise UnknownMetric(f"metric {name!r} is not declared (declare it with the register_metrics hook or "
+                            f"ctx.metrics.declare)" + (f"; did you mean {close[0]!r}?" if close else ""))
+
+    def _skip(self, name: str) -> bool:
+        """True when recording is off; a strict store still refuses an undeclared name."""
+        if self.strict and name not in self._metrics:
+            self._unknown(name)
+        return not self.enabled
 
     @staticmethod
     def _series(m: _Metric, labels: Mapping[str, str] | None) -> Sample:
@@ -336,7 +369,7 @@ class MetricsStore:
         (``MetricsUpdatePolicy_Directly``); ``max10s``: it replaces the stored one when
         larger or when the stored one is older than 10 s; ``histogram``: one observation.
         """
-        if not self.enabled:
+        if self._skip(name):
             return
         now = int(time.time() * 1000)
         with self._lock:
@@ -359,7 +392,7 @@ class MetricsStore:
         ValueError
             ``labels`` does not match the spec, or the metric is a histogram.
         """
-        if not self.enabled:
+        if self._skip(name):
             return
         now = int(time.time() * 1000)
         with self._lock:
@@ -384,7 +417,7 @@ class MetricsStore:
         value : float
         labels : mapping of str to str, optional
         """
-        if not self.enabled:
+        if self._skip(name):
             return
         now = int(time.time() * 1000)
         with self._lock:
@@ -410,7 +443,7 @@ class MetricsStore:
         -----
         On a metric of another kind, behaves as :meth:`set_value`.
         """
-        if not self.enabled:
+        if self._skip(name):
             return
         now = int(time.time() * 1000)
         with self._lock:

@@ -59,8 +59,10 @@ and in a test module::
 
 Notes
 -----
-This module imports pacsbox lazily (inside the fixtures), so that loading it in any
-pytest run of the environment costs nothing.
+pytest loads this module in every run of an environment where pacsbox is installed, so it
+imports none of pacsbox's services at load time: the package ``pacsbox`` exports its
+public names lazily (PEP 562) and the fixtures import what they use. Loading it imports
+neither falcon nor pydicom (``tests/contract/test_import_structure.py`` checks it).
 """
 from __future__ import annotations
 

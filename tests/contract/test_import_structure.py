@@ -150,6 +150,28 @@ def test_the_modules_that_need_the_version_import_first(first):
     assert r.stdout == f"{__version__}\n"
 
 
+def test_the_pytest_plugin_loads_nothing_heavy():
+    """pytest loads pacsbox.testing in every run where pacsbox is installed (issue 14 item 15):
+    the package's public names are lazy, so loading it imports no service, falcon, pydicom or waitress."""
+    script = ("import sys, pacsbox.testing\n"
+              "print(sorted(m for m in sys.modules if m == 'pacsbox' or m.startswith(('pacsbox.', 'falcon', "
+              "'pydicom', 'waitress'))))\n"
+              "from pacsbox import create_app, hookimpl\n"
+              "import pacsbox\n"
+              "print(create_app is pacsbox.app.create_app, hookimpl is pacsbox.hookspecs.hookimpl)\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == "['pacsbox', 'pacsbox.testing', 'pacsbox.version']\nTrue True\n"
+
+
+def test_every_public_name_is_exported():
+    import pacsbox
+    for name in pacsbox.__all__:
+        assert getattr(pacsbox, name) is not None, name
+    with pytest.raises(AttributeError, match="module 'pacsbox' has no attribute 'nothing_here'"):
+        pacsbox.nothing_here  # noqa: B018
+
+
 def test_the_core_follows_the_import_rules():
     modules = {module_name(p): (p.read_text(encoding="utf-8"), p.name == "__init__.py")
                for p in PACKAGE.rglob("*.py")}

@@ -607,6 +607,7 @@ def test_two_apps_do_not_share_state(pacsbox_make_app):
     assert one.ctx.pm is not two.ctx.pm and one.ctx.pm.get_plugin("only-one") is not None
     assert two.ctx.pm.get_plugin("only-one") is None
     assert two.ctx.job_types.get("PluginsTestCount") is None
+    one.ctx.metrics.declare(MetricSpec("plugtest_per_app", "counter", "Per app"))
     one.ctx.metrics.increment("plugtest_per_app")
     assert (one.ctx.metrics.value("plugtest_per_app"), two.ctx.metrics.value("plugtest_per_app")) == (1, None)
     assert c1.simulate_post("/instances", body=ct_bytes()).json["Status"] == "Success"

@@ -75,6 +75,12 @@ def register_job_types(ctx):
 
 
 @hookimpl
+def register_metrics(ctx):
+    """The transfers accelerator's gauges."""
+    return transfers.TransfersState.metric_specs()
+
+
+@hookimpl
 def startup(ctx):
     """Start the SCP (when ``DicomServerEnabled``) and the plugin's background services."""
     for module in _SERVICE_MODULES:

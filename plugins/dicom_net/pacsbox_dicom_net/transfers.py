@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-from pacsbox import ConfigError, ErrorCode, OrthancError, RouteSpec, read_json_body, send_json
+from pacsbox import ConfigError, ErrorCode, MetricSpec, OrthancError, RouteSpec, read_json_body, send_json
 
 from .transfers_protocol import (CONFIG_SECTION, KB, KEY_BUCKETS, KEY_COMPRESSION, KEY_INSTANCES, KEY_ORIGINATOR,
                                  KEY_PEER, KEY_REMOTE_SELF, KEY_RESOURCES, MB, PLUGIN_NAME, URI_LOOKUP, URI_PLUGINS,
@@ -167,6 +167,21 @@ def check_config(config: Any) -> None:
 # per-app state
 # ------------------------------------------------------------------------------------------
 
+#: The accelerator's gauges (Orthanc's transfers plugin), refreshed at each scrape.
+TRANSFER_METRICS = (
+    ("orthanc_transfers_used_cache_size", "Bytes held by the pull cache", "bytes"),
+    ("orthanc_transfers_cache_hit_count", "Pull cache hits", ""),
+    ("orthanc_transfers_cache_miss_count", "Pull cache misses", ""),
+    ("orthanc_transfers_available_push_count", "Push transactions that can still be opened", ""),
+    ("orthanc_transfers_created_push_count", "Push transactions opened", ""),
+    ("orthanc_transfers_committed_push_count", "Push transactions committed", ""),
+    ("orthanc_transfers_aborted_push_count", "Push transactions discarded", ""),
+    ("orthanc_transfers_push_total_received_bytes_count", "Bytes received by push transactions", "bytes"),
+    ("orthanc_transfers_push_total_time_spent_in_reception_ms", "Time spent receiving push buckets", "ms"),
+    ("orthanc_transfers_push_total_time_spent_in_commit_ms", "Time spent committing push transactions", "ms"),
+)
+
+
 class TransfersState:
     """One app's accelerator.
 
@@ -221,21 +236,21 @@ class TransfersState:
             self._sweeper.join(5)
             self._sweeper = None
 
+    @staticmethod
+    def metric_specs() -> list[MetricSpec]:
+        """The gauges :meth:`collect_metrics` sets (declared through ``register_metrics``:
+        the app's metrics store refuses undeclared names)."""
+        return [MetricSpec(name, "gauge", text, unit) for name, text, unit in TRANSFER_METRICS]
+
     def collect_metrics(self, store: Any) -> None:
         """Publish the plugin's metrics (``RefreshMetricsCallback``): cache size, hits and
         misses; push transactions available, created, committed, aborted; bytes received
         and milliseconds spent receiving and committing."""
         c = self.transactions.info()
-        for name, value in (("orthanc_transfers_used_cache_size", self.cache.memory_size),
-                            ("orthanc_transfers_cache_hit_count", self.cache.hits),
-                            ("orthanc_transfers_cache_miss_count", self.cache.misses),
-                            ("orthanc_transfers_available_push_count", self.transactions.available()),
-                            ("orthanc_transfers_created_push_count", c["created"]),
-                            ("orthanc_transfers_committed_push_count", c["committed"]),
-                            ("orthanc_transfers_aborted_push_count", c["aborted"]),
-                            ("orthanc_transfers_push_total_received_bytes_count", c["received_bytes"]),
-                            ("orthanc_transfers_push_total_time_spent_in_reception_ms", c["reception_ms"]),
-                            ("orthanc_transfers_push_total_time_spent_in_commit_ms", c["commit_ms"])):
+        values = (self.cache.memory_size, self.cache.hits, self.cache.misses, self.transactions.available(),
+                  c["created"], c["committed"], c["aborted"], c["received_bytes"], c["reception_ms"],
+                  c["commit_ms"])   # in the order of TRANSFER_METRICS
+        for (name, _text, _unit), value in zip(TRANSFER_METRICS, values):
             store.set_value(name, value)
 
 

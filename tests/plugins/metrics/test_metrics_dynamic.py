@@ -12,7 +12,7 @@ from metrics_helpers import names, sample, value
 
 import pacsbox_metrics.plugin as metrics_plugin
 from pacsbox import MetricSpec, RouteSpec, StartupError, hookimpl, send_json
-from pacsbox.metrics import DuplicateMetric
+from pacsbox.metrics import DuplicateMetric, UnknownMetric
 
 
 class Counting:
@@ -99,9 +99,16 @@ def test_metric_declared_after_startup(make_app):
     # a second declaration of the same name with another kind is refused
     with pytest.raises(DuplicateMetric):
         app.ctx.metrics.declare(MetricSpec("testplugin_late_gauge", "counter", plugin="other"))
-    # and an undeclared name recorded at run time appears too
-    app.ctx.metrics.increment("never_declared_events", 2)
-    assert value(scrape(client), "never_declared_events") == 2
+    # an undeclared name fails (a misspelt name never creates a metric silently), with
+    # the closest declared name
+    with pytest.raises(UnknownMetric) as e:
+        app.ctx.metrics.set_value("testplugin_late_gauges", 2)
+    assert str(e.value) == ("metric 'testplugin_late_gauges' is not declared (declare it with the register_metrics "
+                            "hook or ctx.metrics.declare); did you mean 'testplugin_late_gauge'?")
+    with pytest.raises(UnknownMetric):
+        with app.ctx.metrics.timer("never_declared_duration_ms"):
+            pass
+    assert "testplugin_late_gauges" not in names(scrape(client))
 
 
 def test_duplicate_declarations_stop_startup_naming_both_plugins(make_app):

@@ -18,7 +18,7 @@ from conftest import read
 from metrics_helpers import COMPUTED, check_lines, names, sample, samples, value
 
 import pacsbox_metrics.plugin as metrics_plugin
-from pacsbox import Job, StepResult, hookimpl
+from pacsbox import Job, MetricSpec, StepResult, hookimpl
 from pacsbox_metrics.collector import StoreCollector, render, render_samples
 
 CT = "CT_small.dcm"
@@ -165,6 +165,7 @@ def test_prerendered_text_equals_rendering_of_the_samples(mclient):
     # prometheus-client samples gives the very same text.
     mclient.simulate_post("/instances", body=read(CT))
     mclient.simulate_get("/system")
+    mclient.app.ctx.metrics.declare(MetricSpec("quoted_label", "gauge", "A gauge"))
     mclient.app.ctx.metrics.set_value("quoted_label", 1, None)
     collector = StoreCollector(mclient.app.ctx.metrics)
     for _ in range(2):  # second round: reused text for unchanged metrics
@@ -176,6 +177,7 @@ def test_prerendered_text_equals_rendering_of_the_samples(mclient):
 
 def test_label_values_are_escaped(mclient):
     store = mclient.app.ctx.metrics
+    store.declare(MetricSpec("odd_labels", "gauge", "Labels to escape", labels=("path",)))
     store.set_value("odd_labels", 1, {"path": 'a"b\\c\nd'})
     text = scrape(mclient)
     assert 'odd_labels{path="a\\"b\\\\c\\nd"} 1 ' in text
@@ -184,6 +186,8 @@ def test_label_values_are_escaped(mclient):
 
 def test_values_are_written_as_orthanc_does(mclient):
     store = mclient.app.ctx.metrics
+    for name in ("int_metric", "integral_float_metric", "float_metric"):
+        store.declare(MetricSpec(name, "gauge", "A value"))
     store.set_value("int_metric", 3)
     store.set_value("integral_float_metric", 2.0)
     store.set_value("float_metric", 0.0373897552)
@@ -202,6 +206,7 @@ def test_switch_get_put_and_disabled_exposition(mclient):
     assert (r.status_code, r.content, r.headers["content-type"]) == (200, b"", "text/plain; version=0.0.4")
     # nothing is recorded while disabled
     mclient.simulate_post("/instances", body=read(CT))
+    mclient.app.ctx.metrics.declare(MetricSpec("while_off", "gauge", "Set while off"))
     mclient.app.ctx.metrics.set_value("while_off", 1)
     for body in ("true", " 1\n", "1 "):
         r = mclient.simulate_put("/tools/metrics", body=body)
@@ -260,6 +265,7 @@ def test_exposition_cache_option(make_app):
     app = make_app(plugins=[metrics_plugin], config={"Metrics": {"ExpositionCacheMs": 300}})
     client = falcon.testing.TestClient(app)
     first = scrape(client)
+    app.ctx.metrics.declare(MetricSpec("fresh_metric", "gauge", "A new gauge"))
     app.ctx.metrics.set_value("fresh_metric", 1)
     assert scrape(client) == first              # served again within 300 ms
     time.sleep(0.35)
