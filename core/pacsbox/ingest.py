@@ -405,6 +405,10 @@ class Ingest:
         size = len(data)
         t1 = time.perf_counter()
         keys = pending.begin(ctx, [(att_uuid, 1)])  # a crash before the commit: removed at start
+        removed_keys: list[str] = []  # files of an overwritten instance, of recycled patients
+
+        def journal_removed(atts):  # inside the commit: a crash before their removal is reclaimed
+            removed_keys.extend(pending.begin(ctx, [(a.uuid, a.content_type) for a in atts]))
         try:
             if source is None:
                 md5 = hashlib.md5(data).hexdigest() if self.store_md5 else None
@@ -421,8 +425,9 @@ class Ingest:
                 outcome = index.store_instance(NewInstance(
                     ids=ids, main_tags=tuple(levels), identifiers=identifiers, metadata=metadata, attachment=att,
                     index_in_series=index_in_series, expected_instances=expected_instances(levels[2])),
-                    overwrite=self.overwrite)
+                    overwrite=self.overwrite, before_commit=journal_removed)
             except BaseException:
+                pending.end(ctx, removed_keys)  # rolled back: still referenced
                 ctx.storage.remove(att_uuid, 1)
                 raise
             if outcome.status != "Success":
@@ -430,8 +435,13 @@ class Ingest:
                 return StoreResult(outcome.status, ids)
         finally:
             pending.end(ctx, keys)
-        for a in outcome.removed_attachments:
-            ctx.storage.remove(a.uuid, a.content_type)
+        try:
+            for a in outcome.removed_attachments:
+                ctx.storage.remove(a.uuid, a.content_type)
+        except Exception:  # noqa: BLE001 - journalled: removed at the next start
+            log.exception("cannot remove a replaced or recycled file; the next start removes it")
+            removed_keys = []
+        pending.end(ctx, removed_keys)
         m = ctx.metrics
         m.record_duration("orthanc_storage_create_duration_ms", t2 - t1)
         m.increment("orthanc_storage_written_bytes", size)

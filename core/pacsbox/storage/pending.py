@@ -9,7 +9,11 @@ deleting transaction commits; at start-up, :meth:`PendingFiles.recover` removes 
 journalled file that no attachment row references, then empties the journal.
 
 The journal is appended with ``write(2)`` on an ``O_APPEND`` descriptor, which survives a
-SIGKILL of the process (the kernel holds the data). It is rewritten with only the files
+SIGKILL of the process (the kernel holds the data). With ``sync`` (the option
+``SyncStorageArea``, default true) each append is also ``fdatasync``'ed before
+:meth:`PendingFiles.begin` returns, so that it survives a power loss too: the storage file
+it announces is fsync'ed after it, and a deleting transaction commits after it. It is
+rewritten (and, with ``sync``, fsync'ed before it replaces the old one) with only the files
 still in flight once it exceeds :attr:`PendingFiles.max_entries` lines, so it stays small.
 """
 from __future__ import annotations
@@ -35,11 +39,15 @@ class PendingFiles:
         The journal file (created when missing).
     max_entries : int, default 1000
         Lines after which the journal is rewritten with the files still in flight.
+    sync : bool, default False
+        ``fdatasync`` every append (Orthanc's ``SyncStorageArea``): the journal then
+        survives a power loss, not only a crash of the process.
     """
 
-    def __init__(self, path: str | os.PathLike, max_entries: int = 1000) -> None:
+    def __init__(self, path: str | os.PathLike, max_entries: int = 1000, sync: bool = False) -> None:
         self.path = Path(path)
         self.max_entries = max_entries
+        self.sync = sync
         self._lock = threading.Lock()
         self._inflight: dict[str, int] = {}   # "uuid content_type" -> references in flight
         self._lines = 0
@@ -71,7 +79,10 @@ class PendingFiles:
                 self._inflight[k] = self._inflight.get(k, 0) + 1
             if self._lines + len(keys) > self.max_entries:
                 self._rewrite()
-            os.write(self._open(), ("\n".join(keys) + "\n").encode("ascii"))
+            fd = self._open()
+            os.write(fd, ("\n".join(keys) + "\n").encode("ascii"))
+            if self.sync:
+                os.fdatasync(fd)
             self._lines += len(keys)
         return keys
 
@@ -91,6 +102,9 @@ class PendingFiles:
         data = "".join(k + "\n" for k in self._inflight).encode("ascii")
         with open(tmp, "wb") as f:
             f.write(data)
+            if self.sync:
+                f.flush()
+                os.fsync(f.fileno())
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

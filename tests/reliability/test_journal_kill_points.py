@@ -1,0 +1,121 @@
+"""Issue 13 case 3: storage and index agree after a SIGKILL at the points the pending-files
+journal must cover beyond plain ingest and DELETE.
+
+The server is a real ``pacsbox serve``; a ``sitecustomize`` module put on its
+``PYTHONPATH`` makes ``FilesystemStorageArea.remove`` SIGKILL the process while a marker
+file exists, that is, right after the index committed and before the first file it
+dereferenced is removed:
+
+- ``OverwriteInstances``: the replaced instance's file;
+- recycling (``MaximumPatientCount``): the files of the patient deleted to make room.
+
+After the restart no file is left that no attachment row references, no row misses its
+file, and the instance answers with its new content.
+"""
+from __future__ import annotations
+
+import io
+import os
+import textwrap
+
+import pydicom
+import requests
+from pydicom.data import get_testdata_file
+
+from crash_helpers import make_server, storage_consistency
+
+SITECUSTOMIZE = textwrap.dedent('''
+    import os, signal
+    _marker = os.environ.get("PACSBOX_TEST_KILL_MARKER")
+    if _marker:
+        from pacsbox.storage import filesystem as _fs
+        _remove = _fs.FilesystemStorageArea.remove
+
+        def remove(self, uuid, content_type=1):
+            if os.path.exists(_marker):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return _remove(self, uuid, content_type)
+
+        _fs.FilesystemStorageArea.remove = remove
+''')
+
+
+def _ct(patient_id: str, sop_suffix: str, description: str) -> bytes:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientID = patient_id
+    ds.StudyInstanceUID = f"1.2.826.0.1.3680043.10.1013.3.{patient_id}"
+    ds.SeriesInstanceUID = ds.StudyInstanceUID + ".1"
+    ds.SOPInstanceUID = ds.SeriesInstanceUID + "." + sop_suffix
+    ds.SeriesDescription = description
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _killing_server(tmp_path, **options):
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    marker = tmp_path / "kill-on-remove"
+    server = make_server(tmp_path, **options)
+    server.env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")])),
+                  "PACSBOX_TEST_KILL_MARKER": str(marker)}
+    return server, marker
+
+
+def _restart(server) -> None:
+    """Stop and start: the journal is rewritten empty at start, so it no longer names the
+    files created before (they are referenced); only what the next request journals counts."""
+    server.stop()
+    server.start()
+
+
+def _post_until_killed(server, data: bytes) -> None:
+    try:
+        requests.post(server.url + "/instances", data=data, timeout=60)
+    except requests.RequestException:
+        pass  # the connection dies with the process
+    server.proc.wait(30)
+    assert server.proc.returncode == -9, server.log()
+
+
+def test_sigkill_before_the_replaced_file_is_removed(tmp_path):
+    server, marker = _killing_server(tmp_path, OverwriteInstances=True)
+    server.start()
+    old, new = _ct("OVR", "1", "OLD"), _ct("OVR", "1", "NEW")
+    r = requests.post(server.url + "/instances", data=old, timeout=60)
+    assert r.status_code == 200
+    iid = r.json()["ID"]
+    _restart(server)
+    marker.touch()
+    _post_until_killed(server, new)
+    marker.unlink()
+    check = storage_consistency(tmp_path / "db")
+    assert len(check["orphans"]) == 1 and not check["dangling"]  # the replaced file, before the restart
+    server.start()
+    try:
+        assert requests.get(f"{server.url}/instances/{iid}/file", timeout=60).content == new
+    finally:
+        server.stop()
+    assert storage_consistency(tmp_path / "db") == {"orphans": [], "dangling": [], "temporary": []}
+
+
+def test_sigkill_before_a_recycled_patient_files_are_removed(tmp_path):
+    server, marker = _killing_server(tmp_path, MaximumPatientCount=1)
+    server.start()
+    first = [_ct("RECYCLED", str(i), "A") for i in range(3)]
+    for data in first:
+        assert requests.post(server.url + "/instances", data=data, timeout=60).status_code == 200
+    _restart(server)
+    marker.touch()
+    _post_until_killed(server, _ct("KEPT", "1", "B"))
+    marker.unlink()
+    check = storage_consistency(tmp_path / "db")
+    assert len(check["orphans"]) == 3 and not check["dangling"]  # the recycled patient's files
+    server.start()
+    try:
+        patients = requests.get(server.url + "/patients?expand", timeout=60).json()
+        assert [p["MainDicomTags"]["PatientID"] for p in patients] == ["KEPT"]
+    finally:
+        server.stop()
+    assert storage_consistency(tmp_path / "db") == {"orphans": [], "dangling": [], "temporary": []}
