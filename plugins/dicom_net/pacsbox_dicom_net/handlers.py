@@ -598,6 +598,11 @@ class _FindContext:
             texts[tag] = (vr, v or "")
         charset = _answer_encoding(query_charset, default_term, [t for _, t in texts.values()])
         out = Dataset()
+        if not self.sequences:
+            items = [(0x00080005, "CS", charset), (0x00080052, "CS", qr_level), (0x00080054, "AE", retrieve_aet)]
+            items += [(tag, vr, text) for tag, (vr, text) in texts.items() if tag != 0x00080054]
+            items.sort()
+            out.pacsbox_encoded = _EncodedAnswer(items, charset)
         out.SpecificCharacterSet = charset.split("\\") if "\\" in charset else charset
         out.QueryRetrieveLevel = qr_level
         out.RetrieveAETitle = retrieve_aet
@@ -610,6 +615,62 @@ class _FindContext:
             if seq is not None and seq.VR == "SQ":
                 out.add(DataElement(tag, "SQ", DicomSequence([_copy_item(item) for item in seq.value])))
         return out
+
+
+#: VRs whose explicit-VR header has a 4-byte length (PS3.5 section 7.1.2).
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
+                       "UR", "UT"})
+
+
+class _EncodedAnswer:
+    """The encoding of a C-FIND answer built from text values, without pydicom: what
+    ``pynetdicom.dsutils.encode`` gives for the same data set (checked by a test), at a
+    fraction of its cost. None (pydicom's encoder then) for what it does not cover:
+    big endian, deflate, binary VRs, ISO 2022 code extensions.
+
+    Parameters
+    ----------
+    items : list of (int, str, str)
+        ``(tag, VR, text)`` in ascending tag order, texts as on the wire (multiple values
+        joined with a backslash), without padding.
+    charset : str
+        The answer's *Specific Character Set* (defined terms joined with a backslash).
+    """
+
+    def __init__(self, items: list[tuple[int, str, str]], charset: str) -> None:
+        self.items = items
+        self.charset = charset
+
+    def encode(self, implicit: bool, little: bool, deflated: bool) -> bytes | None:
+        """The data set bytes in the given transfer syntax, or None (see above)."""
+        if not little or deflated or "\\" in self.charset:
+            return None
+        try:
+            (codec,) = convert_encodings([self.charset or "ISO_IR 6"])
+        except Exception:  # noqa: BLE001 - unknown term: pydicom decides
+            return None
+        out = []
+        for tag, vr, text in self.items:
+            if vr not in _TEXT_VRS:
+                return None
+            try:
+                raw = text.encode("ascii" if vr in ("AE", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "AS") else codec)
+            except UnicodeEncodeError:
+                return None
+            if len(raw) % 2:
+                raw += b"\0" if vr == "UI" else b" "
+            group, elem = tag >> 16, tag & 0xFFFF
+            if implicit:
+                out.append(struct.pack("<HHI", group, elem, len(raw)))
+            elif vr in _LONG_VRS:
+                out.append(struct.pack("<HH2sHI", group, elem, vr.encode(), 0, len(raw)))
+            elif len(raw) > 0xFFFF:
+                return None
+            else:
+                out.append(struct.pack("<HH2sH", group, elem, vr.encode(), len(raw)))
+            out.append(raw)
+        return b"".join(out)
 
 
 def _copy_item(item: Dataset) -> Dataset:
@@ -834,7 +895,10 @@ class _DirectFindResponses:
         """Queue the Pending response of ``answer`` (written once :attr:`BATCH` bytes are
         queued); False when the answer cannot be encoded."""
         try:
-            data = self.encode(answer, *self.ts)
+            fast = getattr(answer, "pacsbox_encoded", None)
+            data = fast.encode(*self.ts) if fast is not None else None
+            if data is None:
+                data = self.encode(answer, *self.ts)
         except Exception:  # noqa: BLE001
             data = None
         if not data:

@@ -31,20 +31,29 @@ from io import BytesIO
 from typing import Any
 
 from pynetdicom import evt
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
+from pynetdicom.dsutils import encode as encode_dataset
 from pynetdicom.pdu_primitives import P_DATA
 
 from .dimse import PDV_COMMAND, PDV_LAST, command_uid, command_us, parse_command, response_pdu
 
 log = logging.getLogger("pacsbox.dicom_net")
 
-__all__ = ["PDataReader"]
+__all__ = ["PDataReader", "FindRequest", "serve_find"]
 
 _HEADER = struct.Struct(">BBI")
 _ITEM = struct.Struct(">IBB")
 
 #: C-STORE-RQ and C-STORE-RSP command fields (PS3.7 annex E.1-1).
 C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
+#: C-FIND-RQ and C-FIND-RSP command fields.
+C_FIND_RQ, C_FIND_RSP = 0x0020, 0x8020
+#: The C-FIND SOP classes the SCP serves: Patient Root and Study Root Q/R FIND
+#: (PS3.4 C.6), Modality Worklist FIND (PS3.4 K.6).
+FIND_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.31"})
+#: Statuses pynetdicom's C-FIND SCP gives when the handler raises, and for Pending.
+STATUS_FIND_HANDLER_FAILED = 0xC311
+PENDING = (0xFF00, 0xFF01)
 #: (0000,0800) *Command Data Set Type* of a message without data set.
 NO_DATA_SET = 0x0101
 #: "Error: cannot understand" status pynetdicom answers when a handler raises (PS3.4 B.2.3).
@@ -86,7 +95,9 @@ class PDataReader:
         self.data = bytearray()
 
     # ---- transport ---------------------------------------------------------------------
-    def _complete_pdu(self) -> bool:
+    def has_complete_pdu(self) -> bool:
+        """Whether a whole PDU read ahead waits in the buffer (more work without
+        reading the socket)."""
         if len(self.buf) < 6:
             return False
         _t, _r, length = _HEADER.unpack_from(self.buf, 0)
@@ -102,7 +113,7 @@ class PDataReader:
             True when something was read or handled (the DUL then restarts its idle
             timer), False when there was nothing to do.
         """
-        if not self._complete_pdu():
+        if not self.has_complete_pdu():
             try:
                 chunk = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
@@ -188,7 +199,10 @@ class PDataReader:
             with memoryview(self.buf) as view:
                 self.data += view[start:stop]
             if header & PDV_LAST:
-                self._store()
+                if command_us(self.fields, 0x0100) == C_FIND_RQ:
+                    self._find()
+                else:
+                    self._store()
             return
         pdv = bytes([header]) + self._bytes(start, stop)
         if self.mode == "slow":
@@ -215,10 +229,11 @@ class PDataReader:
         self.fields = fields
         self.has_data = command_us(fields, 0x0800) not in (None, NO_DATA_SET)
         cx = self._context(self.cx_id)
-        if (command_us(fields, 0x0100) == C_STORE_RQ and self.has_data and cx is not None
-                and command_us(fields, 0x0110) is not None
+        command = command_us(fields, 0x0100)
+        if (self.has_data and cx is not None and command_us(fields, 0x0110) is not None
                 and command_uid(fields, 0x0002) == str(cx.abstract_syntax)
-                and command_uid(fields, 0x1000)):
+                and ((command == C_STORE_RQ and command_uid(fields, 0x1000))
+                     or (command == C_FIND_RQ and str(cx.abstract_syntax) in FIND_CLASSES))):
             self.mode = "fast"
             self.held = []
             return
@@ -292,8 +307,105 @@ class PDataReader:
             rsp.Status = STATUS_HANDLER_FAILED
         self.assoc.dimse.send_msg(rsp, cx.context_id)
 
+    # ---- C-FIND ------------------------------------------------------------------------
+    def _find(self) -> None:
+        """Queue the C-FIND request for the association thread (:func:`serve_find`): it
+        runs while this thread keeps reading, so that a C-CANCEL reaches pynetdicom's
+        DIMSE provider (``cancel_req``), where the handler looks for it."""
+        fields, cx = self.fields, self._context(self.cx_id)
+        data = bytes(self.data)
+        self._reset()
+        req = C_FIND()
+        try:
+            req.MessageID = command_us(fields, 0x0110) or 0
+            req.AffectedSOPClassUID = command_uid(fields, 0x0002)
+            req.Priority = command_us(fields, 0x0700) or 0
+        except (TypeError, ValueError):
+            log.exception("DICOM: invalid C-FIND command set")
+            self.dul.event_queue.put("Evt19")
+            return
+        req.Identifier = BytesIO(data)
+        self.assoc.dimse.msg_queue.put((cx.context_id, FindRequest(req, cx)))
+
     def _write(self, pdu: bytes) -> None:
         try:
             self.sock.sendall(pdu)
         except (OSError, ValueError):
             self.dul.event_queue.put("Evt17")
+
+
+class FindRequest:
+    """A C-FIND request read by :class:`PDataReader`, for :func:`serve_find`.
+
+    Attributes
+    ----------
+    request : pynetdicom.dimse_primitives.C_FIND
+    context : pynetdicom.presentation.PresentationContext
+    """
+
+    def __init__(self, request: C_FIND, context: Any) -> None:
+        self.request = request
+        self.context = context
+
+    def __bool__(self) -> bool:  # a message, for the reactor's ``if msg``
+        return True
+
+
+def serve_find(assoc: Any, item: FindRequest, write: Any) -> None:
+    """Serve a C-FIND request in the association thread: call the association's
+    ``EVT_C_FIND`` handler (as pynetdicom's Q/R and worklist service classes do, with
+    its ``is_cancelled``) and write every response, the final one included, on the
+    socket with ``write(pdus)``.
+
+    pynetdicom's statuses are kept: a handler that raises gives ``0xC311``; a Pending
+    status sends its identifier and goes on, a Warning goes on, any other status ends
+    the request; a handler that stops without a final status gets ``0x0000``.
+    (Sources: PS3.4 C.4.1.3 and K.4.1.3; pynetdicom's ``_c_find_scp``.)
+
+    Parameters
+    ----------
+    assoc : pynetdicom.association.Association
+        The acceptor association (its reactor thread calls this).
+    item : FindRequest
+    write : callable
+        ``write(bytes)`` writes PDUs on the association's socket.
+    """
+    from .handlers import encode_find_response_pdus
+
+    req, cx = item.request, item.context
+    msg_id, sop_class = int(req.MessageID), str(req.AffectedSOPClassUID)
+    max_pdu = int(assoc.requestor.maximum_length or 0)
+    ts = cx.transfer_syntax[0]
+
+    def is_cancelled(message_id: int) -> bool:
+        return assoc.dimse.cancel_req.pop(message_id, None) is not None
+
+    def respond(status: int, identifier: bytes | None = None) -> None:
+        write(encode_find_response_pdus(cx.context_id, max_pdu, sop_class, msg_id, status, identifier))
+
+    try:
+        answers = evt.trigger(assoc, evt.EVT_C_FIND, {"request": req, "context": cx.as_tuple,
+                                                      "_is_cancelled": is_cancelled})
+        for status, identifier in answers or ():
+            if not assoc.is_established:
+                return
+            status = int(getattr(status, "Status", status))
+            if status in PENDING:
+                data = encode_dataset(identifier, ts.is_implicit_VR, ts.is_little_endian,
+                                      ts.is_deflated) if identifier is not None else None
+                if not data:
+                    log.error("Failed encoding a C-FIND response identifier")
+                    respond(0xC312)
+                    return
+                respond(status, data)
+                continue
+            respond(status)
+            if not 0xB000 <= status <= 0xBFFF:  # a Warning goes on, as in pynetdicom
+                return
+    except Exception:  # noqa: BLE001 - as pynetdicom: the peer gets 0xC311
+        log.exception("Exception in the C-FIND handler")
+        if assoc.is_established:
+            respond(STATUS_FIND_HANDLER_FAILED)
+        return
+    if assoc.is_established:
+        respond(0x0000)

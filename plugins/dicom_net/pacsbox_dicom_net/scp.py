@@ -65,7 +65,8 @@ from pacsbox import ConfigError
 
 from . import handlers, worklist
 from .modalities import aet_equal
-from .receive import PDataReader
+from .receive import FindRequest, PDataReader, serve_find
+from .send import write_pdus
 from .scu import set_nodelay, tls_context
 from .state import plugin_state
 
@@ -274,7 +275,7 @@ class _WakingDUL(DULServiceProvider):
         if not self.to_provider_queue.empty() or not self.event_queue.empty():
             return True
         reader = self._pacsbox_reader
-        if reader is not None and reader.buf:
+        if reader is not None and reader.has_complete_pdu():
             return True
         rlist: list[Any] = [wake[0]]
         sock = getattr(self.socket, "socket", None) if self.socket is not None else None
@@ -342,7 +343,9 @@ class _PromptAssociation(Association):
                 context_id, msg = messages.get(timeout=IDLE_WAIT)
             except queue.Empty:
                 context_id, msg = None, None
-            if msg:
+            if isinstance(msg, FindRequest):
+                serve_find(self, msg, lambda pdus: write_pdus(self, pdus))
+            elif msg:
                 self._serve_request(msg, context_id)
             if self.is_established and self.acse.is_release_requested():
                 self.acse.send_release(is_response=True)

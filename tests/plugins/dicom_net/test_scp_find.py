@@ -339,3 +339,39 @@ def test_find_response_pdus_equal_pynetdicom_encoding(status, size, max_pdu):
     ours = handlers.encode_find_response_pdus(3, max_pdu, "1.2.840.10008.5.1.4.1.2.2.1", 513, status,
                                               identifier or None)
     assert ours == b"".join(pdus)
+
+
+@pytest.mark.parametrize("level,keys,charset", [
+    ("PATIENT", {"PatientName": "*", "PatientID": "", "PatientBirthDate": "", "PatientSex": "",
+                 "NumberOfPatientRelatedStudies": "", "NumberOfPatientRelatedInstances": ""}, None),
+    ("STUDY", {"PatientName": "M*", "StudyInstanceUID": "", "StudyDate": "20200101-", "StudyTime": "",
+               "AccessionNumber": "", "ModalitiesInStudy": "", "StudyDescription": "", "StudyID": "",
+               "NumberOfStudyRelatedSeries": "", "NumberOfStudyRelatedInstances": ""}, "ISO_IR 100"),
+    ("STUDY", {"PatientName": "", "StudyInstanceUID": "", "ReferringPhysicianName": ""}, "ISO_IR 192"),
+    ("SERIES", {"StudyInstanceUID": "1.2.3.1", "SeriesInstanceUID": "", "Modality": "", "SeriesNumber": "",
+                "NumberOfSeriesRelatedInstances": ""}, None),
+    ("IMAGE", {"SOPInstanceUID": "", "InstanceNumber": "", "SOPClassUID": "", "Manufacturer": "",
+               "BodyPartExamined": ""}, "ISO_IR 6"),
+])
+def test_answers_encoded_without_pydicom_equal_pydicoms_encoding(dataset_node, level, keys, charset):
+    """The C-FIND answers built from the index are encoded by hand (``_EncodedAnswer``);
+    the bytes must be those pynetdicom's encoder (pydicom) writes for the same data set,
+    in both little-endian syntaxes."""
+    from pynetdicom.dsutils import encode
+
+    query = Dataset()
+    if charset:
+        query.SpecificCharacterSet = charset
+    query.QueryRetrieveLevel = level
+    for k, v in keys.items():
+        setattr(query, k, v)
+    answers, _cut = handlers._find(dataset_node.ctx, query, {"RemoteAET": "X", "CalledAET": "PACSBOX",
+                                                              "RemoteIP": "127.0.0.1"})
+    assert answers
+    for ans in answers:
+        fast = ans.pacsbox_encoded
+        for implicit in (True, False):
+            ours = fast.encode(implicit, True, False)
+            assert ours is not None
+            assert ours == encode(ans, implicit, True, False), (level, implicit, ans)
+    assert answers[0].pacsbox_encoded.encode(True, False, False) is None  # big endian: pydicom's
