@@ -15,7 +15,6 @@ import os
 import struct
 import time
 import zlib
-import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -401,10 +400,9 @@ class Ingest:
         for k, v in (origin.get("Metadata") or {}).items():
             metadata[str(k)] = str(v)
 
-        att_uuid = str(uuidlib.uuid4())
+        att_uuid, keys = pending.new_file(ctx, 1)  # journalled: a crash before the commit, removed at start
         size = len(data)
         t1 = time.perf_counter()
-        keys = pending.begin(ctx, [(att_uuid, 1)])  # a crash before the commit: removed at start
         removed_keys: list[str] = []  # files of an overwritten instance, of recycled patients
 
         def journal_removed(atts):  # inside the commit: a crash before their removal is reclaimed
