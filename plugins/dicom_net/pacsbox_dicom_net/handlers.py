@@ -303,6 +303,61 @@ def dataset_uids(data: bytes) -> tuple[str, str] | None:
         return None
 
 
+_EXPLICIT_LE, _IMPLICIT_LE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
+#: Explicit VRs with a 4-byte length (PS3.5 section 7.1.2).
+_LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV",
+                              b"UV"})
+
+
+def leading_uids(dataset: bytes, transfer_syntax: str) -> tuple[str, str] | None:
+    """(0008,0016) *SOP Class UID* and (0008,0018) *SOP Instance UID* of a data set (no
+    preamble nor meta group), read by walking its first elements without pydicom.
+
+    Parameters
+    ----------
+    dataset : bytes
+        The data set as received in the C-STORE.
+    transfer_syntax : str
+        Its transfer syntax UID; only Implicit and Explicit VR Little Endian are read
+        here (PS3.5 section 7.1).
+
+    Returns
+    -------
+    (str, str) or None
+        Both UIDs without padding (empty when absent); None when this reader cannot
+        tell (another transfer syntax, an element of undefined length before them, a
+        value running past the end): :func:`dataset_uids` then reads the file.
+    """
+    implicit = transfer_syntax == _IMPLICIT_LE
+    if not implicit and transfer_syntax != _EXPLICIT_LE:
+        return None
+    found = {0x00080016: "", 0x00080018: ""}
+    pos, n = 0, len(dataset)
+    unpack = struct.unpack_from
+    while pos + 8 <= n:
+        group, elem = unpack("<HH", dataset, pos)
+        tag = group << 16 | elem
+        if tag > 0x00080018:
+            break
+        if implicit:
+            (length,) = unpack("<I", dataset, pos + 4)
+            pos += 8
+        elif dataset[pos + 4:pos + 6] in _LONG_LENGTH_VRS:
+            if pos + 12 > n:
+                return None
+            (length,) = unpack("<I", dataset, pos + 8)
+            pos += 12
+        else:
+            (length,) = unpack("<H", dataset, pos + 6)
+            pos += 8
+        if length == 0xFFFFFFFF or pos + length > n:
+            return None
+        if tag in found:
+            found[tag] = dataset[pos:pos + length].decode("ascii", "replace").strip("\0 ")
+        pos += length
+    return found[0x00080016], found[0x00080018]
+
+
 def handle_store(event: Any, ctx: Any) -> int:
     """``EVT_C_STORE``: store the received instance through ``ctx.ingest.store``.
 
@@ -331,7 +386,7 @@ def handle_store(event: Any, ctx: Any) -> int:
         log.exception("C-STORE: cannot build the file of the received data set")
         return STATUS_CANNOT_UNDERSTAND
     req = event.request
-    uids = dataset_uids(data)
+    uids = leading_uids(req.DataSet.getvalue(), str(event.context.transfer_syntax)) or dataset_uids(data)
     if uids is None or not uids[0] or not uids[1]:
         log.error("C-STORE: cannot read the SOP Class and Instance UIDs of the received data set (%d bytes)",
                   len(data))

@@ -223,3 +223,38 @@ def test_bytes_read_ahead_are_kept_across_messages(raw_assoc):
     assert _read_response(reader) == (0x0000, 12)
     assert _stored_bytes(n, mr_uid).endswith(mr)
     assert BytesIO(_stored_bytes(n, ct_uid)).getvalue().endswith(ct)
+
+
+def test_leading_uids_read_as_pydicom_reads_them():
+    """handlers.leading_uids (the C-STORE's check of the data set against its command,
+    without pydicom) finds the UIDs pydicom finds, in every little-endian sample file of
+    pydicom, and defers to pydicom (None) where it cannot tell."""
+    import warnings
+
+    from pydicom.data import get_testdata_files
+
+    from pacsbox import DicomFormatError
+    from pacsbox_dicom_net.handlers import dataset_uids, leading_uids
+
+    read = deferred = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        paths = get_testdata_files("*.dcm")
+    for path in paths:
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            meta = read_file_meta(data)
+        except DicomFormatError:
+            continue
+        got = leading_uids(data[meta.dataset_offset:], meta.transfer_syntax)
+        if meta.transfer_syntax not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"):
+            assert got is None, path
+            continue
+        if got is None:
+            deferred += 1
+            continue
+        read += 1
+        assert got == dataset_uids(data), path
+    assert read > 50 and deferred < read / 10, (read, deferred)
+    assert leading_uids(b"\x08\x00\x16\x00UI\x30\x00" + b"1.2", EXPLICIT) is None  # value past the end
