@@ -47,11 +47,20 @@ class MetadataAndAttachments:
             cur = tx.execute("DELETE FROM metadata WHERE resource_id = ? AND name = ?", (internal_id, name))
             return cur.rowcount > 0
 
-    def set_main_tags(self, internal_id: int, main_tags: dict[str, str], identifiers: dict[str, str]) -> None:
-        """Replace the main tags and the identifier rows of a resource (``reconstruct``)."""
+    def set_main_tags(self, internal_id: int, main_tags: dict[str, str], identifiers: dict[str, str],
+                      public_id: str | None = None) -> None:
+        """Replace the main tags and the identifier rows of a resource (``reconstruct``, a
+        forced rename).
+
+        Raises
+        ------
+        ResourceGoneError
+            The resource was deleted meanwhile (checked in the same transaction).
+        """
         with self.transaction() as tx:
-            tx.execute("UPDATE resources SET main_tags = ? WHERE id = ?",
-                       (json.dumps(main_tags, ensure_ascii=False), internal_id))
+            if tx.execute("UPDATE resources SET main_tags = ? WHERE id = ?",
+                          (json.dumps(main_tags, ensure_ascii=False), internal_id)).rowcount == 0:
+                raise ResourceGoneError(public_id or str(internal_id))
             tx.execute("DELETE FROM identifiers WHERE resource_id = ?", (internal_id,))
             rows = identifier_rows(internal_id, identifiers)
             if rows:

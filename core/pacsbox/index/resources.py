@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 from ..dicom.matching import normalize_identifier
 from ..errors import ErrorCode, OrthancError
 from .models import (CONTENT_TYPE_DICOM, LEVEL_NAMES, LOOKUP_TAGS, NORMALIZED_PREFIX, Attachment, Level, NewInstance,
-                     Quota, Resource, StoreOutcome, identifier_rows, now_stamp)
+                     Quota, Resource, ResourceGoneError, StoreOutcome, identifier_rows, now_stamp)
 
 log = logging.getLogger("pacsbox.index")
 
@@ -335,10 +335,18 @@ class ResourceRows:
         """Whether a patient is protected from recycling."""
         return self._one("SELECT 1 FROM protected_patients WHERE resource_id = ?", (internal_id,)) is not None
 
-    def set_protected(self, internal_id: int, protected: bool) -> None:
-        """Protect a patient from recycling, or not."""
+    def set_protected(self, internal_id: int, protected: bool, public_id: str | None = None) -> None:
+        """Protect a patient from recycling, or not.
+
+        Raises
+        ------
+        ResourceGoneError
+            Protecting a patient deleted meanwhile (checked in the same transaction).
+        """
         with self.transaction() as tx:
             tx.execute("DELETE FROM protected_patients WHERE resource_id = ?", (internal_id,))
+            if protected and tx.execute("SELECT 1 FROM resources WHERE id = ?", (internal_id,)).fetchone() is None:
+                raise ResourceGoneError(public_id or str(internal_id))
             if protected:
                 tx.execute("INSERT INTO protected_patients(resource_id) VALUES (?)", (internal_id,))
 
