@@ -1,5 +1,5 @@
 """Issue 13 case 3: storage and index agree after a SIGKILL at the points the pending-files
-journal must cover beyond plain ingest and DELETE.
+journal must cover beyond plain ingest.
 
 The server is a real ``pacsbox serve``; a ``sitecustomize`` module put on its
 ``PYTHONPATH`` makes ``FilesystemStorageArea.remove`` SIGKILL the process while a marker
@@ -7,10 +7,11 @@ file exists, that is, right after the index committed and before the first file 
 dereferenced is removed:
 
 - ``OverwriteInstances``: the replaced instance's file;
-- recycling (``MaximumPatientCount``): the files of the patient deleted to make room.
+- recycling (``MaximumPatientCount``): the files of the patient deleted to make room;
+- a deletion (``ctx.resources.delete``, shared by ``DELETE``, the jobs and the plugins).
 
 After the restart no file is left that no attachment row references, no row misses its
-file, and the instance answers with its new content.
+file, and the index answers as the committed transaction left it.
 """
 from __future__ import annotations
 
@@ -116,6 +117,33 @@ def test_sigkill_before_a_recycled_patient_files_are_removed(tmp_path):
     try:
         patients = requests.get(server.url + "/patients?expand", timeout=60).json()
         assert [p["MainDicomTags"]["PatientID"] for p in patients] == ["KEPT"]
+    finally:
+        server.stop()
+    assert storage_consistency(tmp_path / "db") == {"orphans": [], "dangling": [], "temporary": []}
+
+
+def test_sigkill_before_a_deleted_study_files_are_removed(tmp_path):
+    """The one deletion path (``ctx.resources.delete``), which ``DELETE``, the jobs and the
+    plugins (the transfers' rollback, the PDF plugin's clean-up) share."""
+    server, marker = _killing_server(tmp_path)
+    server.start()
+    for i in range(3):
+        r = requests.post(server.url + "/instances", data=_ct("DELETED", str(i), "A"), timeout=60)
+        assert r.status_code == 200
+    study = r.json()["ParentStudy"]
+    _restart(server)
+    marker.touch()
+    try:
+        requests.delete(f"{server.url}/studies/{study}", timeout=60)
+    except requests.RequestException:
+        pass
+    server.proc.wait(30)
+    assert server.proc.returncode == -9, server.log()
+    marker.unlink()
+    assert len(storage_consistency(tmp_path / "db")["orphans"]) == 3
+    server.start()
+    try:
+        assert requests.get(server.url + "/studies", timeout=60).json() == []
     finally:
         server.stop()
     assert storage_consistency(tmp_path / "db") == {"orphans": [], "dangling": [], "temporary": []}
