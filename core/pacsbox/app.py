@@ -24,7 +24,7 @@ from .jobs.engine import JobsEngine, JobTypeRegistry
 from .metrics import MetricSpec, MetricsStore
 from .notify import Notifier
 from .plugins import DEFAULT_PLUGINS, PacsboxPluginManager, build_plugin_manager
-from .resources import Resources
+from .resources import ResourceService
 from .routing.middleware import MetricsMiddleware, SecurityMiddleware, XmlMiddleware
 from .routing.registry import RouteRegistry, RouteSpec
 from .storage.pending import JOURNAL_NAME, PendingFiles
@@ -230,7 +230,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
 def _build(ctx: ServerContext, pm: PacsboxPluginManager, config: Config) -> PacsboxApp:
     """Services, registrations (job types, routes, metrics) and the falcon app."""
     ctx.ingest = Ingest(ctx)
-    ctx.resources = Resources(ctx)
+    ctx.resources = ResourceService(ctx)
 
     job_types = JobTypeRegistry()
     for plugin, cls in _declarations(pm, "register_job_types", Job, ctx, classes=True):

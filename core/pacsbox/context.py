@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .metrics import MetricsStore
     from .notify import Notifier
     from .plugins import PacsboxPluginManager
-    from .resources import Resources
+    from .resources import ResourceService
     from .routing.registry import RouteRegistry
     from .storage.area import StorageArea
 
@@ -47,7 +47,7 @@ class ServerContext:
         ``ctx.metrics.set_value/increment/set_max/observe``.
     notifier : Notifier
         Dispatcher of notification hooks.
-    resources : Resources
+    resources : ResourceService
         Resource helpers (lookup by ID, expansion as in the REST API, instance files).
     started_at : float
         Epoch seconds when the app was built.
@@ -72,7 +72,7 @@ class ServerContext:
     routes: "RouteRegistry"
     metrics: "MetricsStore"
     notifier: "Notifier"
-    resources: "Resources"
+    resources: "ResourceService"
 
     def __init__(self, config: "Config") -> None:
         self.config = config

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .dicom import tags as T
+from .dicom import tags as dicom_tags
 from .dicom.matching import IDENTIFIERS, compile_query
 from .errors import ErrorCode, OrthancError
 from .index.index import LEVEL_NAMES, Level
@@ -57,7 +57,7 @@ def find_resources(ctx, level: int, query: dict[str, Any], *, case_sensitive: bo
         case_sensitive = ctx.config.bool("CaseSensitivePN")
     try:
         constraints = compile_query(dict(query), case_sensitive, dicom_rules=dicom_rules,
-                                    dictionary=T.tag_dictionary(ctx))
+                                    dictionary=dicom_tags.tag_dictionary(ctx))
     except KeyError:
         raise OrthancError(ErrorCode.UNKNOWN_DICOM_TAG) from None
     exact: dict[str, str] = {}
@@ -75,7 +75,7 @@ def find_resources(ctx, level: int, query: dict[str, Any], *, case_sensitive: bo
                 (c.case_sensitive or c.pattern.upper() == c.pattern.lower()):
             exact[c.keyword] = c.pattern  # answered by the identifiers index
             continue
-        owner = next((lvl for lvl in range(level, -1, -1) if c.keyword in T.MAIN_TAGS[LEVEL_NAMES[lvl]]), None)
+        owner = next((lvl for lvl in range(level, -1, -1) if c.keyword in dicom_tags.MAIN_TAGS[LEVEL_NAMES[lvl]]), None)
         if owner == Level.PATIENT and level >= Level.STUDY:
             # below the patient level, a patient tag is matched against the copy each study
             # keeps of its first instance's patient tags (its PatientMainDicomTags), as
@@ -83,7 +83,7 @@ def find_resources(ctx, level: int, query: dict[str, Any], *, case_sensitive: bo
             main_of_level.append((level - 1, c))
         elif owner is not None:
             main_of_level.append((level - owner, c))
-        elif any(c.keyword in T.MAIN_TAGS[LEVEL_NAMES[lvl]] for lvl in range(level + 1, Level.INSTANCE + 1)):
+        elif any(c.keyword in dicom_tags.MAIN_TAGS[LEVEL_NAMES[lvl]] for lvl in range(level + 1, Level.INSTANCE + 1)):
             return []  # a main tag of a lower level: Orthanc matches nothing
         else:
             file_checks.append(c)
@@ -122,11 +122,11 @@ def _match_file(ctx, res, constraints) -> bool:
         return False
     inst = index.get_by_internal(ids[0])
     ds = ctx.resources.read_dataset(inst, stop_before_pixels=True)
-    enc = T.dataset_encodings(ds, ctx.ingest.default_encoding)
-    dictionary = T.tag_dictionary(ctx)
+    enc = dicom_tags.dataset_encodings(ds, ctx.ingest.default_encoding)
+    dictionary = dicom_tags.tag_dictionary(ctx)
     for c in constraints:
         el = ds.get_item(dictionary.locate(c.tag, ds))  # a private name: the file's block
-        value = T.element_text(el, enc) if el is not None else None
+        value = dicom_tags.element_text(el, enc) if el is not None else None
         if not c.matches(value):
             return False
     return True

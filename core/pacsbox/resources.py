@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Sequence
 
 import pydicom
 
-from .dicom import tags as T
+from .dicom import tags as dicom_tags
 from .dicom.ids import is_orthanc_id
 from .errors import ErrorCode, OrthancError, not_found
 from .index.index import CONTENT_TYPE_DICOM, PLURAL, Level, Resource
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("pacsbox.resources")
 
-_PATIENT_TAGS = frozenset(T.PATIENT_MAIN_TAGS)
+_PATIENT_TAGS = frozenset(dicom_tags.PATIENT_MAIN_TAGS)
 
 
 def series_status(expected: int | None, indexes: Sequence[str | None]) -> str:
@@ -67,7 +67,7 @@ def series_status(expected: int | None, indexes: Sequence[str | None]) -> str:
 
 @dataclass(frozen=True)
 class Deletion:
-    """What :meth:`Resources.delete` removed.
+    """What :meth:`ResourceService.delete` removed.
 
     Attributes
     ----------
@@ -82,8 +82,9 @@ class Deletion:
     removed_files: int
 
 
-class Resources:
-    """Resource helpers bound to one app (``ctx.resources``)."""
+class ResourceService:
+    """Resource helpers bound to one app (``ctx.resources``): a *resource* is a patient,
+    study, series or instance (:class:`~pacsbox.index.models.Resource`, the index row)."""
 
     def __init__(self, ctx: "ServerContext") -> None:
         self.ctx = ctx
@@ -313,7 +314,7 @@ def _fmt_tags(tags: dict[str, str], fmt: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kw, v in tags.items():
         try:
-            key = T.tag_to_key(T.parse_tag(kw))
+            key = dicom_tags.tag_to_key(dicom_tags.parse_tag(kw))
         except KeyError:
             key = kw
         out[key] = v if fmt == "short" else {"Name": kw, "Type": "String", "Value": v}

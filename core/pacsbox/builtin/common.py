@@ -48,7 +48,7 @@ def new_seed() -> str:
 
 def delete_instance(ctx, public_id: str) -> bool:
     """Delete one instance (and its parents left empty) through
-    :meth:`pacsbox.resources.Resources.delete`.
+    :meth:`pacsbox.resources.ResourceService.delete`.
 
     Returns
     -------

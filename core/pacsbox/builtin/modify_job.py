@@ -18,7 +18,7 @@ import logging
 import threading
 from typing import Any, Mapping
 
-from ..dicom import rewrite as RW
+from ..dicom import rewrite
 from ..dicom.ids import hierarchy_ids
 from ..dicom.modification import SOP_UID, Modification, TagParser, UidMapper
 from ..errors import ErrorCode, OrthancError
@@ -40,8 +40,8 @@ def _resource(level: int, public_id: str) -> dict[str, str]:
     return {"ID": public_id, "Path": f"/{PLURALS[level]}/{public_id}", "Type": LEVEL_TYPES[level]}
 
 
-def rewrite_instance(rewriter: RW.Rewriter, data: bytes, transfer_syntax: str | None = None,
-                     quality: int = 90) -> RW.RewriteResult:
+def rewrite_instance(rewriter: rewrite.Rewriter, data: bytes, transfer_syntax: str | None = None,
+                     quality: int = 90) -> rewrite.RewriteResult:
     """Rewrite one file, then transcode it when asked (keeping the source syntax when
     pydicom cannot, as Orthanc does); ``quality`` (1-100) is the JPEG quality of lossy
     targets (``LossyQuality``).
@@ -54,12 +54,12 @@ def rewrite_instance(rewriter: RW.Rewriter, data: bytes, transfer_syntax: str | 
     """
     try:
         res = rewriter.rewrite(data)
-    except RW.ValueTypeError as e:
+    except rewrite.ValueTypeError as e:
         raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, str(e)) from None
-    except (RW.RewriteError, KeyError, IndexError, ValueError) as e:
+    except (rewrite.RewriteError, KeyError, IndexError, ValueError) as e:
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Cannot modify a DICOM file: {e}") from None
     if transfer_syntax and transfer_syntax != res.transfer_syntax:
-        out = RW.transcode(res.data, transfer_syntax, quality)
+        out = rewrite.transcode(res.data, transfer_syntax, quality)
         if out is None:
             log.warning("cannot transcode to %s, keeping the transfer syntax %s", transfer_syntax,
                         res.transfer_syntax)
@@ -107,7 +107,7 @@ class ResourceModificationJob(ChunkedInstancesJob):
         self.outputs: list[set[str]] = [set(), set(), set(), set()]
         self._tagged: set[str] = set()
         self._lock = threading.Lock()
-        self._rewriter: RW.Rewriter | None = None
+        self._rewriter: rewrite.Rewriter | None = None
         self._parents: ParentsCache | None = None
 
     @property
@@ -127,7 +127,7 @@ class ResourceModificationJob(ChunkedInstancesJob):
         data = ctx.resources.read_file(instance_id)
         res = rewrite_instance(self._rewriter, data, self.transcode, self.lossy_quality)
         # the source's Orthanc IDs, from its identifiers (the index when they disagree)
-        source = hierarchy_ids(*(res.identifiers.get(t, ("", ""))[0] for t in RW.IDENTIFIER_TAGS))
+        source = hierarchy_ids(*(res.identifiers.get(t, ("", ""))[0] for t in rewrite.IDENTIFIER_TAGS))
         if source[3] != instance_id:
             source = self._parents.hierarchy(instance_id)
             if source is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..dicom import rewrite as RW
+from ..dicom import rewrite
 from ..dicom.modification import PATIENT_NAME, Modification, UidMapper
 from ..dicom.modules import PATIENT_MODULE, STUDY_MODULE
 from ..errors import ErrorCode, OrthancError
@@ -66,7 +66,7 @@ def read_transcode(body: dict[str, Any], instance_route: bool = False) -> str | 
     ts = read_string(body, "Transcode")
     if ts is None:
         return None
-    if not RW.is_known_transfer_syntax(ts):
+    if not rewrite.is_known_transfer_syntax(ts):
         if instance_route:
             raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown transfer syntax: {ts}")
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Unknown transfer syntax UID: {ts}")
@@ -97,7 +97,7 @@ def resolve_any(ctx, public_id: str):
     return res
 
 
-class ModifyResource:
+class ModifyRoute:
     """``POST /{patients,studies,series}/{id}/modify`` and ``.../anonymize``.
 
     Like Orthanc 1.10.1, the ID may designate a resource of another level: its instances
@@ -125,7 +125,7 @@ class ModifyResource:
         send_json(resp, ctx.jobs.run_request(job, body, synchronous=True))
 
 
-class BulkResource:
+class BulkRoute:
     """``POST /tools/bulk-modify`` and ``/tools/bulk-anonymize`` (``Resources``, and
     ``Level`` for bulk-modify)."""
 
@@ -183,7 +183,7 @@ class ModifyInstance:
         resp.data = res.data
 
 
-class SplitResource:
+class SplitRoute:
     """``POST /studies/{id}/split`` (reference section 11.1)."""
 
     def __init__(self, ctx) -> None:
@@ -260,7 +260,7 @@ def _check_split_tag(tag: int, allowed: set[int]) -> None:
                            f"modules): {keyword_for_tag(tag) or 'Unknown Tag & Data'} ({tag >> 16:04x},{tag & 0xFFFF:04x})")
 
 
-class MergeResource:
+class MergeRoute:
     """``POST /studies/{id}/merge`` (reference section 11.2)."""
 
     def __init__(self, ctx) -> None:
@@ -317,14 +317,14 @@ def routes(ctx) -> list[RouteSpec]:
     """Route declarations of the built-in job types."""
     out = []
     for level, plural in enumerate(("patients", "studies", "series")):
-        out.append(RouteSpec(f"/{plural}/{{id}}/modify", lambda c, lv=level: ModifyResource(c, lv, False)))
-        out.append(RouteSpec(f"/{plural}/{{id}}/anonymize", lambda c, lv=level: ModifyResource(c, lv, True)))
+        out.append(RouteSpec(f"/{plural}/{{id}}/modify", lambda c, lv=level: ModifyRoute(c, lv, False)))
+        out.append(RouteSpec(f"/{plural}/{{id}}/anonymize", lambda c, lv=level: ModifyRoute(c, lv, True)))
     out += [
         RouteSpec("/instances/{id}/modify", lambda c: ModifyInstance(c, False)),
         RouteSpec("/instances/{id}/anonymize", lambda c: ModifyInstance(c, True)),
-        RouteSpec("/tools/bulk-modify", lambda c: BulkResource(c, False)),
-        RouteSpec("/tools/bulk-anonymize", lambda c: BulkResource(c, True)),
-        RouteSpec("/studies/{id}/split", SplitResource),
-        RouteSpec("/studies/{id}/merge", MergeResource),
+        RouteSpec("/tools/bulk-modify", lambda c: BulkRoute(c, False)),
+        RouteSpec("/tools/bulk-anonymize", lambda c: BulkRoute(c, True)),
+        RouteSpec("/studies/{id}/split", SplitRoute),
+        RouteSpec("/studies/{id}/merge", MergeRoute),
     ]
     return out

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from ..dicom import rewrite as RW
+from ..dicom import rewrite
 from ..dicom.modification import SERIES_UID, SOP_UID, STUDY_UID, UidMapper
 from ..dicom.modules import PATIENT_MODULE, STUDY_MODULE
 from ..dicom.tags import MAX_TAG_LENGTH, dataset_encodings, element_text, parse_tag, tag_to_key
@@ -30,7 +30,7 @@ from .modify_job import rewrite_instance, tag_parser
 log = logging.getLogger("pacsbox.builtin")
 
 
-class _CopyRules(RW.Rules):
+class _CopyRules(rewrite.Rules):
     """Plain replacements (inserted when absent) and removals, at the top level."""
 
     def __init__(self, replacements: Mapping[int, Any], removals: frozenset[int]) -> None:
@@ -39,8 +39,8 @@ class _CopyRules(RW.Rules):
 
     def top(self, tag: int, vr: str):
         if tag in self.removals:
-            return RW.REMOVE, None
-        return RW.KEEP, None
+            return rewrite.REMOVE, None
+        return rewrite.KEEP, None
 
 
 class _StudyCopyJob(ChunkedInstancesJob):
@@ -81,7 +81,7 @@ class _StudyCopyJob(ChunkedInstancesJob):
     def process_instance(self, ctx, instance_id: str):
         """Copy one instance; returns the new ``(patient, study, series, instance)`` IDs."""
         rules = _CopyRules(self.target_replacements(instance_id), frozenset(self.removals))
-        rw = RW.Rewriter(rules, self._mapper, self._vr_of, self._codec)
+        rw = rewrite.Rewriter(rules, self._mapper, self._vr_of, self._codec)
         rw._top_cache, rw._fast_cache = self._cache, self._fast  # noqa: SLF001 - same rules.top for all
         res = rewrite_instance(rw, ctx.resources.read_file(instance_id))
         stored = ctx.ingest.store(res.data, self.origin)

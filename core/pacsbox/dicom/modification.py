@@ -27,8 +27,8 @@ from typing import Any, Callable, Mapping
 from ..version import __version__
 from ..errors import ErrorCode, OrthancError
 from ..web import MODIFY_FIELDS, read_bool, read_string
-from . import profiles as P
-from . import rewrite as RW
+from . import profiles
+from . import rewrite
 from .tags import parse_tag as _parse_tag, tag_to_key
 
 PATIENT_ID = 0x00100020
@@ -105,7 +105,7 @@ class TagParser:
         """VR used for a new element (``UN`` for an unknown private tag)."""
         if tag in self.public_vrs:
             return self.public_vrs[tag]
-        return RW.dictionary_vr(tag, private_creator or None, self.private_vrs)
+        return rewrite.dictionary_vr(tag, private_creator or None, self.private_vrs)
 
 
 # ------------------------------------------------------------------------------------------
@@ -342,10 +342,10 @@ class Modification:
         profile's clearing leaves the attribute empty or absent although the instance was
         de-identified (an Orthanc bug report). pacsbox keeps it, marked as customized.
         """
-        v = self.replacements.get(P.DEIDENTIFICATION_METHOD_TAG)
+        v = self.replacements.get(profiles.DEIDENTIFICATION_METHOD_TAG)
         if v is not None and v == self.deidentification_value and not v.endswith(" (customized)"):
             self.deidentification_value = f"{v} (customized)"
-            self.replacements[P.DEIDENTIFICATION_METHOD_TAG] = self.deidentification_value
+            self.replacements[profiles.DEIDENTIFICATION_METHOD_TAG] = self.deidentification_value
 
     def keep_tag(self, tag: int) -> None:
         """Keep ``tag`` untouched (``Keep``)."""
@@ -428,7 +428,7 @@ class Modification:
             400 ``PARAMETER_OUT_OF_RANGE`` "Unknown specific version of the DICOM standard:
             <version>".
         """
-        profile = P.PROFILES.get(version)
+        profile = profiles.PROFILES.get(version)
         if profile is None:
             raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE,
                                f"Unknown specific version of the DICOM standard: {version}")
@@ -438,15 +438,15 @@ class Modification:
         self.removals = set(profile.removals)
         self.clearings = set(profile.clearings)
         self.ranges = profile.removed_ranges
-        self.uids = set(profile.uids) | set(P.PATIENT_IDENTIFIERS)
+        self.uids = set(profile.uids) | set(profiles.PATIENT_IDENTIFIERS)
         self.replacements = {}
         self.replace_paths, self.remove_paths, self.keep_paths = [], [], []
         self.remove_private = True
         self.level = 0
         self.private_keep.clear()
         self.deidentification_value = f"{DEIDENTIFICATION_SOFTWARE} - {profile.deidentification_method}"
-        self.replacements[P.DEIDENTIFICATION_METHOD_TAG] = self.deidentification_value
-        self.replacements[P.PATIENT_IDENTITY_REMOVED_TAG] = "YES"
+        self.replacements[profiles.DEIDENTIFICATION_METHOD_TAG] = self.deidentification_value
+        self.replacements[profiles.PATIENT_IDENTITY_REMOVED_TAG] = "YES"
 
     # ---- request parsing ------------------------------------------------------------------
     def _parse_list(self, body: Mapping[str, Any], name: str, keep: bool, force: bool) -> None:
@@ -529,7 +529,7 @@ class Modification:
         if not isinstance(body, dict):
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT)
         force = read_bool(body, "Force", False, errors=MODIFY_FIELDS)
-        version = P.DEFAULT_VERSION
+        version = profiles.DEFAULT_VERSION
         if "DicomVersion" in body:
             v = body["DicomVersion"]
             if not isinstance(v, str):
@@ -642,14 +642,14 @@ class Modification:
         """The compiled rules for :class:`pacsbox.dicom.rewrite.Rewriter`."""
         return ModificationRules(self)
 
-    def rewriter(self, mapper: UidMapper, default_codec: str = "latin_1") -> RW.Rewriter:
+    def rewriter(self, mapper: UidMapper, default_codec: str = "latin_1") -> rewrite.Rewriter:
         """A :class:`~pacsbox.dicom.rewrite.Rewriter` applying this modification."""
         creator = self.private_creator
         parser = self.parse_tag
-        return RW.Rewriter(self.rules(), mapper, lambda t: parser.vr(t, creator), default_codec)
+        return rewrite.Rewriter(self.rules(), mapper, lambda t: parser.vr(t, creator), default_codec)
 
 
-class ModificationRules(RW.Rules):
+class ModificationRules(rewrite.Rules):
     """:class:`Modification` compiled for the byte-level rewriter (Orthanc ``Apply``).
 
     Precedence at the top level follows the order of Orthanc's ``Apply``: private tags
@@ -666,17 +666,17 @@ class ModificationRules(RW.Rules):
         anon = m.is_anonymization
         if anon:
             for t in m.uids:
-                top[t] = (RW.MAP, 0 if t in P.PATIENT_IDENTIFIERS else 3)
+                top[t] = (rewrite.MAP, 0 if t in profiles.PATIENT_IDENTIFIERS else 3)
         for t in m.removals:
-            top[t] = (RW.REMOVE, None)
+            top[t] = (rewrite.REMOVE, None)
         for t in m.clearings:
-            top[t] = (RW.CLEAR, None)
+            top[t] = (rewrite.CLEAR, None)
         if m.level <= 1 and not m.keep_study:
-            top[STUDY_UID] = (RW.MAP, 1)
+            top[STUDY_UID] = (rewrite.MAP, 1)
         if m.level <= 2 and not m.keep_series:
-            top[SERIES_UID] = (RW.MAP, 2)
+            top[SERIES_UID] = (rewrite.MAP, 2)
         if not m.keep_sop:
-            top[SOP_UID] = (RW.MAP, 3)
+            top[SOP_UID] = (rewrite.MAP, 3)
         self._top = top
         self._anon = anon
         self._remove_private = m.remove_private
@@ -691,34 +691,34 @@ class ModificationRules(RW.Rules):
 
     def top(self, tag: int, vr: str) -> tuple[int, Any]:
         if tag >> 16 & 1 and self._remove_private and tag not in self._private_keep:
-            return RW.REMOVE, None
+            return rewrite.REMOVE, None
         a = self._top.get(tag)
         if a is not None:
-            if a[0] == RW.MAP and vr not in RW.STRING_VRS:
-                return RW.KEEP, None
+            if a[0] == rewrite.MAP and vr not in rewrite.STRING_VRS:
+                return rewrite.KEEP, None
             return a
         if vr == "SQ" and (self._anon or tag in self._path_roots):
-            return RW.DESCEND, None
-        return RW.KEEP, None
+            return rewrite.DESCEND, None
+        return rewrite.KEEP, None
 
     def nested(self, tag: int, vr: str, parents: tuple[tuple[int, int], ...]) -> tuple[int, Any]:
         m = self.m
         if self._anon and not any(p.covers(parents, tag) for p in self._keep_paths):
             if tag >> 16 & 1 and self._remove_private:
-                return RW.REMOVE, None
+                return rewrite.REMOVE, None
             if m.is_removed(tag):
-                return RW.REMOVE, None
+                return rewrite.REMOVE, None
             if tag in m.clearings:
-                return (RW.CLEAR, None) if vr in RW.STRING_VRS else (RW.REMOVE, None)
-            if vr in RW.STRING_VRS:
+                return (rewrite.CLEAR, None) if vr in rewrite.STRING_VRS else (rewrite.REMOVE, None)
+            if vr in rewrite.STRING_VRS:
                 if tag == STUDY_UID:
-                    return self._path_override(tag, parents, (RW.MAP, 1))
+                    return self._path_override(tag, parents, (rewrite.MAP, 1))
                 if tag == SERIES_UID:
-                    return self._path_override(tag, parents, (RW.MAP, 2))
+                    return self._path_override(tag, parents, (rewrite.MAP, 2))
                 if tag == SOP_UID:
-                    return self._path_override(tag, parents, (RW.MAP, 3))
+                    return self._path_override(tag, parents, (rewrite.MAP, 3))
                 if tag in m.uids:
-                    if tag in P.PATIENT_IDENTIFIERS:
+                    if tag in profiles.PATIENT_IDENTIFIERS:
                         level = 0
                     elif (tag == REFERENCED_SOP_INSTANCE_UID and len(parents) == 2
                           and parents[0][0] == REFERENCED_FRAME_OF_REFERENCE_SEQUENCE
@@ -726,16 +726,16 @@ class ModificationRules(RW.Rules):
                         level = 1
                     else:
                         level = 3
-                    return self._path_override(tag, parents, (RW.MAP, level))
+                    return self._path_override(tag, parents, (rewrite.MAP, level))
         if self._has_paths and any(p.final == tag and p.prefix_matches(parents) for p in m.remove_paths):
-            return RW.REMOVE, None
+            return rewrite.REMOVE, None
         if vr == "SQ" and self.descend(tag, parents):
-            return RW.DESCEND, None
-        return RW.KEEP, None
+            return rewrite.DESCEND, None
+        return rewrite.KEEP, None
 
     def _path_override(self, tag, parents, action):
         if self._has_paths and any(p.final == tag and p.prefix_matches(parents) for p in self.m.remove_paths):
-            return RW.REMOVE, None
+            return rewrite.REMOVE, None
         return action
 
     def descend(self, tag: int, parents: tuple[tuple[int, int], ...]) -> bool:

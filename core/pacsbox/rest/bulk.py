@@ -24,7 +24,7 @@ def _level(body: dict[str, Any]) -> int | None:
     return None if name is None else Level.parse(name)
 
 
-class BulkContentResource:
+class BulkContentRoute:
     """``POST /tools/bulk-content``: the expanded resources of a list of IDs of any level.
 
     Body fields: ``Resources`` (list of IDs; unknown ones are skipped), ``Level`` (the
@@ -74,7 +74,7 @@ class BulkContentResource:
         send_json(resp, out)
 
 
-class BulkDeleteResource:
+class BulkDeleteRoute:
     """``POST /tools/bulk-delete``: delete every resource of ``Resources`` (any level;
     unknown IDs are skipped), empty parents included; an empty ``text/plain`` answer."""
 
@@ -97,5 +97,5 @@ class BulkDeleteResource:
 
 def routes(ctx) -> list[RouteSpec]:
     """The bulk routes of the core."""
-    return [RouteSpec("/tools/bulk-content", BulkContentResource),
-            RouteSpec("/tools/bulk-delete", BulkDeleteResource)]
+    return [RouteSpec("/tools/bulk-content", BulkContentRoute),
+            RouteSpec("/tools/bulk-delete", BulkDeleteRoute)]

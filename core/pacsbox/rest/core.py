@@ -1,4 +1,4 @@
-"""Default plugin: the core REST resources (registered from ``DEFAULT_PLUGINS``)."""
+"""Default plugin: the core REST routes (registered from ``DEFAULT_PLUGINS``)."""
 from __future__ import annotations
 
 from ..hookspecs import hookimpl

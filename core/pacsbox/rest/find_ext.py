@@ -1,7 +1,7 @@
 """Later ``/tools/find`` features (Orthanc 1.11-1.12.5), ``/tools/count-resources`` and the
 ``requestedTags`` argument of the resource routes.
 
-On top of Orthanc 1.10.1's ``/tools/find`` (:class:`pacsbox.rest.tools.FindResource`):
+On top of Orthanc 1.10.1's ``/tools/find`` (:class:`pacsbox.rest.tools.FindRoute`):
 
 - ``RequestedTags`` (1.11): tags answered in a ``RequestedTags`` object of each expanded
   resource, from the main tags of the resource and its ancestors, the computed tags
@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..dicom import tags as T
+from ..dicom import tags as dicom_tags
 from ..errors import ErrorCode, OrthancError
 from ..index.index import LEVEL_NAMES, PLURAL, Level
 
@@ -69,11 +69,11 @@ def parse_requested_tags(names: list[str]) -> list[tuple[str, int | None]]:
             out.append((name, None))
             continue
         try:
-            tag = T.parse_tag(name)
+            tag = dicom_tags.parse_tag(name)
         except KeyError:
             raise OrthancError(ErrorCode.UNKNOWN_DICOM_TAG, f"Unknown DICOM tag: {name}") from None
         from pydicom.datadict import keyword_for_tag
-        kw = keyword_for_tag(tag) or T.tag_to_key(tag)
+        kw = keyword_for_tag(tag) or dicom_tags.tag_to_key(tag)
         if kw in COMPUTED:
             out.append((kw, None))
         else:
@@ -119,11 +119,11 @@ def requested_tags(ctx: Any, res: Any, tags: list[tuple[str, int | None]], fmt: 
             except (OrthancError, FileNotFoundError):
                 ds = None
             if ds is not None:
-                enc = T.dataset_encodings(ds, ctx.ingest.default_encoding)
+                enc = dicom_tags.dataset_encodings(ds, ctx.ingest.default_encoding)
                 for kw, tag in missing:
                     el = ds.get_item(tag)
                     if el is not None:
-                        values[kw] = T.element_text(el, enc)
+                        values[kw] = dicom_tags.element_text(el, enc)
     out: dict[str, Any] = {}
     for kw, tag in tags:
         if kw not in values:
@@ -132,7 +132,7 @@ def requested_tags(ctx: Any, res: Any, tags: list[tuple[str, int | None]], fmt: 
         if fmt == "simplify":
             out[kw] = v
         else:
-            key = T.tag_to_key(tag if tag is not None else T.parse_tag(kw))
+            key = dicom_tags.tag_to_key(tag if tag is not None else dicom_tags.parse_tag(kw))
             out[key] = v if fmt == "short" else {"Name": kw, "Type": "String" if v is not None else "Null",
                                                  "Value": v}
     return out
@@ -216,7 +216,7 @@ class ExtendedFind:
             key = o["Key"]
             if o["Type"] == "DicomTag":
                 try:
-                    tag = T.parse_tag(key)
+                    tag = dicom_tags.parse_tag(key)
                 except KeyError:
                     raise OrthancError(ErrorCode.UNKNOWN_DICOM_TAG, f"Unknown DICOM tag: {key}") from None
                 from pydicom.datadict import keyword_for_tag

@@ -27,7 +27,7 @@ import gzip
 import logging
 import re
 
-from .. import imaging as I
+from .. import imaging
 from ..errors import ErrorCode, OrthancError, not_found
 from ..hookspecs import hookimpl
 from ..index.models import CONTENT_TYPE_DICOM, Level
@@ -195,7 +195,7 @@ class _Images:
         ds = self.cache.get(att.uuid)
         if ds is None:
             data = self.ctx.resources.read_file(instance_id)
-            ds = I.read_dataset(data)
+            ds = imaging.read_dataset(data)
             self.cache.put(att.uuid, len(data), ds)
         return ds
 
@@ -223,19 +223,19 @@ def _answer_image(req, resp, image, mode: str) -> None:
     if mode in ("uint8", "uint16", "int16"):
         if image.ndim == 3:
             raise _Unsupported()  # no colour to grayscale conversion: 415
-        image = I.truncate(image, mode)
+        image = imaging.truncate(image, mode)
     if fmt == "jpeg":
         resp.content_type = "image/jpeg"
-        resp.data = I.encode_jpeg(image, quality)
+        resp.data = imaging.encode_jpeg(image, quality)
     elif fmt == "pam":
         resp.content_type = "image/x-portable-arbitrarymap"
-        resp.data = I.encode_pam(image)
+        resp.data = imaging.encode_pam(image)
     else:
         resp.content_type = "image/png"
-        resp.data = I.encode_png(image)
+        resp.data = imaging.encode_png(image)
 
 
-class ImageResource(_Images):
+class ImageRoute(_Images):
     """``preview``, ``image-uint8``, ``image-uint16``, ``image-int16`` and ``rendered``
     at instance level (frame 0) and frame level."""
 
@@ -248,7 +248,7 @@ class ImageResource(_Images):
             index = _boost_uint(frame)
             if index is None:
                 raise _NoAnswer()
-            if not I.available():
+            if not imaging.available():
                 raise _Unsupported()
             att = self.ctx.index.attachment_by_public_id(id, CONTENT_TYPE_DICOM)
             if att is None:
@@ -263,21 +263,21 @@ class ImageResource(_Images):
                 ds = self.dataset(id, att)
                 if "PixelData" not in ds:
                     raise _Unsupported()  # parametric maps too: the reference reads Pixel Data only
-                decoded = I.decode_frame(ds, index)
+                decoded = imaging.decode_frame(ds, index)
             except OrthancError as e:
                 if e.code in (ErrorCode.UNKNOWN_RESOURCE, ErrorCode.INEXISTENT_FILE):
                     raise _NoAnswer() from None
                 raise
-            except I.FrameOutOfRange:
+            except imaging.FrameOutOfRange:
                 raise _NoAnswer() from None
-            except (I.DecodeError, I.ImagingUnavailable) as e:
+            except (imaging.DecodeError, imaging.ImagingUnavailable) as e:
                 log.info("cannot decode frame %s of instance %s: %s", index, id, e)
                 raise _Unsupported() from None
             if self.mode == "rendered":
                 image = self._rendered(req, ds, decoded, index)
                 _answer_image(req, resp, image, "rendered")
             elif self.mode == "preview":
-                image = I.preview(decoded, invert=I.is_monochrome1(ds))
+                image = imaging.preview(decoded, invert=imaging.is_monochrome1(ds))
                 _answer_image(req, resp, image, "preview")
             else:
                 _answer_image(req, resp, decoded, self.mode)
@@ -295,8 +295,8 @@ class ImageResource(_Images):
                 raise OrthancError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, empty=True) from None
 
     def _rendered(self, req, ds, decoded, index: int):
-        intercept, slope = I.rescale_parameters(ds, index)
-        center, width = I.default_window(ds, index)
+        intercept, slope = imaging.rescale_parameters(ds, index)
+        center, width = imaging.default_window(ds, index)
 
         def number(name: str, integer: bool = False):
             v = req.params.get(name)
@@ -326,12 +326,12 @@ class ImageResource(_Images):
                 smooth = False
             else:
                 raise _Unsupported()  # BadRequest inside the reference's try: 415
-        return I.render(decoded, intercept=intercept, slope=slope, center=center, width=width,
-                        invert=I.is_monochrome1(ds) and decoded.ndim == 2, out_width=out_w, out_height=out_h,
-                        smooth=smooth)
+        return imaging.render(decoded, intercept=intercept, slope=slope, center=center, width=width,
+                              invert=imaging.is_monochrome1(ds) and decoded.ndim == 2, out_width=out_w,
+                              out_height=out_h, smooth=smooth)
 
 
-class FramesResource(_Images):
+class FramesRoute(_Images):
     """``GET /instances/{id}/frames``: the frame indices."""
 
     def on_get(self, req, resp, id):
@@ -340,14 +340,14 @@ class FramesResource(_Images):
         if res is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
         try:
-            ds = I.read_dataset(self.ctx.resources.read_file(res))
-            count = I.frame_count(ds)
-        except I.DecodeError as e:
+            ds = imaging.read_dataset(self.ctx.resources.read_file(res))
+            count = imaging.frame_count(ds)
+        except imaging.DecodeError as e:
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT) from e
         send_json(resp, list(range(count)))
 
 
-class FrameChildrenResource:
+class FrameChildrenRoute:
     """``GET /instances/{id}/frames/{n}``: the names of the frame's sub-routes (the
     reference lists them for any index)."""
 
@@ -396,28 +396,28 @@ def _decode_or_raise(ds, index: int):
     if "PixelData" not in ds:
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT)
     try:
-        return I.decode_frame(ds, index)
-    except I.FrameOutOfRange:
+        return imaging.decode_frame(ds, index)
+    except imaging.FrameOutOfRange:
         raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE) from None
-    except (I.ImagingUnavailable, I.DecodeError) as e:
+    except (imaging.ImagingUnavailable, imaging.DecodeError) as e:
         log.info("cannot decode frame %s: %s", index, e)
         raise OrthancError(ErrorCode.NOT_IMPLEMENTED) from None  # the reference's bare 500
 
 
 def _numpy_answer(resp, frames, count, rescale: bool, compress: bool) -> None:
     try:
-        data = I.numpy_file(frames, count, rescale=rescale, compress=compress)
-    except I.IncompatibleImages as e:
+        data = imaging.numpy_file(frames, count, rescale=rescale, compress=compress)
+    except imaging.IncompatibleImages as e:
         code = ErrorCode.INCOMPATIBLE_IMAGE_SIZE if e.what == "size" else ErrorCode.INCOMPATIBLE_IMAGE_FORMAT
         raise OrthancError(code, str(e)) from None
-    except I.DecodeError as e:
+    except imaging.DecodeError as e:
         log.info("cannot export as numpy: %s", e)
         raise OrthancError(ErrorCode.NOT_IMPLEMENTED) from None
     resp.content_type = "application/octet-stream"
     resp.data = data
 
 
-class NumpyResource(_Images):
+class NumpyRoute(_Images):
     """``numpy`` of a frame, an instance or a series (``rescale``, ``compress``)."""
 
     def __init__(self, ctx, level: str):
@@ -427,7 +427,7 @@ class NumpyResource(_Images):
     def on_get(self, req, resp, id, frame=None):
         compress = _bool_arg(req, "compress", False)
         rescale = _bool_arg(req, "rescale", True)
-        if not I.available():
+        if not imaging.available():
             raise OrthancError(ErrorCode.NOT_IMPLEMENTED, "Cannot decode DICOM instance")
         if self.level == "frame":
             index = _frame_arg(frame)
@@ -435,7 +435,7 @@ class NumpyResource(_Images):
             _numpy_answer(resp, [(ds, _decode_or_raise(ds, index), index)], None, rescale, compress)
         elif self.level == "instance":
             ds = self.dataset(id)
-            n = I.frame_count(ds)
+            n = imaging.frame_count(ds)
             if n == 0:
                 raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Empty DICOM instance")
             _numpy_answer(resp, ((ds, _decode_or_raise(ds, i), i) for i in range(n)), n, rescale, compress)
@@ -443,9 +443,10 @@ class NumpyResource(_Images):
             series = self.ctx.index.lookup(id, Level.SERIES)
             if series is None:
                 raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
-            datasets = [I.read_dataset(self.ctx.resources.read_file(inst)) for inst in _ordered_instances(self.ctx, series)]
-            count = sum(I.frame_count(ds) for ds in datasets)
-            frames = ((ds, _decode_or_raise(ds, i), i) for ds in datasets for i in range(I.frame_count(ds)))
+            datasets = [imaging.read_dataset(self.ctx.resources.read_file(inst))
+                        for inst in _ordered_instances(self.ctx, series)]
+            count = sum(imaging.frame_count(ds) for ds in datasets)
+            frames = ((ds, _decode_or_raise(ds, i), i) for ds in datasets for i in range(imaging.frame_count(ds)))
             _numpy_answer(resp, frames, count, rescale, compress)
 
 
@@ -494,26 +495,26 @@ def _ordered_instances(ctx, series):
     return insts
 
 
-class MatlabResource(_Images):
+class MatlabRoute(_Images):
     """``matlab`` of frame 0 or of a frame: Octave/Matlab text."""
 
     def on_get(self, req, resp, id, frame="0"):
         index = _boost_uint(frame)
         if index is None:
             raise not_found()
-        if not I.available():
+        if not imaging.available():
             raise OrthancError(ErrorCode.NOT_IMPLEMENTED, f"Cannot decode DICOM instance with ID: {id}")
         ds = self.dataset(id)
         decoded = _decode_or_raise(ds, index)
         try:
-            text = I.matlab_text(decoded)
-        except I.DecodeError as e:
+            text = imaging.matlab_text(decoded)
+        except imaging.DecodeError as e:
             raise OrthancError(ErrorCode.NOT_IMPLEMENTED, str(e)) from None
         resp.content_type = "text/plain"
         resp.data = text.encode("ascii")
 
 
-class RawFrameResource(_Images):
+class RawFrameRoute(_Images):
     """``raw`` and ``raw.gz`` of a frame: its bytes as stored (compressed frames stay
     compressed)."""
 
@@ -528,14 +529,14 @@ class RawFrameResource(_Images):
         ds = self.dataset(id)
         _check_image_attributes(ds)
         try:
-            if index >= I.frame_count(ds):
-                raise I.FrameOutOfRange()
+            if index >= imaging.frame_count(ds):
+                raise imaging.FrameOutOfRange()
             if "PixelData" not in ds:
                 raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Cannot access a raw frame")
-            data, mime = I.raw_frame(ds, index)
-        except I.FrameOutOfRange:
+            data, mime = imaging.raw_frame(ds, index)
+        except imaging.FrameOutOfRange:
             raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE) from None
-        except I.DecodeError as e:
+        except imaging.DecodeError as e:
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT, str(e)) from None
         if self.gz:
             resp.content_type = "application/gzip"
@@ -570,20 +571,20 @@ def transcoded_file(ctx, instance_id: str, target) -> bytes:
 def routes(ctx) -> list[RouteSpec]:
     """The image routes (module docstring)."""
     specs = [
-        RouteSpec("/instances/{id}/frames", FramesResource),
-        RouteSpec("/instances/{id}/frames/{frame}", FrameChildrenResource),
-        RouteSpec("/instances/{id}/numpy", lambda c: NumpyResource(c, "instance")),
-        RouteSpec("/instances/{id}/frames/{frame}/numpy", lambda c: NumpyResource(c, "frame")),
-        RouteSpec("/series/{id}/numpy", lambda c: NumpyResource(c, "series")),
-        RouteSpec("/instances/{id}/matlab", MatlabResource),
-        RouteSpec("/instances/{id}/frames/{frame}/matlab", MatlabResource),
-        RouteSpec("/instances/{id}/frames/{frame}/raw", lambda c: RawFrameResource(c, False)),
-        RouteSpec("/instances/{id}/frames/{frame}/raw.gz", lambda c: RawFrameResource(c, True)),
+        RouteSpec("/instances/{id}/frames", FramesRoute),
+        RouteSpec("/instances/{id}/frames/{frame}", FrameChildrenRoute),
+        RouteSpec("/instances/{id}/numpy", lambda c: NumpyRoute(c, "instance")),
+        RouteSpec("/instances/{id}/frames/{frame}/numpy", lambda c: NumpyRoute(c, "frame")),
+        RouteSpec("/series/{id}/numpy", lambda c: NumpyRoute(c, "series")),
+        RouteSpec("/instances/{id}/matlab", MatlabRoute),
+        RouteSpec("/instances/{id}/frames/{frame}/matlab", MatlabRoute),
+        RouteSpec("/instances/{id}/frames/{frame}/raw", lambda c: RawFrameRoute(c, False)),
+        RouteSpec("/instances/{id}/frames/{frame}/raw.gz", lambda c: RawFrameRoute(c, True)),
     ]
     for mode, name in (("preview", "preview"), ("uint8", "image-uint8"), ("uint16", "image-uint16"),
                        ("int16", "image-int16"), ("rendered", "rendered")):
-        specs.append(RouteSpec(f"/instances/{{id}}/{name}", lambda c, m=mode: ImageResource(c, m)))
-        specs.append(RouteSpec(f"/instances/{{id}}/frames/{{frame}}/{name}", lambda c, m=mode: ImageResource(c, m)))
+        specs.append(RouteSpec(f"/instances/{{id}}/{name}", lambda c, m=mode: ImageRoute(c, m)))
+        specs.append(RouteSpec(f"/instances/{{id}}/frames/{{frame}}/{name}", lambda c, m=mode: ImageRoute(c, m)))
     return specs
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import falcon
 import pydicom
 
-from ..dicom import tags as T
+from ..dicom import tags as dicom_tags
 from ..errors import ErrorCode, OrthancError, not_found
 from ..ingest import FileWindow, spool_threshold
 from ..web import MAX_BODY_ENV, body_too_large, read_body, send_json, send_text
@@ -82,15 +82,15 @@ def _read_spooled(stream, bound: int | None, refuse, spool_at: int):
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-class UploadResource:
+class UploadRoute:
     """``GET /instances`` (listing) and ``POST /instances`` (upload: DICOM, gzip, ZIP or a
     ``multipart/form-data`` form), reference section 2.1."""
 
     def __init__(self, ctx):
         self.ctx = ctx
         from .chunks import ChunkStore
-        from .resources_api import ListResource
-        self._list = ListResource(ctx, 3)
+        from .resources_api import LevelListRoute
+        self._list = LevelListRoute(ctx, 3)
         self.chunks = ctx.chunk_store = ChunkStore()  # chunked form uploads in progress
 
     def on_get(self, req, resp):
@@ -260,7 +260,7 @@ class UploadResource:
 _READ_WHOLE_BYTES = 256 * 1024
 
 
-class FileResource:
+class FileRoute:
     """``GET /instances/{id}/file``: the stored bytes, streamed from the storage area."""
 
     def __init__(self, ctx):
@@ -296,7 +296,7 @@ class FileResource:
             resp.set_stream(f, att.uncompressed_size)
 
 
-class TagsResource:
+class TagsRoute:
     """``/instances/{id}/tags`` (``?simplify``, ``?short``) and ``/simplified-tags``."""
 
     def __init__(self, ctx, default_format: str = "full"):
@@ -305,12 +305,12 @@ class TagsResource:
     def on_get(self, req, resp, id):
         ds = self.ctx.resources.read_dataset(id)
         fmt = tag_format(req, self.default)
-        enc = T.dataset_encodings(ds, self.ctx.ingest.default_encoding)
-        send_json(resp, T.dataset_to_json(ds, fmt, enc, dictionary=T.tag_dictionary(self.ctx),
-                                          ignore_length=ignore_length(req)))
+        enc = dicom_tags.dataset_encodings(ds, self.ctx.ingest.default_encoding)
+        send_json(resp, dicom_tags.dataset_to_json(ds, fmt, enc, dictionary=dicom_tags.tag_dictionary(self.ctx),
+                                                   ignore_length=ignore_length(req)))
 
 
-class HeaderResource:
+class HeaderRoute:
     """``/instances/{id}/header``: the meta-information group 0002."""
 
     def __init__(self, ctx):
@@ -320,7 +320,7 @@ class HeaderResource:
         ds = self.ctx.resources.read_dataset(id, stop_before_pixels=True)
         meta = getattr(ds, "file_meta", None) or pydicom.Dataset()
         # Orthanc leaves the binary elements, e.g. (0002,0001), out of the header
-        send_json(resp, T.dataset_to_json(meta, tag_format(req), ["ascii"], include_binary=False, top=False))
+        send_json(resp, dicom_tags.dataset_to_json(meta, tag_format(req), ["ascii"], include_binary=False, top=False))
 
 
 _PIXEL_DATA = 0x7FE00010
@@ -328,7 +328,7 @@ _PIXEL_DATA = 0x7FE00010
 _INDEX = re.compile(r"[0-9]{1,9}")
 
 
-class ContentResource:
+class ContentRoute:
     """``/instances/{id}/content[/gggg-eeee[/index[/gggg-eeee...]]]``."""
 
     def __init__(self, ctx):
@@ -343,7 +343,7 @@ class ContentResource:
         parts = [p for p in path.split("/") if p]
         cur: Any = ds
         i = 0
-        dictionary = T.tag_dictionary(self.ctx)  # keywords, gggg-eeee and Dictionary names
+        dictionary = dicom_tags.tag_dictionary(self.ctx)  # keywords, gggg-eeee and Dictionary names
         while True:
             try:
                 tag = dictionary.parse(parts[i])
@@ -379,7 +379,7 @@ class ContentResource:
                 # the value as stored in the file: no decoding, padding kept (as Orthanc)
                 value = elem.value
                 if not isinstance(value, (bytes, bytearray)):
-                    value = (T.element_text(elem, T.dataset_encodings(ds)) or "").encode("utf-8")
+                    value = (dicom_tags.element_text(elem, dicom_tags.dataset_encodings(ds)) or "").encode("utf-8")
                 resp.content_type = "application/octet-stream"
                 resp.data = bytes(value)
                 return
@@ -432,11 +432,11 @@ def _decoded_vr(ds: pydicom.Dataset, tag: int) -> str | None:
 def routes(ctx) -> list[RouteSpec]:
     """Route declarations of this module."""
     return [
-        RouteSpec("/instances", UploadResource),
-        RouteSpec("/instances/{id}/file", FileResource),
-        RouteSpec("/instances/{id}/tags", TagsResource),
-        RouteSpec("/instances/{id}/simplified-tags", lambda c: TagsResource(c, "simplify")),
-        RouteSpec("/instances/{id}/header", HeaderResource),
-        RouteSpec("/instances/{id}/content", ContentResource),
-        RouteSpec("/instances/{id}/content/{path:path}", ContentResource, suffix="path"),
+        RouteSpec("/instances", UploadRoute),
+        RouteSpec("/instances/{id}/file", FileRoute),
+        RouteSpec("/instances/{id}/tags", TagsRoute),
+        RouteSpec("/instances/{id}/simplified-tags", lambda c: TagsRoute(c, "simplify")),
+        RouteSpec("/instances/{id}/header", HeaderRoute),
+        RouteSpec("/instances/{id}/content", ContentRoute),
+        RouteSpec("/instances/{id}/content/{path:path}", ContentRoute, suffix="path"),
     ]

@@ -12,7 +12,7 @@ from ..web import query_flag, send_json
 from ..routing.registry import RouteSpec
 
 
-class JobsListResource:
+class JobsListRoute:
     """``GET /jobs`` (``?expand``)."""
 
     def __init__(self, ctx):
@@ -26,7 +26,7 @@ class JobsListResource:
             send_json(resp, jobs.ids())
 
 
-class JobResource:
+class JobRoute:
     """``GET``/``DELETE /jobs/{id}``."""
 
     def __init__(self, ctx):
@@ -50,7 +50,7 @@ class JobResource:
         resp.data = b""
 
 
-class JobActionResource:
+class JobActionRoute:
     """``POST /jobs/{id}/cancel|pause|resume|resubmit``: 200 ``{}`` or 400 with an empty body
     when refused or when the job is unknown (reference section 3.4).
 
@@ -67,10 +67,10 @@ class JobActionResource:
         send_json(resp, {}, content_type="application/json")
 
     def on_get(self, req, resp, id):
-        JobOutputResource(self.ctx).on_get(req, resp, id, self.action)
+        JobOutputRoute(self.ctx).on_get(req, resp, id, self.action)
 
 
-class JobOutputResource:
+class JobOutputRoute:
     """``GET``/``DELETE /jobs/{id}/{key}``: job outputs (e.g. ``archive``)."""
 
     def __init__(self, ctx):
@@ -100,7 +100,7 @@ class JobOutputResource:
         resp.data = b""
 
 
-class JobEventsResource:
+class JobEventsRoute:
     """``GET /jobs/{id}/events``: Server-Sent Events of the job's state and progress until
     it ends (pacsbox addition, not in Orthanc).
 
@@ -146,11 +146,11 @@ class JobEventsResource:
 def register_routes(ctx):
     """The ``/jobs`` routes."""
     specs = [
-        RouteSpec("/jobs", JobsListResource),
-        RouteSpec("/jobs/{id}", JobResource),
-        RouteSpec("/jobs/{id}/events", JobEventsResource),
-        RouteSpec("/jobs/{id}/{key}", JobOutputResource),
+        RouteSpec("/jobs", JobsListRoute),
+        RouteSpec("/jobs/{id}", JobRoute),
+        RouteSpec("/jobs/{id}/events", JobEventsRoute),
+        RouteSpec("/jobs/{id}/{key}", JobOutputRoute),
     ]
     for action in ("cancel", "pause", "resume", "resubmit"):
-        specs.append(RouteSpec(f"/jobs/{{id}}/{action}", lambda c, a=action: JobActionResource(c, a)))
+        specs.append(RouteSpec(f"/jobs/{{id}}/{action}", lambda c, a=action: JobActionRoute(c, a)))
     return specs

@@ -40,7 +40,7 @@ def check_label(label: str) -> str:
     return label
 
 
-class LabelsResource:
+class LabelsRoute:
     """``/{level}/{id}/labels`` and ``/{level}/{id}/labels/{label}``."""
 
     def __init__(self, ctx, level: int):
@@ -72,7 +72,7 @@ class LabelsResource:
         send_text(resp, "")
 
 
-class AllLabelsResource:
+class AllLabelsRoute:
     """``GET /tools/labels``."""
 
     def __init__(self, ctx):
@@ -84,9 +84,9 @@ class AllLabelsResource:
 
 def routes(ctx) -> list[RouteSpec]:
     """The label routes of the four levels and ``/tools/labels``."""
-    out = [RouteSpec("/tools/labels", AllLabelsResource)]
+    out = [RouteSpec("/tools/labels", AllLabelsRoute)]
     for level, plural in enumerate(PLURAL):
-        out.append(RouteSpec(f"/{plural}/{{id}}/labels", lambda c, l=level: LabelsResource(c, l)))
-        out.append(RouteSpec(f"/{plural}/{{id}}/labels/{{label}}", lambda c, l=level: LabelsResource(c, l),
+        out.append(RouteSpec(f"/{plural}/{{id}}/labels", lambda c, l=level: LabelsRoute(c, l)))
+        out.append(RouteSpec(f"/{plural}/{{id}}/labels/{{label}}", lambda c, l=level: LabelsRoute(c, l),
                              suffix="one"))
     return out

@@ -56,7 +56,7 @@ def plugin_details(ctx, plugin_id: str) -> dict | None:
     return None
 
 
-class PluginsResource:
+class PluginsRoute:
     """``GET /plugins`` and ``GET /plugins/{id}`` (reference: Orthanc ``ListPlugins``/``GetPlugin``)."""
 
     def __init__(self, ctx):
@@ -72,7 +72,7 @@ class PluginsResource:
         send_json(resp, details)
 
 
-class ExplorerJsResource:
+class ExplorerJsRoute:
     """``GET /plugins/explorer.js``: Orthanc Explorer extensions (none in pacsbox)."""
 
     def __init__(self, ctx):
@@ -86,7 +86,7 @@ class ExplorerJsResource:
 def register_routes(ctx):
     """The ``/plugins`` routes."""
     return [
-        RouteSpec("/plugins", PluginsResource),
-        RouteSpec("/plugins/{id}", PluginsResource, suffix="one"),
-        RouteSpec("/plugins/explorer.js", ExplorerJsResource),
+        RouteSpec("/plugins", PluginsRoute),
+        RouteSpec("/plugins/{id}", PluginsRoute, suffix="one"),
+        RouteSpec("/plugins/explorer.js", ExplorerJsRoute),
     ]

@@ -7,7 +7,7 @@ from ..routing.registry import RouteSpec
 from ..web import read_body, send_text
 
 
-class ProtectedResource:
+class ProtectedRoute:
     """``/patients/{id}/protected``: ``"0"`` or ``"1"`` (``text/plain``).
 
     As Orthanc 1.10.1: an unknown patient is 400 ``ParameterOutOfRange``; a PUT body is
@@ -41,4 +41,4 @@ class ProtectedResource:
 
 def routes(ctx) -> list[RouteSpec]:
     """``/patients/{id}/protected``."""
-    return [RouteSpec("/patients/{id}/protected", ProtectedResource)]
+    return [RouteSpec("/patients/{id}/protected", ProtectedRoute)]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..dicom import tags as T
+from ..dicom import tags as dicom_tags
 from ..index.models import Level
 from ..jobs.base import InstancesJob
 from ..routing.registry import RouteSpec
@@ -37,7 +37,7 @@ def reconstruct_instance(ctx: Any, instance: Any) -> None:
     """
     data = ctx.resources.read_file(instance)
     res, enc = ctx.ingest.parse_main(data)
-    levels = T.main_tags_from_raw(res.raw, enc)
+    levels = dicom_tags.main_tags_from_raw(res.raw, enc)
     levels[1].update(levels[0])  # a study keeps its own copy of the patient tags
     chain = [instance] + ctx.index.ancestors(instance)  # instance, series, study, patient
     by_level = {r.level: r for r in chain}
@@ -88,7 +88,7 @@ def reconstruct_resource(ctx: Any, res: Any) -> None:
         reconstruct_instance(ctx, inst)
 
 
-class ReconstructResource:
+class ReconstructRoute:
     """``POST /{level}/{id}/reconstruct``."""
 
     def __init__(self, ctx, level: int):
@@ -124,7 +124,7 @@ class ReconstructAllJob(InstancesJob):
         return job
 
 
-class ReconstructAllResource:
+class ReconstructAllRoute:
     """``POST /tools/reconstruct``: synchronous (empty answer) by default, a job with
     ``{"Asynchronous": true}``."""
 
@@ -142,7 +142,7 @@ class ReconstructAllResource:
         send_text(resp, "")
 
 
-class InvalidateTagsResource:
+class InvalidateTagsRoute:
     """``POST /tools/invalidate-tags``: nothing is cached (see the module docstring)."""
 
     def __init__(self, ctx):
@@ -156,8 +156,8 @@ def routes(ctx) -> list[RouteSpec]:
     """The reconstruct routes of the four levels, ``/tools/reconstruct`` and
     ``/tools/invalidate-tags``."""
     from ..index.index import PLURAL
-    out = [RouteSpec("/tools/reconstruct", ReconstructAllResource),
-           RouteSpec("/tools/invalidate-tags", InvalidateTagsResource)]
+    out = [RouteSpec("/tools/reconstruct", ReconstructAllRoute),
+           RouteSpec("/tools/invalidate-tags", InvalidateTagsRoute)]
     for level, plural in enumerate(PLURAL):
-        out.append(RouteSpec(f"/{plural}/{{id}}/reconstruct", lambda c, l=level: ReconstructResource(c, l)))
+        out.append(RouteSpec(f"/{plural}/{{id}}/reconstruct", lambda c, l=level: ReconstructRoute(c, l)))
     return out

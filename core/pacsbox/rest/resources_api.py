@@ -12,7 +12,7 @@ from typing import Any
 import falcon
 import pydicom
 
-from ..dicom import tags as T
+from ..dicom import tags as dicom_tags
 from ..dicom.modules import MODULES
 from ..errors import ErrorCode, OrthancError, not_found
 from ..web import JSON_TYPE, dumps, query_flag, read_body, send_json, send_text
@@ -80,7 +80,7 @@ def ignore_length(req: falcon.Request) -> frozenset[int]:
         try:  # an empty name too, as the reference
             if not p:
                 raise KeyError(p)
-            out.add(T.parse_tag(p))
+            out.add(dicom_tags.parse_tag(p))
         except KeyError:
             raise OrthancError(ErrorCode.UNKNOWN_DICOM_TAG) from None
     return frozenset(out)
@@ -145,7 +145,7 @@ def _as_orthanc_int64(text: Any) -> int:
 _INTEGER_TEXT = re.compile(r"([+-]?)0*([0-9]*)(?<=[0-9])")
 
 
-class ListResource:
+class LevelListRoute:
     """``GET /{level}`` (``?expand``, ``?since``+``?limit``); ``POST /instances`` is separate."""
 
     def __init__(self, ctx, level: int):
@@ -164,7 +164,7 @@ class ListResource:
             send_json(resp, index.list_public_ids(self.level, since, limit))
 
 
-class OneResource:
+class ResourceByIdRoute:
     """``GET`` and ``DELETE /{level}/{id}``."""
 
     def __init__(self, ctx, level: int):
@@ -182,7 +182,7 @@ class OneResource:
 
 
 def delete_resource(ctx, res) -> dict[str, Any]:
-    """Delete a resource (:meth:`pacsbox.resources.Resources.delete`) and give the answer of
+    """Delete a resource (:meth:`pacsbox.resources.ResourceService.delete`) and give the answer of
     ``DELETE /{level}/{id}``.
 
     Returns
@@ -233,7 +233,7 @@ def last_instance(index, res):
     return cur
 
 
-class ChildrenResource:
+class ChildrenRoute:
     """``/{level}/{id}/{children}``: expanded descendants at a lower level."""
 
     def __init__(self, ctx, level: int, target: int):
@@ -251,7 +251,7 @@ class ChildrenResource:
         send_json(resp, out)
 
 
-class ParentResource:
+class ParentRoute:
     """``/{level}/{id}/{ancestor}``: the expanded ancestor at a higher level."""
 
     def __init__(self, ctx, level: int, target: int):
@@ -268,7 +268,7 @@ class ParentResource:
         raise not_found()
 
 
-class StatisticsResource:
+class ResourceStatisticsRoute:
     """``/{level}/{id}/statistics``."""
 
     def __init__(self, ctx, level: int):
@@ -287,7 +287,7 @@ class StatisticsResource:
         send_json(resp, out)
 
 
-class _ChildInstancesResource:
+class _ChildInstancesRoute:
     """A route over the instances of a patient, study or series, answered in a tag format."""
 
     def __init__(self, ctx, level: int):
@@ -299,7 +299,7 @@ class _ChildInstancesResource:
         return self.ctx.index.descendant_instances(res.internal_id, res.level), tag_format(req)
 
 
-class SharedTagsResource(_ChildInstancesResource):
+class SharedTagsRoute(_ChildInstancesRoute):
     """``/{patients|studies|series}/{id}/shared-tags``: tags equal in every child instance."""
 
     def on_get(self, req, resp, id):
@@ -308,7 +308,7 @@ class SharedTagsResource(_ChildInstancesResource):
         shared: dict[str, Any] | None = None
         for inst in instances:
             ds = ctx.resources.read_dataset(inst, stop_before_pixels=True)
-            js = T.dataset_to_json(ds, "full", dictionary=T.tag_dictionary(ctx))
+            js = dicom_tags.dataset_to_json(ds, "full", dictionary=dicom_tags.tag_dictionary(ctx))
             flat = {k: v for k, v in js.items() if v.get("Type") == "String"}
             if shared is None:
                 shared = flat
@@ -318,7 +318,7 @@ class SharedTagsResource(_ChildInstancesResource):
         send_json(resp, _reformat(shared, fmt))
 
 
-class InstancesTagsResource(_ChildInstancesResource):
+class InstancesTagsRoute(_ChildInstancesRoute):
     """``/{patients|studies|series}/{id}/instances-tags``: the tags of every child instance.
 
     An object from instance ID (sorted, as Orthanc 1.10.1's JSON) to the instance's tags in
@@ -330,7 +330,7 @@ class InstancesTagsResource(_ChildInstancesResource):
         ctx = self.ctx
         instances, fmt = self._instances(req, id)
         instances = sorted(instances, key=lambda r: r.public_id)
-        dictionary = T.tag_dictionary(ctx)
+        dictionary = dicom_tags.tag_dictionary(ctx)
         ignored = ignore_length(req)
 
         def entry(inst) -> bytes | None:
@@ -339,8 +339,8 @@ class InstancesTagsResource(_ChildInstancesResource):
             except (OrthancError, FileNotFoundError):  # deleted meanwhile
                 return None
             return dumps(inst.public_id) + b":" + dumps(
-                T.dataset_to_json(ds, fmt, T.dataset_encodings(ds, ctx.ingest.default_encoding), dictionary=dictionary,
-                                  ignore_length=ignored))
+                dicom_tags.dataset_to_json(ds, fmt, dicom_tags.dataset_encodings(ds, ctx.ingest.default_encoding),
+                                           dictionary=dictionary, ignore_length=ignored))
 
         # the first entry is made before the answer starts, so that an unexpected error
         # there is still an error status; an instance whose file is gone is left out
@@ -368,7 +368,7 @@ def _reformat(full: dict[str, Any], fmt: str) -> dict[str, Any]:
     return {v["Name"]: v.get("Value") for k, v in full.items()}
 
 
-class ModuleResource:
+class ModuleRoute:
     """``/{level}/{id}/module`` and ``/studies/{id}/module-patient``: the tags of one DICOM
     module (reference Appendix C), read from the last instance of the resource."""
 
@@ -385,8 +385,8 @@ class ModuleResource:
             el = ds.get_item(tag)
             if el is not None:
                 sub[tag] = el
-        enc = T.dataset_encodings(ds, ctx.ingest.default_encoding)
-        send_json(resp, T.dataset_to_json(sub, tag_format(req), enc))
+        enc = dicom_tags.dataset_encodings(ds, ctx.ingest.default_encoding)
+        send_json(resp, dicom_tags.dataset_to_json(sub, tag_format(req), enc))
 
 
 #: Orthanc's ``MetadataType`` numbers: ``/metadata`` lists names in this order.
@@ -488,7 +488,7 @@ def resource_metadata(ctx, res) -> dict[str, str]:
     return meta
 
 
-class MetadataListResource:
+class MetadataListRoute:
     """``/{level}/{id}/metadata`` (``?expand``)."""
 
     def __init__(self, ctx, level: int):
@@ -504,7 +504,7 @@ class MetadataListResource:
             send_json(resp, sorted(meta, key=self.names.order))
 
 
-class MetadataResource:
+class MetadataRoute:
     """``GET``/``PUT``/``DELETE /{level}/{id}/metadata/{name}``.
 
     System metadata are read-only (403); user metadata are the ``UserMetadata`` names
@@ -599,7 +599,7 @@ def user_content_types(config) -> dict[str, tuple[int, str]]:
     return out
 
 
-class AttachmentsResource:
+class AttachmentsRoute:
     """``/{level}/{id}/attachments`` and ``/{level}/{id}/attachments/{name}[/{op}]``.
 
     The DICOM file (``dicom``) is read-only (403 on PUT/DELETE). User attachments (the
@@ -821,26 +821,26 @@ def routes(ctx) -> list[RouteSpec]:
     out: list[RouteSpec] = []
     for level, plural in enumerate(PLURAL):
         if level != Level.INSTANCE:
-            out.append(RouteSpec(f"/{plural}", lambda c, l=level: ListResource(c, l)))
-        out.append(RouteSpec(f"/{plural}/{{id}}", lambda c, l=level: OneResource(c, l)))
-        out.append(RouteSpec(f"/{plural}/{{id}}/statistics", lambda c, l=level: StatisticsResource(c, l)))
-        out.append(RouteSpec(f"/{plural}/{{id}}/metadata", lambda c, l=level: MetadataListResource(c, l)))
-        out.append(RouteSpec(f"/{plural}/{{id}}/metadata/{{name}}", lambda c, l=level: MetadataResource(c, l)))
-        out.append(RouteSpec(f"/{plural}/{{id}}/attachments", lambda c, l=level: AttachmentsResource(c, l)))
-        out.append(RouteSpec(f"/{plural}/{{id}}/attachments/{{name}}", lambda c, l=level: AttachmentsResource(c, l),
+            out.append(RouteSpec(f"/{plural}", lambda c, l=level: LevelListRoute(c, l)))
+        out.append(RouteSpec(f"/{plural}/{{id}}", lambda c, l=level: ResourceByIdRoute(c, l)))
+        out.append(RouteSpec(f"/{plural}/{{id}}/statistics", lambda c, l=level: ResourceStatisticsRoute(c, l)))
+        out.append(RouteSpec(f"/{plural}/{{id}}/metadata", lambda c, l=level: MetadataListRoute(c, l)))
+        out.append(RouteSpec(f"/{plural}/{{id}}/metadata/{{name}}", lambda c, l=level: MetadataRoute(c, l)))
+        out.append(RouteSpec(f"/{plural}/{{id}}/attachments", lambda c, l=level: AttachmentsRoute(c, l)))
+        out.append(RouteSpec(f"/{plural}/{{id}}/attachments/{{name}}", lambda c, l=level: AttachmentsRoute(c, l),
                              suffix="one"))
         out.append(RouteSpec(f"/{plural}/{{id}}/attachments/{{name}}/{{op}}",
-                             lambda c, l=level: AttachmentsResource(c, l), suffix="op"))
-        out.append(RouteSpec(f"/{plural}/{{id}}/module", lambda c, l=level: ModuleResource(c, l, l)))
+                             lambda c, l=level: AttachmentsRoute(c, l), suffix="op"))
+        out.append(RouteSpec(f"/{plural}/{{id}}/module", lambda c, l=level: ModuleRoute(c, l, l)))
         if level < Level.INSTANCE:
-            out.append(RouteSpec(f"/{plural}/{{id}}/shared-tags", lambda c, l=level: SharedTagsResource(c, l)))
+            out.append(RouteSpec(f"/{plural}/{{id}}/shared-tags", lambda c, l=level: SharedTagsRoute(c, l)))
             out.append(RouteSpec(f"/{plural}/{{id}}/instances-tags",
-                                 lambda c, l=level: InstancesTagsResource(c, l)))
+                                 lambda c, l=level: InstancesTagsRoute(c, l)))
         for target in range(level + 1, 4):
             out.append(RouteSpec(f"/{plural}/{{id}}/{PLURAL[target]}",
-                                 lambda c, l=level, t=target: ChildrenResource(c, l, t)))
+                                 lambda c, l=level, t=target: ChildrenRoute(c, l, t)))
         for target in range(0, level):
             name = LEVEL_NAMES[target].lower()
-            out.append(RouteSpec(f"/{plural}/{{id}}/{name}", lambda c, l=level, t=target: ParentResource(c, l, t)))
-    out.append(RouteSpec("/studies/{id}/module-patient", lambda c: ModuleResource(c, 1, 0)))
+            out.append(RouteSpec(f"/{plural}/{{id}}/{name}", lambda c, l=level, t=target: ParentRoute(c, l, t)))
+    out.append(RouteSpec("/studies/{id}/module-patient", lambda c: ModuleRoute(c, 1, 0)))
     return out

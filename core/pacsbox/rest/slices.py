@@ -115,7 +115,7 @@ def order_slices(index: Any, series: Any) -> dict[str, Any]:
             "SlicesShort": [[i[0], 0, i[4]] for i in ordered]}
 
 
-class OrderedSlicesResource:
+class OrderedSlicesRoute:
     """``GET /series/{id}/ordered-slices``."""
 
     def __init__(self, ctx):
@@ -128,4 +128,4 @@ class OrderedSlicesResource:
 
 def routes(ctx) -> list[RouteSpec]:
     """``/series/{id}/ordered-slices``."""
-    return [RouteSpec("/series/{id}/ordered-slices", OrderedSlicesResource)]
+    return [RouteSpec("/series/{id}/ordered-slices", OrderedSlicesRoute)]

@@ -28,7 +28,7 @@ API_VERSION = 16
 UID_ROOT = "1.2.826.0.1.3680043.10.1404."
 
 
-class SystemResource:
+class SystemRoute:
     """``GET /system``."""
 
     def __init__(self, ctx):
@@ -54,7 +54,7 @@ class SystemResource:
         })
 
 
-class StatisticsResource:
+class StatisticsRoute:
     """``GET /statistics``."""
 
     def __init__(self, ctx):
@@ -85,7 +85,7 @@ def _int_param(req, name: str, default: int) -> int:
 _MAX_UINT32 = 2 ** 32 - 1
 
 
-class ChangesResource:
+class ChangesRoute:
     """``GET``/``DELETE /changes`` (``since``, ``limit``, ``last``)."""
 
     def __init__(self, ctx):
@@ -108,7 +108,7 @@ class ChangesResource:
         send_text(resp, "")
 
 
-class ExportsResource:
+class ExportsRoute:
     """``GET``/``DELETE /exports``."""
 
     def __init__(self, ctx):
@@ -138,7 +138,7 @@ def _expand_flag(body: dict) -> bool:
     raise OrthancError(ErrorCode.BAD_REQUEST, 'Field "Expand" should be a Boolean')
 
 
-class FindResource:
+class FindRoute:
     """``POST /tools/find`` (Orthanc 1.10.1, plus the 1.11-1.12 fields of
     :mod:`pacsbox.rest.find_ext`)."""
 
@@ -197,7 +197,7 @@ class FindResource:
             send_json(resp, [r.public_id for r in found])
 
 
-class CountResourcesResource(FindResource):
+class CountResourcesRoute(FindRoute):
     """``POST /tools/count-resources`` (Orthanc 1.12.5): ``{"Count": n}`` for a
     ``/tools/find`` body (``Since`` and ``Limit`` ignored)."""
 
@@ -206,7 +206,7 @@ class CountResourcesResource(FindResource):
         send_json(resp, {"Count": len(found)})
 
 
-class LookupResource:
+class LookupRoute:
     """``POST /tools/lookup``: resources whose DICOM identifier equals the body."""
 
     def __init__(self, ctx):
@@ -220,7 +220,7 @@ class LookupResource:
         send_json(resp, out)
 
 
-class GenerateUidResource:
+class GenerateUidRoute:
     """``GET /tools/generate-uid?level=patient|study|series|instance``."""
 
     def __init__(self, ctx):
@@ -236,7 +236,7 @@ class GenerateUidResource:
             raise not_found()  # Orthanc 1.10.1: empty 404 without a valid "level"
 
 
-class NowResource:
+class NowRoute:
     """``GET /tools/now`` (UTC) and ``/tools/now-local``."""
 
     def __init__(self, ctx, local: bool = False):
@@ -247,7 +247,7 @@ class NowResource:
         send_text(resp, t.strftime("%Y%m%dT%H%M%S"))
 
 
-class DefaultEncodingResource:
+class DefaultEncodingRoute:
     """``GET``/``PUT /tools/default-encoding``: the encoding of files without a Specific
     Character Set (option ``DefaultEncoding``), changed at run time. ``PUT`` answers the
     new name; an unknown name is a 400 ``ParameterOutOfRange``, as Orthanc 1.10.1."""
@@ -279,7 +279,7 @@ LOG_VERBOSITY = {"default": logging.INFO, "verbose": logging.DEBUG, "trace": 5}
 _LOG_LEVEL_LOCK = threading.Lock()
 
 
-class LogLevelResource:
+class LogLevelRoute:
     """``GET``/``PUT /tools/log-level`` (every category) and ``/tools/log-level-{category}``.
 
     The verbosity is ``default``, ``verbose`` or ``trace``; setting it sets the level of
@@ -336,11 +336,11 @@ class ExecuteScriptDisabled:
 
 
 def _openapi_resource(ctx):
-    from ..routing.openapi import OpenApiResource
-    return OpenApiResource(ctx)
+    from ..routing.openapi import OpenApiRoute
+    return OpenApiRoute(ctx)
 
 
-class ResetResource:
+class ResetRoute:
     """``POST /tools/reset``: Orthanc's hot restart. Answers ``{}``, then ``pacsbox serve``
     stops the app (jobs saved, index closed) and serves again in the same process with the
     configuration read anew. An app not run by ``pacsbox serve`` (embedded, tests) has no
@@ -360,7 +360,7 @@ class ResetResource:
         timer.start()
 
 
-class ToolsResource:
+class ToolsRoute:
     """``GET /tools``: the list of tools."""
 
     def __init__(self, ctx):
@@ -373,21 +373,21 @@ class ToolsResource:
 def routes(ctx) -> list[RouteSpec]:
     """Route declarations of this module."""
     return [
-        RouteSpec("/system", SystemResource),
-        RouteSpec("/statistics", StatisticsResource),
-        RouteSpec("/changes", ChangesResource),
-        RouteSpec("/exports", ExportsResource),
-        RouteSpec("/tools", ToolsResource),
-        RouteSpec("/tools/find", FindResource),
-        RouteSpec("/tools/count-resources", CountResourcesResource),
-        RouteSpec("/tools/reset", ResetResource),
+        RouteSpec("/system", SystemRoute),
+        RouteSpec("/statistics", StatisticsRoute),
+        RouteSpec("/changes", ChangesRoute),
+        RouteSpec("/exports", ExportsRoute),
+        RouteSpec("/tools", ToolsRoute),
+        RouteSpec("/tools/find", FindRoute),
+        RouteSpec("/tools/count-resources", CountResourcesRoute),
+        RouteSpec("/tools/reset", ResetRoute),
         RouteSpec("/tools/openapi.json", _openapi_resource),
-        RouteSpec("/tools/lookup", LookupResource),
-        RouteSpec("/tools/generate-uid", GenerateUidResource),
-        RouteSpec("/tools/now", NowResource),
-        RouteSpec("/tools/now-local", lambda c: NowResource(c, True)),
-        RouteSpec("/tools/default-encoding", DefaultEncodingResource),
-        RouteSpec("/tools/log-level", LogLevelResource),
+        RouteSpec("/tools/lookup", LookupRoute),
+        RouteSpec("/tools/generate-uid", GenerateUidRoute),
+        RouteSpec("/tools/now", NowRoute),
+        RouteSpec("/tools/now-local", lambda c: NowRoute(c, True)),
+        RouteSpec("/tools/default-encoding", DefaultEncodingRoute),
+        RouteSpec("/tools/log-level", LogLevelRoute),
         RouteSpec("/tools/execute-script", ExecuteScriptDisabled, fallback=True),
-    ] + [RouteSpec(f"/tools/log-level-{category}", lambda c, k=category: LogLevelResource(c, k))
+    ] + [RouteSpec(f"/tools/log-level-{category}", lambda c, k=category: LogLevelRoute(c, k))
          for category in LOG_CATEGORIES]

@@ -187,7 +187,7 @@ def _entry(href: str, name: str, node: _Node, stamp: str) -> str:
             f"      </D:prop>\n    </D:propstat>\n  </D:response>\n")
 
 
-class WebDavResource:
+class WebDavRoute:
     """``/webdav`` and everything below it."""
 
     def __init__(self, ctx):
@@ -283,4 +283,4 @@ def routes(ctx) -> list[RouteSpec]:
     enabled = ctx.config.get("WebDavEnabled", True)
     if enabled is False:
         return []
-    return [RouteSpec("/webdav", WebDavResource), RouteSpec("/webdav/{path:path}", WebDavResource)]
+    return [RouteSpec("/webdav", WebDavRoute), RouteSpec("/webdav/{path:path}", WebDavRoute)]

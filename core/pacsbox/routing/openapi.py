@@ -106,7 +106,7 @@ def openapi_document(ctx: Any) -> dict[str, Any]:
     }
 
 
-class OpenApiResource:
+class OpenApiRoute:
     """``GET /tools/openapi.json``: the OpenAPI 3.1 document of this server's routes."""
 
     def __init__(self, ctx):

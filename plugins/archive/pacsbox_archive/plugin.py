@@ -9,7 +9,7 @@ from pacsbox import OptionSpec, RouteSpec, hookimpl
 
 from .dirworker import close_workers
 from .jobs import ArchiveJob, MediaJob
-from .resources import ResourceArchive, ToolsArchive
+from .routes import ResourceArchive, ToolsArchive
 
 
 @hookimpl

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pacsbox import MetricSpec, OptionSpec, RouteSpec, hookimpl
 
-from .resources import MetricsSwitchResource, PrometheusResource
+from .routes import MetricsSwitchRoute, PrometheusRoute
 from .runtime import STASH_KEY, check_section, plugin_state
 from .trimming import METRIC as TRIMMING_METRIC
 
@@ -26,8 +26,8 @@ def register_routes(ctx):
     """``/tools/metrics-prometheus`` and ``/tools/metrics`` (reference section 8)."""
     exposition = plugin_state(ctx).exposition
     return [
-        RouteSpec("/tools/metrics-prometheus", lambda _ctx: PrometheusResource(exposition)),
-        RouteSpec("/tools/metrics", MetricsSwitchResource),
+        RouteSpec("/tools/metrics-prometheus", lambda _ctx: PrometheusRoute(exposition)),
+        RouteSpec("/tools/metrics", MetricsSwitchRoute),
     ]
 
 

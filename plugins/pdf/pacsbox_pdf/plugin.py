@@ -13,7 +13,7 @@ from typing import Any
 
 from pacsbox import OptionSpec, StartupError, hookimpl
 
-from . import hookspecs, resources
+from . import hookspecs, routes
 from .encapsulate import BUILTIN_ENCODERS
 
 
@@ -26,7 +26,7 @@ def add_hookspecs(plugin_manager):
 @hookimpl
 def register_options():
     """``CreateDicomMaximumSize`` (checked by the core at start-up)."""
-    return [OptionSpec(resources.MAX_SIZE_OPTION, "int>=0", resources.DEFAULT_MAX_SIZE_MB,
+    return [OptionSpec(routes.MAX_SIZE_OPTION, "int>=0", routes.DEFAULT_MAX_SIZE_MB,
                        "Largest body of POST /tools/create-dicom, in MB (0: no limit)")]
 
 
@@ -77,4 +77,4 @@ def collect_encoders(ctx: Any) -> dict[str, Any]:
 @hookimpl
 def register_routes(ctx):
     """``POST /tools/create-dicom`` and ``GET /instances/{id}/pdf``."""
-    return resources.routes(ctx, collect_encoders(ctx))
+    return routes.route_specs(ctx, collect_encoders(ctx))

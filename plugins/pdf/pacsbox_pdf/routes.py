@@ -1,4 +1,4 @@
-"""REST resources of the pdf plugin: ``POST /tools/create-dicom`` and
+"""REST routes of the pdf plugin: ``POST /tools/create-dicom`` and
 ``GET /instances/{id}/pdf`` (reference section 6)."""
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def read_bounded_body(req: Any, limit: int) -> bytes:
     return b"".join(parts)
 
 
-class CreateDicomResource:
+class CreateDicomRoute:
     """``POST /tools/create-dicom``.
 
     Parameters
@@ -147,7 +147,7 @@ def pdf_bytes(data: bytes) -> bytes | None:
     return bytes(value)
 
 
-class PdfResource:
+class PdfRoute:
     """``GET /instances/{id}/pdf``: the encapsulated PDF, ``application/pdf``; any other
     instance (or an unknown one) is an empty 404, as Orthanc 1.10.1."""
 
@@ -166,9 +166,9 @@ class PdfResource:
         resp.data = pdf
 
 
-def routes(ctx: Any, encoders: Mapping[str, Encoder]) -> list[RouteSpec]:
+def route_specs(ctx: Any, encoders: Mapping[str, Encoder]) -> list[RouteSpec]:
     """The plugin's route declarations."""
     return [
-        RouteSpec("/tools/create-dicom", lambda c: CreateDicomResource(c, encoders)),
-        RouteSpec("/instances/{id}/pdf", PdfResource),
+        RouteSpec("/tools/create-dicom", lambda c: CreateDicomRoute(c, encoders)),
+        RouteSpec("/instances/{id}/pdf", PdfRoute),
     ]

@@ -1,8 +1,8 @@
-"""REST resources of the metrics plugin (reference section 8).
+"""REST routes of the metrics plugin (reference section 8).
 
-* ``GET /tools/metrics-prometheus``: the exposition (:class:`PrometheusResource`);
+* ``GET /tools/metrics-prometheus``: the exposition (:class:`PrometheusRoute`);
 * ``GET /tools/metrics``: ``1`` or ``0``; ``PUT /tools/metrics`` with ``1``/``0`` or
-  ``true``/``false`` switches collection at run time (:class:`MetricsSwitchResource`).
+  ``true``/``false`` switches collection at run time (:class:`MetricsSwitchRoute`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .collector import CONTENT_TYPE, Exposition
 _BOOLEANS = {"1": True, "true": True, "0": False, "false": False}
 
 
-class PrometheusResource:
+class PrometheusRoute:
     """``GET /tools/metrics-prometheus``.
 
     Parameters
@@ -41,7 +41,7 @@ class PrometheusResource:
         send_text(resp, self.exposition.render(), CONTENT_TYPE)
 
 
-class MetricsSwitchResource:
+class MetricsSwitchRoute:
     """``GET``/``PUT /tools/metrics``: read or switch the collection of metrics.
 
     Parameters

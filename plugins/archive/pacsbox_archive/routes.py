@@ -1,4 +1,4 @@
-"""REST resources of the archive plugin (reference section 4.1).
+"""REST routes of the archive plugin (reference section 4.1).
 
 - ``GET``/``POST /{patients,studies,series}/{id}/archive`` and ``/media``;
 - ``POST /tools/create-archive``, ``/tools/create-media``, ``/tools/create-media-extended``
