@@ -1,7 +1,7 @@
 """Issue 13 case 6: an accepted large upload is never held whole in memory.
 
-A 300 MB DICOM file (one multi-frame instance, 16-bit pixels), uploaded raw and inside a
-ZIP, to a real ``pacsbox serve``: waitress spools the body beyond ``UploadSpoolThreshold``,
+A 300 MB DICOM file (one multi-frame instance, 16-bit pixels), uploaded raw (with a
+``Content-Length`` or chunked) and inside a ZIP, to a real ``pacsbox serve``: waitress spools the body beyond ``UploadSpoolThreshold``,
 the header is scanned through a mapping of the spool file, and the file is copied to the
 storage area in pieces, its MD5 computed on the way. The server's peak RSS (``VmHWM``)
 grows by less than 64 MiB, and the stored file is byte for byte the uploaded one (same
@@ -96,9 +96,10 @@ def big_file(tmp_path_factory):
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
-@pytest.mark.parametrize("zipped,compressed", [(False, False), (True, False), (False, True)],
-                         ids=["raw", "zipped", "raw-StorageCompression"])
-def test_large_upload_is_stored_with_flat_memory(tmp_path, big_file, zipped, compressed):
+@pytest.mark.parametrize("zipped,compressed,chunked", [(False, False, False), (True, False, False),
+                                                        (False, True, False), (False, False, True)],
+                         ids=["raw", "zipped", "raw-StorageCompression", "raw-chunked"])
+def test_large_upload_is_stored_with_flat_memory(tmp_path, big_file, zipped, compressed, chunked):
     path, size, md5 = big_file
     body = path
     if zipped:
@@ -116,7 +117,9 @@ def test_large_upload_is_stored_with_flat_memory(tmp_path, big_file, zipped, com
             assert http.get(serve.url + "/instances", timeout=60).status_code == 200
             before = _vm_hwm_kib(serve.proc.pid)
             with open(body, "rb") as f:
-                r = http.post(serve.url + "/instances", data=f, timeout=600)
+                # a generator: Transfer-Encoding chunked, no Content-Length (waitress spools it too)
+                data = iter(lambda: f.read(MB), b"") if chunked else f
+                r = http.post(serve.url + "/instances", data=data, timeout=600)
             assert r.status_code == 200, r.text
             answer = r.json()
             if zipped:
