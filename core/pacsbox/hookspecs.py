@@ -381,7 +381,9 @@ def register_metrics(ctx: ServerContext) -> Sequence[MetricSpec]:
     -----
     Record values with ``ctx.metrics.increment(name)``, ``set_value``, ``set_max`` or
     ``observe``; a metric appears in the exposition only once a value is recorded, and
-    nothing is recorded while ``MetricsEnabled`` is false.
+    nothing is recorded while ``MetricsEnabled`` is false. Recording a name that no one
+    declared raises ``UnknownMetric`` (a misspelt name never creates a metric); declare
+    one known only at run time with ``ctx.metrics.declare(MetricSpec(...))``.
 
     Orthanc equivalent: the names given to ``OrthancPluginSetMetricsValue``.
     """
@@ -511,8 +513,11 @@ def filter_incoming_http_request(method: str, uri: str, ip: str, username: str |
 
     Notes
     -----
-    Runs after the remote-access check and HTTP authentication, on every route, plugin
-    routes included. It is on the request path: keep it fast.
+    Runs on every HTTP request a client sends, whatever its route (plugin routes included),
+    after the remote-access check and HTTP authentication, and only when at least one
+    plugin implements it. It does not run for the in-process calls of
+    :func:`pacsbox.call_rest_api` (Lua's ``RestApiGet``..., as Orthanc does not filter its
+    own calls). It is on the request path: keep it fast.
 
     Orthanc equivalent: ``OrthancPluginRegisterIncomingHttpRequestFilter2``.
     """

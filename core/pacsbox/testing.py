@@ -235,6 +235,9 @@ class ServeProcess:
         configuration when omitted.
     env : dict, optional
         Extra environment variables of the process.
+    command : list of str, optional
+        The ``pacsbox`` command line (default :func:`serve_command`); e.g.
+        ``[venv_python, "-m", "pacsbox.cli"]`` to serve from another environment.
 
     Attributes
     ----------
@@ -257,9 +260,10 @@ class ServeProcess:
     """
 
     def __init__(self, config_path: str | os.PathLike, log_path: str | os.PathLike | None = None,
-                 env: dict | None = None) -> None:
+                 env: dict | None = None, command: list[str] | None = None) -> None:
         self.config_path = str(config_path)
         self.env = dict(env or {})
+        self.command = list(command) if command else serve_command()
         self.log_path = str(log_path) if log_path is not None else os.path.join(
             os.path.dirname(self.config_path), "serve.log")
         with open(self.config_path, encoding="utf-8") as f:
@@ -329,7 +333,7 @@ class ServeProcess:
         import requests
 
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(serve_command() + ["serve", "--config", self.config_path, *args],
+            self.proc = subprocess.Popen(self.command + ["serve", "--config", self.config_path, *args],
                                          stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
