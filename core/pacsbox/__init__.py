@@ -65,7 +65,7 @@ _EXPORTS: dict[str, str] = {
     "Job": "jobs.base", "InstancesJob": "jobs.base", "JobInfo": "jobs.base", "JobOutput": "jobs.base",
     "JobState": "jobs.base", "StepResult": "jobs.base", "request_mode": "jobs.engine",
     "RouteSpec": "routing.registry", "MetricSpec": "metrics", "StorageArea": "storage.area",
-    "Resource": "index.index", "Attachment": "index.index", "Level": "index.models",
+    "Resource": "index.index", "Attachment": "index.index", "Level": "levels",
     "CONTENT_TYPE_DICOM": "index.models",
     "send_json": "web", "send_text": "web", "read_body": "web", "read_bool": "web", "read_json_body": "web",
     "read_json_object": "web", "query_flag": "web", "dumps": "web",

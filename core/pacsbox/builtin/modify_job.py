@@ -22,14 +22,10 @@ from ..dicom import rewrite
 from ..dicom.ids import hierarchy_ids
 from ..dicom.modification import SOP_UID, Modification, TagParser, UidMapper
 from ..errors import ErrorCode, OrthancError
-from ..index.index import Level, ResourceGoneError
+from ..index.index import LEVEL_NAMES, PLURAL, Level, ResourceGoneError
 from .common import ChunkedInstancesJob, ParentsCache
 
 log = logging.getLogger("pacsbox.builtin")
-
-LEVEL_TYPES = ("Patient", "Study", "Series", "Instance")
-PLURALS = ("patients", "studies", "series", "instances")
-
 
 def tag_parser(ctx) -> TagParser:
     """The tag-name parser of an app (with its ``Dictionary`` option)."""
@@ -37,7 +33,7 @@ def tag_parser(ctx) -> TagParser:
 
 
 def _resource(level: int, public_id: str) -> dict[str, str]:
-    return {"ID": public_id, "Path": f"/{PLURALS[level]}/{public_id}", "Type": LEVEL_TYPES[level]}
+    return {"ID": public_id, "Path": f"/{PLURAL[level]}/{public_id}", "Type": LEVEL_NAMES[level]}
 
 
 def rewrite_instance(rewriter: rewrite.Rewriter, data: bytes, transfer_syntax: str | None = None,

@@ -316,9 +316,9 @@ class MergeRoute:
 def routes(ctx) -> list[RouteSpec]:
     """Route declarations of the built-in job types."""
     out = []
-    for level, plural in enumerate(("patients", "studies", "series")):
-        out.append(RouteSpec(f"/{plural}/{{id}}/modify", lambda c, lv=level: ModifyRoute(c, lv, False)))
-        out.append(RouteSpec(f"/{plural}/{{id}}/anonymize", lambda c, lv=level: ModifyRoute(c, lv, True)))
+    for level in (Level.PATIENT, Level.STUDY, Level.SERIES):
+        out.append(RouteSpec(f"/{level.plural}/{{id}}/modify", lambda c, lv=level: ModifyRoute(c, lv, False)))
+        out.append(RouteSpec(f"/{level.plural}/{{id}}/anonymize", lambda c, lv=level: ModifyRoute(c, lv, True)))
     out += [
         RouteSpec("/instances/{id}/modify", lambda c: ModifyInstance(c, False)),
         RouteSpec("/instances/{id}/anonymize", lambda c: ModifyInstance(c, True)),

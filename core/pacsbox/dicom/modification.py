@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 
 from ..version import __version__
 from ..errors import ErrorCode, OrthancError
+from ..levels import LEVEL_NAMES, Level
 from ..web import MODIFY_FIELDS, read_bool, read_string
 from . import profiles
 from . import rewrite
@@ -41,7 +42,6 @@ REFERENCED_SOP_INSTANCE_UID = 0x00081155
 REFERENCED_FRAME_OF_REFERENCE_SEQUENCE = 0x30060010
 RT_REFERENCED_STUDY_SEQUENCE = 0x30060012
 
-LEVELS = ("Patient", "Study", "Series", "Instance")
 
 #: Name put before the profile text in (0012,0063) *De-identification Method*; Orthanc
 #: writes ``"Orthanc <version>"`` there.
@@ -247,7 +247,7 @@ class UidMapper:
             if v is None:
                 digest = hashlib.sha256(f"{self.seed}|{key[0]}|{key[1]}".encode("utf-8")).digest()
                 u = uuid.UUID(bytes=digest[:16], version=4)
-                v = str(u) if level == 0 else f"2.25.{u.int}"
+                v = str(u) if level == Level.PATIENT else f"2.25.{u.int}"
             self._cache[key] = v
         return v
 
@@ -416,7 +416,7 @@ class Modification:
     def set_level(self, level: int) -> None:
         """Modification level (0 patient ... 3 instance)."""
         self.level = level
-        if level != 0:
+        if level != Level.PATIENT:
             self._mark_not_orthanc_anonymization()
 
     def setup_anonymization(self, version: str) -> None:
@@ -588,7 +588,7 @@ class Modification:
         """JSON-serializable state (rebuilt by :meth:`deserialize`)."""
         tags = lambda s: sorted(tag_name(t) for t in s)  # noqa: E731
         return {
-            "IsAnonymization": self.is_anonymization, "Level": LEVELS[self.level],
+            "IsAnonymization": self.is_anonymization, "Level": LEVEL_NAMES[self.level],
             "RemovePrivateTags": self.remove_private, "PrivateTagsToKeep": tags(self.private_keep),
             "Keep": tags(self.keep), "Removals": tags(self.removals), "Clearings": tags(self.clearings),
             "Uids": tags(self.uids), "RemovedRanges": [list(r) for r in self.ranges],
@@ -609,7 +609,7 @@ class Modification:
         pt = tag_parser
         tags = lambda k: {pt(x) for x in data.get(k, [])}  # noqa: E731
         m.is_anonymization = bool(data["IsAnonymization"])
-        m.level = LEVELS.index(data["Level"])
+        m.level = LEVEL_NAMES.index(data["Level"])
         m.remove_private = bool(data["RemovePrivateTags"])
         m.private_keep, m.keep = tags("PrivateTagsToKeep"), tags("Keep")
         m.removals, m.clearings, m.uids = tags("Removals"), tags("Clearings"), tags("Uids")
@@ -671,9 +671,9 @@ class ModificationRules(rewrite.Rules):
             top[t] = (rewrite.REMOVE, None)
         for t in m.clearings:
             top[t] = (rewrite.CLEAR, None)
-        if m.level <= 1 and not m.keep_study:
+        if m.level <= Level.STUDY and not m.keep_study:
             top[STUDY_UID] = (rewrite.MAP, 1)
-        if m.level <= 2 and not m.keep_series:
+        if m.level <= Level.SERIES and not m.keep_series:
             top[SERIES_UID] = (rewrite.MAP, 2)
         if not m.keep_sop:
             top[SOP_UID] = (rewrite.MAP, 3)

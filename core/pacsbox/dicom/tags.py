@@ -21,6 +21,8 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
+from ..levels import LEVEL_NAMES
+
 # ------------------------------------------------------------------------------------------
 # Main DICOM tags (Orthanc 1.10.1, ServerToolbox / DicomMap "db v6" lists)
 # ------------------------------------------------------------------------------------------
@@ -47,8 +49,6 @@ MAIN_TAGS = {
     "Series": SERIES_MAIN_TAGS,
     "Instance": INSTANCE_MAIN_TAGS,
 }
-
-LEVELS = ("Patient", "Study", "Series", "Instance")
 
 #: Level name → the DICOM identifier keyword of that level.
 IDENTIFIER = {
@@ -518,7 +518,7 @@ def main_tags(ds: Dataset, level: str, encodings: list[str]) -> dict[str, str]:
 _KW_TAG = {kw: int(tag_for_keyword(kw)) for kw in INGEST_KEYWORDS}
 
 #: (level index, keyword, tag) of every main tag, in the order of :data:`MAIN_TAGS`.
-_MAIN_TAG_PLAN = tuple((i, kw, _KW_TAG[kw]) for i, lvl in enumerate(LEVELS) for kw in MAIN_TAGS[lvl])
+_MAIN_TAG_PLAN = tuple((i, kw, _KW_TAG[kw]) for i, lvl in enumerate(LEVEL_NAMES) for kw in MAIN_TAGS[lvl])
 
 
 def raw_encodings(raw: Mapping[int, RawDataElement], default: str = "latin_1") -> list[str]:

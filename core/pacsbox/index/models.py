@@ -1,17 +1,17 @@
 """The index's rows and values: :class:`Resource`, :class:`Attachment`, what ingest hands to
 the index (:class:`NewInstance`) and gets back (:class:`StoreOutcome`), the storage limits
-(:class:`Quota`), the identifier rows, the levels (:class:`Level`) and the content type
-of DICOM files.
+(:class:`Quota`), the identifier rows and the content type of DICOM files; the levels
+(:class:`~pacsbox.levels.Level`) are re-exported from :mod:`pacsbox.levels`.
 """
 from __future__ import annotations
 
-import enum
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..dicom.matching import normalize_identifier
 from ..errors import ErrorCode, OrthancError
+from ..levels import LEVEL_NAMES, PLURAL, Level  # noqa: F401  (re-exported: the index's levels)
 
 
 class ResourceGoneError(OrthancError):
@@ -31,63 +31,6 @@ class ResourceGoneError(OrthancError):
         super().__init__(ErrorCode.UNKNOWN_RESOURCE, f"Unknown resource: {public_id}")
         self.public_id = public_id
 
-
-class Level(enum.IntEnum):
-    """The level of a resource (Orthanc's ``ResourceType``), stored as its integer.
-
-    ``Resource.level`` holds the plain integer, which compares equal to these members
-    (``res.level == Level.SERIES``).
-
-    Examples
-    --------
-    >>> Level.STUDY.type_name, Level.STUDY.plural, Level.parse("images")
-    ('Study', 'studies', <Level.INSTANCE: 3>)
-    """
-
-    PATIENT = 0
-    STUDY = 1
-    SERIES = 2
-    INSTANCE = 3
-
-    @property
-    def type_name(self) -> str:
-        """str: ``"Patient"``, ``"Study"``, ``"Series"`` or ``"Instance"`` (the ``Type`` and
-        ``ResourceType`` of the REST answers)."""
-        return LEVEL_NAMES[self]
-
-    @property
-    def plural(self) -> str:
-        """str: ``"patients"``, ``"studies"``, ``"series"`` or ``"instances"`` (the URIs)."""
-        return PLURAL[self]
-
-    def path(self, public_id: str) -> str:
-        """``/{plural}/{public_id}``, the ``Path`` of the REST answers."""
-        return f"/{PLURAL[self]}/{public_id}"
-
-    @classmethod
-    def parse(cls, text: str) -> "Level":
-        """A level named as Orthanc's ``StringToResourceType`` reads it: singular or
-        plural, any case, ``Image``/``Images`` for instances (surrounding spaces refused).
-
-        Raises
-        ------
-        OrthancError
-            400 ``PARAMETER_OUT_OF_RANGE`` (no details, as Orthanc 1.10.1) for another
-            name.
-        """
-        level = _LEVEL_BY_NAME.get(text.upper()) if isinstance(text, str) and text.isascii() else None
-        if level is None:
-            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE)
-        return level
-
-
-#: ``Level`` names by value, for the hot paths (``LEVEL_NAMES[res.level]``).
-LEVEL_NAMES = ("Patient", "Study", "Series", "Instance")
-#: Plural names by value (``/{plural}/{id}``).
-PLURAL = ("patients", "studies", "series", "instances")
-_LEVEL_BY_NAME = {**{n.upper(): Level(i) for i, n in enumerate(LEVEL_NAMES)},
-                  **{n.upper(): Level(i) for i, n in enumerate(PLURAL)}, "IMAGE": Level.INSTANCE,
-                  "IMAGES": Level.INSTANCE}
 
 #: Content type of an instance's DICOM file among its attachments (Orthanc's
 #: ``FileContentType_Dicom``); user attachments are 1024-65535.

@@ -5,7 +5,7 @@ types.
 """
 from __future__ import annotations
 
-from pacsbox import OptionSpec, RouteSpec, hookimpl
+from pacsbox import Level, OptionSpec, RouteSpec, hookimpl
 
 from .dirworker import close_workers
 from .jobs import ArchiveJob, MediaJob
@@ -35,9 +35,9 @@ def register_routes(ctx):
     """``/{patients,studies,series}/{id}/archive|media`` and ``/tools/create-archive``,
     ``/tools/create-media``, ``/tools/create-media-extended`` (reference section 4.1)."""
     specs = []
-    for level, plural in enumerate(("patients", "studies", "series")):
-        specs.append(RouteSpec(f"/{plural}/{{id}}/archive", lambda c, lv=level: ResourceArchive(c, lv, False)))
-        specs.append(RouteSpec(f"/{plural}/{{id}}/media", lambda c, lv=level: ResourceArchive(c, lv, True)))
+    for level in (Level.PATIENT, Level.STUDY, Level.SERIES):
+        specs.append(RouteSpec(f"/{level.plural}/{{id}}/archive", lambda c, lv=level: ResourceArchive(c, lv, False)))
+        specs.append(RouteSpec(f"/{level.plural}/{{id}}/media", lambda c, lv=level: ResourceArchive(c, lv, True)))
     specs += [
         RouteSpec("/tools/create-archive", lambda c: ToolsArchive(c, False, False)),
         RouteSpec("/tools/create-media", lambda c: ToolsArchive(c, True, False)),
