@@ -147,3 +147,16 @@ def test_sigkill_before_a_deleted_study_files_are_removed(tmp_path):
     finally:
         server.stop()
     assert storage_consistency(tmp_path / "db") == {"orphans": [], "dangling": [], "temporary": []}
+
+
+def test_the_journal_is_synced_as_the_storage_area(make_app):
+    """``SyncStorageArea`` (default true) makes the journal ``fdatasync`` its appends, so that
+    an entry survives a power loss as the file it announces does; 64 new files' UUIDs are
+    journalled per append (one sync), and every one of them is handed out once."""
+    synced = make_app().ctx.pending_files
+    assert synced.sync is True and synced.batch == 64
+    assert make_app({"SyncStorageArea": False}).ctx.pending_files.sync is False
+    uuids = {synced.new_file(1)[0] for _ in range(130)}
+    assert len(uuids) == 130
+    lines = synced.path.read_text().split()
+    assert len(lines) == 2 * 64 * 3  # three batches of 64 "uuid 1" lines
