@@ -57,7 +57,7 @@ from .version import __version__
 _EXPORTS: dict[str, str] = {
     "hookimpl": "hookspecs", "hookspec": "hookspecs",
     "create_app": "app", "PacsboxApp": "app",
-    "Config": "config", "ConfigError": "config", "OptionSpec": "config",
+    "Config": "config", "ConfigError": "errors", "OptionSpec": "options",
     "ServerContext": "context",
     "PluginLoadError": "plugins",
     "ErrorCode": "errors", "OrthancError": "errors", "StartupError": "errors", "not_found": "errors",

@@ -13,7 +13,8 @@ from typing import Any, Iterable, Mapping
 
 import falcon
 
-from .config import Config, OptionSpec, validate_core_options
+from .config import Config
+from .options import OptionSpec, validate_core_options
 from .context import ServerContext
 from .errors import StartupError, install_error_handlers
 from .index import create_index
@@ -140,7 +141,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, plugins: Ite
     pluggy.PluginValidationError
         An implementation does not match its spec or implements an unknown hook.
     ConfigError
-        A malformed core option (:func:`pacsbox.config.validate_core_options`: the
+        A malformed core option (:func:`pacsbox.options.validate_core_options`: the
         message names the option, its value and what is expected), or a malformed option
         a plugin declared with ``register_options`` (the plugin named too). A plugin's
         ``ConfigError`` from ``configure`` comes as a ``StartupError`` whose

@@ -307,6 +307,13 @@ class OrthancError(Exception):
         return body
 
 
+class ConfigError(ValueError):
+    """A configuration cannot be used: a file that cannot be read (the message names the
+    file and the line), or an option whose value does not fit (the message names the
+    option, its value and what is expected). ``pacsbox serve`` prints it and exits with
+    status 2."""
+
+
 class StartupError(RuntimeError):
     """The server cannot start: a registration conflict or a plugin failure found while
     building the app. The message names the plugin(s) at fault; ``pacsbox serve`` prints it

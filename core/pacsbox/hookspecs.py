@@ -48,7 +48,8 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import pydicom
 
-    from .config import Config, OptionSpec
+    from .config import Config
+    from .options import OptionSpec
     from .context import ServerContext
     from .jobs.base import Job, JobInfo
     from .metrics import MetricSpec

@@ -259,11 +259,15 @@ class ServeProcess:
         serve.stop()
     """
 
+    #: The ``pacsbox`` command line; None: :func:`serve_command` (subclasses that do not
+    #: call ``__init__`` get it too).
+    command: list[str] | None = None
+
     def __init__(self, config_path: str | os.PathLike, log_path: str | os.PathLike | None = None,
                  env: dict | None = None, command: list[str] | None = None) -> None:
         self.config_path = str(config_path)
         self.env = dict(env or {})
-        self.command = list(command) if command else serve_command()
+        self.command = list(command) if command else None
         self.log_path = str(log_path) if log_path is not None else os.path.join(
             os.path.dirname(self.config_path), "serve.log")
         with open(self.config_path, encoding="utf-8") as f:
@@ -333,7 +337,8 @@ class ServeProcess:
         import requests
 
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command + ["serve", "--config", self.config_path, *args],
+            command = (self.command or serve_command()) + ["serve", "--config", self.config_path, *args]
+            self.proc = subprocess.Popen(command,
                                          stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

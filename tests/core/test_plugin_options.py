@@ -9,7 +9,7 @@ import falcon.testing
 import pytest
 
 from pacsbox import ConfigError, OptionSpec, StartupError, hookimpl
-from pacsbox.config import check_option, expected
+from pacsbox.options import check_option, expected
 from pacsbox.testing import inline_plugin
 
 
