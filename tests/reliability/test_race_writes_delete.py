@@ -15,7 +15,6 @@ Two kinds of test:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import falcon.testing
@@ -23,6 +22,7 @@ import pytest
 import requests
 
 from builtin.builtin_helpers import make_study
+from race_helpers import assert_clean, race
 
 
 def _upload(client, files):
@@ -89,47 +89,6 @@ def test_set_main_tags_of_a_deleted_resource_raises_resource_gone(races):
 
 # ---- racing over HTTP ---------------------------------------------------------------------
 
-def _race(s, operation, victims, calls: int = 25, seconds: float = 40.0):
-    """Loop ``operation(http)`` (returns a response) while another thread deletes
-    ``victims(http)`` (a list of URLs); returns (statuses, error bodies, deletions)."""
-    stop = threading.Event()
-    deleted = [0]
-
-    def deleter():
-        with requests.Session() as http:
-            while not stop.is_set():
-                for url in victims(http):
-                    r = http.delete(url, timeout=60)
-                    assert r.status_code in (200, 404), r.text
-                    deleted[0] += r.status_code == 200
-                time.sleep(0.001)
-
-    statuses: dict[int, int] = {}
-    bodies = []
-    t = threading.Thread(target=deleter, daemon=True)
-    t.start()
-    try:
-        with requests.Session() as http:
-            deadline = time.monotonic() + seconds
-            n = 0
-            while n < calls and time.monotonic() < deadline:
-                r = operation(http)
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-                if r.status_code != 200:
-                    bodies.append(r.json())
-                n += 1
-    finally:
-        stop.set()
-        t.join(60)
-    return statuses, bodies, deleted[0]
-
-
-def _assert_clean(statuses, bodies):
-    assert set(statuses) <= {200, 404}, (statuses, bodies[:3])
-    for body in bodies:
-        assert (body["HttpStatus"], body["OrthancError"]) == (404, "Unknown resource"), body
-
-
 @pytest.fixture
 def http_races(live_server, caplog):
     s = live_server({"StableAge": 60, "DicomServerEnabled": False}, load_entrypoints=True)
@@ -150,10 +109,10 @@ def test_split_racing_a_delete_of_its_output(http_races):
         assert requests.post(s.url + "/instances", data=data, timeout=60).status_code == 200
     (study,) = requests.get(s.url + "/studies", timeout=60).json()
     series = requests.get(f"{s.url}/studies/{study}/series", timeout=60).json()[0]["ID"]
-    statuses, bodies, deleted = _race(
-        s, lambda http: http.post(f"{s.url}/studies/{study}/split", json={"Series": [series], "KeepSource": True},
+    statuses, bodies, deleted = race(
+        lambda http: http.post(f"{s.url}/studies/{study}/split", json={"Series": [series], "KeepSource": True},
                                   timeout=60), _studies_except(s, {study}))
-    _assert_clean(statuses, bodies)
+    assert_clean(statuses, bodies)
     assert deleted > 0 and statuses.get(200, 0) > 0
     assert len(requests.get(f"{s.url}/studies/{study}/instances", timeout=60).json()) == 4
 
@@ -172,8 +131,8 @@ def test_merge_racing_a_delete_of_its_source(http_races):
         return http.post(f"{s.url}/studies/{target}/merge", json={"Resources": src, "KeepSource": True},
                          timeout=60)
 
-    statuses, bodies, deleted = _race(s, merge, _studies_except(s, {target}))
-    _assert_clean(statuses, bodies)
+    statuses, bodies, deleted = race(merge, _studies_except(s, {target}))
+    assert_clean(statuses, bodies)
     assert deleted > 0 and statuses.get(200, 0) > 0
 
 
@@ -204,6 +163,6 @@ def test_archive_racing_a_delete_of_its_study(http_races, route, body):
         return http.get(f"{s.url}/jobs/{job}/archive", timeout=60) if info["State"] == "Success" else \
             http.get(f"{s.url}/system", timeout=60)
 
-    statuses, bodies, deleted = _race(s, archive, _studies_except(s, set()), calls=15)
-    _assert_clean(statuses, bodies)
+    statuses, bodies, deleted = race(archive, _studies_except(s, set()), calls=15)
+    assert_clean(statuses, bodies)
     assert deleted > 0
