@@ -39,11 +39,11 @@ from pydicom.dataset import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.tag import Tag
 from pynetdicom.dsutils import encode as encode_dataset
 
 from pacsbox import OrthancError, element_text, find_resources
 
+from .dimse import command_pdu, command_set, data_pdus, element, uid, us
 from .send import write_pdus
 from .state import plugin_state
 
@@ -842,15 +842,6 @@ def handle_find(event: Any, ctx: Any) -> Iterator[tuple[int, Dataset | None]]:
 
 # ---- C-FIND responses written directly ----------------------------------------------------
 
-def _cmd_element(elem: int, value: bytes) -> bytes:
-    return struct.pack("<HHI", 0x0000, elem, len(value)) + value
-
-
-def _cmd_uid(value: str) -> bytes:
-    b = value.encode("ascii")
-    return b + b"\x00" if len(b) % 2 else b
-
-
 def encode_find_response_pdus(context_id: int, max_pdu: int, sop_class_uid: str, responded_id: int, status: int,
                               identifier: bytes | None = None) -> bytes:
     """The P-DATA-TF PDUs of one C-FIND-RSP, ready for the socket.
@@ -879,22 +870,12 @@ def encode_find_response_pdus(context_id: int, max_pdu: int, sop_class_uid: str,
         one flagged (PS3.8 annex E): byte-identical to what pynetdicom's
         ``DIMSEServiceProvider.send_msg`` writes for the same response (checked by a test).
     """
-    rest = b"".join((_cmd_element(0x0002, _cmd_uid(sop_class_uid)), _cmd_element(0x0100, b"\x20\x80"),
-                     _cmd_element(0x0120, struct.pack("<H", responded_id)),
-                     _cmd_element(0x0800, b"\x01\x00" if identifier else b"\x01\x01"),
-                     _cmd_element(0x0900, struct.pack("<H", status))))
-    command = _cmd_element(0x0000, struct.pack("<I", len(rest))) + rest
-    out = [struct.pack(">BBIIBB", 0x04, 0, len(command) + 6, len(command) + 2, context_id, 0x03), command]
+    elements = [element(0x0002, uid(sop_class_uid)), element(0x0100, us(0x8020)), element(0x0120, us(responded_id)),
+                element(0x0800, us(0x0001 if identifier else 0x0101)), element(0x0900, us(status))]
+    pdus = [command_pdu(context_id, command_set(elements))]
     if identifier:
-        n = len(identifier)
-        step = max_pdu - 6 if max_pdu and max_pdu > 6 else n
-        view = memoryview(identifier)
-        for start in range(0, n, step):
-            frag = view[start:start + step]
-            out.append(struct.pack(">BBIIBB", 0x04, 0, len(frag) + 6, len(frag) + 2, context_id,
-                                   0x02 if start + step >= n else 0x00))
-            out.append(frag)
-    return b"".join(out)
+        pdus.extend(data_pdus(context_id, identifier, max_pdu))
+    return b"".join(pdus)
 
 
 class _DirectFindResponses:

@@ -39,7 +39,7 @@ from .dimse import PDV_COMMAND, PDV_LAST, command_uid, command_us, parse_command
 
 log = logging.getLogger("pacsbox.dicom_net")
 
-__all__ = ["PDataReader", "FindRequest", "serve_find"]
+__all__ = ["PDataReader", "serve_find"]
 
 _HEADER = struct.Struct(">BBI")
 _ITEM = struct.Struct(">IBB")
@@ -58,8 +58,9 @@ PENDING = (0xFF00, 0xFF01)
 NO_DATA_SET = 0x0101
 #: "Error: cannot understand" status pynetdicom answers when a handler raises (PS3.4 B.2.3).
 STATUS_HANDLER_FAILED = 0xC211
-#: Bytes asked from the socket at once.
-RECV_SIZE = 1 << 20
+#: Bytes asked from the socket at once (into a buffer kept by the reader: a fresh
+#: object of this size per read would be a memory map and its page faults each time).
+RECV_SIZE = 1 << 18
 
 
 class PDataReader:
@@ -80,9 +81,13 @@ class PDataReader:
         self.assoc = dul.assoc
         self.sock: socket.socket = dul.socket.socket
         self.buf = bytearray()
+        self._chunk = bytearray(RECV_SIZE)
         self._contexts: dict[int, Any] | None = None
         #: C-STORE requests served by this reader (the others went through pynetdicom).
         self.stores = 0
+        #: A request is being served in this thread: any other request read meanwhile
+        #: goes to pynetdicom.
+        self.serving = False
         self._reset()
 
     def _reset(self) -> None:
@@ -114,42 +119,43 @@ class PDataReader:
             timer), False when there was nothing to do.
         """
         if not self.has_complete_pdu():
-            try:
-                chunk = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return False
-            except (OSError, ValueError):
-                chunk = b""
-            if not chunk:  # closed by the peer (or broken): pynetdicom's Evt17
-                self.dul.event_queue.put("Evt17")
-                self.buf.clear()
-                return True
-            self.buf += chunk
+            with memoryview(self._chunk) as chunk:
+                try:
+                    n = self.sock.recv_into(chunk, RECV_SIZE, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    return False
+                except (OSError, ValueError):
+                    n = 0
+                if not n:  # closed by the peer (or broken): pynetdicom's Evt17
+                    self.dul.event_queue.put("Evt17")
+                    self.buf.clear()
+                    return True
+                self.buf += chunk[:n]
         self._handle_buffer()
         return True
 
     def _handle_buffer(self) -> None:
+        """Handle the complete PDUs at the head of the buffer. Each PDU leaves the
+        buffer (copied out) before it is handled: a handler may read on (a C-FIND's
+        look for a C-CANCEL), which appends to the buffer and handles what follows."""
         buf = self.buf
-        pos = 0
-        try:
-            while len(buf) - pos >= 6:
-                pdu_type, _r, length = _HEADER.unpack_from(buf, pos)
-                end = pos + 6 + length
-                if end > len(buf):
-                    break
-                if pdu_type != 0x04 or self.dul.state_machine.current_state != "Sta6":
-                    # A-RELEASE, A-ABORT, or anything once the association is ending:
-                    # pynetdicom's state machine takes it, one PDU at a time
-                    self._to_state_machine(bytes(buf[pos:end]))
-                    pos = end
-                    break
-                if not self._p_data(buf, pos + 6, end):
-                    self.dul.event_queue.put("Evt19")  # invalid PDU: pynetdicom aborts (AA-8)
-                    pos = len(buf)
-                    break
-                pos = end
-        finally:
-            del buf[:pos]
+        while len(buf) >= 6:
+            pdu_type, _r, length = _HEADER.unpack_from(buf, 0)
+            end = 6 + length
+            if end > len(buf):
+                return
+            with memoryview(buf) as view:
+                pdu = bytes(view[:end])
+            del buf[:end]  # O(1) at the head of a bytearray
+            if pdu_type != 0x04 or self.dul.state_machine.current_state != "Sta6":
+                # A-RELEASE, A-ABORT, or anything once the association is ending:
+                # pynetdicom's state machine takes it, one PDU at a time
+                self._to_state_machine(pdu)
+                return
+            if not self._p_data(pdu):
+                self.dul.event_queue.put("Evt19")  # invalid PDU: pynetdicom aborts (AA-8)
+                buf.clear()
+                return
 
     def _to_state_machine(self, pdu_bytes: bytes) -> None:
         """What pynetdicom's ``_read_pdu_data`` does with a complete PDU."""
@@ -163,48 +169,40 @@ class PDataReader:
         self.dul._recv_pdu.put(pdu)  # noqa: SLF001
 
     # ---- PDVs --------------------------------------------------------------------------
-    def _p_data(self, buf: bytearray, pos: int, end: int) -> bool:
-        """Handle the PDVs of one P-DATA-TF PDU (body ``buf[pos:end]``); False when
-        they do not tile the PDU.
-
-        No view of ``buf`` outlives a statement: a handler's exception keeps the frames
-        of this call chain alive (through its traceback's frames), and a view held
-        there would forbid trimming the buffer afterwards."""
+    def _p_data(self, pdu: bytes) -> bool:
+        """Handle the PDVs of one P-DATA-TF PDU; False when they do not tile it."""
         items = []
+        pos, end = 6, len(pdu)
         while pos < end:
             if pos + 6 > end:
                 return False
-            length, cx_id, header = _ITEM.unpack_from(buf, pos)
+            length, cx_id, header = _ITEM.unpack_from(pdu, pos)
             stop = pos + 4 + length
             if length < 2 or stop > end:
                 return False
             items.append((cx_id, header, pos + 6, stop))
             pos = stop
+        view = memoryview(pdu)
         for cx_id, header, start, stop in items:
-            self._pdv(cx_id, header, start, stop)
+            self._pdv(cx_id, header, view[start:stop])
         return True
 
-    def _bytes(self, start: int, stop: int) -> bytes:
-        with memoryview(self.buf) as view:
-            return bytes(view[start:stop])
-
-    def _pdv(self, cx_id: int, header: int, start: int, stop: int) -> None:
-        """One PDV, whose data is ``self.buf[start:stop]``."""
+    def _pdv(self, cx_id: int, header: int, data: memoryview) -> None:
+        """One PDV (``data`` without its message control header)."""
         if self.mode == "fast":
             if header & PDV_COMMAND or cx_id != self.cx_id:
                 # not the data set this command announced: let pynetdicom judge the rest
                 self._go_slow(drop_fast_data=True)
-                self._to_dimse_raw(cx_id, bytes([header]) + self._bytes(start, stop))
+                self._to_dimse_raw(cx_id, bytes([header]) + bytes(data))
                 return
-            with memoryview(self.buf) as view:
-                self.data += view[start:stop]
+            self.data += data
             if header & PDV_LAST:
                 if command_us(self.fields, 0x0100) == C_FIND_RQ:
                     self._find()
                 else:
                     self._store()
             return
-        pdv = bytes([header]) + self._bytes(start, stop)
+        pdv = bytes([header]) + bytes(data)
         if self.mode == "slow":
             self._to_dimse_raw(cx_id, pdv)
             if header & PDV_LAST and (not header & PDV_COMMAND or not self.has_data):
@@ -217,7 +215,7 @@ class PDataReader:
         if not header & PDV_COMMAND or cx_id != self.cx_id:
             self._go_slow()
             return
-        self.cmd += pdv[1:]
+        self.cmd += data
         if header & PDV_LAST:
             self._decide()
 
@@ -230,7 +228,7 @@ class PDataReader:
         self.has_data = command_us(fields, 0x0800) not in (None, NO_DATA_SET)
         cx = self._context(self.cx_id)
         command = command_us(fields, 0x0100)
-        if (self.has_data and cx is not None and command_us(fields, 0x0110) is not None
+        if (not self.serving and self.has_data and cx is not None and command_us(fields, 0x0110) is not None
                 and command_uid(fields, 0x0002) == str(cx.abstract_syntax)
                 and ((command == C_STORE_RQ and command_uid(fields, 0x1000))
                      or (command == C_FIND_RQ and str(cx.abstract_syntax) in FIND_CLASSES))):
@@ -309,9 +307,13 @@ class PDataReader:
 
     # ---- C-FIND ------------------------------------------------------------------------
     def _find(self) -> None:
-        """Queue the C-FIND request for the association thread (:func:`serve_find`): it
-        runs while this thread keeps reading, so that a C-CANCEL reaches pynetdicom's
-        DIMSE provider (``cancel_req``), where the handler looks for it."""
+        """Serve the C-FIND request here, in the DUL thread (:func:`serve_find`), as the
+        C-STOREs: no hand-off to the association thread and back. The handler's look for
+        a C-CANCEL between answers (``is_cancelled``) first reads what the peer sent
+        meanwhile (:meth:`_read_more`): a C-CANCEL reaches pynetdicom's DIMSE provider
+        (``cancel_req``) as before; a request arriving meanwhile (a peer may not send
+        one before the final response, without asynchronous operations negotiated) is
+        left to pynetdicom, served after this one."""
         fields, cx = self.fields, self._context(self.cx_id)
         data = bytes(self.data)
         self._reset()
@@ -325,7 +327,16 @@ class PDataReader:
             self.dul.event_queue.put("Evt19")
             return
         req.Identifier = BytesIO(data)
-        self.assoc.dimse.msg_queue.put((cx.context_id, FindRequest(req, cx)))
+        self.serving = True
+        try:
+            serve_find(self.assoc, req, cx, self._write, self._read_more)
+        finally:
+            self.serving = False
+
+    def _read_more(self) -> None:
+        """Read and handle what the peer sent while a request is being served."""
+        if self.dul.state_machine.current_state == "Sta6":
+            self.poll()
 
     def _write(self, pdu: bytes) -> None:
         try:
@@ -334,28 +345,10 @@ class PDataReader:
             self.dul.event_queue.put("Evt17")
 
 
-class FindRequest:
-    """A C-FIND request read by :class:`PDataReader`, for :func:`serve_find`.
-
-    Attributes
-    ----------
-    request : pynetdicom.dimse_primitives.C_FIND
-    context : pynetdicom.presentation.PresentationContext
-    """
-
-    def __init__(self, request: C_FIND, context: Any) -> None:
-        self.request = request
-        self.context = context
-
-    def __bool__(self) -> bool:  # a message, for the reactor's ``if msg``
-        return True
-
-
-def serve_find(assoc: Any, item: FindRequest, write: Any) -> None:
-    """Serve a C-FIND request in the association thread: call the association's
-    ``EVT_C_FIND`` handler (as pynetdicom's Q/R and worklist service classes do, with
-    its ``is_cancelled``) and write every response, the final one included, on the
-    socket with ``write(pdus)``.
+def serve_find(assoc: Any, req: C_FIND, cx: Any, write: Any, read_more: Any) -> None:
+    """Serve a C-FIND request: call the association's ``EVT_C_FIND`` handler (as
+    pynetdicom's Q/R and worklist service classes do, with its ``is_cancelled``) and
+    write every response, the final one included, on the socket with ``write(pdus)``.
 
     pynetdicom's statuses are kept: a handler that raises gives ``0xC311``; a Pending
     status sends its identifier and goes on, a Warning goes on, any other status ends
@@ -365,19 +358,24 @@ def serve_find(assoc: Any, item: FindRequest, write: Any) -> None:
     Parameters
     ----------
     assoc : pynetdicom.association.Association
-        The acceptor association (its reactor thread calls this).
-    item : FindRequest
+        The acceptor association.
+    req : pynetdicom.dimse_primitives.C_FIND
+        The request, its identifier still encoded.
+    cx : pynetdicom.presentation.PresentationContext
+        Its presentation context.
     write : callable
         ``write(bytes)`` writes PDUs on the association's socket.
+    read_more : callable
+        Called before each look for a C-CANCEL, to read what the peer sent meanwhile.
     """
     from .handlers import encode_find_response_pdus
 
-    req, cx = item.request, item.context
     msg_id, sop_class = int(req.MessageID), str(req.AffectedSOPClassUID)
     max_pdu = int(assoc.requestor.maximum_length or 0)
     ts = cx.transfer_syntax[0]
 
     def is_cancelled(message_id: int) -> bool:
+        read_more()
         return assoc.dimse.cancel_req.pop(message_id, None) is not None
 
     def respond(status: int, identifier: bytes | None = None) -> None:

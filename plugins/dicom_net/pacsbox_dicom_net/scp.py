@@ -65,8 +65,7 @@ from pacsbox import ConfigError
 
 from . import handlers, worklist
 from .modalities import aet_equal
-from .receive import FindRequest, PDataReader, serve_find
-from .send import write_pdus
+from .receive import PDataReader
 from .scu import set_nodelay, tls_context
 from .state import plugin_state
 
@@ -343,9 +342,7 @@ class _PromptAssociation(Association):
                 context_id, msg = messages.get(timeout=IDLE_WAIT)
             except queue.Empty:
                 context_id, msg = None, None
-            if isinstance(msg, FindRequest):
-                serve_find(self, msg, lambda pdus: write_pdus(self, pdus))
-            elif msg:
+            if msg:
                 self._serve_request(msg, context_id)
             if self.is_established and self.acse.is_release_requested():
                 self.acse.send_release(is_response=True)

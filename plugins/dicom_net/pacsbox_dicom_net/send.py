@@ -43,6 +43,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 
 from pacsbox import DicomFormatError, ErrorCode, OrthancError, read_file_meta, transcode
 
+from .dimse import command_pdu, command_set, data_pdus, element, response_pdu, uid, us
 from .modalities import Modality
 from .scu import open_association, scu_timeout
 from .state import plugin_state
@@ -179,15 +180,6 @@ def plan_contexts(pairs: Iterable[tuple[str, str]], *, allow_transcoding: bool,
     return out
 
 
-def _element(elem: int, value: bytes) -> bytes:
-    return struct.pack("<HHI", 0x0000, elem, len(value)) + value
-
-
-def _uid(value: str) -> bytes:
-    b = value.encode("ascii")
-    return b + b"\x00" if len(b) % 2 else b
-
-
 def encode_c_store_pdus(context_id: int, max_pdu: int, sop_class_uid: str, sop_instance_uid: str, dataset: bytes, *,
                         msg_id: int, priority: int = 2, originator_aet: str | None = None,
                         originator_id: int | None = None) -> bytes:
@@ -224,26 +216,14 @@ def encode_c_store_pdus(context_id: int, max_pdu: int, sop_class_uid: str, sop_i
     Source: PS3.7 section 9.3.1.1 (C-STORE-RQ fields), PS3.8 section 9.3.5 (P-DATA-TF);
     what pynetdicom's ``DIMSEMessage.encode_msg`` produces, without pydicom.
     """
-    body = [_element(0x0002, _uid(sop_class_uid)), _element(0x0100, struct.pack("<H", 0x0001)),
-            _element(0x0110, struct.pack("<H", msg_id)), _element(0x0700, struct.pack("<H", priority)),
-            _element(0x0800, struct.pack("<H", 0x0001)), _element(0x1000, _uid(sop_instance_uid))]
+    elements = [element(0x0002, uid(sop_class_uid)), element(0x0100, us(0x0001)), element(0x0110, us(msg_id)),
+                element(0x0700, us(priority)), element(0x0800, us(0x0001)), element(0x1000, uid(sop_instance_uid))]
     if originator_aet:
         aet = originator_aet.encode("ascii")
-        body.append(_element(0x1030, aet + b" " if len(aet) % 2 else aet))
+        elements.append(element(0x1030, aet + b" " if len(aet) % 2 else aet))
         if originator_id is not None:
-            body.append(_element(0x1031, struct.pack("<H", originator_id)))
-    rest = b"".join(body)
-    command = _element(0x0000, struct.pack("<I", len(rest))) + rest
-    out = [struct.pack(">BBIIBB", 0x04, 0, len(command) + 6, len(command) + 2, context_id, 0x03), command]
-    step = max_pdu - 6 if max_pdu and max_pdu > 6 else max(len(dataset), 1)
-    view = memoryview(dataset)
-    n = len(dataset)
-    for start in range(0, max(n, 1), step):
-        frag = view[start:start + step]
-        flag = 0x02 if start + step >= n else 0x00
-        out.append(struct.pack(">BBIIBB", 0x04, 0, len(frag) + 6, len(frag) + 2, context_id, flag))
-        out.append(frag)
-    return b"".join(out)
+            elements.append(element(0x1031, us(originator_id)))
+    return b"".join([command_pdu(context_id, command_set(elements)), *data_pdus(context_id, dataset, max_pdu)])
 
 
 def encode_pending_pdu(context_id: int, command_field: int, sop_class_uid: str, responded_id: int, *,
@@ -272,15 +252,9 @@ def encode_pending_pdu(context_id: int, command_field: int, sop_class_uid: str, 
         One PDU (command set in Implicit VR Little Endian, last fragment), byte-identical
         to pynetdicom's encoding of the same response.
     """
-    rest = b"".join([_element(0x0002, _uid(sop_class_uid)), _element(0x0100, struct.pack("<H", command_field)),
-                     _element(0x0120, struct.pack("<H", responded_id)), _element(0x0800, struct.pack("<H", 0x0101)),
-                     _element(0x0900, struct.pack("<H", status)),
-                     _element(0x1020, struct.pack("<H", min(remaining, 65535))),
-                     _element(0x1021, struct.pack("<H", min(completed, 65535))),
-                     _element(0x1022, struct.pack("<H", min(failed, 65535))),
-                     _element(0x1023, struct.pack("<H", min(warning, 65535)))])
-    command = _element(0x0000, struct.pack("<I", len(rest))) + rest
-    return struct.pack(">BBIIBB", 0x04, 0, len(command) + 6, len(command) + 2, context_id, 0x03) + command
+    counts = [element(0x1020, us(remaining)), element(0x1021, us(completed)), element(0x1022, us(failed)),
+              element(0x1023, us(warning))]
+    return response_pdu(context_id, command_field, sop_class_uid, responded_id, status, extra=counts)
 
 
 def write_pdus(assoc: Any, pdus: bytes) -> None:

@@ -258,3 +258,60 @@ def test_leading_uids_read_as_pydicom_reads_them():
         assert got == dataset_uids(data), path
     assert read > 50 and deferred < read / 10, (read, deferred)
     assert leading_uids(b"\x08\x00\x16\x00UI\x30\x00" + b"1.2", EXPLICIT) is None  # value past the end
+
+
+def test_c_cancel_reaches_a_c_find_served_in_place(node):
+    """A C-FIND is served in the thread that reads the socket; its handler's look for a
+    C-CANCEL between answers reads on, so the peer's C-CANCEL ends the request with
+    0xFE00 (PS3.4 C.4.1.2.3), and the association goes on serving."""
+    from pydicom.dataset import Dataset
+    from pynetdicom.dsutils import encode
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
+
+    from pacsbox.testing import inline_plugin
+
+    def slow_answers(level, query, origin):
+        time.sleep(0.5)  # the C-CANCEL is on its way meanwhile
+        out = []
+        for i in range(50):
+            ds = Dataset()
+            ds.QueryRetrieveLevel = level
+            ds.StudyInstanceUID = f"1.2.3.{i}"
+            out.append(ds)
+        return out
+
+    n = node({"DicomAlwaysAllowFind": True, "DicomAlwaysAllowEcho": True},
+             plugins=[inline_plugin("slowfind", find_answers=(slow_answers, {"optionalhook": True}))])
+    ae = AE(ae_title="RAWSCU")
+    ae.add_requested_context(FIND, [EXPLICIT])
+    ae.add_requested_context(Verification, [EXPLICIT])
+    assoc = ae.associate("127.0.0.1", n.dicom_port, ae_title=n.aet)
+    assert assoc.is_established
+    hold_reactor(assoc)
+    reader = DirectResponses(assoc)
+    cxs = {str(cx.abstract_syntax): cx.context_id for cx in assoc.accepted_contexts}
+    try:
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = ""
+        find = command_set([element(0x0002, uid(FIND)), element(0x0100, us(0x0020)), element(0x0110, us(21)),
+                            element(0x0700, us(0)), element(0x0800, us(0x0000))])
+        cancel = command_set([element(0x0100, us(0x0FFF)), element(0x0120, us(21)), element(0x0800, us(0x0101))])
+        write_pdus(assoc, _pdu(_pdv(cxs[FIND], 0x03, find)) + _pdu(_pdv(cxs[FIND], 0x02, encode(query, False, True))))
+        time.sleep(0.1)
+        write_pdus(assoc, _pdu(_pdv(cxs[FIND], 0x03, cancel)))
+        statuses = []
+        while True:
+            status, responded = _read_response(reader)
+            assert responded == 21
+            statuses.append(status)
+            if status not in (0xFF00, 0xFF01):
+                break
+        assert statuses[-1] == 0xFE00 and len(statuses) < 50, statuses
+        write_pdus(assoc, _pdu(_pdv(cxs[Verification], 0x03, _echo_command(22))))
+        assert _read_response(reader) == (0x0000, 22)
+    finally:
+        reader.detach()
+        assoc._reactor_checkpoint.set()  # noqa: SLF001
+        assoc.release()
+    assert assoc.is_released
