@@ -78,7 +78,8 @@ def body_too_large(limit: int, what: str = "The request body", option: str = "Ma
     return OrthancError(ErrorCode.BAD_REQUEST, f"{what} exceeds {option} ({limit} bytes)", http_status=413)
 
 
-def read_body(req: falcon.Request, limit: int | None = None) -> bytes:
+def read_body(req: falcon.Request, limit: int | None = None, what: str = "The request body",
+              option: str = "MaximumUploadSize") -> bytes:
     """The whole request body (``Content-Encoding: gzip`` is inflated), bounded.
 
     Parameters
@@ -87,34 +88,61 @@ def read_body(req: falcon.Request, limit: int | None = None) -> bytes:
     limit : int, optional
         Bytes (0: none); default ``MaximumUploadSize`` (:data:`MAX_BODY_ENV`). It
         applies to the inflated body too, which is inflated at most one byte past it.
+        Without a limit, a gzip body is still inflated at most to
+        :func:`inflate_bound` bytes (a gzip bomb is refused, not inflated).
+    what, option : str
+        The words of the 413 error: what exceeds which option or bound.
 
     Raises
     ------
     OrthancError
         400 ``BAD_FILE_FORMAT`` for a corrupt gzip body; 413 for a body above the limit
-        (refused on its ``Content-Length``, before it is read).
+        (refused on its ``Content-Length``, before it is read), or a gzip body inflating
+        beyond its bound.
     """
     if limit is None:
         limit = int(req.env.get(MAX_BODY_ENV, 0) or 0)
     length = req.content_length
     if limit and length is not None and length > limit:
-        raise body_too_large(limit)
+        raise body_too_large(limit, what, option)
     data = req.bounded_stream.read()
     if (req.get_header("Content-Encoding") or "").lower() == "gzip" and data:
         import zlib
+        bound = limit or inflate_bound(len(data))
         inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            out = inflate.decompress(data, limit + 1 if limit else 0)
-            if not inflate.eof and not limit:
-                out += inflate.flush()
-            if not inflate.eof and (not limit or len(out) <= limit):
+            out = inflate.decompress(data, bound + 1)
+            if not inflate.eof and len(out) <= bound:
                 raise zlib.error("truncated")
         except zlib.error:
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Corrupted gzip body") from None
-        if limit and len(out) > limit:
-            raise body_too_large(limit, "The inflated request body")
+        if len(out) > bound:
+            if limit:
+                raise body_too_large(limit, "The inflated request body" if what == "The request body"
+                                     else f"{what}, inflated,", option)
+            raise gzip_bomb(bound)
         data = out
     return data
+
+
+#: A gzip body inflating more than this many times its size is a bomb, unless it stays
+#: under :data:`INFLATE_FLOOR` bytes (the default of the option ``MaximumZipRatio``).
+INFLATE_RATIO = 200
+#: Inflated sizes up to this are never refused as a bomb (an all-zero image compresses a
+#: thousand times).
+INFLATE_FLOOR = 64 * 1024 * 1024
+
+
+def inflate_bound(compressed: int) -> int:
+    """Bytes a gzip body of ``compressed`` bytes may inflate to when no limit applies:
+    ``max(INFLATE_FLOOR, INFLATE_RATIO × compressed)``."""
+    return max(INFLATE_FLOOR, INFLATE_RATIO * max(compressed, 1))
+
+
+def gzip_bomb(bound: int) -> OrthancError:
+    """The 413 error (Orthanc's JSON error body) of a gzip body inflating past ``bound``."""
+    return OrthancError(ErrorCode.BAD_REQUEST, f"The gzip request body inflates beyond {bound} bytes "
+                        f"({INFLATE_RATIO} times its size): refused as a gzip bomb", http_status=413)
 
 
 class BodyLimitMiddleware:
@@ -178,9 +206,7 @@ def read_json_body(req: falcon.Request, *, allow_empty: bool = True, default: An
     length = req.content_length
     if length is not None and length > MAX_JSON_BODY_BYTES:
         raise body_too_large(MAX_JSON_BODY_BYTES, "The JSON request body", "the JSON body bound")
-    data = read_body(req)
-    if len(data) > MAX_JSON_BODY_BYTES:
-        raise body_too_large(MAX_JSON_BODY_BYTES, "The JSON request body", "the JSON body bound")
+    data = read_body(req, MAX_JSON_BODY_BYTES, "The JSON request body", "the JSON body bound")
     if not data.strip():
         if allow_empty:
             return {} if default is None else default

@@ -1,7 +1,7 @@
 """Issue 13 case 6: an accepted large upload is never held whole in memory.
 
 A 300 MB DICOM file (one multi-frame instance, 16-bit pixels), uploaded raw (with a
-``Content-Length`` or chunked) and inside a ZIP, to a real ``pacsbox serve``: waitress spools the body beyond ``UploadSpoolThreshold``,
+``Content-Length`` or chunked), gzip-encoded, and inside a ZIP, to a real ``pacsbox serve``: waitress spools the body beyond ``UploadSpoolThreshold``,
 the header is scanned through a mapping of the spool file, and the file is copied to the
 storage area in pieces, its MD5 computed on the way. The server's peak RSS (``VmHWM``)
 grows by less than 64 MiB, and the stored file is byte for byte the uploaded one (same
@@ -12,10 +12,12 @@ and 0 spools every body, which still stores correctly.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import os
+import shutil
 import struct
 import subprocess
 import zipfile
@@ -97,16 +99,26 @@ def big_file(tmp_path_factory):
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
 @pytest.mark.parametrize("zipped,compressed,chunked", [(False, False, False), (True, False, False),
-                                                        (False, True, False), (False, False, True)],
-                         ids=["raw", "zipped", "raw-StorageCompression", "raw-chunked"])
+                                                        (False, True, False), (False, False, True),
+                                                        ("gzip", False, False)],
+                         ids=["raw", "zipped", "raw-StorageCompression", "raw-chunked", "gzip-encoded"])
 def test_large_upload_is_stored_with_flat_memory(tmp_path, big_file, zipped, compressed, chunked):
     path, size, md5 = big_file
     body = path
-    if zipped:
+    headers, options = {}, {}
+    if zipped == "gzip":  # Content-Encoding: gzip, inflated in pieces to the spool
+        body = tmp_path / "big.dcm.gz"
+        with open(path, "rb") as src, gzip.open(body, "wb", compresslevel=1) as dst:
+            shutil.copyfileobj(src, dst, MB)
+        headers = {"Content-Encoding": "gzip"}
+        # the synthetic pixels compress ~400 times: a limit, not the gzip-bomb ratio, bounds them
+        options = {"MaximumUploadSize": 1024}
+        zipped = False
+    elif zipped:
         body = tmp_path / "big.zip"
         with zipfile.ZipFile(body, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             zf.write(path, "dir/big.dcm")
-    serve = _serve(tmp_path, StorageCompression=compressed).start()
+    serve = _serve(tmp_path, StorageCompression=compressed, **options).start()
     try:
         with requests.Session() as http:
             # warm-up: a small upload and a listing, so that lazily loaded code is counted
@@ -119,7 +131,7 @@ def test_large_upload_is_stored_with_flat_memory(tmp_path, big_file, zipped, com
             with open(body, "rb") as f:
                 # a generator: Transfer-Encoding chunked, no Content-Length (waitress spools it too)
                 data = iter(lambda: f.read(MB), b"") if chunked else f
-                r = http.post(serve.url + "/instances", data=data, timeout=600)
+                r = http.post(serve.url + "/instances", data=data, headers=headers, timeout=600)
             assert r.status_code == 200, r.text
             answer = r.json()
             if zipped:

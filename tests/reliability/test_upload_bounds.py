@@ -177,6 +177,30 @@ def test_gzip_body_inflating_beyond_the_limit(live_server):
     assert r.json()["Details"] == "The inflated request body exceeds MaximumUploadSize (1048576 bytes)"
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+def test_gzip_bomb_refused_without_a_limit(live_server):
+    """No ``MaximumUploadSize``: a gzip-encoded body inflating past 200 times its size
+    (beyond 64 MiB) is refused with 413, inflated in pieces to the spool, memory flat; a
+    JSON body inflating past the JSON bound is refused too."""
+    s = live_server()
+    bomb = gzip.compress(bytes(GIB), compresslevel=1)
+    before = _rss_mb()
+    r = requests.post(s.url + "/instances", data=bomb, headers={"Content-Encoding": "gzip"}, timeout=300)
+    assert r.status_code == 413
+    bound = max(64 << 20, 200 * len(bomb))
+    assert r.json()["Details"] == (f"The gzip request body inflates beyond {bound} bytes (200 times its size): "
+                                   "refused as a gzip bomb")
+    assert _rss_mb() - before < 64
+    body = gzip.compress(b"[" + b" " * (17 << 20) + b"]")
+    r = requests.post(s.url + "/tools/find", data=body, timeout=60,
+                      headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert "inflated" in r.json()["Details"]
+    r = requests.post(s.url + "/instances", data=b"\x1f\x8b\x08\x00garbage", timeout=60,
+                      headers={"Content-Encoding": "gzip"})
+    assert (r.status_code, r.json()["Details"]) == (400, "Corrupted gzip body")
+
+
 def test_json_body_and_replace_bounds(live_server):
     s = live_server()
     files = make_study(1, patient_id="JSON", series=1)

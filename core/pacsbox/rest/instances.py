@@ -1,6 +1,7 @@
 """``POST /instances`` and the instance content routes (reference sections 2.1 and 2.5)."""
 from __future__ import annotations
 
+import gzip
 import io
 import logging
 import re
@@ -16,7 +17,7 @@ import pydicom
 from ..dicom import tags as dicom_tags
 from ..errors import ErrorCode, OrthancError, not_found
 from ..ingest import FileWindow, spool_threshold
-from ..web import MAX_BODY_ENV, body_too_large, read_body, send_json, send_text
+from ..web import MAX_BODY_ENV, body_too_large, gzip_bomb, inflate_bound, read_body, send_json, send_text
 from ..routing.registry import RouteSpec
 from .resources_api import ignore_length, tag_format
 
@@ -114,7 +115,18 @@ class UploadRoute:
                 raw.f.seek(raw.start)
                 send_json(resp, self.ctx.ingest.store_file(raw.f, raw.length, origin).answer())
             return
-        data = read_body(req)
+        if (req.get_header("Content-Encoding") or "").lower() == "gzip" and req.content_length:
+            data = self._inflated_body(req)
+            if not isinstance(data, bytes):  # inflated past UploadSpoolThreshold: a temporary file
+                with data:
+                    if data.read(4) == ZIP_MAGIC:
+                        send_json(resp, self._store_zip(data, origin))
+                    else:
+                        data.seek(0)
+                        send_json(resp, self.ctx.ingest.store_file(data, None, origin).answer())
+                return
+        else:
+            data = read_body(req)
         if data[:4] == ZIP_MAGIC:
             send_json(resp, self._store_zip(io.BytesIO(data), origin))
             return
@@ -185,6 +197,26 @@ class UploadRoute:
         if limit and req.content_length > limit:
             raise body_too_large(limit)
         return FileWindow(f, start, req.content_length)
+
+    def _inflated_body(self, req):
+        """A ``Content-Encoding: gzip`` body, inflated in pieces as it is read: bytes, or a
+        temporary file once past ``UploadSpoolThreshold`` (the caller closes it).
+
+        Raises
+        ------
+        OrthancError
+            413 past ``MaximumUploadSize`` or, without it, past
+            :func:`pacsbox.web.inflate_bound` (a gzip bomb); 400 for a corrupt stream.
+        """
+        limit = int(req.env.get(MAX_BODY_ENV, 0) or 0)
+        bound = limit or inflate_bound(req.content_length)
+        refuse = ((lambda: body_too_large(limit, "The inflated request body")) if limit else
+                  (lambda: gzip_bomb(bound)))
+        try:
+            with gzip.GzipFile(fileobj=req.bounded_stream, mode="rb") as gz:
+                return _read_spooled(gz, bound, refuse, spool_threshold(self.ctx.config))
+        except (OSError, EOFError, zlib.error):
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Corrupted gzip body") from None
 
     def _read_member(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo):
         """One member, inflated in chunks and refused (413) as soon as it exceeds
