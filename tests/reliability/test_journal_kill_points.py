@@ -8,7 +8,8 @@ dereferenced is removed:
 
 - ``OverwriteInstances``: the replaced instance's file;
 - recycling (``MaximumPatientCount``): the files of the patient deleted to make room;
-- a deletion (``ctx.resources.delete``, shared by ``DELETE``, the jobs and the plugins).
+- a deletion (``ctx.resources.delete``, shared by ``DELETE``, the jobs and the plugins);
+- an attachment replaced, deleted or compressed in place.
 
 After the restart no file is left that no attachment row references, no row misses its
 file, and the index answers as the committed transaction left it.
@@ -20,6 +21,7 @@ import os
 import textwrap
 
 import pydicom
+import pytest
 import requests
 from pydicom.data import get_testdata_file
 
@@ -160,3 +162,41 @@ def test_the_journal_is_synced_as_the_storage_area(make_app):
     assert len(uuids) == 130
     lines = synced.path.read_text().split()
     assert len(lines) == 2 * 64 * 3  # three batches of 64 "uuid 1" lines
+
+
+@pytest.mark.parametrize("action", ["replace", "delete", "compress"])
+def test_sigkill_before_a_dereferenced_attachment_file_is_removed(tmp_path, action):
+    """A user attachment replaced (``PUT``) or deleted, or the DICOM file compressed in
+    place (``/attachments/dicom/compress``): the file the commit dereferences is
+    journalled before it, so the restart removes it."""
+    server, marker = _killing_server(tmp_path)
+    server.start()
+    iid = requests.post(server.url + "/instances", data=_ct("ATT", "1", "A"), timeout=60).json()["ID"]
+    att = f"{server.url}/instances/{iid}/attachments"
+    assert requests.put(att + "/1025", data=b"first", timeout=60).status_code == 200
+    _restart(server)
+    marker.touch()
+    try:
+        if action == "replace":
+            requests.put(att + "/1025", data=b"second", timeout=60)
+        elif action == "delete":
+            requests.delete(att + "/1025", timeout=60)
+        else:
+            requests.post(att + "/dicom/compress", timeout=60)
+    except requests.RequestException:
+        pass
+    server.proc.wait(30)
+    assert server.proc.returncode == -9, server.log()
+    marker.unlink()
+    assert len(storage_consistency(tmp_path / "db")["orphans"]) == 1
+    server.start()
+    try:
+        names = requests.get(att, timeout=60).json()
+        assert ("1025" in names) is (action != "delete")
+        if action == "replace":
+            assert requests.get(att + "/1025/data", timeout=60).content == b"second"
+        if action == "compress":
+            assert requests.get(att + "/dicom/is-compressed", timeout=60).json() == 1
+    finally:
+        server.stop()
+    assert storage_consistency(tmp_path / "db") == {"orphans": [], "dangling": [], "temporary": []}

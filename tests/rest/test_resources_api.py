@@ -515,7 +515,7 @@ def test_user_attachments(make_app):
     assert c.simulate_delete(base + "/dicom").status_code == 403
     # a PUT racing the deletion of its resource: 404, and no file left behind
     real = app.ctx.index.set_attachment
-    app.ctx.index.set_attachment = lambda *a: None  # as when the row is gone inside the transaction
+    app.ctx.index.set_attachment = lambda *a, **kw: None  # as when the row is gone inside the transaction
     before = set(Path(app.ctx.storage.path("x")).parent.parent.rglob("*"))
     try:
         assert c.simulate_put(base + "/1030", body=b"late").status_code == 404

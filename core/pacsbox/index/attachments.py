@@ -116,7 +116,7 @@ class MetadataAndAttachments:
         return [r[0] for r in self._all("SELECT DISTINCT label FROM labels ORDER BY label")]
 
     def set_attachment(self, internal_id: int, att: Attachment, public_id: str,
-                       level: int) -> tuple[Attachment | None, list[dict]] | None:
+                       level: int, before_commit=None) -> tuple[Attachment | None, list[dict]] | None:
         """Create or replace one attachment of a resource; logs ``UpdatedAttachment``.
 
         Parameters
@@ -129,6 +129,9 @@ class MetadataAndAttachments:
             The resource's Orthanc ID (for the change log).
         level : int
             The resource's level, 0 patient ... 3 instance.
+        before_commit : callable, optional
+            Called with ``[replaced attachment]`` inside the transaction, before it
+            commits, when one is replaced (the storage's journal of pending files).
 
         Returns
         -------
@@ -140,6 +143,8 @@ class MetadataAndAttachments:
             if tx.execute("SELECT 1 FROM resources WHERE id = ?", (internal_id,)).fetchone() is None:
                 return None
             old = self._take_attachment(tx, internal_id, att.content_type)
+            if old is not None and before_commit is not None:
+                before_commit([old])
             tx.execute("INSERT INTO attachments(resource_id, content_type, uuid, compressed_size, uncompressed_size, "
                        "md5) VALUES (?, ?, ?, ?, ?, ?)", (internal_id, att.content_type, att.uuid,
                                                           att.compressed_size, att.uncompressed_size, att.md5))
@@ -157,7 +162,7 @@ class MetadataAndAttachments:
         return Attachment(*row)
 
     def delete_attachment(self, internal_id: int, content_type: int, public_id: str,
-                          level: int) -> tuple[Attachment | None, list[dict]]:
+                          level: int, before_commit=None) -> tuple[Attachment | None, list[dict]]:
         """Delete one attachment of a resource; logs ``UpdatedAttachment`` when it existed.
 
         Parameters
@@ -170,6 +175,9 @@ class MetadataAndAttachments:
             The resource's Orthanc ID (for the change log).
         level : int
             The resource's level, 0 patient ... 3 instance.
+        before_commit : callable, optional
+            Called with ``[deleted attachment]`` inside the transaction, before it commits
+            (the storage's journal of pending files).
 
         Returns
         -------
@@ -180,6 +188,8 @@ class MetadataAndAttachments:
             old = self._take_attachment(tx, internal_id, content_type)
             if old is None:
                 return None, []
+            if before_commit is not None:
+                before_commit([old])
             change = self._log_change(tx, "UpdatedAttachment", internal_id, public_id, level)
         return old, [change]
 

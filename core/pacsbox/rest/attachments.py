@@ -133,6 +133,7 @@ class AttachmentsRoute:
         md5 = hashlib.md5(data).hexdigest() if self.ctx.ingest.store_md5 else None
         att = Attachment(ct, new_uuid(), len(data), len(data), md5)
         storage = self.ctx.storage
+        journal, replaced_keys = self._journal()
         with self._lock:
             current = self._current(res, ct)
             check_if_match(req, self.check_revisions, current, deleting=False)
@@ -140,8 +141,10 @@ class AttachmentsRoute:
             try:
                 storage.create(att.uuid, data, ct)
                 try:
-                    done = self.ctx.index.set_attachment(res.internal_id, att, res.public_id, res.level)
+                    done = self.ctx.index.set_attachment(res.internal_id, att, res.public_id, res.level,
+                                                         before_commit=journal)
                 except BaseException:
+                    pending.end(self.ctx, replaced_keys)  # rolled back: still referenced
                     storage.remove(att.uuid, ct)
                     raise
             finally:
@@ -152,31 +155,45 @@ class AttachmentsRoute:
             revision = 0 if current is None else current[0] + 1
             if revision:
                 self.ctx.index.set_revision(res.internal_id, 1, str(ct), revision)
-        self._remove_replaced(done[0])
+        self._remove_replaced(done[0], replaced_keys)
         if md5:
             resp.set_header("ETag", etag(revision, md5))
         send_json(resp, {}, content_type="application/json")
 
-    def _remove_replaced(self, removed: Attachment | None) -> None:
+    def _journal(self):
+        """A ``before_commit`` callback that journals the attachments a commit dereferences
+        (:mod:`pacsbox.storage.pending`), and the list that receives their keys."""
+        keys: list[str] = []
+
+        def journal(atts):
+            keys.extend(pending.begin(self.ctx, [(a.uuid, a.content_type) for a in atts]))
+        return journal, keys
+
+    def _remove_replaced(self, removed: Attachment | None, keys: list[str]) -> None:
         """Remove the file of an attachment gone from the index (the index announced the
-        change)."""
+        change); its journal entry ends once it is gone (a crash or a failure before: the
+        next start removes it)."""
         if removed is not None:
             try:
                 self.ctx.storage.remove(removed.uuid, removed.content_type)
             except OSError:  # the index no longer points at it; the answer stands
                 log.exception("cannot remove the file of a replaced attachment %s", removed.uuid)
+                return
+        pending.end(self.ctx, keys)
 
     def on_delete_one(self, req, resp, id, name):
         res, ct = self._user_type(id, name)
+        journal, keys = self._journal()
         with self._lock:
             current = self._current(res, ct)
             check_if_match(req, self.check_revisions, current, deleting=True)
-            old, _changes = self.ctx.index.delete_attachment(res.internal_id, ct, res.public_id, res.level)
+            old, _changes = self.ctx.index.delete_attachment(res.internal_id, ct, res.public_id, res.level,
+                                                             before_commit=journal)
             if old is None:
                 raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
             if current is not None and current[0]:
                 self.ctx.index.set_revision(res.internal_id, 1, str(ct), 0)
-        self._remove_replaced(old)
+        self._remove_replaced(old, keys)
         send_text(resp, "")
 
     def on_get_op(self, req, resp, id, name, op):
@@ -265,12 +282,14 @@ class AttachmentsRoute:
         blob = compress_blob(data) if compress else data
         new = Attachment(att.content_type, new_uuid(), len(blob), len(data), att.md5)
         keys = pending.begin(self.ctx, [(new.uuid, new.content_type)])
+        journal, replaced_keys = self._journal()
         try:
             self.ctx.storage.create(new.uuid, blob, new.content_type)
-            done = self.ctx.index.set_attachment(res.internal_id, new, res.public_id, res.level)
+            done = self.ctx.index.set_attachment(res.internal_id, new, res.public_id, res.level,
+                                                 before_commit=journal)
             if done is None:
                 self.ctx.storage.remove(new.uuid, new.content_type)
                 raise not_found()
         finally:
             pending.end(self.ctx, keys)
-        self._remove_replaced(done[0])
+        self._remove_replaced(done[0], replaced_keys)
