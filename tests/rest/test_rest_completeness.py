@@ -453,8 +453,8 @@ def test_xml_answers_as_the_reference(both):
                     assert strip(a.text) == strip(b.text), (accept, path)
                 else:
                     assert a.content == b.content, (accept, path)
-            else:
-                assert _body(a) == _body(b), (accept, path)
+            else:  # the upload times differ by a second when the two uploads straddle one (seen under load)
+                assert _strip_times(_body(a)) == _strip_times(_body(b)), (accept, path)
     xml = requests.get(f"{both[1]}/exports", headers={"Accept": "application/xml"}).text
     assert xml == '<?xml version="1.0" encoding="utf-8"?>\n<root>\n  <Done>true</Done>\n  <Exports />\n' \
                   '  <Last>0</Last>\n</root>\n'
