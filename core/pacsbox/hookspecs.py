@@ -636,6 +636,44 @@ def change_recorded(ctx: ServerContext, change: Mapping[str, Any]) -> None:
 
 
 @hookspec(convention="notification")
+def resources_deleted(ctx: ServerContext, resources: Sequence[Mapping[str, str]]) -> None:
+    """Resources were deleted (one deletion: the resource asked for, its descendants,
+    and its ancestors left empty).
+
+    Calling convention: **notification** (dispatcher thread, off the request path,
+    isolated, return value ignored), once per deletion, after the index rows are gone.
+
+    Parameters
+    ----------
+    ctx : ServerContext
+        The app's services.
+    resources : sequence of mapping
+        ``{"ResourceType": "Patient"|"Study"|"Series"|"Instance", "ID": <Orthanc ID>}``
+        for each resource removed: the one deleted first, then its descendants level by
+        level, then the ancestors that were left empty.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    Exception
+        Never propagated: an exception is logged on ``pacsbox.plugins`` with the
+        plugin's name; the other implementations still run.
+
+    Notes
+    -----
+    Orthanc equivalent: the ``Deleted`` change that Orthanc signals to its plugins and
+    Lua scripts (``OnDeletedPatient``...) for each removed resource, without writing it
+    to ``/changes``. Sent by ``ResourceService.delete``, the one deletion path
+    (``DELETE /{level}/{id}``, ``/tools/bulk-delete``, jobs with ``KeepSource: false``,
+    plugins); not for the patients recycled by ``MaximumStorageSize`` or
+    ``MaximumPatientCount``, which the index removes while storing.
+    """
+
+
+@hookspec(convention="notification")
 def job_state_changed(ctx: ServerContext, job_info: JobInfo) -> None:
     """A job changed state (every transition of the jobs state machine, submission included).
 

@@ -18,6 +18,7 @@ import pydicom
 from .dicom import tags as dicom_tags
 from .dicom.ids import is_orthanc_id
 from .errors import ErrorCode, OrthancError, not_found
+from .levels import Level
 from .index.index import CONTENT_TYPE_DICOM, PLURAL, Level, Resource
 from .ingest import expected_instances
 from .storage import pending
@@ -178,15 +179,21 @@ class ResourceService:
 
         Notes
         -----
-        Records ``orthanc_storage_remove_duration_ms`` (mean time per removed file).
+        Records ``orthanc_storage_remove_duration_ms`` (mean time per removed file), and
+        notifies ``resources_deleted`` of every resource removed once the rows are gone.
         """
         ctx = self.ctx
         keys: list[str] = []
+        gone: list[tuple[int, str]] | None = [] if ctx.notifier.has_listeners("resources_deleted") else None
         deleted = ctx.index.delete_resource(
-            res, before_commit=lambda atts: keys.extend(pending.begin(ctx, [(a.uuid, a.content_type) for a in atts])))
+            res, before_commit=lambda atts: keys.extend(pending.begin(ctx, [(a.uuid, a.content_type) for a in atts])),
+            deleted=gone)
         if deleted is None:
             return None
         remaining, atts = deleted
+        if gone:
+            ctx.notifier.emit("resources_deleted", ctx=ctx, resources=[
+                {"ResourceType": Level(level).type_name, "ID": public_id} for level, public_id in gone])
         t0 = time.perf_counter()
         removed = 0
         try:

@@ -184,7 +184,7 @@ def test_per_impl_hooks_are_derived_from_the_conventions():
     from pacsbox.plugins import PER_IMPL_HOOKS
     assert PER_IMPL_HOOKS == {"register_routes", "register_job_types", "register_metrics", "register_options",
                               "startup", "shutdown", "filter_incoming_http_request", "filter_received_instance",
-                              "instance_stored", "change_recorded", "job_state_changed"} & set(spec_functions(hookspecs))
+                              "instance_stored", "change_recorded", "resources_deleted", "job_state_changed"} & set(spec_functions(hookspecs))
 
 
 @pytest.mark.parametrize("name", sorted(spec_functions(hookspecs)))

@@ -475,6 +475,26 @@ def test_hook_change_recorded(pacsbox_make_app):
     assert [c["Seq"] for c, _ in seen] == sorted(c["Seq"] for c, _ in seen)
 
 
+def test_hook_resources_deleted(pacsbox_make_app):
+    """A deletion is notified once, with every resource it removed: deleting the only
+    series of a study removes the instance below and the study and patient above."""
+    seen = []
+    app = pacsbox_make_app(plugins=[inline_plugin("recorder", resources_deleted=lambda ctx, resources: seen.append(
+        (list(resources), threading.current_thread().name)))])
+    client = falcon.testing.TestClient(app)
+    ans = client.simulate_post("/instances", body=ct_bytes()).json
+    series = client.simulate_get(f"/instances/{ans['ID']}").json["ParentSeries"]
+    assert wait_for_notifications(app) and seen == []  # nothing deleted yet
+    assert client.simulate_delete(f"/series/{series}").json["RemainingAncestor"] is None
+    assert wait_for_notifications(app)
+    assert seen == [([{"ResourceType": "Series", "ID": series}, {"ResourceType": "Instance", "ID": ans["ID"]},
+                      {"ResourceType": "Study", "ID": ans["ParentStudy"]},
+                      {"ResourceType": "Patient", "ID": ans["ParentPatient"]}], "pacsbox-notify")]
+    # a delete of what is already gone notifies nothing
+    assert client.simulate_delete(f"/series/{series}").status_code == 404
+    assert wait_for_notifications(app) and len(seen) == 1
+
+
 def test_hook_job_state_changed(pacsbox_make_app):
     seen = []
 

@@ -381,7 +381,8 @@ class ResourceRows:
             found.update(r[0] for r in self._all(f"SELECT uuid FROM attachments WHERE uuid IN ({marks})", chunk))
         return found
 
-    def delete_resource(self, res: Resource, before_commit=None) -> tuple[Resource | None, list[Attachment]] | None:
+    def delete_resource(self, res: Resource, before_commit=None,
+                        deleted: list[tuple[int, str]] | None = None) -> tuple[Resource | None, list[Attachment]] | None:
         """Delete a resource, its descendants and its ancestors left empty.
 
         The resource is found again by its Orthanc ID inside the write transaction, so a
@@ -395,6 +396,9 @@ class ResourceRows:
         before_commit : callable, optional
             Called with the list of attachments removed from the index, inside the
             transaction, before it commits (the storage's journal of pending files).
+        deleted : list, optional
+            When given, filled with ``(level, Orthanc ID)`` of every resource removed:
+            the resource, its descendants level by level, then the ancestors left empty.
 
         Returns
         -------
@@ -431,6 +435,13 @@ class ResourceRows:
                     break
                 all_ids.append(parent_id)
                 parent_id = prow[3]
+            if deleted is not None:
+                for i in range(0, len(all_ids), 500):
+                    chunk = all_ids[i:i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    found = {r[0]: (r[1], r[2]) for r in tx.execute(
+                        f"SELECT id, level, public_id FROM resources WHERE id IN ({marks})", chunk).fetchall()}
+                    deleted.extend(found[i] for i in chunk if i in found)
             atts: list[Attachment] = []
             for i in range(0, len(all_ids), 500):
                 chunk = all_ids[i:i + 500]

@@ -59,7 +59,8 @@ CALLBACKS = ("Initialize", "Finalize", "OnStoredInstance", "OnStableStudy", "OnS
              "OnChange", "OnHeartBeat", "OnJobSubmitted", "OnJobSuccess", "OnJobFailure", "ReceivedInstanceFilter",
              "IncomingHttpRequestFilter", "IncomingFindRequestFilter", "IncomingWorklistRequestFilter",
              "OutgoingFindRequestFilter", "ReceivedCStoreInstanceFilter", "IncomingCStoreInstanceFilter",
-             "OnUpdatedPatient", "OnUpdatedStudy", "OnUpdatedSeries", "OnUpdatedInstance")
+             "OnUpdatedPatient", "OnUpdatedStudy", "OnUpdatedSeries", "OnUpdatedInstance",
+             "OnDeletedPatient", "OnDeletedStudy", "OnDeletedSeries", "OnDeletedInstance")
 
 
 def orthanc_origin(origin: Mapping[str, Any]) -> dict[str, str]:

@@ -38,9 +38,13 @@ _JOB_EVENTS = {"Success": "OnJobSuccess", "Failure": "OnJobFailure"}
 _UPDATES = frozenset(("UpdatedAttachment", "UpdatedMetadata"))
 _UPDATED = {"Patient": "OnUpdatedPatient", "Study": "OnUpdatedStudy", "Series": "OnUpdatedSeries",
             "Instance": "OnUpdatedInstance"}
+#: ``OnDeleted<Level>(id)``, called for each resource a deletion removes (Orthanc's
+#: ``LuaScripting::DeleteEvent``, from its ``Deleted`` change).
+_DELETED = {"Patient": "OnDeletedPatient", "Study": "OnDeletedStudy", "Series": "OnDeletedSeries",
+            "Instance": "OnDeletedInstance"}
 #: The callbacks served by the notification hooks.
 NOTIFICATION_CALLBACKS = ("OnStoredInstance", "OnChange", "OnStableStudy", "OnStableSeries", "OnStablePatient",
-                          "OnJobSubmitted", "OnJobSuccess", "OnJobFailure", *_UPDATED.values())
+                          "OnJobSubmitted", "OnJobSuccess", "OnJobFailure", *_UPDATED.values(), *_DELETED.values())
 
 #: Study-level tags Orthanc keeps for ``OnStableStudy`` (``DicomMap::ExtractStudyInformation``
 #: discards the patient's tags that a study carries).
@@ -324,6 +328,15 @@ class _Notifications:
         if updated and engine.has_function(updated):
             rid = change.get("ID")
             engine.post(lambda: engine.call(updated, rid))
+
+    @hookimpl
+    def resources_deleted(self, ctx: Any, resources: Any) -> None:
+        """Queue ``OnDeleted<Level>(id)`` for each removed resource that has one."""
+        engine = self.engine
+        calls = [(_DELETED[r["ResourceType"]], r["ID"]) for r in resources
+                 if r.get("ResourceType") in _DELETED and engine.has_function(_DELETED[r["ResourceType"]])]
+        for name, rid in calls:
+            engine.post(lambda name=name, rid=rid: engine.call(name, rid))
 
     @hookimpl
     def job_state_changed(self, ctx: Any, job_info: Any) -> None:

@@ -68,6 +68,12 @@ function OnUpdatedStudy(id) table.insert(Updated, 'study ' .. id) end
 function OnUpdatedSeries(id) table.insert(Updated, 'series ' .. id) end
 function OnUpdatedPatient(id) table.insert(Updated, 'patient ' .. id) end
 
+Deleted = {}
+function OnDeletedInstance(id) table.insert(Deleted, 'instance ' .. id) end
+function OnDeletedStudy(id) table.insert(Deleted, 'study ' .. id) end
+function OnDeletedSeries(id) table.insert(Deleted, 'series ' .. id) end
+function OnDeletedPatient(id) table.insert(Deleted, 'patient ' .. id) end
+
 function ReceivedCStoreInstanceFilter(tags, origin, info)
    if tags['Modality'] == 'CT' then return 0 end
    if tags['Modality'] == 'US' then return 'refused' end
@@ -265,3 +271,43 @@ def test_on_updated_as_orthanc(pair):
         out[name] = (codes, seen + _drain(url, "Updated"))
     assert out["pacsbox"] == out["orthanc"]
     assert out["pacsbox"][1] == [f"instance {iid}", f"study {study}", f"instance {iid}"]
+
+
+def test_on_deleted_as_orthanc(pair):
+    """``OnDeleted<Level>(id)`` for each resource a deletion removes: an instance of a
+    two-instance series (that instance only), then the series (the last instance, the
+    series, and the study and patient left empty), as Orthanc 1.10.1. Orthanc's order
+    follows its SQLite triggers: the sets are compared."""
+    out = {}
+    import io
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    first = instance("Del^Ref", "DEL1")
+    ds = pydicom.dcmread(io.BytesIO(first))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()  # same series
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    second = buf.getvalue()
+    for name, (url, _) in pair.items():
+        _drain(url, "Deleted")
+        a = requests.post(url + "/instances", data=first, timeout=10).json()
+        b = requests.post(url + "/instances", data=second, timeout=10).json()
+        events = []
+        for path in (f"/instances/{a['ID']}", f"/series/{b['ParentSeries']}"):
+            assert requests.delete(url + path, timeout=10).status_code == 200
+            deadline = time.monotonic() + 10
+            seen: list = []
+            while time.monotonic() < deadline and not seen:
+                time.sleep(0.1)
+                seen += _drain(url, "Deleted")
+            time.sleep(0.3)
+            events.append(sorted(seen + _drain(url, "Deleted")))
+        out[name] = (events, a, b)
+    for name in out:
+        events, a, b = out[name]
+        assert events == [[f"instance {a['ID']}"],
+                          sorted([f"instance {b['ID']}", f"series {b['ParentSeries']}", f"study {b['ParentStudy']}",
+                                  f"patient {b['ParentPatient']}"])], name
+    assert out["pacsbox"] == out["orthanc"]
