@@ -62,19 +62,24 @@ def _read_response(reader):
     return got
 
 
+def _open_raw(n, *sop_classes):
+    """An association to node ``n`` proposing ``sop_classes`` in Explicit VR Little
+    Endian, its responses read by the test: ``(assoc, reader, {SOP class: context ID})``."""
+    ae = AE(ae_title="RAWSCU")
+    for sop in sop_classes:
+        ae.add_requested_context(sop, [EXPLICIT])
+    assoc = ae.associate("127.0.0.1", n.dicom_port, ae_title=n.aet)
+    assert assoc.is_established
+    hold_reactor(assoc)
+    return assoc, DirectResponses(assoc), {str(cx.abstract_syntax): cx.context_id for cx in assoc.accepted_contexts}
+
+
 @pytest.fixture
 def raw_assoc(node):
     """``(node, assoc, reader, contexts)``: an association to a pacsbox node whose PDUs the
     test writes itself (CT and MR storage and Verification, Explicit VR Little Endian)."""
     n = node({"DicomAlwaysAllowStore": True, "DicomAlwaysAllowEcho": True})
-    ae = AE(ae_title="RAWSCU")
-    for sop in (CTImageStorage, MRImageStorage, Verification):
-        ae.add_requested_context(sop, [EXPLICIT])
-    assoc = ae.associate("127.0.0.1", n.dicom_port, ae_title=n.aet)
-    assert assoc.is_established
-    hold_reactor(assoc)
-    reader = DirectResponses(assoc)
-    contexts = {str(cx.abstract_syntax): cx.context_id for cx in assoc.accepted_contexts}
+    assoc, reader, contexts = _open_raw(n, CTImageStorage, MRImageStorage, Verification)
     yield n, assoc, reader, contexts
     if assoc.is_established:
         reader.detach()
@@ -282,14 +287,7 @@ def test_c_cancel_reaches_a_c_find_served_in_place(node):
 
     n = node({"DicomAlwaysAllowFind": True, "DicomAlwaysAllowEcho": True},
              plugins=[inline_plugin("slowfind", find_answers=(slow_answers, {"optionalhook": True}))])
-    ae = AE(ae_title="RAWSCU")
-    ae.add_requested_context(FIND, [EXPLICIT])
-    ae.add_requested_context(Verification, [EXPLICIT])
-    assoc = ae.associate("127.0.0.1", n.dicom_port, ae_title=n.aet)
-    assert assoc.is_established
-    hold_reactor(assoc)
-    reader = DirectResponses(assoc)
-    cxs = {str(cx.abstract_syntax): cx.context_id for cx in assoc.accepted_contexts}
+    assoc, reader, cxs = _open_raw(n, FIND, Verification)
     try:
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
