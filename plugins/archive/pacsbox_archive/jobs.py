@@ -1,5 +1,6 @@
 """The ``Archive`` and ``Media`` job types (Orthanc ``ArchiveJob``), their outputs and
-the plumbing that streams a synchronous archive to its HTTP client.
+the plumbing that streams a synchronous archive to its HTTP client (in :mod:`.sinks`;
+the output files in :mod:`.outputs`).
 
 One step writes one instance, so ``Progress`` advances per instance; a first step
 plans the archive and a last one writes the central directory (and, for media, the
@@ -28,12 +29,8 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import uuid
-from collections import OrderedDict, deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from pacsbox import CONTENT_TYPE_DICOM, ErrorCode, Job, JobOutput, OrthancError, StepResult
 
@@ -42,14 +39,20 @@ from .dicomfile import FileFacts, is_compressed_syntax, peek
 from .dirworker import PendingDirectory
 from .dirworker import workers as directory_workers
 from .layout import PlanItem, build_plan, reload_plan
+from .outputs import OutputStore, _unlink, output_directory, output_store
+from .pipeline import _Pipeline, _Prepared
+from .sinks import SinkClosed, StreamSink, ZipResponse, _Coalescer
 from .transcode import transcode
-from .zipstream import (DEFAULT_BACKEND, DEFAULT_LEVEL, STREAM_CHUNK, PreparedEntry, ZipWriter, prepare_entry,
-                        scan_entries)
+from .zipstream import DEFAULT_BACKEND, DEFAULT_LEVEL, STREAM_CHUNK, ZipWriter, prepare_entry, scan_entries
 
 if TYPE_CHECKING:  # pragma: no cover
     from pacsbox import ServerContext
 
 log = logging.getLogger("pacsbox.archive")
+
+#: Importable from here as before the split (routes.py and the tests use them).
+__all__ = ["ArchiveJob", "MediaJob", "OutputStore", "output_store", "output_directory", "SinkClosed", "StreamSink",
+           "ZipResponse"]
 
 MEGA = 1024 * 1024
 #: ZIP comment of every archive (as Orthanc's).
@@ -57,234 +60,6 @@ ZIP_COMMENT = b"Created by Orthanc"
 #: Files larger than this (bytes) are streamed through the writer in chunks instead of
 #: being prepared in memory ahead of it.
 LARGE_ENTRY = 64 * MEGA
-#: Bytes gathered before they are handed to the HTTP response or the file.
-CHUNK = 512 * 1024
-_OUTPUTS_KEY = "pacsbox_archive.outputs"
-
-
-class SinkClosed(Exception):
-    """The HTTP client of a streamed archive went away."""
-
-
-class StreamSink:
-    """A bounded byte pipe between a job (producer) and an HTTP response (consumer).
-
-    Parameters
-    ----------
-    max_chunks : int
-        Chunks buffered before :meth:`write` blocks (each up to about :data:`CHUNK`
-        bytes), which bounds the memory of a streamed archive.
-    """
-
-    def __init__(self, max_chunks: int = 8) -> None:
-        self._chunks: deque[bytes] = deque()
-        self._max = max_chunks
-        self._cond = threading.Condition()
-        self._done = False
-        self._error: BaseException | None = None
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        """Queue ``data`` (producer side); blocks while the buffer is full.
-
-        Raises
-        ------
-        SinkClosed
-            The consumer closed the sink.
-        """
-        with self._cond:
-            while len(self._chunks) >= self._max and not self.closed:
-                self._cond.wait(1.0)
-            if self.closed:
-                raise SinkClosed()
-            self._chunks.append(data)
-            self._cond.notify_all()
-
-    def finish(self) -> None:
-        """End of the stream (producer side)."""
-        with self._cond:
-            self._done = True
-            self._cond.notify_all()
-
-    def fail(self, error: BaseException) -> None:
-        """Abort the stream with ``error`` (producer side)."""
-        with self._cond:
-            if not self._done:
-                self._error = error
-                self._done = True
-            self._cond.notify_all()
-
-    def read(self, timeout: float | None = None) -> bytes | None:
-        """Next chunk (consumer side); None at the end of the stream.
-
-        Parameters
-        ----------
-        timeout : float, optional
-            Seconds to wait; None waits as long as needed.
-
-        Raises
-        ------
-        BaseException
-            The error the producer failed with.
-        TimeoutError
-            Nothing came within ``timeout``.
-        """
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._chunks or self._done or self.closed, timeout):
-                raise TimeoutError("no data from the archive job")
-            if self._chunks:
-                chunk = self._chunks.popleft()
-                self._cond.notify_all()
-                return chunk
-            if self._error is not None:
-                raise self._error
-            return None
-
-    def close(self) -> None:
-        """The consumer goes away: pending and later writes fail with :class:`SinkClosed`."""
-        with self._cond:
-            self.closed = True
-            self._chunks.clear()
-            self._cond.notify_all()
-
-
-class _Coalescer:
-    """Gathers the writer's small writes into chunks of about :data:`CHUNK` bytes."""
-
-    def __init__(self, target: Callable[[bytes], Any]) -> None:
-        self.target = target
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        if len(data) >= CHUNK:
-            self.flush()
-            self.target(data)
-            return
-        self.parts.append(data)
-        self.size += len(data)
-        if self.size >= CHUNK:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.parts:
-            data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
-            self.parts = []
-            self.size = 0
-            self.target(data)
-
-
-class OutputStore:
-    """The outputs of asynchronous archives of one server, least recently added first,
-    at most ``MediaArchiveSize`` of them (Orthanc's ``SharedArchive``).
-
-    Parameters
-    ----------
-    capacity : int
-        ``MediaArchiveSize`` (at least 1).
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, int(capacity))
-        self._items: "OrderedDict[ArchiveJob, str]" = OrderedDict()
-        self._lock = threading.Lock()
-
-    def add(self, job: "ArchiveJob", path: str) -> None:
-        """Keep ``path`` as the output of ``job``; evict (and delete) the oldest outputs
-        beyond the capacity."""
-        evicted = []
-        with self._lock:
-            self._items[job] = path
-            self._items.move_to_end(job)
-            while len(self._items) > self.capacity:
-                old_job, old_path = self._items.popitem(last=False)
-                old_job.output_path = None
-                evicted.append(old_path)
-        for p in evicted:
-            _unlink(p)
-
-    def get(self, job: "ArchiveJob") -> str | None:
-        """The output file of ``job``, or None (never produced, evicted or deleted)."""
-        with self._lock:
-            return self._items.get(job)
-
-    def remove(self, job: "ArchiveJob") -> bool:
-        """Drop the output of ``job`` and delete its file; returns whether it existed."""
-        with self._lock:
-            path = self._items.pop(job, None)
-        if path is None:
-            return False
-        job.output_path = None
-        _unlink(path)
-        return True
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
-
-
-def output_store(ctx: "ServerContext") -> OutputStore:
-    """The server's :class:`OutputStore` (created on first use, sized by
-    ``MediaArchiveSize``)."""
-    store = ctx.stash.get(_OUTPUTS_KEY)
-    if store is None:
-        store = ctx.stash.setdefault(_OUTPUTS_KEY, OutputStore(ctx.config.int("MediaArchiveSize")))
-    return store
-
-
-def output_directory(ctx: "ServerContext") -> str:
-    """Folder of archive files: ``<IndexDirectory>/pacsbox-archives`` (created)."""
-    d = os.path.join(str(ctx.config.path("IndexDirectory")), "pacsbox-archives")
-    os.makedirs(d, exist_ok=True)
-    return d
-
-
-def _unlink(path: str | None) -> None:
-    if path:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            log.exception("cannot delete archive file %s", path)
-
-
-@dataclass
-class _Prepared:
-    """A file read and made ready ahead of the writer."""
-
-    entry: PreparedEntry | None          # None: large file, streamed by the writer itself
-    facts: FileFacts | None = None
-    header: Any = None                   # pydicom Dataset for non-image SOP classes
-    missing: bool = False                # the file vanished from the storage area
-
-
-class _Pipeline:
-    """Prepares plan items ahead of the writer, in order, ``window`` at a time."""
-
-    def __init__(self, fn: Callable[[PlanItem], _Prepared], plan: list[PlanItem], start: int, workers: int) -> None:
-        self.fn = fn
-        self.plan = plan
-        self.next = start
-        self.window = max(2, 2 * workers)
-        self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="pacsbox-zip")
-        self.futures: dict[int, Future] = {}
-
-    def get(self, i: int) -> _Prepared:
-        while self.next < len(self.plan) and self.next < i + self.window:
-            self.futures[self.next] = self.pool.submit(self.fn, self.plan[self.next])
-            self.next += 1
-        fut = self.futures.pop(i, None)
-        if fut is None:
-            return self.fn(self.plan[i])
-        return fut.result()
-
-    def close(self) -> None:
-        for f in self.futures.values():
-            f.cancel()
-        self.futures.clear()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
 
 class ArchiveJob(Job):
     """``Archive``: a ZIP of the given resources, named as in reference section 4.2.
@@ -803,74 +578,3 @@ class MediaJob(ArchiveJob):
 
     type_name = "Media"
     media = True
-
-
-class ZipResponse:
-    """The WSGI body of a streamed synchronous archive.
-
-    It yields the chunks the job writes into its :class:`StreamSink`. When the server
-    closes it before the end (the client hung up: waitress calls ``close()``), the job
-    is canceled and its worker freed.
-
-    Parameters
-    ----------
-    ctx : ServerContext
-    job_id : str
-    sink : StreamSink
-    first : bytes
-        The first chunk, already read by the resource (to report early failures as
-        HTTP errors).
-    """
-
-    def __init__(self, ctx: "ServerContext", job_id: str, sink: StreamSink, first: bytes | None) -> None:
-        self.ctx, self.job_id, self.sink = ctx, job_id, sink
-        self._first = first
-        self._done = first is None
-
-    @staticmethod
-    def next_chunk(ctx: "ServerContext", job_id: str, sink: StreamSink) -> bytes | None:
-        """The next chunk of a streamed archive; None at its end.
-
-        Raises
-        ------
-        OrthancError
-            The job ended without finishing the stream (canceled while pending or
-            paused, failed...): its error code and details.
-        """
-        while True:
-            try:
-                return sink.read(timeout=1.0)
-            except TimeoutError:
-                rec = ctx.jobs.get(job_id)
-                if rec is not None and not rec.state.is_final:
-                    continue
-                err = OrthancError(ErrorCode.INTERNAL_ERROR, "The archive job ended") if rec is None else \
-                    OrthancError(rec.error_code or ErrorCode.INTERNAL_ERROR, rec.error_details or None)
-                raise err from None
-
-    def __iter__(self) -> "ZipResponse":
-        return self
-
-    def __next__(self) -> bytes:
-        if self._first is not None:
-            chunk, self._first = self._first, None
-            return chunk
-        if self._done:
-            raise StopIteration
-        chunk = self.next_chunk(self.ctx, self.job_id, self.sink)
-        if chunk is None:
-            self._done = True
-            # as Orthanc: the job shows its final state (Success) before the answer ends
-            rec = self.ctx.jobs.get(self.job_id)
-            if rec is not None:
-                self.ctx.jobs.wait(rec, timeout=30)
-            raise StopIteration
-        return chunk
-
-    def close(self) -> None:
-        """Called by the server when the response ends, normally or not."""
-        if not self._done:
-            self._done = True
-            log.warning("a client has disconnected while receiving an archive; canceling job %s", self.job_id)
-            self.ctx.jobs.cancel(self.job_id)
-        self.sink.close()
