@@ -33,10 +33,13 @@ Source: Orthanc 1.10.1 ``OrthancPeerStoreJob``, ``SetOfInstancesJob``; reference
 from __future__ import annotations
 
 import base64
+import http.client
 import logging
 import os
+import socket
 import threading
 import uuid
+from urllib.parse import urlsplit
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -64,7 +67,8 @@ def curl_like_error(e: BaseException) -> str:
     Parameters
     ----------
     e : BaseException
-        What ``requests`` raised (connection refused, timeout, SSL error...).
+        What ``requests`` or ``http.client`` raised (connection refused, timeout, SSL
+        error...).
 
     Returns
     -------
@@ -73,7 +77,7 @@ def curl_like_error(e: BaseException) -> str:
         reached"``..., so that ``Details`` read as the reference's (Orthanc 1.10.1
         ``HttpClient``).
     """
-    if isinstance(e, requests.Timeout):
+    if isinstance(e, (requests.Timeout, TimeoutError)):
         return "libCURL error: Timeout was reached"
     if isinstance(e, requests.exceptions.SSLError):
         return f"libCURL error: SSL connect error ({e})"
@@ -83,6 +87,13 @@ def curl_like_error(e: BaseException) -> str:
             return "libCURL error: Couldn't connect to server"
         if "Name or service not known" in text or "resolve" in text:
             return "libCURL error: Couldn't resolve host name"
+        return f"libCURL error: Failure when receiving data from the peer ({type(e).__name__})"
+    # http.client (PlainPoster)
+    if isinstance(e, ConnectionRefusedError):
+        return "libCURL error: Couldn't connect to server"
+    if isinstance(e, socket.gaierror):
+        return "libCURL error: Couldn't resolve host name"
+    if isinstance(e, (OSError, http.client.HTTPException)):
         return f"libCURL error: Failure when receiving data from the peer ({type(e).__name__})"
     return f"HTTP client error: {type(e).__name__}: {e}"
 
@@ -134,6 +145,107 @@ class _AbortableBody:
         chunk = bytes(self._view[self._pos:end])
         self._pos = end
         return chunk
+
+
+class PlainPoster:
+    """``POST {peer}/instances`` over plain HTTP with :mod:`http.client`, one keep-alive
+    connection per upload thread (TCP_NODELAY, headers and a small body in one write).
+
+    ``requests`` costs about four times the CPU per call (1.4 ms against 0.3 ms for a 39 KB
+    body, measured on this machine), which bounds the speed of a peer store on a fast
+    link. The peer store uses this for ``http://`` peers when no ``HttpProxy`` is set;
+    anything else (HTTPS, client certificates, a proxy) goes through ``requests``.
+
+    Parameters
+    ----------
+    peer : Peer
+        Its URL, ``Username``/``Password`` (HTTP Basic) and ``HttpHeaders`` are used.
+    timeout : float
+        Seconds for connecting and for each read (0 or None: no limit).
+    """
+
+    def __init__(self, peer: Peer, timeout: float | None) -> None:
+        parts = urlsplit(peer.url)
+        self.host, self.port = parts.hostname or "localhost", parts.port or 80
+        self.path = (parts.path or "/").rstrip("/") + "/instances"
+        self.timeout = timeout or None
+        self.headers = dict(peer.http_headers)
+        if peer.username:
+            token = base64.b64encode(f"{peer.username}:{peer.password or ''}".encode()).decode("ascii")
+            self.headers["Authorization"] = f"Basic {token}"
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[http.client.HTTPConnection] = []
+
+    @staticmethod
+    def usable(ctx: Any, peer: Peer) -> bool:
+        """Whether ``peer`` can be reached this way (plain HTTP, no ``HttpProxy``)."""
+        return peer.url.startswith("http://") and not option(ctx, "HttpProxy")
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn, True
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._local.conn = conn
+        with self._lock:
+            self._open.append(conn)
+        return conn, False
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
+    def post(self, data: bytes, headers: Mapping[str, str], abort: threading.Event) -> int:
+        """Send one instance; returns the HTTP status.
+
+        Raises
+        ------
+        _Aborted
+            ``abort`` was set while a large body was being sent.
+        OSError, http.client.HTTPException
+            The connection failed (after one silent retry on a fresh connection when a
+            kept-alive one turns out closed by the peer before any answer).
+        """
+        for fresh_retry in (True, False):
+            conn, reused = self._connection()
+            try:
+                conn.putrequest("POST", self.path, skip_accept_encoding=True)
+                for k, v in {**self.headers, **headers, "Content-Length": str(len(data))}.items():
+                    conn.putheader(k, v)
+                if len(data) <= ABORTABLE_SIZE:
+                    conn.endheaders(data)
+                else:
+                    conn.endheaders()
+                    view = memoryview(data)
+                    for pos in range(0, len(data), ABORTABLE_SIZE):
+                        if abort.is_set():
+                            raise _Aborted()
+                        conn.send(view[pos:pos + ABORTABLE_SIZE])
+                r = conn.getresponse()
+                r.read()
+                if r.will_close:
+                    self._drop()
+                return r.status
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._drop()
+                if not (reused and fresh_retry):
+                    raise
+            except BaseException:
+                self._drop()
+                raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Close every connection (thread-safe)."""
+        with self._lock:
+            conns, self._open = self._open, []
+        for conn in conns:
+            conn.close()
 
 
 @dataclass
@@ -210,6 +322,7 @@ class OrthancPeerStoreJob(InstancesJob):
         self._journal = None
         self._executor: ThreadPoolExecutor | None = None
         self._session: requests.Session | None = None
+        self._poster: PlainPoster | None = None
         self._inflight: dict[Future, int] = {}
         self._queue: list[int] = []
         self._halt = False
@@ -264,6 +377,7 @@ class OrthancPeerStoreJob(InstancesJob):
         self._retries = int(option(ctx, "OrthancPeerStoreRetries"))
         self._timeout = peer_timeout(ctx, self.peer)
         self._session = http_session(ctx, self.peer, pool_size=self._concurrency)
+        self._poster = PlainPoster(self.peer, self._timeout) if PlainPoster.usable(ctx, self.peer) else None
         self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="peer-store")
         self._queue = [i for i in range(len(self.instances)) if not self.is_confirmed(i)
                        and i not in self.failed_indexes]
@@ -296,27 +410,31 @@ class OrthancPeerStoreJob(InstancesJob):
             data = igzip.compress(data, 1)
             headers["Content-Encoding"] = "gzip"
         url = self.peer.url + "instances"
+        poster = self._poster
         sent = 0
         delay = BACKOFF_FIRST
         for attempt in range(self._retries + 1):
             if self.stop_requested or abort.is_set():
                 return _Outcome(i, False, sent, "interrupted")
-            body: Any = _AbortableBody(data, abort) if len(data) > ABORTABLE_SIZE else data
             try:
-                r = session.post(url, data=body, headers=headers, timeout=self._timeout)
+                if poster is not None:
+                    status = poster.post(data, headers, abort)
+                else:
+                    body: Any = _AbortableBody(data, abort) if len(data) > ABORTABLE_SIZE else data
+                    status = session.post(url, data=body, headers=headers, timeout=self._timeout).status_code
             except _Aborted:
                 return _Outcome(i, False, sent, "interrupted")
-            except requests.RequestException as e:
+            except (requests.RequestException, OSError, http.client.HTTPException) as e:
                 if abort.is_set():
                     return _Outcome(i, False, sent, "interrupted")
                 detail = curl_like_error(e)
                 transient = True
             else:
                 sent += len(data)
-                if 200 <= r.status_code < 300:
+                if 200 <= status < 300:
                     return _Outcome(i, True, sent)
-                detail = f"the peer answered HTTP {r.status_code} to POST {url} for instance {iid}"
-                transient = r.status_code in TRANSIENT_STATUSES
+                detail = f"the peer answered HTTP {status} to POST {url} for instance {iid}"
+                transient = status in TRANSIENT_STATUSES
             if not transient or attempt == self._retries:
                 break
             log.info("peer store: %s; retry %d/%d in %.2f s", detail, attempt + 1, self._retries, delay)
@@ -394,6 +512,9 @@ class OrthancPeerStoreJob(InstancesJob):
         s, self._session = self._session, None
         if s is not None:
             s.close()
+        poster, self._poster = self._poster, None
+        if poster is not None:
+            poster.close()
         ctx = getattr(self, "_ctx", None)
         if reason in ("Success", "Failure", "Canceled") and ctx is not None:
             self._drop_journal(ctx)

@@ -103,6 +103,9 @@ class StandIn:
     read_delay : float
         When > 0, bodies are read 64 KB at a time with this pause (seconds) in between (a
         slow link); a body cut short is recorded in :attr:`truncated`.
+    close_after_answer : bool
+        Close the connection after each answer without saying so (no ``Connection:
+        close``), as a server whose keep-alive timeout expired between two requests.
     """
 
     url: str = ""
@@ -114,6 +117,7 @@ class StandIn:
     max_inflight: int = 0
     read_delay: float = 0.0
     truncated: list = field(default_factory=list)
+    close_after_answer: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: object = None
 
@@ -186,6 +190,8 @@ def start_standin(ssl_context=None) -> StandIn:
                     st.received.append({"uid": uid, "status": status, "headers": dict(self.headers),
                                         "size": len(body)})
                 self._answer(status, {"ID": uid, "Status": "Success"} if status == 200 else {"Error": status})
+                if st.close_after_answer:
+                    self.close_connection = True
             finally:
                 with st.lock:
                     st.inflight -= 1

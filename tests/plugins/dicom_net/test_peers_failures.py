@@ -92,6 +92,21 @@ def test_transient_errors_are_retried_with_backoff(sender, standin):
     assert time.monotonic() - t0 >= 0.25 + 0.5      # backoff 0.25 s then 0.5 s
 
 
+def test_connections_closed_by_the_peer_between_uploads_are_reopened(node, standin):
+    """Kept-alive connections the peer closed (its keep-alive timeout) are reopened
+    without counting as a failed attempt: with no retries allowed, every instance is
+    stored, each received once."""
+    standin.close_after_answer = True
+    n = node({"OrthancPeers": {"standin": [standin.url]}, "OrthancPeerStoreConcurrency": 2,
+              "OrthancPeerStoreRetries": 0, "DicomServerEnabled": False})
+    answers = upload(n.url, make_study(8))
+    r = requests.post(n.url + "/peers/standin/store", json={"Resources": [answers[0]["ParentStudy"]],
+                                                           "Synchronous": True})
+    assert r.status_code == 200, r.text
+    assert r.json()["FailedInstancesCount"] == 0 and r.json()["InstancesCount"] == 8
+    assert len(standin.uids()) == 8 and set(standin.attempts.values()) == {1}
+
+
 def test_retries_are_bounded(sender, standin):
     standin.decide = lambda uid, attempt: 503
     r = requests.post(sender.url + "/peers/standin/store",
