@@ -73,13 +73,17 @@ def _restart(server) -> None:
     server.start()
 
 
-def _post_until_killed(server, data: bytes) -> None:
+def _until_killed(server, marker, action) -> None:
+    """Arm the kill, run ``action()`` (a request the SIGKILL cuts), wait for the process
+    to die of it, disarm."""
+    marker.touch()
     try:
-        requests.post(server.url + "/instances", data=data, timeout=60)
+        action()
     except requests.RequestException:
         pass  # the connection dies with the process
-    server.proc.wait(30)
+    server.proc.wait(60)
     assert server.proc.returncode == -9, server.log()
+    marker.unlink()
 
 
 def test_sigkill_before_the_replaced_file_is_removed(tmp_path):
@@ -90,9 +94,7 @@ def test_sigkill_before_the_replaced_file_is_removed(tmp_path):
     assert r.status_code == 200
     iid = r.json()["ID"]
     _restart(server)
-    marker.touch()
-    _post_until_killed(server, new)
-    marker.unlink()
+    _until_killed(server, marker, lambda: requests.post(server.url + "/instances", data=new, timeout=60))
     check = storage_consistency(tmp_path / "db")
     assert len(check["orphans"]) == 1 and not check["dangling"]  # the replaced file, before the restart
     server.start()
@@ -110,9 +112,8 @@ def test_sigkill_before_a_recycled_patient_files_are_removed(tmp_path):
     for data in first:
         assert requests.post(server.url + "/instances", data=data, timeout=60).status_code == 200
     _restart(server)
-    marker.touch()
-    _post_until_killed(server, _ct("KEPT", "1", "B"))
-    marker.unlink()
+    _until_killed(server, marker, lambda: requests.post(server.url + "/instances", data=_ct("KEPT", "1", "B"),
+                                                        timeout=60))
     check = storage_consistency(tmp_path / "db")
     assert len(check["orphans"]) == 3 and not check["dangling"]  # the recycled patient's files
     server.start()
@@ -134,14 +135,7 @@ def test_sigkill_before_a_deleted_study_files_are_removed(tmp_path):
         assert r.status_code == 200
     study = r.json()["ParentStudy"]
     _restart(server)
-    marker.touch()
-    try:
-        requests.delete(f"{server.url}/studies/{study}", timeout=60)
-    except requests.RequestException:
-        pass
-    server.proc.wait(30)
-    assert server.proc.returncode == -9, server.log()
-    marker.unlink()
+    _until_killed(server, marker, lambda: requests.delete(f"{server.url}/studies/{study}", timeout=60))
     assert len(storage_consistency(tmp_path / "db")["orphans"]) == 3
     server.start()
     try:
@@ -175,19 +169,9 @@ def test_sigkill_before_a_dereferenced_attachment_file_is_removed(tmp_path, acti
     att = f"{server.url}/instances/{iid}/attachments"
     assert requests.put(att + "/1025", data=b"first", timeout=60).status_code == 200
     _restart(server)
-    marker.touch()
-    try:
-        if action == "replace":
-            requests.put(att + "/1025", data=b"second", timeout=60)
-        elif action == "delete":
-            requests.delete(att + "/1025", timeout=60)
-        else:
-            requests.post(att + "/dicom/compress", timeout=60)
-    except requests.RequestException:
-        pass
-    server.proc.wait(30)
-    assert server.proc.returncode == -9, server.log()
-    marker.unlink()
+    _until_killed(server, marker, {"replace": lambda: requests.put(att + "/1025", data=b"second", timeout=60),
+                                   "delete": lambda: requests.delete(att + "/1025", timeout=60),
+                                   "compress": lambda: requests.post(att + "/dicom/compress", timeout=60)}[action])
     assert len(storage_consistency(tmp_path / "db")["orphans"]) == 1
     server.start()
     try:
