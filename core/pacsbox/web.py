@@ -326,6 +326,16 @@ def _field(body: Any, name: str) -> Any:
     return body[name]
 
 
+def _typed_field(body: Any, name: str, default: Any, kind: type, code: ErrorCode, details: str) -> Any:
+    """The field ``name`` when it is a ``kind``, ``default`` when absent; else the error."""
+    v = _field(body, name)
+    if v is _ABSENT:
+        return default
+    if not isinstance(v, kind):
+        raise OrthancError(code, details.format(name=name))
+    return v
+
+
 def read_bool(body: Mapping[str, Any], name: str, default: Any, *, errors: FieldErrors = ORTHANC_FIELDS) -> Any:
     """A Boolean field of a JSON request body (Orthanc ``SerializationToolbox::ReadBoolean``).
 
@@ -347,12 +357,7 @@ def read_bool(body: Mapping[str, Any], name: str, default: Any, *, errors: Field
         400 ``BAD_FILE_FORMAT`` "Boolean value expected in field: <name>" (or the
         ``errors`` wording).
     """
-    v = _field(body, name)
-    if v is _ABSENT:
-        return default
-    if not isinstance(v, bool):
-        raise OrthancError(errors.code, errors.boolean.format(name=name))
-    return v
+    return _typed_field(body, name, default, bool, errors.code, errors.boolean)
 
 
 def read_string(body: Mapping[str, Any], name: str, default: str | None = None, *,
@@ -365,12 +370,7 @@ def read_string(body: Mapping[str, Any], name: str, default: str | None = None, 
     OrthancError
         400 ``BAD_FILE_FORMAT`` "String value expected in field: <name>".
     """
-    v = _field(body, name)
-    if v is _ABSENT:
-        return default
-    if not isinstance(v, str):
-        raise OrthancError(errors.code, errors.string.format(name=name))
-    return v
+    return _typed_field(body, name, default, str, errors.code, errors.string)
 
 
 def read_int(body: Mapping[str, Any], name: str, default: int, *, unsigned: bool = False,

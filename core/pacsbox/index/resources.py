@@ -91,9 +91,9 @@ class ResourceRows:
             out.append(cur)
         return out
 
-    def list_public_ids(self, level: int, since: int | None = None, limit: int | None = None) -> list[str]:
-        """Orthanc IDs of one level, in insertion order, optionally paged."""
-        sql = "SELECT public_id FROM resources WHERE level = ? ORDER BY id"
+    def _level_rows(self, columns: str, level: int, since: int | None, limit: int | None) -> list[tuple]:
+        """``columns`` of the resources of one level, in insertion order, optionally paged."""
+        sql = f"SELECT {columns} FROM resources WHERE level = ? ORDER BY id"
         args: list = [level]
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
@@ -101,19 +101,15 @@ class ResourceRows:
         elif since:
             sql += " LIMIT -1 OFFSET ?" if self.dialect == "sqlite" else " OFFSET ?"
             args += [int(since)]
-        return [r[0] for r in self._all(sql, args)]
+        return self._all(sql, args)
+
+    def list_public_ids(self, level: int, since: int | None = None, limit: int | None = None) -> list[str]:
+        """Orthanc IDs of one level, in insertion order, optionally paged."""
+        return [r[0] for r in self._level_rows("public_id", level, since, limit)]
 
     def list_resources(self, level: int, since: int | None = None, limit: int | None = None) -> list[Resource]:
         """Resources of one level, in insertion order, optionally paged."""
-        sql = f"SELECT {self._RES_COLS} FROM resources WHERE level = ? ORDER BY id"
-        args: list = [level]
-        if limit is not None:
-            sql += " LIMIT ? OFFSET ?"
-            args += [int(limit), int(since or 0)]
-        elif since:
-            sql += " LIMIT -1 OFFSET ?" if self.dialect == "sqlite" else " OFFSET ?"
-            args += [int(since)]
-        return [self._resource(r) for r in self._all(sql, args)]
+        return [self._resource(r) for r in self._level_rows(self._RES_COLS, level, since, limit)]
 
     def descendant_instances(self, internal_id: int, level: int) -> list[Resource]:
         """Instances below a resource (or the instance itself), in index order."""
