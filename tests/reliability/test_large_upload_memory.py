@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from conftest import free_port
-from pacsbox.testing import ServeProcess, serve_command
+from pacsbox.testing import ServeProcess, inline_plugin, serve_command, wait_for_notifications
 
 MB = 1 << 20
 BIG_MB = 300
@@ -179,3 +179,34 @@ def test_bad_spool_threshold_is_refused_at_start(tmp_path, value):
                        timeout=60)
     assert p.returncode == 2
     assert "UploadSpoolThreshold" in p.stderr and "an integer >= 0" in p.stderr
+
+
+def test_spooled_file_goes_through_the_filters_and_notifications(live_server, tmp_path):
+    """A spooled upload (``Ingest.store_file``) gives ``filter_received_instance`` the parsed
+    dataset (Pixel Data left on disk) and ``instance_stored`` the stored one; a filter
+    returning False stores nothing."""
+    seen, stored = [], []
+
+    def keep(dataset, origin):
+        seen.append((str(dataset.PatientID), int(dataset.NumberOfFrames), origin["Origin"]))
+        return dataset.PatientID != "REFUSED"
+
+    plugin = inline_plugin("spooled_filter", filter_received_instance=keep,
+                           instance_stored=lambda dataset, instance_id: stored.append(
+                               (instance_id, str(dataset.SOPInstanceUID))))
+    s = live_server({"UploadSpoolThreshold": 0}, plugins=[plugin])
+    small = tmp_path / "small.dcm"
+    write_big_dicom(small, 4, "4")
+    r = requests.post(s.url + "/instances", data=small.read_bytes(), timeout=60)
+    assert r.status_code == 200 and r.json()["Status"] == "Success", r.text
+    assert wait_for_notifications(s.app)
+    assert seen == [("BIG", 2, "RestApi")]
+    assert stored == [(r.json()["ID"], "1.2.826.0.1.3680043.10.1013.4.1.1")]
+    ds = pydicom.dcmread(small)
+    ds.PatientID = "REFUSED"
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.10.1013.4.1.2"
+    refused = tmp_path / "refused.dcm"
+    ds.save_as(refused, enforce_file_format=True)
+    r = requests.post(s.url + "/instances", data=refused.read_bytes(), timeout=60)
+    assert (r.status_code, r.json()) == (200, {"Status": "FilteredOut"})
+    assert len(requests.get(s.url + "/instances", timeout=60).json()) == 1
