@@ -35,7 +35,7 @@ _SPACES = re.compile(r"\s+")
 _TRANSLIT = str.maketrans({"ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
                            "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th",
                            "ı": "i", "ħ": "h", "Ħ": "H", "ŋ": "ng", "Ŋ": "NG", "ĸ": "k", "ŀ": "l", "Ŀ": "L"})
-_NOT_ALLOWED_UTF8 = re.compile(r"[^\w. ]")
+_NOT_ALLOWED_UTF8 = re.compile(r"[^\w.^ ]")
 
 
 def transliterate(text: str) -> str:
@@ -65,7 +65,9 @@ def normalize_name(text: str, utf8: bool = False) -> str:
     text : str
     utf8 : bool, default False
         ``Utf8`` archives (Orthanc 1.12.11): letters and digits of every script are
-        kept as they are (the entry names are written in UTF-8).
+        kept as they are (the entry names are written in UTF-8), and so is the ``^``
+        of a person name: ``Müller^Jürgen`` is written byte for byte, as the
+        reliability issue asks (Orthanc's ``KeepAlphanumeric`` turns it into a space).
 
     Returns
     -------
@@ -79,8 +81,9 @@ def normalize_name(text: str, utf8: bool = False) -> str:
     """
     if utf8:
         kept = "".join(c for c in text if c.isprintable() or c in "\t\n\r")
-        s = _SPACES.sub(" ", kept.replace("^", " "))
-        return _SPACES.sub(" ", _NOT_ALLOWED_UTF8.sub("", s)).strip(" ").rstrip(". ")
+        s = _SPACES.sub(" ", kept)  # the caret of a person name is kept (issue 13 case 12)
+        # a person name's empty trailing (or leading) components leave no caret behind
+        return _SPACES.sub(" ", _NOT_ALLOWED_UTF8.sub("", s)).strip(" ^").rstrip(". ^")
     ascii_only = "".join(c for c in transliterate(text) if " " <= c <= "~" or c in "\t\n\r")
     s = _SPACES.sub(" ", ascii_only.replace("^", " "))
     s = _SPACES.sub(" ", _NOT_ALLOWED.sub("", s)).strip(" ").rstrip(". ")

@@ -29,6 +29,10 @@ def test_normalize_name_rules():
     assert normalize_name("..") == "" and normalize_name(" . ") == "" and normalize_name("../..") == ""
     assert normalize_name(".. ..") == "" and normalize_name("Head. ") == "Head"
     assert normalize_name("^^^") == ""
+    # Utf8 archives keep the caret of a person name, not its empty components
+    assert normalize_name("Müller^Jürgen", utf8=True) == "Müller^Jürgen"
+    assert normalize_name("P1 DOE^JOHN^^^", utf8=True) == "P1 DOE^JOHN"
+    assert normalize_name("^^^", utf8=True) == "" and normalize_name("a/b^c", utf8=True) == "ab^c"
 
 
 def test_folder_and_file_names():
