@@ -24,7 +24,7 @@ from .dicom import tags as T
 from .dicom.ids import hierarchy_ids
 from .dicom.scan import DicomFormatError, scan, sop_class_from_meta
 from .errors import ErrorCode, OrthancError
-from .index.index import Attachment, NewInstance, now_stamp
+from .index.index import CONTENT_TYPE_DICOM, Attachment, NewInstance, now_stamp
 from .storage import pending
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -414,8 +414,8 @@ class Ingest:
                 if self.compress:  # StorageCompression: Orthanc's format (size prefix + zlib)
                     from .storage.filesystem import compress_blob
                     stored = compress_blob(data)
-                ctx.storage.create(att_uuid, stored, 1)
-                att = Attachment(1, att_uuid, len(stored), size, md5)
+                ctx.storage.create(att_uuid, stored, CONTENT_TYPE_DICOM)
+                att = Attachment(CONTENT_TYPE_DICOM, att_uuid, len(stored), size, md5)
             else:
                 att = self._copy_to_storage(att_uuid, source)
             t2 = time.perf_counter()
@@ -426,10 +426,10 @@ class Ingest:
                     overwrite=self.overwrite, before_commit=journal_removed)
             except BaseException:
                 pending.end(ctx, removed_keys)  # rolled back: still referenced
-                ctx.storage.remove(att_uuid, 1)
+                ctx.storage.remove(att_uuid, CONTENT_TYPE_DICOM)
                 raise
             if outcome.status != "Success":
-                ctx.storage.remove(att_uuid, 1)
+                ctx.storage.remove(att_uuid, CONTENT_TYPE_DICOM)
                 return StoreResult(outcome.status, ids)
         finally:
             pending.end(ctx, keys)
@@ -485,7 +485,8 @@ class Ingest:
             create_stream(att_uuid, pieces(), 1)
         else:  # a storage area of a plugin that only takes bytes
             storage.create(att_uuid, b"".join(pieces()), 1)
-        return Attachment(1, att_uuid, written, source.length, md5.hexdigest() if md5 is not None else None)
+        return Attachment(CONTENT_TYPE_DICOM, att_uuid, written, source.length,
+                          md5.hexdigest() if md5 is not None else None)
 
     @staticmethod
     def _sop_class(raw, res) -> str:

@@ -16,6 +16,7 @@ import pydicom
 
 from ..dicom import tags as dicom_tags
 from ..errors import ErrorCode, OrthancError, not_found
+from ..index.models import CONTENT_TYPE_DICOM
 from ..ingest import FileWindow, spool_threshold
 from ..web import MAX_BODY_ENV, body_too_large, gzip_bomb, inflate_bound, read_body, send_json, send_text
 from ..routing.registry import RouteSpec
@@ -299,7 +300,7 @@ class FileRoute:
         self.ctx = ctx
 
     def on_get(self, req, resp, id):
-        att = self.ctx.index.attachment_by_public_id(id, 1)
+        att = self.ctx.index.attachment_by_public_id(id, CONTENT_TYPE_DICOM)
         if att is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
         accept = req.get_header("Accept") or ""
@@ -315,7 +316,7 @@ class FileRoute:
             resp.data = transcoded_file(self.ctx, id, req.params["transcode"])
             return
         try:
-            f = self.ctx.storage.open(att.uuid, 1)
+            f = self.ctx.storage.open(att.uuid, CONTENT_TYPE_DICOM)
         except FileNotFoundError:
             raise OrthancError(ErrorCode.INEXISTENT_FILE) from None
         self.ctx.metrics.increment("orthanc_storage_read_bytes", att.uncompressed_size)

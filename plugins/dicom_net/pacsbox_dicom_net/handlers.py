@@ -41,7 +41,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pynetdicom.dsutils import encode as encode_dataset
 
-from pacsbox import OrthancError, element_text, find_resources
+from pacsbox import Level, OrthancError, element_text, find_resources
 
 from .dimse import command_pdu, command_set, data_pdus, element, uid, us
 from .send import write_pdus
@@ -558,7 +558,7 @@ class _FindContext:
             value = text_of(query, tag, codecs) or ""
             if key in _ALL_COUNTERS and key != "ModalitiesInStudy":
                 continue
-            if key == "ModalitiesInStudy" and level != 1:
+            if key == "ModalitiesInStudy" and level != Level.STUDY:
                 continue
             self.constraints[key] = value
         self.need_file = bool(self.sequences) or any(
@@ -580,15 +580,15 @@ class _FindContext:
         instance = None
         wanted_below = self.need_file or any(k in _ALL_MAIN and not any(k in MAIN_TAGS[lv] for lv in range(self.level + 1))
                                              for _, k, _ in self.keys)
-        if wanted_below and res.level < 3:
+        if wanted_below and res.level < Level.INSTANCE:
             down = res
-            while down is not None and down.level < 3:
+            while down is not None and down.level < Level.INSTANCE:
                 kids = index.children(down.internal_id)
                 down = kids[0] if kids else None
                 if down is not None:
                     chain.insert(0, down)
-            instance = down if down is not None and down.level == 3 else None
-        elif res.level == 3:
+            instance = down if down is not None and down.level == Level.INSTANCE else None
+        elif res.level == Level.INSTANCE:
             instance = res
         for r in reversed(chain):  # patient first: lower levels override
             values.update(r.main_tags)
@@ -608,14 +608,14 @@ class _FindContext:
         index = self.index
         out: dict[str, str] = {}
         iid = res.internal_id
-        if self.level == 0:
+        if self.level == Level.PATIENT:
             if "NumberOfPatientRelatedStudies" in wanted:
                 out["NumberOfPatientRelatedStudies"] = str(len(index.descendant_ids(iid, 0, 1)))
             if "NumberOfPatientRelatedSeries" in wanted:
                 out["NumberOfPatientRelatedSeries"] = str(len(index.descendant_ids(iid, 0, 2)))
             if "NumberOfPatientRelatedInstances" in wanted:
                 out["NumberOfPatientRelatedInstances"] = str(len(index.descendant_ids(iid, 0, 3)))
-        elif self.level == 1:
+        elif self.level == Level.STUDY:
             series = index.children(iid)
             if "NumberOfStudyRelatedSeries" in wanted:
                 out["NumberOfStudyRelatedSeries"] = str(len(series))
@@ -630,7 +630,7 @@ class _FindContext:
                     out["SOPClassesInStudy"] = "\\".join(classes)
                 if "NumberOfStudyRelatedInstances" not in wanted:
                     del out["NumberOfStudyRelatedInstances"]
-        elif self.level == 2:
+        elif self.level == Level.SERIES:
             out["NumberOfSeriesRelatedInstances"] = str(index.count_children(iid))
         return out
 
@@ -971,7 +971,7 @@ def _find(ctx: Any, query: Dataset, origin: Mapping[str, Any]) -> tuple[list[Dat
     level = LEVELS[qr]
     fc = _FindContext(ctx, level, query)
     opts = plugin_state(ctx).options
-    limit = ctx.config.int("LimitFindInstances" if level == 3 else "LimitFindResults")
+    limit = ctx.config.int("LimitFindInstances" if level == Level.INSTANCE else "LimitFindResults")
     try:
         found = find_resources(ctx, level, fc.constraints, dicom_rules=True, limit=limit + 1 if limit else 0)
     except OrthancError as e:

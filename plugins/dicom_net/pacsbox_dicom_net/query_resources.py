@@ -40,7 +40,7 @@ from typing import Any, Mapping
 
 from pacsbox import (ErrorCode, OrthancError, RouteSpec, query_flag, read_body, read_bool, send_json, send_text)
 
-from . import query as Q
+from . import query as query_scu
 from .move_job import DicomGetScuJob, DicomMoveScuJob, content_item, resolve_method
 from .state import plugin_state
 
@@ -138,8 +138,8 @@ def _check_calling(modality: Any, local_aet: str | None) -> None:
                                                        f'Illegal service parameter: Calling AP Title')
 
 
-def _get_query(ctx: Any, query_id: str) -> Q.QueryResult:
-    res = Q.query_store(ctx).get(query_id)
+def _get_query(ctx: Any, query_id: str) -> query_scu.QueryResult:
+    res = query_scu.query_store(ctx).get(query_id)
     if res is None:
         raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
     return res
@@ -155,7 +155,7 @@ def _index(value: str) -> int:
     return int(s)
 
 
-def _answer_created(resp: Any, result: Q.QueryResult) -> None:
+def _answer_created(resp: Any, result: query_scu.QueryResult) -> None:
     send_json(resp, {"ID": result.id, "Path": f"/queries/{result.id}"})
 
 
@@ -176,12 +176,12 @@ class ModalityQuery:
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The field Normalize must contain a Boolean")
         if "Query" in body and not isinstance(body["Query"], dict):
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The field Query must contain a JSON object")
-        level = Q.parse_level(body["Level"])
-        fields = Q.parse_tag_map(body)
+        level = query_scu.parse_level(body["Level"])
+        fields = query_scu.parse_tag_map(body)
         local_aet, timeout = _local_aet(body), _timeout(body)
-        _check_calling(Q.get_modality(self.ctx, id), local_aet)
-        result = Q.run_query(self.ctx, id, level, fields, normalize=body.get("Normalize", True),
-                             local_aet=local_aet or None, timeout=timeout)
+        _check_calling(query_scu.get_modality(self.ctx, id), local_aet)
+        result = query_scu.run_query(self.ctx, id, level, fields, normalize=body.get("Normalize", True),
+                                     local_aet=local_aet or None, timeout=timeout)
         _answer_created(resp, result)
 
 
@@ -194,7 +194,7 @@ class Queries:
 
     def on_get(self, req: Any, resp: Any) -> None:
         """Array of query IDs (sorted)."""
-        send_json(resp, Q.query_store(self.ctx).ids())
+        send_json(resp, query_scu.query_store(self.ctx).ids())
 
 
 class QueryOne:
@@ -210,7 +210,7 @@ class QueryOne:
 
     def on_delete(self, req: Any, resp: Any, id: str) -> None:  # noqa: A002
         """Forget the query: 200, empty ``text/plain`` (also for an unknown ID, as Orthanc)."""
-        Q.query_store(self.ctx).remove(id)
+        query_scu.query_store(self.ctx).remove(id)
         send_text(resp, "")
 
 
@@ -226,7 +226,7 @@ class QueryAnswers:
         res = _get_query(self.ctx, id)
         if query_flag(req, "expand"):
             fmt = _format(req)
-            send_json(resp, [Q.render(a, fmt) for a in res.answers])
+            send_json(resp, [query_scu.render(a, fmt) for a in res.answers])
         else:
             send_json(resp, [str(i) for i in range(len(res.answers))])
 
@@ -244,7 +244,8 @@ class QueryAnswer:
         res = _get_query(self.ctx, id)
         answer = res.answer(_index(index))
         out = ["content", "retrieve"]
-        level = Q._LEVEL_NAMES.get(str(Q.answer_short(answer).get(Q.QUERY_RETRIEVE_LEVEL) or "").strip().upper())
+        asked = query_scu.answer_short(answer).get(query_scu.QUERY_RETRIEVE_LEVEL)
+        level = query_scu._LEVEL_NAMES.get(str(asked or "").strip().upper())
         out += {"Patient": ["query-study", "query-series", "query-instances"],
                 "Study": ["query-series", "query-instances"], "Series": ["query-instances"]}.get(level or "", [])
         send_json(resp, out)
@@ -259,7 +260,7 @@ class QueryAnswerContent:
     def on_get(self, req: Any, resp: Any, id: str, index: str) -> None:  # noqa: A002
         """One answer; out of range → 400 (3)."""
         res = _get_query(self.ctx, id)
-        send_json(resp, Q.render(res.answer(_index(index)), _format(req)))
+        send_json(resp, query_scu.render(res.answer(_index(index)), _format(req)))
 
 
 class QueryLevel:
@@ -293,8 +294,8 @@ class QueryFilter:
     def on_get(self, req: Any, resp: Any, id: str) -> None:  # noqa: A002
         """The submitted filter (not what normalization sent)."""
         res = _get_query(self.ctx, id)
-        out = Q.render(res.query_dataset(), _format(req))
-        if Q.SPECIFIC_CHARACTER_SET not in res.query:   # only there to encode the values
+        out = query_scu.render(res.query_dataset(), _format(req))
+        if query_scu.SPECIFIC_CHARACTER_SET not in res.query:   # only there to encode the values
             out.pop("0008,0005", None)
             out.pop("SpecificCharacterSet", None)
         send_json(resp, out)
@@ -322,18 +323,19 @@ class QueryChild:
         if parent.level not in self.parents:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
         body = _json_object(req)
-        fields = Q.parse_tag_map(body) if "Query" in body else {}
-        answer = Q.answer_short(parent.answers[i])
-        copy = {"Patient": (Q.PATIENT_ID,), "Study": (Q.STUDY_INSTANCE_UID,),
-                "Series": (Q.STUDY_INSTANCE_UID, Q.SERIES_INSTANCE_UID),
-                "Instance": (Q.STUDY_INSTANCE_UID, Q.SERIES_INSTANCE_UID, Q.SOP_INSTANCE_UID)}[parent.level]
+        fields = query_scu.parse_tag_map(body) if "Query" in body else {}
+        answer = query_scu.answer_short(parent.answers[i])
+        copy = {"Patient": (query_scu.PATIENT_ID,), "Study": (query_scu.STUDY_INSTANCE_UID,),
+                "Series": (query_scu.STUDY_INSTANCE_UID, query_scu.SERIES_INSTANCE_UID),
+                "Instance": (query_scu.STUDY_INSTANCE_UID, query_scu.SERIES_INSTANCE_UID,
+                             query_scu.SOP_INSTANCE_UID)}[parent.level]
         for tag in copy:
             value = answer.get(tag)
             if not isinstance(value, str):
                 raise OrthancError(ErrorCode.INEXISTENT_TAG)
             fields[tag] = value
-        result = Q.run_query(self.ctx, parent.modality_name, self.level, fields, normalize=parent.normalize,
-                             local_aet=parent.local_aet, timeout=parent.timeout)
+        result = query_scu.run_query(self.ctx, parent.modality_name, self.level, fields, normalize=parent.normalize,
+                                     local_aet=parent.local_aet, timeout=parent.timeout)
         _answer_created(resp, result)
 
 
@@ -378,7 +380,7 @@ def make_retrieve_job(ctx: Any, modality_name: str, items: list[dict], body: Map
     OrthancError
         404 for an unknown modality; 400 for a bad ``RetrieveMethod``.
     """
-    modality = Q.get_modality(ctx, modality_name)
+    modality = query_scu.get_modality(ctx, modality_name)
     method = resolve_method(ctx, modality, body.get("RetrieveMethod"))
     cls = DicomGetScuJob if method == "C-GET" else DicomMoveScuJob
     local = modality.local_aet or local_aet or plugin_state(ctx).options["DicomAet"]
@@ -386,7 +388,7 @@ def make_retrieve_job(ctx: Any, modality_name: str, items: list[dict], body: Map
 
 
 def _item(level: str, keys: Mapping[int, str], source: Mapping[int, Any]) -> dict[str, Any]:
-    return {"Level": level, "Keys": Q.short_keys(keys), "Query": content_item(source)}
+    return {"Level": level, "Keys": query_scu.short_keys(keys), "Query": content_item(source)}
 
 
 class QueryRetrieve:
@@ -403,8 +405,8 @@ class QueryRetrieve:
         answers = res.answers if index is None else [res.answer(_index(index))]
         items = []
         for answer in answers:
-            level, keys = Q.retrieve_keys(answer)
-            items.append(_item(level, keys, Q.answer_short(answer)))
+            level, keys = query_scu.retrieve_keys(answer)
+            items.append(_item(level, keys, query_scu.answer_short(answer)))
         job = make_retrieve_job(self.ctx, res.modality_name, items, body, local_aet=res.local_aet,
                                 target_aet=target, timeout=timeout if timeout is not None else res.timeout)
         send_json(resp, self.ctx.jobs.run_request(job, body, synchronous=True))
@@ -438,23 +440,24 @@ class ModalityMove:
                 or not isinstance(body.get("Level"), str)):
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT,
                                "Must provide a JSON body containing fields Resources and Level")
-        level = Q.parse_level(body["Level"])
+        level = query_scu.parse_level(body["Level"])
         local = body.get("LocalAet")
         if local is not None and not isinstance(local, str):
             raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE)
         target = body.get("TargetAet", plugin_state(self.ctx).options["DicomAet"])
         if not isinstance(target, str):
             raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE)
-        _check_calling(Q.get_modality(self.ctx, id), local)
-        keep = {"Patient": (Q.PATIENT_ID,), "Study": (Q.STUDY_INSTANCE_UID,),
-                "Series": (Q.STUDY_INSTANCE_UID, Q.SERIES_INSTANCE_UID),
-                "Instance": (Q.STUDY_INSTANCE_UID, Q.SERIES_INSTANCE_UID, Q.SOP_INSTANCE_UID)}[level]
+        _check_calling(query_scu.get_modality(self.ctx, id), local)
+        keep = {"Patient": (query_scu.PATIENT_ID,), "Study": (query_scu.STUDY_INSTANCE_UID,),
+                "Series": (query_scu.STUDY_INSTANCE_UID, query_scu.SERIES_INSTANCE_UID),
+                "Instance": (query_scu.STUDY_INSTANCE_UID, query_scu.SERIES_INSTANCE_UID,
+                             query_scu.SOP_INSTANCE_UID)}[level]
         items = []
         for resource in body["Resources"]:
-            fields = Q.tags_from_json(resource)
+            fields = query_scu.tags_from_json(resource)
             keys = {t: fields[t] for t in keep if t in fields}
             source = dict(fields)
-            source[Q.QUERY_RETRIEVE_LEVEL] = Q.QR_LEVEL[level]
+            source[query_scu.QUERY_RETRIEVE_LEVEL] = query_scu.QR_LEVEL[level]
             items.append(_item(level, keys, source))
         job = make_retrieve_job(self.ctx, id, items, body, local_aet=local, target_aet=target,
                                 timeout=_timeout(body))
@@ -488,7 +491,7 @@ def _merge_template(level: str, body: Any) -> dict[int, str]:
     fields = {t: "" for t in FIND_TEMPLATES[level]}
     for key, value in body.items():
         try:
-            tag = Q.parse_tag(key)
+            tag = query_scu.parse_tag(key)
         except (KeyError, ValueError):
             raise OrthancError(ErrorCode.UNKNOWN_DICOM_TAG, f"Unknown DICOM tag: {key}") from None
         if isinstance(value, str):
@@ -522,13 +525,14 @@ class DeprecatedFind:
         for group in self.required:
             if not any(len(fields.get(t, "")) > 2 for t in group):
                 raise OrthancError(ErrorCode.BAD_REQUEST, empty=True)
-        send_json(resp, [Q.render(a, "simplify") for a in _find(self.ctx, id, self.level, fields)])
+        send_json(resp, [query_scu.render(a, "simplify") for a in _find(self.ctx, id, self.level, fields)])
 
 
 def _find(ctx: Any, name: str, level: str, fields: Mapping[int, str]) -> list:
-    modality = Q.get_modality(ctx, name)
-    ident = Q.find_identifier(level, fields, manufacturer=modality.manufacturer, charset=Q.default_charset(ctx))
-    return Q.run_find(ctx, modality, ident)
+    modality = query_scu.get_modality(ctx, name)
+    ident = query_scu.find_identifier(level, fields, manufacturer=modality.manufacturer,
+                                      charset=query_scu.default_charset(ctx))
+    return query_scu.run_find(ctx, modality, ident)
 
 
 class DeprecatedFindAll:
@@ -543,20 +547,20 @@ class DeprecatedFindAll:
         fields = _merge_template("Patient", _body_or_refuse(req))
         out = []
         for patient in _find(self.ctx, id, "Patient", fields):
-            p = Q.render(patient, "simplify")
-            pshort = Q.answer_short(patient)
+            p = query_scu.render(patient, "simplify")
+            pshort = query_scu.answer_short(patient)
             p["Studies"] = []
             sfields = {t: "" for t in FIND_TEMPLATES["Study"]}
-            if isinstance(pshort.get(Q.PATIENT_ID), str):
-                sfields[Q.PATIENT_ID] = pshort[Q.PATIENT_ID]
+            if isinstance(pshort.get(query_scu.PATIENT_ID), str):
+                sfields[query_scu.PATIENT_ID] = pshort[query_scu.PATIENT_ID]
             for study in _find(self.ctx, id, "Study", sfields):
-                s = Q.render(study, "simplify")
-                sshort = Q.answer_short(study)
+                s = query_scu.render(study, "simplify")
+                sshort = query_scu.answer_short(study)
                 rfields = {t: "" for t in FIND_TEMPLATES["Series"]}
-                for tag in (Q.PATIENT_ID, Q.STUDY_INSTANCE_UID):
+                for tag in (query_scu.PATIENT_ID, query_scu.STUDY_INSTANCE_UID):
                     if isinstance(sshort.get(tag), str):
                         rfields[tag] = sshort[tag]
-                s["Series"] = [Q.render(x, "simplify") for x in _find(self.ctx, id, "Series", rfields)]
+                s["Series"] = [query_scu.render(x, "simplify") for x in _find(self.ctx, id, "Series", rfields)]
                 p["Studies"].append(s)
             out.append(p)
         send_json(resp, out)
@@ -578,12 +582,12 @@ class FindWorklist:
         else:
             query, fmt = body, "simplify"
         local_aet, timeout = _local_aet(body), _timeout(body)
-        modality = Q.get_modality(self.ctx, id)
+        modality = query_scu.get_modality(self.ctx, id)
         _check_calling(modality, local_aet)
-        ident = _worklist_dataset(query, Q.default_charset(self.ctx))
-        answers = Q.run_find(self.ctx, modality, ident, worklist=True, local_aet=local_aet or None,
-                             timeout=timeout)
-        send_json(resp, [Q.render(a, fmt) for a in answers])
+        ident = _worklist_dataset(query, query_scu.default_charset(self.ctx))
+        answers = query_scu.run_find(self.ctx, modality, ident, worklist=True, local_aet=local_aet or None,
+                                     timeout=timeout)
+        send_json(resp, [query_scu.render(a, fmt) for a in answers])
 
 
 def _worklist_dataset(query: Any, charset: str) -> Any:
@@ -595,7 +599,7 @@ def _worklist_dataset(query: Any, charset: str) -> Any:
     seqs: dict[int, list] = {}
     for key, value in query.items():
         try:
-            tag = Q.parse_tag(key)
+            tag = query_scu.parse_tag(key)
         except (KeyError, ValueError):
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Unknown DICOM tag: {key}") from None
         if isinstance(value, list):
@@ -604,7 +608,7 @@ def _worklist_dataset(query: Any, charset: str) -> Any:
             flat[tag] = value
         else:
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Bad value for tag {key}")
-    ds = Q.make_dataset(flat, charset)
+    ds = query_scu.make_dataset(flat, charset)
     for tag, items in seqs.items():
         seq = []
         for item in items:
@@ -641,7 +645,7 @@ def routes(ctx: Any) -> list[RouteSpec]:
 
 def start(ctx: Any) -> None:
     """Create the app's query store (``QueryRetrieveSize``)."""
-    Q.query_store(ctx)
+    query_scu.query_store(ctx)
 
 
 def stop(ctx: Any) -> None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from pacsbox import ErrorCode, InstancesJob, OrthancError
+from pacsbox import ErrorCode, InstancesJob, Level, OrthancError
 
 from .modalities import Modality, parse_modality
 from .send import SendInterrupted, StoreSender, instance_uids, plan_instances
@@ -98,7 +98,8 @@ class StoreScuJob(InstancesJob):
         return self.modality.local_aet or self.local_aet or plugin_state(ctx).options["DicomAet"]
 
     def _plan(self, ctx: Any) -> None:
-        rest = [r for r in (ctx.index.lookup(i, 3) for i in self.instances[self.position:]) if r is not None]
+        rest = [r for r in (ctx.index.lookup(i, Level.INSTANCE) for i in self.instances[self.position:])
+                if r is not None]
         self._resources = {r.public_id: r for r in rest}
         self._kinds = {}
         self._sender.plan(plan_instances(ctx, rest, self._kinds))
@@ -118,7 +119,7 @@ class StoreScuJob(InstancesJob):
         SendInterrupted
             Pause, cancel or shutdown while sending (the engine applies it).
         """
-        res = self._resources.pop(instance_id, None) or ctx.index.lookup(instance_id, 3)
+        res = self._resources.pop(instance_id, None) or ctx.index.lookup(instance_id, Level.INSTANCE)
         if res is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Unknown instance: {instance_id}")
         data = self._prefetched.pop(instance_id, None)

@@ -28,7 +28,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from pacsbox import ErrorCode, OrthancError
+from pacsbox import ErrorCode, Level, OrthancError
 
 from .transfers_protocol import Bucket, InstanceInfo, gunzip_bytes
 
@@ -53,7 +53,7 @@ def staging_root(ctx: "ServerContext") -> str:
 
 
 def _delete_instance(ctx: "ServerContext", instance_id: str) -> None:
-    res = ctx.index.lookup(instance_id, 3)
+    res = ctx.index.lookup(instance_id, Level.INSTANCE)
     if res is not None:
         ctx.resources.delete(res)
 

@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from pacsbox import ErrorCode, OrthancError
+from pacsbox import CONTENT_TYPE_DICOM, ErrorCode, OrthancError
 
 from .transfers_protocol import Bucket, InstanceInfo, gzip_bytes, parse_resources
 
@@ -65,7 +65,7 @@ class InstancesCache:
         OrthancError
             ``UnknownResource`` (404) for an unknown instance.
         """
-        att = self.ctx.index.attachment_by_public_id(instance_id, 1)
+        att = self.ctx.index.attachment_by_public_id(instance_id, CONTENT_TYPE_DICOM)
         if att is None:
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Unknown instance: {instance_id}")
         if att.md5:
