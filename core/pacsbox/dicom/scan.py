@@ -126,6 +126,12 @@ def _transfer_syntax(meta: dict[int, bytes], data: bytes | memoryview, pos: int)
     return EXPLICIT_LE if bytes(data[pos + 4:pos + 6]) in _VALID_VRS else IMPLICIT_LE
 
 
+#: Header of a File Meta element (explicit VR little endian): group, element, VR, and the
+#: 16-bit length (the reserved bytes of a long-VR header, whose length follows).
+_META_HEADER = struct.Struct("<HH2sH")
+_U32 = struct.Struct("<I")
+
+
 def _meta_group(data: bytes | memoryview, pos: int,
                 vrs: dict[int, bytes] | None = None) -> tuple[dict[int, bytes], int]:
     """Walk the File Meta Information group from ``pos`` (always Explicit VR Little
@@ -139,27 +145,26 @@ def _meta_group(data: bytes | memoryview, pos: int,
     """
     n = len(data)
     meta: dict[int, bytes] = {}
-    unpack_from = struct.unpack_from
+    header, u32 = _META_HEADER.unpack_from, _U32.unpack_from
     while pos + 8 <= n:
-        group, elem = unpack_from("<HH", data, pos)
+        group, elem, vr, length = header(data, pos)   # one unpack: a memoryview slices slowly
         if group != 2:
             break
-        vr = bytes(data[pos + 4:pos + 6])
         if vr in _EXPLICIT_LONG_VRS:
             if pos + 12 > n:
                 raise _truncated(n)
-            (length,) = unpack_from("<I", data, pos + 8)
+            (length,) = u32(data, pos + 8)
             vpos = pos + 12
         else:
             if vr not in _VALID_VRS:
                 raise DicomFormatError(f"Cannot parse an invalid DICOM file (size: {n} bytes)")
-            (length,) = unpack_from("<H", data, pos + 6)
             vpos = pos + 8
         if length == UNDEFINED or vpos + length > n:
             raise _truncated(n)
-        meta[(group << 16) | elem] = bytes(data[vpos:vpos + length])
+        tag = (group << 16) | elem
+        meta[tag] = bytes(data[vpos:vpos + length])
         if vrs is not None:
-            vrs[(group << 16) | elem] = vr
+            vrs[tag] = vr
         pos = vpos + length
     return meta, pos
 

@@ -91,7 +91,7 @@ def peek(data: bytes | memoryview) -> FileFacts:
     mv = memoryview(data)
     n = len(mv)
     try:
-        meta = read_file_meta(mv)
+        meta = read_file_meta(data)
     except DicomFormatError:
         return facts
     present = meta.elements
