@@ -19,6 +19,14 @@ from .models import (CONTENT_TYPE_DICOM, LEVEL_NAMES, LOOKUP_TAGS, NORMALIZED_PR
 log = logging.getLogger("pacsbox.index")
 
 
+
+def _in_chunks(ids: list[int], size: int = 500):
+    """``(chunk, "?,?,...")`` pairs covering ``ids``, for ``IN (...)`` clauses that stay
+    under SQLite's limit of bound parameters."""
+    for i in range(0, len(ids), size):
+        chunk = ids[i:i + size]
+        yield chunk, ",".join("?" * len(chunk))
+
 class ResourceRows:
     """The rows of the resources table (mixin of :class:`~pacsbox.index.index.Index`)."""
 
@@ -56,9 +64,7 @@ class ResourceRows:
             return []
         out: dict[int, Resource] = {}
         ids = list(internal_ids)
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(ids):
             for row in self._all(f"SELECT {self._RES_COLS} FROM resources WHERE id IN ({marks})", chunk):
                 out[row[0]] = self._resource(row)
         return [out[i] for i in ids if i in out]
@@ -138,9 +144,7 @@ class ResourceRows:
             if not ids:
                 break
             nxt: list[int] = []
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in _in_chunks(ids):
                 nxt += [r[0] for r in self._all(
                     f"SELECT id FROM resources WHERE parent_id IN ({marks}) ORDER BY id", chunk)]
             ids = nxt
@@ -301,27 +305,36 @@ class ResourceRows:
 
     def _delete_tree(self, tx, root: int) -> list[Attachment]:
         """Delete a resource and its descendants inside ``tx``; their attachments."""
-        all_ids, ids = [root], [root]
+        return self._remove_rows(tx, [root] + self._descendants(tx, [root]))
+
+    @staticmethod
+    def _descendants(tx, ids: list[int]) -> list[int]:
+        """Row IDs of every descendant of ``ids``, level by level (inside ``tx``)."""
+        out: list[int] = []
         while ids:
             nxt: list[int] = []
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in _in_chunks(ids):
                 nxt += [r[0] for r in tx.execute(f"SELECT id FROM resources WHERE parent_id IN ({marks})",
                                                  chunk).fetchall()]
-            all_ids += nxt
+            out += nxt
             ids = nxt
+        return out
+
+    @staticmethod
+    def _remove_rows(tx, ids: list[int]) -> list[Attachment]:
+        """Delete the resources ``ids`` and their dependent rows inside ``tx``; their
+        attachments (whose files are the caller's to remove after the commit)."""
         atts: list[Attachment] = []
-        for i in range(0, len(all_ids), 500):
-            chunk = all_ids[i:i + 500]
+        for i in range(0, len(ids), 500):  # dependent rows first (foreign keys cascade the rest)
+            chunk = ids[i:i + 500]
             marks = ",".join("?" * len(chunk))
             atts += [Attachment(*r) for r in tx.execute(
                 "SELECT content_type, uuid, compressed_size, uncompressed_size, md5 FROM attachments "
                 f"WHERE resource_id IN ({marks})", chunk).fetchall()]
             for table in ("identifiers", "metadata", "attachments", "changes", "labels"):
                 tx.execute(f"DELETE FROM {table} WHERE resource_id IN ({marks})", chunk)
-        for i in range(len(all_ids) - 1, -1, -500):  # children first
-            chunk = all_ids[max(0, i - 499):i + 1]
+        for i in range(len(ids) - 1, -1, -500):  # children first
+            chunk = ids[max(0, i - 499):i + 1]
             marks = ",".join("?" * len(chunk))
             tx.execute(f"DELETE FROM resources WHERE id IN ({marks})", chunk)
         return atts
@@ -408,18 +421,8 @@ class ResourceRows:
                              (res.public_id, res.level)).fetchone()
             if row is None:
                 return None
-            ids = [row[0]]
             parent_id = row[1]
-            all_ids = list(ids)
-            for _ in range(res.level, 3):
-                nxt = []
-                for i in range(0, len(ids), 500):
-                    chunk = ids[i:i + 500]
-                    marks = ",".join("?" * len(chunk))
-                    nxt += [r[0] for r in tx.execute(
-                        f"SELECT id FROM resources WHERE parent_id IN ({marks})", chunk).fetchall()]
-                ids = nxt
-                all_ids += nxt
+            all_ids = [row[0]] + self._descendants(tx, [row[0]])
             remaining = None
             while parent_id is not None:
                 n = tx.execute("SELECT COUNT(*) FROM resources WHERE parent_id = ?", (parent_id,)).fetchone()[0]
@@ -432,29 +435,11 @@ class ResourceRows:
                 all_ids.append(parent_id)
                 parent_id = prow[3]
             if deleted is not None:
-                for i in range(0, len(all_ids), 500):
-                    chunk = all_ids[i:i + 500]
-                    marks = ",".join("?" * len(chunk))
+                for chunk, marks in _in_chunks(all_ids):
                     found = {r[0]: (r[1], r[2]) for r in tx.execute(
                         f"SELECT id, level, public_id FROM resources WHERE id IN ({marks})", chunk).fetchall()}
-                    deleted.extend(found[i] for i in chunk if i in found)
-            atts: list[Attachment] = []
-            for i in range(0, len(all_ids), 500):
-                chunk = all_ids[i:i + 500]
-                marks = ",".join("?" * len(chunk))
-                atts += [Attachment(*r) for r in tx.execute(
-                    "SELECT content_type, uuid, compressed_size, uncompressed_size, md5 FROM attachments "
-                    f"WHERE resource_id IN ({marks})", chunk).fetchall()]
-            # dependent rows first, then the resources (foreign keys cascade what is left)
-            for i in range(0, len(all_ids), 500):
-                chunk = all_ids[i:i + 500]
-                marks = ",".join("?" * len(chunk))
-                for table in ("identifiers", "metadata", "attachments", "changes"):
-                    tx.execute(f"DELETE FROM {table} WHERE resource_id IN ({marks})", chunk)
-            for i in range(0, len(all_ids), 500):
-                chunk = all_ids[i:i + 500]
-                marks = ",".join("?" * len(chunk))
-                tx.execute(f"DELETE FROM resources WHERE id IN ({marks})", chunk)
+                    deleted.extend(found[k] for k in chunk if k in found)
+            atts = self._remove_rows(tx, all_ids)
             if before_commit is not None:
                 before_commit(atts)
         return remaining, atts
@@ -491,9 +476,7 @@ class ResourceRows:
             inst += ids
         disk = unc = 0
         dicom_disk = dicom_unc = 0
-        for i in range(0, len(inst), 500):
-            chunk = inst[i:i + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(inst):
             for ct, cs, us in self._all(
                     "SELECT content_type, SUM(compressed_size), SUM(uncompressed_size) FROM attachments "
                     f"WHERE resource_id IN ({marks}) GROUP BY content_type", chunk):
@@ -512,9 +495,7 @@ class ResourceRows:
         """Internal IDs of the direct children of every ID in ``ids``."""
         out: list[int] = []
         ids = list(ids)
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(ids):
             out += [r[0] for r in self._all(f"SELECT id FROM resources WHERE parent_id IN ({marks}) ORDER BY id",
                                             chunk)]
         return out
