@@ -218,14 +218,15 @@ class ResourceService:
         Raises
         ------
         OrthancError
-            404 when the instance or its file is unknown.
+            404 ``UNKNOWN_RESOURCE`` when the instance is unknown (or was deleted while
+            its file was being read); 404 ``INEXISTENT_FILE`` when its file is missing.
         """
         att = self._attachment(instance)
         t0 = time.perf_counter()
         try:
             data = self.ctx.storage.read(att.uuid, CONTENT_TYPE_DICOM)
         except FileNotFoundError:
-            raise OrthancError(ErrorCode.INEXISTENT_FILE, "Missing file of instance") from None
+            raise self._missing_file(instance) from None
         m = self.ctx.metrics
         m.record_duration("orthanc_storage_read_duration_ms", time.perf_counter() - t0)
         m.increment("orthanc_storage_read_bytes", len(data))
@@ -237,8 +238,20 @@ class ResourceService:
         try:
             f = self.ctx.storage.open(att.uuid, CONTENT_TYPE_DICOM)
         except FileNotFoundError:
-            raise OrthancError(ErrorCode.INEXISTENT_FILE, "Missing file of instance") from None
+            raise self._missing_file(instance) from None
         return f, att.uncompressed_size
+
+    def _missing_file(self, instance: Resource | str) -> OrthancError:
+        """The error for an instance whose file cannot be read: 404 ``UNKNOWN_RESOURCE``
+        when the instance was deleted meanwhile (between the lookup of its attachment and
+        the read, as the reference answers a job racing a delete), else 404
+        ``INEXISTENT_FILE`` (the file is missing under an indexed instance)."""
+        index = self.ctx.index
+        gone = (index.attachment_by_public_id(instance, CONTENT_TYPE_DICOM) if isinstance(instance, str)
+                else index.attachment(instance.internal_id, CONTENT_TYPE_DICOM)) is None
+        if gone:
+            return OrthancError(ErrorCode.UNKNOWN_RESOURCE)
+        return OrthancError(ErrorCode.INEXISTENT_FILE, "Missing file of instance")
 
     def _attachment(self, instance: Resource | str):
         index = self.ctx.index

@@ -91,3 +91,37 @@ def test_a_job_deletes_its_sources_through_the_same_path(tmp_path, caplog):
         assert len(_files(tmp_path / "db")) == 1
     finally:
         app.close()
+
+
+def test_a_file_read_racing_the_deletion_of_its_instance_is_an_unknown_resource(tmp_path):
+    """An instance deleted between the lookup of its attachment and the read of its file
+    (a merge or an archive racing a DELETE) is 404 UnknownResource, the reference's error;
+    a file missing under an instance still indexed stays 404 InexistentFile."""
+    from pacsbox import ErrorCode, OrthancError
+
+    app = create_app({"StorageDirectory": str(tmp_path / "s")}, load_entrypoints=False)
+    try:
+        client = falcon.testing.TestClient(app)
+        ids = [client.simulate_post("/instances", body=_ct(s)).json["ID"] for s in ("1", "2")]
+        ctx = app.ctx
+        storage = ctx.storage
+        real_read = storage.read
+
+        def read_after_delete(uuid, content_type=1):  # the DELETE lands between lookup and read
+            ctx.resources.delete(ctx.index.lookup(ids[0]))
+            return real_read(uuid, content_type)
+
+        storage.read = read_after_delete
+        try:
+            ctx.resources.read_file(ids[0])
+            raise AssertionError("no error")
+        except OrthancError as e:
+            assert e.code == ErrorCode.UNKNOWN_RESOURCE
+        finally:
+            storage.read = real_read
+        att = ctx.index.attachment_by_public_id(ids[1], 1)
+        os.unlink(storage._file(att.uuid))  # noqa: SLF001 - a file lost under an indexed instance
+        r = client.simulate_get(f"/instances/{ids[1]}/file")
+        assert r.status_code == 404 and r.json["OrthancError"] == "Inexistent file"
+    finally:
+        app.close()
