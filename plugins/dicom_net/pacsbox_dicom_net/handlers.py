@@ -672,8 +672,8 @@ class _FindContext:
         return out
 
 
-#: VRs whose explicit-VR header has a 4-byte length (PS3.5 section 7.1.2).
-_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
+#: VRs whose explicit-VR header has a 4-byte length (PS3.5 section 7.1.2), as text.
+_LONG_VRS = frozenset(v.decode() for v in _LONG_LENGTH_VRS)
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
                        "UR", "UT"})
 
