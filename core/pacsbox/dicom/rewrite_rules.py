@@ -1,4 +1,4 @@
-"""What the rewriter does with each element (:class:`Rules` answering :class:`Action`\ s),
+"""What the rewriter does with each element (:class:`Rules` answering the :class:`Action` of each),
 what it gives back (:class:`RewriteResult`), and the File Meta Information it writes.
 Part of :mod:`pacsbox.dicom.rewrite`, which re-exports every name.
 """
