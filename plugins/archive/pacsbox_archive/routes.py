@@ -17,7 +17,8 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from pacsbox import ErrorCode, OrthancError, query_flag, read_bool, read_json_body, request_mode, send_json
+from pacsbox import (ErrorCode, OrthancError, query_flag, read_bool, read_json_body, read_string, request_mode,
+                     send_json)
 
 from .jobs import ArchiveJob, MediaJob, StreamSink, ZipResponse, output_directory
 from .transcode import check_transfer_syntax
@@ -90,11 +91,8 @@ def _body_filename(body: Any, default: str | None) -> str | None:
     OrthancError
         400 ``BAD_FILE_FORMAT`` when it is not a string.
     """
-    if not isinstance(body, dict) or "Filename" not in body:
-        return default
-    if not isinstance(body["Filename"], str):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "String value expected in field: Filename")
-    return clean_filename(body["Filename"], default)
+    name = read_string(body, "Filename")
+    return default if name is None else clean_filename(name, default)
 
 
 def _check_ids(ctx: "ServerContext", ids: Any) -> list[str]:

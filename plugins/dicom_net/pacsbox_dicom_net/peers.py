@@ -22,7 +22,7 @@ from typing import Any
 import requests
 
 from pacsbox import (ErrorCode, OrthancError, RouteSpec, is_orthanc_id, is_transfer_syntax, not_found,
-                     query_flag, read_body, send_json, send_text)
+                     query_flag, read_body, read_bool, send_json, send_text)
 
 from .peer_job import OrthancPeerStoreJob, curl_like_error
 from .peer_registry import (Peer, PeerConfigError, PeerRegistry, check_config, http_session, parse_peer,
@@ -261,13 +261,6 @@ def resources_to_instances(ctx: Any, resource_ids: list[str], log_export_to: str
     return out
 
 
-def _read_bool(fields: dict[str, Any], name: str) -> bool:
-    v = fields.get(name, False)
-    if not isinstance(v, bool):
-        raise _bad(f"Boolean value expected in field: {name}")
-    return v
-
-
 class PeerStoreResource:
     """``POST /peers/{id}/store``: an ``OrthancPeerStore`` job, synchronous by default.
 
@@ -290,7 +283,7 @@ class PeerStoreResource:
                 raise _bad("String value expected in field: Transcode")
             if not is_transfer_syntax(ts):
                 raise _bad(f"Unknown transfer syntax UID: {ts}")
-        compress = _read_bool(fields, "Compress")
+        compress = read_bool(fields, "Compress", False)
         peer = _lookup(ctx, id)
         job = OrthancPeerStoreJob(peer, instances, resource_ids, transcode_to=ts.strip() if ts else None,
                                   compress=compress)

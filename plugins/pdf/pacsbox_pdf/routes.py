@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-import zlib
 from typing import Any, Mapping
 
 import pydicom
 
-from pacsbox import ErrorCode, OrthancError, RouteSpec, not_found, send_json
+from pacsbox import ErrorCode, OrthancError, RouteSpec, not_found, read_body, send_json
 
 from .create import DicomCreator, Encoder
 from .encapsulate import ENCAPSULATED_DOCUMENT, ENCAPSULATED_DOCUMENT_LENGTH, ENCAPSULATED_PDF
@@ -19,66 +18,11 @@ MAX_SIZE_OPTION = "CreateDicomMaximumSize"
 #: Its default: 256 MB of JSON, i.e. about 190 MB of content once base64-decoded.
 DEFAULT_MAX_SIZE_MB = 256
 
-_CHUNK = 1 << 20
-
 
 def max_body_bytes(config: Any) -> int:
     """The ``CreateDicomMaximumSize`` option in bytes (0 = no limit); the core checked it at
     start-up, as the plugin's ``register_options`` declares it."""
     return int(config.get(MAX_SIZE_OPTION, DEFAULT_MAX_SIZE_MB)) * 1024 * 1024
-
-
-def _too_large(limit: int) -> OrthancError:
-    return OrthancError(ErrorCode.BAD_REQUEST,
-                        f"The body of /tools/create-dicom exceeds {MAX_SIZE_OPTION} ({limit // (1024 * 1024)} MB)",
-                        http_status=413)
-
-
-def read_bounded_body(req: Any, limit: int) -> bytes:
-    """The request body, refused before it is read whole when it exceeds ``limit``.
-
-    Parameters
-    ----------
-    req : falcon.Request
-    limit : int
-        Bytes (0 = no limit); applies to the body after ``Content-Encoding: gzip`` too.
-
-    Returns
-    -------
-    bytes
-
-    Raises
-    ------
-    OrthancError
-        413 when ``Content-Length`` (or the bytes read so far, for a chunked or gzip body)
-        exceeds the limit: at most ``limit`` bytes are ever held in memory.
-    """
-    length = req.content_length
-    if limit and length is not None and length > limit:
-        raise _too_large(limit)
-    stream = req.bounded_stream
-    gzip = (req.get_header("Content-Encoding") or "").lower() == "gzip"
-    if not limit and not gzip:
-        return stream.read()
-    if length is not None and not gzip:
-        return stream.read(length)
-    parts: list[bytes] = []
-    total = 0
-    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
-    while True:
-        chunk = stream.read(_CHUNK)
-        if not chunk:
-            break
-        if inflate is not None:
-            try:
-                chunk = inflate.decompress(chunk, (limit - total + 1) if limit else 0)
-            except zlib.error:
-                raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Corrupted gzip body") from None
-        total += len(chunk)
-        if limit and total > limit:
-            raise _too_large(limit)
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 class CreateDicomRoute:
@@ -97,7 +41,7 @@ class CreateDicomRoute:
         self.limit = max_body_bytes(ctx.config)
 
     def on_post(self, req, resp):
-        data = read_bounded_body(req, self.limit)
+        data = read_body(req, self.limit, "The body of /tools/create-dicom", MAX_SIZE_OPTION)
         try:
             body = json.loads(data) if data.strip() else None
         except (ValueError, UnicodeDecodeError, RecursionError):

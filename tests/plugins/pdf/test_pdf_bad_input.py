@@ -149,7 +149,7 @@ def test_oversized_body_is_refused_before_reading(make_app):
                                 extras={"wsgi.input": Unreadable()})
     assert r.status_code == 413
     assert r.json["HttpStatus"] == 413 and r.json["OrthancStatus"] == 8
-    assert r.json["Details"] == "The body of /tools/create-dicom exceeds CreateDicomMaximumSize (1 MB)"
+    assert r.json["Details"] == "The body of /tools/create-dicom exceeds CreateDicomMaximumSize (1048576 bytes)"
 
 
 def test_gzip_body_is_counted_inflated(make_app):
