@@ -349,7 +349,7 @@ class SendResource:
         send_json(resp, ctx.jobs.run_request(PushTransferJob(query), body, synchronous=False))
 
     def _ask_pull(self, query: Mapping[str, Any], peer, remote_self: str) -> dict[str, Any]:
-        from .transfers_jobs import PeerClient, PeerHttpError
+        from .transfers_http import PeerClient, PeerHttpError
         ctx = self.ctx
         st = state(ctx)
         client = PeerClient(ctx, query[KEY_PEER], 1, query.get("SenderTransferID") or str(uuid.uuid4()))
@@ -534,7 +534,7 @@ def probe_peer(ctx: "ServerContext", name: str, timeout: float) -> bool:
     -------
     bool
     """
-    from .transfers_jobs import PeerClient, PeerHttpError
+    from .transfers_http import PeerClient, PeerHttpError
     try:
         client = PeerClient(ctx, name, 1, str(uuid.uuid4()))
     except OrthancError:

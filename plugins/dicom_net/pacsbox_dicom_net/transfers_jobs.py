@@ -1,5 +1,6 @@
-"""The ``PushTransfer`` and ``PullTransfer`` jobs (the plugin's ``PushJob`` / ``PullJob``)
-and the HTTP machinery they share (``HttpQueriesQueue`` / ``HttpQueriesRunner``).
+"""The ``PushTransfer`` and ``PullTransfer`` jobs (the plugin's ``PushJob`` / ``PullJob``);
+what they share is in :mod:`.transfers_job_base`, their HTTP machinery
+(``HttpQueriesQueue`` / ``HttpQueriesRunner``) in :mod:`.transfers_http`.
 
 Push (``POST /transfers/send``), as the plugin's states:
 
@@ -21,23 +22,18 @@ evicted it) opens a new transaction and sends everything again.
 """
 from __future__ import annotations
 
-import collections
-import json
 import logging
 import os
-import threading
-import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import requests
-
-from pacsbox import ErrorCode, Job, OrthancError, StepResult
+from pacsbox import ErrorCode, OrthancError, StepResult
 
 from .transfers_area import DownloadArea, staging_root
-from .transfers_protocol import (HEADER_SENDER_TRANSFER_ID, JOB_TYPE_PULL, JOB_TYPE_PUSH, KEY_COMPRESSION,
-                                 KEY_ORIGINATOR, KEY_PEER, KEY_RESOURCES, KEY_SENDER_TRANSFER_ID, URI_LOOKUP,
-                                 URI_PUSH, Bucket, InstanceInfo, megabytes, plan_buckets)
+from .transfers_http import PeerHttpError, QueryRunner
+from .transfers_job_base import RequestInterrupted, TransferJob, effective_bucket_size, transfer_settings
+from .transfers_protocol import (JOB_TYPE_PULL, JOB_TYPE_PUSH, KEY_ORIGINATOR, KEY_RESOURCES, URI_LOOKUP, URI_PUSH,
+                                 InstanceInfo, megabytes, plan_buckets)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pacsbox import ServerContext
@@ -45,435 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("pacsbox.dicom_net.transfers")
 
 
-# ------------------------------------------------------------------------------------------
-# HTTP
-# ------------------------------------------------------------------------------------------
-
-class PeerHttpError(Exception):
-    """An HTTP exchange with a peer failed.
-
-    Attributes
-    ----------
-    status : int or None
-        The peer's HTTP status, None when no answer came (connection refused, reset,
-        timeout).
-    details : str
-    """
-
-    def __init__(self, status: int | None, details: str) -> None:
-        super().__init__(details)
-        self.status = status
-        self.details = details
-
-
-def _error_text(resp: requests.Response) -> str:
-    try:
-        body = resp.json()
-        if isinstance(body, Mapping):
-            parts = [str(body.get(k)) for k in ("Message", "Details") if body.get(k)]
-            if parts:
-                return ": ".join(parts)
-    except ValueError:
-        pass
-    return resp.reason or ""
-
-
-class PeerClient:
-    """Requests to one Orthanc peer for one job: the peer's URL, credentials and headers
-    (``OrthancPeers``), a pooled session (:func:`.peers.http_session`) and the transfer's
-    ``sender-transfer-id`` header.
-
-    Parameters
-    ----------
-    ctx : ServerContext
-    name : str
-        The peer's symbolic name.
-    pool_size : int
-        Connections kept open (``Transfers.Threads``).
-    transfer_id : str
-        ``SenderTransferID``.
-
-    Raises
-    ------
-    OrthancError
-        ``UnknownResource`` (404) "Unknown Orthanc peer: <name>", as the plugin.
-    """
-
-    def __init__(self, ctx: "ServerContext", name: str, pool_size: int, transfer_id: str) -> None:
-        from . import peers
-        peer = peers.peer_registry(ctx).get(name)
-        if peer is None:
-            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Unknown Orthanc peer: {name}")
-        self.name = name
-        self.peer = peer
-        self.base = peer.url.rstrip("/")
-        self.timeout = peers.peer_timeout(ctx, peer)
-        self.session = peers.http_session(ctx, peer, pool_size=max(2, pool_size + 1))
-        self.session.headers[HEADER_SENDER_TRANSFER_ID] = transfer_id
-
-    def request(self, method: str, uri: str, *, data: bytes | None = None, json_body: Any = None,
-                content_type: str | None = None, timeout: float | None = None) -> requests.Response:
-        """One request; a 2xx answer is returned, anything else raised.
-
-        Parameters
-        ----------
-        method : str
-        uri : str
-            Path below the peer's URL, starting with ``/``.
-        data : bytes, optional
-        json_body : any, optional
-            Sent as ``application/json``.
-        content_type : str, optional
-        timeout : float, optional
-            Seconds; the peer's timeout (``Timeout`` / ``HttpTimeout``) by default.
-
-        Raises
-        ------
-        PeerHttpError
-            A non-2xx status, or no answer.
-        """
-        headers = {}
-        if json_body is not None:
-            data = json.dumps(json_body).encode()
-            content_type = "application/json"
-        if content_type:
-            headers["Content-Type"] = content_type
-        try:
-            resp = self.session.request(method, self.base + uri, data=data, headers=headers,
-                                        timeout=timeout if timeout is not None else self.timeout)
-        except requests.RequestException as e:
-            raise PeerHttpError(None, f"{method} {uri}: {type(e).__name__}: {e}") from None
-        if not 200 <= resp.status_code < 300:
-            raise PeerHttpError(resp.status_code, f"{method} {uri}: HTTP {resp.status_code} {_error_text(resp)}")
-        return resp
-
-    def close(self) -> None:
-        """Close the pooled connections (aborts requests in flight)."""
-        try:
-            self.session.close()
-        except Exception:  # noqa: BLE001
-            pass
-
-
-class QueryRunner:
-    """Runs numbered HTTP queries on ``threads`` threads (``HttpQueriesRunner``): each
-    query is tried ``1 + max_retries`` times, one second apart; the first query failing
-    for good stops the run.
-
-    Parameters
-    ----------
-    todo : iterable of int
-        Query numbers to run.
-    run_one : callable
-        ``run_one(n) -> (uploaded bytes, downloaded bytes)``; raises on failure.
-    threads : int
-    max_retries : int
-    fatal : callable, optional
-        ``fatal(exc) -> bool``: an error not worth retrying.
-
-    Attributes
-    ----------
-    done : set of int
-    failure : BaseException or None
-    uploaded, downloaded : int
-        Bytes.
-    """
-
-    def __init__(self, todo, run_one: Callable[[int], tuple[int, int]], threads: int, max_retries: int,
-                 fatal: Callable[[BaseException], bool] | None = None) -> None:
-        self._queue = collections.deque(todo)
-        self.total = len(self._queue)
-        self._run_one = run_one
-        self._max_retries = max_retries
-        self._fatal = fatal or (lambda e: False)
-        self._lock = threading.Lock()
-        self._finished = threading.Condition(self._lock)
-        self._stop = threading.Event()
-        self.done: set[int] = set()
-        self.failure: BaseException | None = None
-        self.failed_query: int | None = None
-        self.uploaded = 0
-        self.downloaded = 0
-        self._active = 0
-        self._t0 = time.monotonic()
-        self._threads = [threading.Thread(target=self._worker, name=f"TF-HTTP-{i}", daemon=True)
-                         for i in range(max(1, min(threads, self.total or 1)))]
-        self._active = len(self._threads)
-        for t in self._threads:
-            t.start()
-
-    def _worker(self) -> None:
-        try:
-            while not self._stop.is_set():
-                with self._lock:
-                    if not self._queue or self.failure is not None:
-                        return
-                    n = self._queue.popleft()
-                attempt = 0
-                while True:
-                    try:
-                        up, down = self._run_one(n)
-                    except Exception as e:  # noqa: BLE001 - reported through self.failure
-                        if self._stop.is_set():
-                            with self._lock:
-                                self._queue.appendleft(n)
-                            return
-                        attempt += 1
-                        if attempt <= self._max_retries and not self._fatal(e):
-                            log.warning("transfers: HTTP query %d failed (%s), retry %d of %d", n, e, attempt,
-                                        self._max_retries)
-                            if self._stop.wait(1.0):
-                                with self._lock:
-                                    self._queue.appendleft(n)
-                                return
-                            continue
-                        with self._lock:
-                            if self.failure is None:
-                                self.failure, self.failed_query = e, n
-                        return
-                    with self._lock:
-                        self.done.add(n)
-                        self.uploaded += up
-                        self.downloaded += down
-                    break
-        finally:
-            with self._lock:
-                self._active -= 1
-                self._finished.notify_all()
-
-    @property
-    def running(self) -> bool:
-        """bool: some thread still works."""
-        with self._lock:
-            return self._active > 0
-
-    def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for every thread to end; returns whether they did."""
-        with self._lock:
-            return self._finished.wait_for(lambda: self._active == 0, timeout)
-
-    def stop(self, join: float = 0.0) -> None:
-        """Ask the threads to stop after their current query (which may be aborted by
-        closing the session); optionally wait ``join`` seconds."""
-        self._stop.set()
-        if join:
-            self.wait(join)
-
-    def speed_kbs(self) -> int:
-        """int: kilobytes per second moved since the start."""
-        dt = max(1e-3, time.monotonic() - self._t0)
-        return int((self.uploaded + self.downloaded) / 1024 / dt)
-
-
-# ------------------------------------------------------------------------------------------
-# jobs
-# ------------------------------------------------------------------------------------------
-
-#: Smallest bucket size that :func:`effective_bucket_size` goes down to, bytes.
-MIN_BUCKET_SIZE = 256 * 1024
-
-
-def effective_bucket_size(st, instances) -> int:
-    """The bucket size used to plan a transfer, bytes.
-
-    ``BucketSize``, lowered for a transfer too small to make two buckets per thread, down
-    to :data:`MIN_BUCKET_SIZE` (so that the last bucket does not travel alone while the
-    other connections idle). The layout still follows the plugin's rules, which its
-    receiving side checks; only the sender (push) or the puller (pull) chooses it.
-
-    Parameters
-    ----------
-    st : TransferSettings
-        ``bucket_size`` (bytes) and ``threads``.
-    instances : sequence of InstanceInfo
-
-    Returns
-    -------
-    int
-    """
-    total = sum(i.size for i in instances)
-    wanted = -(-total // (2 * max(1, st.threads)))
-    return max(1, min(st.bucket_size, max(MIN_BUCKET_SIZE, wanted)))
-
-
-class _Interrupted(Exception):
-    """A pause, cancel or shutdown came while a request was in flight."""
-
-
-def _settings(ctx: "ServerContext"):
-    from .transfers import settings
-    return settings(ctx)
-
-
-class _TransferJob(Job):
-    """What push and pull jobs share: the query, the bucket plan, the done buckets."""
-
-    def __init__(self, query: Mapping[str, Any]) -> None:
-        super().__init__()
-        self.query = dict(query)
-        self.query.setdefault(KEY_SENDER_TRANSFER_ID, str(uuid.uuid4()))
-        self.state = "init"
-        self.instances: list[InstanceInfo] = []
-        self.buckets: list[Bucket] = []
-        self.done: set[int] = set()
-        self.uploaded = 0
-        self.downloaded = 0
-        self.speed = 0
-        self.client: PeerClient | None = None
-        self.runner: QueryRunner | None = None
-        self._lock = threading.Lock()
-
-    # ---- shared plumbing ----------------------------------------------------------------
-    @property
-    def peer_name(self) -> str:
-        """str: the peer's symbolic name (``Peer``)."""
-        return self.query[KEY_PEER]
-
-    @property
-    def compression(self) -> str:
-        """str: ``"gzip"`` or ``"none"`` (``Compression``)."""
-        return self.query[KEY_COMPRESSION]
-
-    def start(self, ctx: "ServerContext") -> None:
-        """Open the peer's session (fails the job for an unknown peer)."""
-        self.client = PeerClient(ctx, self.peer_name, _settings(ctx).threads, self.query[KEY_SENDER_TRANSFER_ID])
-
-    def _absorb(self, runner: QueryRunner) -> None:
-        """Take the results of a finished (or stopped) runner; called once per runner."""
-        with runner._lock:  # noqa: SLF001 - a consistent snapshot of the counters
-            self.done |= runner.done
-            self.uploaded += runner.uploaded
-            self.downloaded += runner.downloaded
-        self.speed = runner.speed_kbs()
-
-    def interrupt(self) -> None:
-        """Abort the HTTP queries in flight (pause, cancel, shutdown)."""
-        runner = self.runner
-        if runner is not None:
-            runner.stop()
-        client = self.client
-        if client is not None:
-            client.close()
-
-    def stop(self, reason: str) -> None:
-        """Stop the threads; the done buckets are kept for a resumed run."""
-        runner, self.runner = self.runner, None
-        if runner is not None:
-            runner.stop(join=5.0)
-            self._absorb(runner)
-        if self.client is not None:
-            self.client.close()
-
-    def _interruptible(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` (one blocking request) on a helper thread and wait for it, giving up
-        as soon as a pause, cancel or shutdown is requested (the request then ends in the
-        background, its outcome ignored).
-
-        Raises
-        ------
-        _Interrupted
-            A stop was requested first.
-        Exception
-            What ``fn`` raised.
-        """
-        box: dict[str, Any] = {}
-        finished = threading.Event()
-
-        def run() -> None:
-            try:
-                box["value"] = fn()
-            except BaseException as e:  # noqa: BLE001 - handed to the job's thread
-                box["error"] = e
-            finally:
-                finished.set()
-
-        threading.Thread(target=run, name="TF-REQ", daemon=True).start()
-        while not finished.wait(0.1):
-            if self.stop_requested:
-                raise _Interrupted()
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
-
-    def _fail(self, code: ErrorCode, details: str) -> StepResult:
-        self.error_code = int(code)
-        self.error_details = details
-        log.error("transfers: %s job toward peer %s failed: %s", self.type_name, self.peer_name, details)
-        return StepResult.FAILURE
-
-    def _done_count(self) -> int:
-        runner = self.runner
-        n = len(self.done)
-        if runner is not None:
-            with runner._lock:  # noqa: SLF001
-                n = len(self.done | runner.done)
-        return n
-
-    def progress(self) -> float:
-        """``(1 + completed queries) / (2 + scheduled queries)``, as the plugin; 100 at the
-        end."""
-        if self.state == "success":
-            return 100.0
-        return 100.0 * (1 + self._done_count()) / (2 + len(self.buckets))
-
-    def _transfer_counts(self) -> tuple[int, int]:
-        up, down = self.uploaded, self.downloaded
-        runner = self.runner
-        if runner is not None:
-            up += runner.uploaded
-            down += runner.downloaded
-        return up, down
-
-    def base_serialized(self) -> dict[str, Any]:
-        """The plugin's serialized query (``TransferQuery::Serialize``: ``Peer``,
-        ``Resources``, ``Compression``, ``SenderTransferID``, ``Originator``) plus
-        pacsbox's progress under ``"pacsbox"`` (state, instances, bucket plan, done
-        buckets, bytes moved).
-
-        Returns
-        -------
-        dict
-        """
-        d = {KEY_PEER: self.peer_name, KEY_RESOURCES: self.query[KEY_RESOURCES], KEY_COMPRESSION: self.compression,
-             KEY_SENDER_TRANSFER_ID: self.query[KEY_SENDER_TRANSFER_ID]}
-        if KEY_ORIGINATOR in self.query:
-            d[KEY_ORIGINATOR] = self.query[KEY_ORIGINATOR]
-        runner = self.runner
-        done = set(self.done)
-        if runner is not None:
-            with runner._lock:  # noqa: SLF001
-                done |= runner.done
-        up, down = self._transfer_counts()
-        d["pacsbox"] = {"State": self.state, "Instances": [i.to_json() for i in self.instances],
-                        "Buckets": [b.to_json() for b in self.buckets], "DoneBuckets": sorted(done),
-                        "Uploaded": up, "Downloaded": down}
-        return d
-
-    def load_base(self, data: Mapping[str, Any]) -> None:
-        """Restore what :meth:`base_serialized` saved under ``"pacsbox"`` (a job saved
-        by the plugin's form alone starts from its first state).
-
-        Raises
-        ------
-        OrthancError
-            ``BadFileFormat`` for a malformed saved plan.
-        """
-        extra = data.get("pacsbox") or {}
-        self.state = extra.get("State", "init")
-        self.instances = [InstanceInfo.from_json(i) for i in extra.get("Instances", [])]
-        self.buckets = [Bucket.from_json(b) for b in extra.get("Buckets", [])]
-        self.done = set(int(i) for i in extra.get("DoneBuckets", []))
-        self.uploaded = int(extra.get("Uploaded", 0))
-        self.downloaded = int(extra.get("Downloaded", 0))
-
-    def reset(self) -> None:
-        """Start again from the first state (``resubmit``)."""
-        self.state = "init"
-        self.instances, self.buckets, self.done = [], [], set()
-        self.uploaded = self.downloaded = 0
-
-
-class PushTransferJob(_TransferJob):
+class PushTransferJob(TransferJob):
     """``PushTransfer``: send resources to a peer that runs the accelerator.
 
     Parameters
@@ -498,7 +66,7 @@ class PushTransferJob(_TransferJob):
 
     def step(self, ctx: "ServerContext") -> StepResult:
         """One state step (see the module's docstring)."""
-        st = _settings(ctx)
+        st = transfer_settings(ctx)
         assert self.client is not None
         if self.state == "init":
             from .transfers import source_cache
@@ -517,7 +85,7 @@ class PushTransferJob(_TransferJob):
                 answer = self._with_retries(st.max_http_retries, lambda: self._interruptible(
                     lambda: self.client.request("POST", URI_PUSH, json_body=body,
                                                 timeout=st.peer_commit_timeout).json()))
-            except _Interrupted:
+            except RequestInterrupted:
                 return StepResult.CONTINUE  # paused/canceled: created again at resume
             except (PeerHttpError, ValueError) as e:
                 if self.stop_requested:
@@ -537,7 +105,7 @@ class PushTransferJob(_TransferJob):
                 self._with_retries(st.max_http_retries, lambda: self._interruptible(
                     lambda: self.client.request("POST", f"{self.transaction}/commit", data=b"",
                                                 timeout=st.peer_commit_timeout)))
-            except _Interrupted:
+            except RequestInterrupted:
                 return StepResult.CONTINUE  # paused: committed again at resume (404 → sent again)
             except PeerHttpError as e:
                 if self.stop_requested and e.status is None:
@@ -670,7 +238,7 @@ class PushTransferJob(_TransferJob):
         self.restarts = 0
 
 
-class PullTransferJob(_TransferJob):
+class PullTransferJob(TransferJob):
     """``PullTransfer``: fetch resources from a peer that runs the accelerator.
 
     Parameters
@@ -701,12 +269,12 @@ class PullTransferJob(_TransferJob):
 
     def step(self, ctx: "ServerContext") -> StepResult:
         """One state step (see the module's docstring)."""
-        st = _settings(ctx)
+        st = transfer_settings(ctx)
         assert self.client is not None
         if self.state == "init":
             try:
                 answer = self._lookup(st)
-            except _Interrupted:
+            except RequestInterrupted:
                 return StepResult.CONTINUE  # paused/canceled: asked again at resume
             except (PeerHttpError, ValueError) as e:
                 if self.stop_requested:
