@@ -86,6 +86,37 @@ class StepsJob(Job):
         return job
 
 
+class GatedStepsJob(StepsJob):
+    """Like :class:`StepsJob` (no ``delay``), but each step first waits until the test
+    releases it: ``gate.release()`` lets one step run, so the job cannot get ahead of the
+    test however fast the machine is. A stop request (pause, cancel, shutdown) ends the wait
+    without counting the step. Not saved (:meth:`serialize` is None): the gate lives in the
+    test only.
+
+    Parameters
+    ----------
+    steps : int
+    gate : threading.Semaphore
+        One ``release()`` per step the job may run.
+    label : str
+    """
+
+    type_name = "TestGatedSteps"
+
+    def __init__(self, steps: int, gate: threading.Semaphore, label: str = "") -> None:
+        super().__init__(steps, label=label)
+        self.gate = gate
+
+    def step(self, ctx):
+        while not self.gate.acquire(timeout=0.01):
+            if self.stop_requested:
+                return StepResult.CONTINUE
+        return super().step(ctx)
+
+    def serialize(self):
+        return None
+
+
 class RestartingStepsJob(StepsJob):
     """Like :class:`StepsJob` but not resumable: restarts from its first step after a reload."""
 
@@ -248,7 +279,7 @@ class ListJob(InstancesJob):
         return job
 
 
-JOB_TYPES = [StepsJob, RestartingStepsJob, BlockerJob, RetryJob, PeerJob, OutputJob, ListJob]
+JOB_TYPES = [StepsJob, GatedStepsJob, RestartingStepsJob, BlockerJob, RetryJob, PeerJob, OutputJob, ListJob]
 
 
 class SubmitResource:
@@ -304,8 +335,11 @@ class StateRecorder:
             return [(e.previous_state, e.state) for e in self.events if e.id == job_id]
 
 
-def wait_until(predicate, timeout=10.0, interval=0.005):
+def wait_until(predicate, timeout=60.0, interval=0.005):
     """Poll ``predicate`` until it is true; returns the time it took (seconds).
+
+    The default ``timeout`` only guards against a hang: a loaded CI machine can be many
+    times slower than a workstation, and no test may depend on how fast a job runs.
 
     Raises
     ------

@@ -1,18 +1,24 @@
 """``job_state_changed`` fires on every transition, on the notifier thread."""
 from __future__ import annotations
 
-from jobtypes import BlockerJob, jobs_app, RetryJob, StateRecorder, StepsJob, wait_until  # noqa: F401 (fixtures)
+import threading
+
+from jobtypes import (BlockerJob, GatedStepsJob, jobs_app, RetryJob, StateRecorder, StepsJob,  # noqa: F401 (fixtures)
+                      wait_until)
 
 
 def test_every_transition_is_notified(jobs_app):
     rec_plugin = StateRecorder()
     app = jobs_app(extra=[rec_plugin])
     jobs = app.ctx.jobs
-    a = jobs.submit(StepsJob(30, delay=0.01), priority=4)
-    wait_until(lambda: a.job.done >= 3)
+    gate = threading.Semaphore(0)
+    a = jobs.submit(GatedStepsJob(5, gate), priority=4)   # paused before it can end
+    gate.release(3)
+    wait_until(lambda: a.job.done == 3)
     jobs.pause(a.id)
     wait_until(lambda: a.state.value == "Paused")
     jobs.resume(a.id)
+    gate.release(2)
     wait_until(lambda: a.state.value == "Success")
 
     blocker = jobs.submit(BlockerJob())
@@ -42,7 +48,7 @@ def test_every_transition_is_notified(jobs_app):
         ("Pending", "Running"), ("Running", "Success")]
     assert rec_plugin.transitions(f.id) == [(None, "Pending"), ("Pending", "Running"), ("Running", "Failure")]
     last_a = [e for e in rec_plugin.events if e.id == a.id][-1]
-    assert (last_a.type, last_a.priority, last_a.progress, last_a.error_code) == ("TestSteps", 4, 100, 0)
+    assert (last_a.type, last_a.priority, last_a.progress, last_a.error_code) == ("TestGatedSteps", 4, 100, 0)
     last_f = [e for e in rec_plugin.events if e.id == f.id][-1]
     assert last_f.error_code == 9
     last_blocker = [e for e in rec_plugin.events if e.id == blocker.id][-1]
