@@ -31,9 +31,10 @@ def test_list_is_sorted_by_id_and_expand_matches(japp, jclient):
 
 
 def test_fields_of_a_finished_job(japp, jclient):
-    t0 = time.time()
+    t0, m0 = time.time(), time.monotonic()
     rec = japp.ctx.jobs.submit(StepsJob(4, delay=0.05, label="x"), priority=-3)
     wait_until(lambda: rec.state.value == "Success")
+    window = time.monotonic() - m0   # the run lies within it
     r = jclient.simulate_get(f"/jobs/{rec.id}")
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/json; charset=utf-8"
@@ -50,7 +51,7 @@ def test_fields_of_a_finished_job(japp, jclient):
         assert JOB_TIME.match(d[k]), d[k]
     assert t0 - 1 < _utc(d["CreationTime"]) <= _utc(d["CompletionTime"]) <= _utc(d["Timestamp"]) < time.time() + 1
     assert isinstance(d["EffectiveRuntime"], float)
-    assert 0.2 <= d["EffectiveRuntime"] < 5
+    assert 0.2 <= d["EffectiveRuntime"] <= window + 0.001   # 4 steps of 50 ms at least
     assert d["EffectiveRuntime"] == round(d["EffectiveRuntime"], 3)  # millisecond precision
     # Timestamp is the time of the answer
     time.sleep(0.01)
@@ -79,8 +80,9 @@ def test_eta_only_while_running_and_runtime_across_pauses(japp, jclient):
     d = jclient.simulate_get(f"/jobs/{rec.id}").json
     assert "EstimatedTimeOfArrival" not in d
     assert p1["EffectiveRuntime"] < d["EffectiveRuntime"]
-    # 50 steps of 20 ms: about 1 s of running, the 0.3 s pause not counted
-    assert 0.9 <= d["EffectiveRuntime"] < 0.9 + 0.3 + 1.0
+    # 50 steps of 20 ms: 1 s of running or more...
+    assert 0.9 <= d["EffectiveRuntime"]
+    # ...and the pause of 0.3 s or more is not counted, however slow the machine
     created, completed = _utc(d["CreationTime"]), _utc(d["CompletionTime"])
     assert completed - created >= d["EffectiveRuntime"] + 0.25
 
