@@ -77,7 +77,7 @@ def test_synchronous_jobs_are_queued_with_their_priority(jobs_app):
     high = next(r for r in jobs.records() if r.job.public_content()["Label"] == "high")
     assert high.state.value == "Pending"     # queued, not run on the request thread
     jobs.cancel(blocker.id)
-    t.join(10)
+    t.join(60)
     assert answers["r"].status_code == 200
     assert answers["r"].json == {"Done": 3, "Steps": 3, "Label": "high"}
     wait_until(lambda: jobs.get(low["ID"]).state.value == "Success")
