@@ -44,7 +44,7 @@ from pynetdicom.dsutils import encode as encode_dataset
 from pacsbox import Level, OrthancError, element_text, find_resources
 
 from .dimse import command_pdu, command_set, data_pdus, element, uid, us
-from .send import write_pdus
+from .send_wire import write_pdus
 from .state import plugin_state
 
 log = logging.getLogger("pacsbox.dicom_net.scp")
@@ -278,7 +278,7 @@ def part10_file(event: Any) -> bytes:
     """
     # the meta group is encoded directly (move_job.part10, byte-equal to pydicom's writer
     # fed with pynetdicom's event.file_meta, which costs a pydicom data set per instance)
-    from .move_job import part10
+    from .part10 import part10
 
     req = event.request
     return part10(req.DataSet.getvalue(), str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID),

@@ -35,7 +35,8 @@ from pacsbox import (DicomFormatError, ErrorCode, OrthancError, RouteSpec, is_or
 
 from .modalities import Modality, ModalityConfigError, parse_modality
 from .scu import open_association
-from .send import SendInterrupted, StoreSender
+from .send import StoreSender
+from .send_wire import SendInterrupted
 from .state import plugin_state
 from .store_job import StoreScuJob
 

@@ -20,11 +20,13 @@ One job retrieves a list of identifiers (one per C-FIND answer, or per resource 
 
 After a restart the identifier in progress is retrieved again; instances already received
 are ``AlreadyStored`` by the ingest path (no duplicate).
+
+The routes choose the method and describe the identifiers with :mod:`.retrieve_request`;
+C-GET stores the received data sets as Part-10 files made by :mod:`.part10`.
 """
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 import time
 from typing import Any, Mapping
@@ -39,20 +41,17 @@ from pynetdicom.sop_class import (PatientRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove)
 from pynetdicom.status import QR_GET_SERVICE_CLASS_STATUS, QR_MOVE_SERVICE_CLASS_STATUS
 
-from pacsbox import ErrorCode, Job, OrthancError, StepResult, orthanc_id, tag_to_key
+from pacsbox import ErrorCode, Job, OrthancError, StepResult, orthanc_id
 
 from .modalities import Modality, aet_equal, parse_modality
-from .query import (ACCESSION_NUMBER, PATIENT_ID, QUERY_RETRIEVE_LEVEL, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
-                    STUDY_INSTANCE_UID, answer_short, default_charset, find_identifier, move_identifier, run_find,
-                    short_keys)
+from .part10 import part10
+from .query import (PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, answer_short,
+                    default_charset, find_identifier, move_identifier, run_find, short_keys)
 from .scu import open_association, scu_timeout
 from .state import plugin_state
 
 log = logging.getLogger(__name__)
 
-#: Tags of a retrieve's ``Query`` content item (Orthanc ``DicomMoveScuJob::AddFindAnswer``).
-CONTENT_TAGS = (QUERY_RETRIEVE_LEVEL, PATIENT_ID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
-                ACCESSION_NUMBER)
 #: Transfer syntaxes proposed for C-GET's storage contexts: uncompressed first, then the
 #: usual compressed ones (the files are stored as received).
 GET_TRANSFER_SYNTAXES = [
@@ -60,53 +59,6 @@ GET_TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
     "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
     "1.2.840.10008.1.2.5"]
-
-
-def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
-    if vr == b"OB":
-        return struct.pack("<HH2sHI", 0x0002, element, vr, 0, len(value)) + value
-    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
-
-
-def _padded(text: str, pad: bytes) -> bytes:
-    b = text.encode("ascii", "replace")
-    return b + pad if len(b) % 2 else b
-
-
-def part10(dataset: bytes, sop_class: str, sop_instance: str, transfer_syntax: str, source_aet: str = "") -> bytes:
-    """A Part-10 file around a data set received in a C-STORE, kept byte for byte.
-
-    The File Meta Information (PS3.10 section 7.1) is encoded directly (pydicom's writer
-    costs about a millisecond per instance).
-
-    Parameters
-    ----------
-    dataset : bytes
-        The data set as received (``event.request.DataSet.getvalue()``).
-    sop_class, sop_instance : str
-        (0002,0002) and (0002,0003), from the C-STORE request's *Affected SOP Class/Instance UID*.
-    transfer_syntax : str
-        (0002,0010): the presentation context's transfer syntax.
-    source_aet : str
-        (0002,0016) *Source Application Entity Title* (left out when empty).
-
-    Returns
-    -------
-    bytes
-        128-byte preamble, ``DICM``, the meta group (implementation UID and version name of
-        pynetdicom, as its own writer puts them), then ``dataset`` unchanged.
-    """
-    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
-    body = b"".join((
-        _meta_element(0x0001, b"OB", b"\x00\x01"),
-        _meta_element(0x0002, b"UI", _padded(sop_class, b"\x00")),
-        _meta_element(0x0003, b"UI", _padded(sop_instance, b"\x00")),
-        _meta_element(0x0010, b"UI", _padded(transfer_syntax, b"\x00")),
-        _meta_element(0x0012, b"UI", _padded(PYNETDICOM_IMPLEMENTATION_UID, b"\x00")),
-        _meta_element(0x0013, b"SH", _padded(PYNETDICOM_IMPLEMENTATION_VERSION, b" ")),
-        _meta_element(0x0016, b"AE", _padded(source_aet.strip(), b" ")) if source_aet.strip() else b"",
-    ))
-    return b"\x00" * 128 + b"DICM" + _meta_element(0x0000, b"UL", struct.pack("<I", len(body))) + body + dataset
 
 
 def status_text(code: int, get: bool = False) -> str:
@@ -130,42 +82,6 @@ def status_text(code: int, get: bool = False) -> str:
         entry = table.get(0xC000)
     text = f"0x{code:04X}"
     return f"{text} ({entry[0]}: {entry[1]})" if entry else text
-
-
-def content_item(fields: Mapping[int, Any]) -> dict[str, Any]:
-    """A ``Query`` item of the job content (Orthanc ``DicomMoveScuJob::AddFindAnswer``).
-
-    Parameters
-    ----------
-    fields : mapping of int to any
-        An answer (or a ``/move`` resource) by tag.
-
-    Returns
-    -------
-    dict of str to any
-        Its (0008,0052), PatientID, Study/Series/SOP Instance UIDs and AccessionNumber,
-        in short ``gggg,eeee`` form.
-    """
-    return {tag_to_key(t): fields[t] for t in sorted(fields) if t in CONTENT_TAGS}
-
-
-def resolve_method(ctx: Any, modality: Modality, requested: Any = None) -> str:
-    """The retrieve method of a call: the call's ``RetrieveMethod``, else the modality's,
-    else the ``RetrieveMethod`` option (Orthanc 1.12).
-
-    Raises
-    ------
-    OrthancError
-        400 ``PARAMETER_OUT_OF_RANGE`` for a value other than ``C-MOVE``, ``C-GET`` or
-        ``SystemDefault``.
-    """
-    for value in (requested, modality.retrieve_method):
-        if value is None or value == "SystemDefault":
-            continue
-        if value not in ("C-MOVE", "C-GET"):
-            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown retrieve method: {value}")
-        return value
-    return plugin_state(ctx).options["RetrieveMethod"]
 
 
 class RetrieveJob(Job):

@@ -41,7 +41,8 @@ from typing import Any, Mapping
 from pacsbox import (ErrorCode, OrthancError, RouteSpec, query_flag, read_body, read_bool, send_json, send_text)
 
 from . import query as query_scu
-from .move_job import DicomGetScuJob, DicomMoveScuJob, content_item, resolve_method
+from .move_job import DicomGetScuJob, DicomMoveScuJob
+from .retrieve_request import content_item, resolve_method
 from .state import plugin_state
 
 

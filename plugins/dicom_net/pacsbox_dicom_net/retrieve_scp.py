@@ -66,8 +66,9 @@ from pynetdicom.dsutils import encode
 from pacsbox import DicomFormatError, OrthancError, find_resources, read_file_meta
 
 from .modalities import Modality, parse_modality
-from .send import (SendInterrupted, SendResult, StoreSender, choose_context, encode_pending_pdu, encoded_payload,
-                   instance_uids, no_context_error, plan_instances, send_c_store_raw, write_pdus)
+from .send import SendResult, StoreSender, encoded_payload, instance_uids, plan_instances
+from .send_contexts import choose_context, no_context_error
+from .send_wire import SendInterrupted, encode_pending_pdu, send_c_store_raw, write_pdus
 from .state import plugin_state
 
 log = logging.getLogger("pacsbox.dicom_net")

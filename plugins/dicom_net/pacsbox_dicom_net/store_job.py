@@ -32,7 +32,8 @@ from typing import Any, Mapping
 from pacsbox import ErrorCode, InstancesJob, Level, OrthancError
 
 from .modalities import Modality, parse_modality
-from .send import SendInterrupted, StoreSender, instance_uids, plan_instances
+from .send import StoreSender, instance_uids, plan_instances
+from .send_wire import SendInterrupted
 from .state import plugin_state
 
 log = logging.getLogger("pacsbox.dicom_net")

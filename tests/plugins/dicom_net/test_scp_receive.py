@@ -21,7 +21,7 @@ from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification
 from pacsbox import read_file_meta
 from pacsbox_dicom_net.scp import server_of
 from pacsbox_dicom_net.dimse import command_set, element, parse_command, response_pdu, uid, us
-from pacsbox_dicom_net.send import DirectResponses, hold_reactor, write_pdus
+from pacsbox_dicom_net.send_wire import DirectResponses, hold_reactor, write_pdus
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 CT = get_testdata_file("CT_small.dcm")

@@ -16,8 +16,9 @@ from pacsbox import read_file_meta
 from pacsbox.testing import free_port
 
 from pacsbox_dicom_net.modalities import Modality
-from pacsbox_dicom_net.send import (EXPLICIT_LE, IMPLICIT_LE, SendInterrupted, StoreSender, instance_uids,
-                                    plan_contexts, plan_instances)
+from pacsbox_dicom_net.send import StoreSender, instance_uids, plan_instances
+from pacsbox_dicom_net.send_contexts import EXPLICIT_LE, IMPLICIT_LE, plan_contexts
+from pacsbox_dicom_net.send_wire import SendInterrupted
 
 CT = get_testdata_file("CT_small.dcm")          # Explicit VR Little Endian
 MR = get_testdata_file("MR_small.dcm")          # Explicit VR Little Endian
@@ -197,7 +198,7 @@ def test_c_store_pdus_equal_pynetdicom_encoding(originator, size, max_pdu):
     from pynetdicom.dimse_messages import C_STORE_RQ
     from pynetdicom.dimse_primitives import C_STORE
 
-    from pacsbox_dicom_net.send import encode_c_store_pdus
+    from pacsbox_dicom_net.send_wire import encode_c_store_pdus
     data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     req = C_STORE()
     req.MessageID, req.Priority = 12, 2
@@ -226,7 +227,7 @@ def test_pending_pdu_equals_pynetdicom_encoding(kind):
     from pynetdicom.dimse_primitives import C_GET, C_MOVE
     from pynetdicom.pdu import P_DATA_TF
 
-    from pacsbox_dicom_net.send import encode_pending_pdu
+    from pacsbox_dicom_net.send_wire import encode_pending_pdu
     prim, msg_cls = (C_MOVE, C_MOVE_RSP) if kind == "move" else (C_GET, C_GET_RSP)
     rsp = prim()
     rsp.MessageIDBeingRespondedTo = 3
