@@ -698,7 +698,7 @@ def filter_outgoing(ctx: Any, modality_name: str, modality: Modality, level: str
         ``CannotExecuteLua``); 500 ``INTERNAL_ERROR`` naming the plugin for any other
         exception, or a result that is not a mapping of tags to strings (logged).
     """
-    from .handlers import HookFailed, call_chain
+    from .hook_calls import HookFailed, call_chain
     description = {"Name": modality_name, **modality.to_json()}
     try:
         return call_chain(ctx, "filter_outgoing_find", "query", dict(fields), Mapping, _tags_to_text, level=level,

@@ -368,7 +368,7 @@ def serve_find(assoc: Any, req: C_FIND, cx: Any, write: Any, read_more: Any) -> 
     read_more : callable
         Called before each look for a C-CANCEL, to read what the peer sent meanwhile.
     """
-    from .handlers import encode_find_response_pdus
+    from .find_scp import encode_find_response_pdus
 
     msg_id, sop_class = int(req.MessageID), str(req.AffectedSOPClassUID)
     max_pdu = int(assoc.requestor.maximum_length or 0)

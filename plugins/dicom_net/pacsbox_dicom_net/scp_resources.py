@@ -24,10 +24,10 @@ from pydicom.uid import UID
 
 from pacsbox import ErrorCode, OrthancError, RouteSpec, read_body, send_json, send_text
 
-from . import scp
+from . import scp_negotiation
 from .state import plugin_state
 
-ORTHANC_TRANSFER_SYNTAXES = scp.ORTHANC_TRANSFER_SYNTAXES
+ORTHANC_TRANSFER_SYNTAXES = scp_negotiation.ORTHANC_TRANSFER_SYNTAXES
 
 
 def expand_patterns(patterns: list[str]) -> list[str]:
@@ -43,7 +43,7 @@ def expand_patterns(patterns: list[str]) -> list[str]:
     -------
     list of str
     """
-    return [ts for ts in ORTHANC_TRANSFER_SYNTAXES if any(scp._pattern(p).match(ts) for p in patterns)]
+    return [ts for ts in ORTHANC_TRANSFER_SYNTAXES if any(scp_negotiation._pattern(p).match(ts) for p in patterns)]
 
 
 def accepted_transfer_syntaxes(ctx: Any) -> list[str]:
@@ -145,19 +145,19 @@ def conformance_statement(ctx: Any) -> str:
         out.append("")
 
     section("Echo SCP Conformance", "pacsbox supports the following SOP Classes as an SCP for C-Echo:",
-            [scp.VERIFICATION])
+            [scp_negotiation.VERIFICATION])
     storage = sorted({str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}, key=_name)
     section("Store SCP Conformance", "pacsbox supports the following SOP Classes as an SCP for C-Store"
             + (" (and any unknown SOP class, UnknownSopClassAccepted is true):"
                if state.unknown_sop_class_accepted else ":"), storage)
-    finds = [scp.PATIENT_ROOT_FIND, scp.STUDY_ROOT_FIND]
-    if scp.has_worklist_provider(ctx):
-        finds.append(scp.WORKLIST_FIND)
+    finds = [scp_negotiation.PATIENT_ROOT_FIND, scp_negotiation.STUDY_ROOT_FIND]
+    if scp_negotiation.has_worklist_provider(ctx):
+        finds.append(scp_negotiation.WORKLIST_FIND)
     section("Find SCP Conformance", "pacsbox supports the following SOP Classes as an SCP for C-Find:", finds)
     section("Move SCP Conformance", "pacsbox supports the following SOP Classes as an SCP for C-Move:",
-            [scp.PATIENT_ROOT_MOVE, scp.STUDY_ROOT_MOVE])
+            [scp_negotiation.PATIENT_ROOT_MOVE, scp_negotiation.STUDY_ROOT_MOVE])
     section("Get SCP Conformance", "pacsbox supports the following SOP Classes as an SCP for C-Get:",
-            [scp.PATIENT_ROOT_GET, scp.STUDY_ROOT_GET])
+            [scp_negotiation.PATIENT_ROOT_GET, scp_negotiation.STUDY_ROOT_GET])
     section("Transfer Syntaxes", "pacsbox accepts the following transfer syntaxes for C-Store "
             "(C-Echo, C-Find, C-Move and C-Get: the three uncompressed ones):", accepted_transfer_syntaxes(ctx))
     return "\n".join(out)

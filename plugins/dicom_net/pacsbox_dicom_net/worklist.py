@@ -39,7 +39,7 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from pacsbox import OrthancError, compile_query, hookimpl
 
-from .handlers import codecs_of, text_of
+from .find_answers import codecs_of, copy_item, text_of
 
 log = logging.getLogger("pacsbox.dicom_net.worklist")
 
@@ -148,7 +148,7 @@ def extract(query: Dataset, item: Dataset, *, case_sensitive_pn: bool = False) -
             if src is not None and src.VR == "SQ":
                 for it in src.value:
                     if q_item is None or len(q_item) == 0:
-                        items.append(_copy(it))
+                        items.append(copy_item(it))
                     elif matches(q_item, it, case_sensitive_pn=case_sensitive_pn, query_codecs=codecs_of(query),
                                  item_codecs=codecs_of(item)):
                         items.append(extract(q_item, it, case_sensitive_pn=case_sensitive_pn))
@@ -156,16 +156,6 @@ def extract(query: Dataset, item: Dataset, *, case_sensitive_pn: bool = False) -
         else:
             out.add(DataElement(tag, src.VR, src.value))
     return out
-
-
-def _copy(ds: Dataset) -> Dataset:
-    new = Dataset()
-    for el in ds:
-        if el.VR == "SQ":
-            new.add(DataElement(el.tag, "SQ", DicomSequence([_copy(i) for i in el.value])))
-        else:
-            new.add(DataElement(el.tag, el.VR, el.value))
-    return new
 
 
 class FolderWorklists:

@@ -17,7 +17,8 @@ from pacsbox.testing import inline_plugin
 
 from scp_helpers import run_dcmtk, sample
 
-import pacsbox_dicom_net.handlers as handlers
+from pacsbox_dicom_net.find_answers import MAIN_TAGS, answers_for
+from pacsbox_dicom_net.find_scp import encode_find_response_pdus
 
 FIND_OK = {"DicomAlwaysAllowFind": True, "DicomAlwaysAllowFindWorklist": True}
 
@@ -222,7 +223,7 @@ def test_hook_find_answers_that_raises_fails_the_request_only(node, tmp_path, ca
 
 def test_main_tags_list_matches_the_core():
     from pacsbox.dicom import tags as core_tags
-    assert handlers.MAIN_TAGS == tuple(core_tags.MAIN_TAGS[lv] for lv in ("Patient", "Study", "Series", "Instance"))
+    assert MAIN_TAGS == tuple(core_tags.MAIN_TAGS[lv] for lv in ("Patient", "Study", "Series", "Instance"))
 
 
 # ---- Modality Worklist ---------------------------------------------------------------
@@ -336,8 +337,7 @@ def test_find_response_pdus_equal_pynetdicom_encoding(status, size, max_pdu):
         pdu = P_DATA_TF()
         pdu.from_primitive(prim)
         pdus.append(pdu.encode())
-    ours = handlers.encode_find_response_pdus(3, max_pdu, "1.2.840.10008.5.1.4.1.2.2.1", 513, status,
-                                              identifier or None)
+    ours = encode_find_response_pdus(3, max_pdu, "1.2.840.10008.5.1.4.1.2.2.1", 513, status, identifier or None)
     assert ours == b"".join(pdus)
 
 
@@ -365,8 +365,8 @@ def test_answers_encoded_without_pydicom_equal_pydicoms_encoding(dataset_node, l
     query.QueryRetrieveLevel = level
     for k, v in keys.items():
         setattr(query, k, v)
-    answers, _cut = handlers._find(dataset_node.ctx, query, {"RemoteAET": "X", "CalledAET": "PACSBOX",
-                                                              "RemoteIP": "127.0.0.1"})
+    answers, _cut = answers_for(dataset_node.ctx, query, {"RemoteAET": "X", "CalledAET": "PACSBOX",
+                                                          "RemoteIP": "127.0.0.1"})
     assert answers
     for ans in answers:
         fast = ans.pacsbox_encoded

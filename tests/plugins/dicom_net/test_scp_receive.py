@@ -231,7 +231,7 @@ def test_bytes_read_ahead_are_kept_across_messages(raw_assoc):
 
 
 def test_leading_uids_read_as_pydicom_reads_them():
-    """handlers.leading_uids (the C-STORE's check of the data set against its command,
+    """store_scp.leading_uids (the C-STORE's check of the data set against its command,
     without pydicom) finds the UIDs pydicom finds, in every little-endian sample file of
     pydicom, and defers to pydicom (None) where it cannot tell."""
     import warnings
@@ -239,7 +239,7 @@ def test_leading_uids_read_as_pydicom_reads_them():
     from pydicom.data import get_testdata_files
 
     from pacsbox import DicomFormatError
-    from pacsbox_dicom_net.handlers import dataset_uids, leading_uids
+    from pacsbox_dicom_net.store_scp import dataset_uids, leading_uids
 
     read = deferred = 0
     with warnings.catch_warnings():

@@ -454,7 +454,7 @@ def test_part10_file_meta_equals_pydicom_writer(aet):
     from pydicom.filewriter import write_file_meta_info
     from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
-    from pacsbox_dicom_net.handlers import part10_file
+    from pacsbox_dicom_net.store_scp import part10_file
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.21"
     meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
