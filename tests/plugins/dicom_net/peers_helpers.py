@@ -106,6 +106,12 @@ class StandIn:
     close_after_answer : bool
         Close the connection after each answer without saying so (no ``Connection:
         close``), as a server whose keep-alive timeout expired between two requests.
+    hold : threading.Event or None
+        When set to an Event, each upload waits for it (at most 60 s) once its body is read
+        (counted in :attr:`inflight`), before :attr:`delay` and the answer: a peer that
+        answers only when the test releases it.
+    reading : threading.Event
+        Set once a paced body (:attr:`read_delay`) has started to arrive.
     """
 
     url: str = ""
@@ -118,6 +124,8 @@ class StandIn:
     read_delay: float = 0.0
     truncated: list = field(default_factory=list)
     close_after_answer: bool = False
+    hold: threading.Event | None = None
+    reading: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: object = None
 
@@ -172,6 +180,7 @@ def start_standin(ssl_context=None) -> StandIn:
                         return
                     parts.append(piece)
                     got += len(piece)
+                    st.reading.set()
                     time.sleep(st.read_delay)
                 body = b"".join(parts)
             else:
@@ -180,6 +189,9 @@ def start_standin(ssl_context=None) -> StandIn:
                 st.inflight += 1
                 st.max_inflight = max(st.max_inflight, st.inflight)
             try:
+                hold = st.hold
+                if hold is not None:
+                    hold.wait(60)
                 if st.delay:
                     time.sleep(st.delay)
                 uid = sop_uid_of(body, self.headers.get("Content-Encoding"))
