@@ -31,7 +31,7 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
 from pacsbox import (DicomFormatError, ErrorCode, OrthancError, RouteSpec, is_orthanc_id, not_found, read_body,
-                     read_file_meta, send_json, send_text)
+                     read_bool, read_file_meta, read_int, read_json_body, send_json, send_text)
 
 from .modalities import Modality, ModalityConfigError, parse_modality
 from .scu import open_association
@@ -61,35 +61,8 @@ def get_modality(ctx: Any, name: str) -> Modality:
     return m
 
 
-def _json_body(req: Any, *, empty_ok: bool, message: str = "Cannot parse the JSON body") -> Any:
-    data = read_body(req)
-    if not data.strip():
-        if empty_ok:
-            return {}
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, message)
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, message) from None
-
-
-def _int_field(body: Mapping[str, Any], name: str, *, unsigned: bool = False) -> int | None:
-    if name not in body:
-        return None
-    v = body[name]
-    if isinstance(v, bool) or not isinstance(v, int) or (unsigned and v < 0):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT,
-                           f"{'Unsigned integer' if unsigned else 'Integer'} value expected in field: {name}")
-    return v
-
-
-def _bool_field(body: Mapping[str, Any], name: str, default: bool) -> bool:
-    if name not in body:
-        return default
-    v = body[name]
-    if not isinstance(v, bool):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Boolean value expected in field: {name}")
-    return v
+#: The error of a body that is empty or not JSON (Orthanc 1.10.1's words on these routes).
+_UNPARSABLE = (ErrorCode.BAD_FILE_FORMAT, "Cannot parse the JSON body")
 
 
 def modality_from_body(name: str, body: Any) -> Modality:
@@ -199,7 +172,7 @@ class ModalityItem:
 
     def on_put(self, req: Any, resp: Any, id: str) -> None:  # noqa: A002
         """Create or replace ``id`` from the body (either form); empty ``text/plain`` 200."""
-        body = _json_body(req, empty_ok=False, message=None)
+        body = read_json_body(req, allow_empty=False, invalid=(ErrorCode.BAD_FILE_FORMAT, None))
         plugin_state(self.ctx).modalities.put(id, modality_from_body(id, body))
         send_text(resp, "")
 
@@ -223,8 +196,8 @@ class ModalityConfiguration:
 
 def _echo_options(ctx: Any, body: Any) -> tuple[int | None, bool]:
     body = body if isinstance(body, Mapping) else {}
-    timeout = _int_field(body, "Timeout")
-    check_find = _bool_field(body, "CheckFind", plugin_state(ctx).options["DicomEchoChecksFind"])
+    timeout = read_int(body, "Timeout", None)
+    check_find = read_bool(body, "CheckFind", plugin_state(ctx).options["DicomEchoChecksFind"])
     return timeout, check_find
 
 
@@ -237,7 +210,7 @@ class ModalityEcho:
 
     def on_post(self, req: Any, resp: Any, id: str) -> None:  # noqa: A002
         """C-ECHO toward ``id``; ``{}`` on success."""
-        body = _json_body(req, empty_ok=True)
+        body = read_json_body(req, invalid=_UNPARSABLE)
         modality = get_modality(self.ctx, id)
         timeout, check_find = _echo_options(self.ctx, body)
         echo(self.ctx, modality, timeout=timeout or None, check_find=check_find)
@@ -253,7 +226,7 @@ class ToolsDicomEcho:
 
     def on_post(self, req: Any, resp: Any) -> None:
         """C-ECHO toward the modality given in the body; ``{}`` on success."""
-        body = _json_body(req, empty_ok=False)
+        body = read_json_body(req, allow_empty=False, invalid=_UNPARSABLE)
         modality = modality_from_body("dicom-echo", body)
         timeout, check_find = _echo_options(self.ctx, body)
         echo(self.ctx, modality, timeout=timeout or None, check_find=check_find)
@@ -334,7 +307,7 @@ class ModalityStore:
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 65536:
                 raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE)
             mo_id = v
-        timeout = _int_field(body, "Timeout")
+        timeout = read_int(body, "Timeout", None)
         modality = get_modality(ctx, id)
         overrides: dict[str, Any] = {}
         if (called := _str_param(body, "CalledAet")) is not None:
