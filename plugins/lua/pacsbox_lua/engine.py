@@ -16,26 +16,27 @@ As in Orthanc (``LuaScripting``):
   engine's operations thread, through the REST API (``/modalities/{id}/store``,
   ``/peers/{id}/store``, ``/instances/{id}/modify``, ``DELETE``), so this plugin never
   imports another plugin.
+
+The engine's parts live next to it: :mod:`.values` converts between Python and Lua values,
+:mod:`.script_functions` holds the global functions written in Python (``RestApiGet``,
+``HttpGet``, ``ParseJson``...), :mod:`.operations` runs the recorded operations.
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 import queue
-import subprocess
-import tempfile
 import threading
 import time
 from importlib import resources as _resources
 from typing import Any, Callable, Mapping
 
 import lupa.lua53 as _lua53
-import pydicom.uid
-import requests
 
-from pacsbox import ErrorCode, OrthancError, call_rest_api, dataset_to_json
+from pacsbox import ErrorCode, OrthancError, dataset_to_json
+
+from .operations import OperationsRunner
+from .script_functions import ScriptFunctions
+from .values import LuaValues, text
 
 log = logging.getLogger("pacsbox.lua")
 
@@ -45,14 +46,6 @@ _ORIGIN_KEYS = (("RemoteIP", "RemoteIp"), ("RemoteAET", "RemoteAet"), ("CalledAE
 
 #: ``os`` functions kept when ``LuaAllowOsAndIo`` is false (they touch nothing outside).
 _SAFE_OS = ("clock", "date", "difftime", "time")
-
-
-#: Seconds without a new operation after which the operations thread sends what it has.
-BATCH_GAP = 0.02
-#: Seconds after which a first batch is sent even while operations keep coming.
-BATCH_AGE = 0.25
-#: The longest a batch may wait while operations keep coming without a pause.
-BATCH_AGE_MAX = 1.0
 
 #: The callbacks pacsbox calls (``has_function`` knows these).
 CALLBACKS = ("Initialize", "Finalize", "OnStoredInstance", "OnStableStudy", "OnStableSeries", "OnStablePatient",
@@ -102,6 +95,13 @@ class LuaEngine:
         ``io`` is absent and ``os`` holds only ``clock``, ``date``, ``difftime`` and ``time``.
     heartbeat : float
         ``LuaHeartBeatPeriod``: seconds between two ``OnHeartBeat()`` calls (0: never).
+
+    Attributes
+    ----------
+    to_lua, to_json : callable
+        The interpreter's conversions, :meth:`LuaValues.to_lua` (a JSON-like Python value
+        as a Lua value) and :meth:`LuaValues.to_json` (a Lua value as JSON-like Python,
+        ``keep_strings`` as Orthanc's ``ExecuteToJson``).
     """
 
     def __init__(self, ctx: Any, *, timeout: float = 10.0, allow_os_io: bool = False,
@@ -113,12 +113,9 @@ class LuaEngine:
         self.lock = threading.RLock()
         self._depth = 0
         self._deadline: float | None = None
-        self._output: list[str] | None = None
         self._local = threading.local()
-        self._http_auth: tuple[str, str] | None = None
-        self._http_timeout: float | None = None
         self._events: queue.Queue = queue.Queue()
-        self._operations: queue.Queue = queue.Queue()
+        self._operations = OperationsRunner(ctx, self.allow_os_io)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._defined: frozenset[str] = frozenset()
@@ -140,11 +137,9 @@ class LuaEngine:
         lua = self.lua
         g = lua.globals()
         g.python = None
-        self._tostring = g.tostring
-        self._tonumber = g.tonumber
-        self._lua_type = g.type
-        self._pairs_list = lua.eval("function(t) local k, v = {}, {} for a, b in pairs(t) do "
-                                    "k[#k + 1] = a v[#v + 1] = b end return k, v end")
+        values = LuaValues(lua)
+        self.to_lua, self.to_json = values.to_lua, values.to_json
+        self._lua_type = values.lua_type
         self._functions_of = lua.eval("function(names) local out = {} for i, n in ipairs(names) do "
                                       "if type(_G[n]) == 'function' then out[#out + 1] = n end end return out end")
         # a table filled on first use (tags, metadata, origin of OnStoredInstance): a callback
@@ -169,19 +164,10 @@ class LuaEngine:
         lua.eval("function(check) debug.sethook(function() if check() then "
                  "error('the Lua script was stopped after its time limit (LuaScriptTimeout)', 2) "
                  "end end, '', 10000) end")(self._past_deadline)
-        functions: dict[str, Callable[..., Any]] = {
-            "print": self._print, "ParseJson": self._parse_json, "DumpJson": self._dump_json,
-            "RestApiGet": self._rest("GET"), "RestApiPost": self._rest("POST"),
-            "RestApiPut": self._rest("PUT"), "RestApiDelete": self._rest("DELETE"),
-            "HttpGet": self._http("GET"), "HttpPost": self._http("POST"),
-            "HttpPut": self._http("PUT"), "HttpDelete": self._http("DELETE"),
-            "SetHttpCredentials": self._set_http_credentials, "SetHttpTimeout": self._set_http_timeout,
-            "GetOrthancConfiguration": self._get_configuration,
-            "GenerateDicomUid": self._generate_uid, "GetTransferSyntaxUid": self._get_transfer_syntax,
-        }
+        self._functions = ScriptFunctions(self.ctx, values)
         # wrapped in Lua closures, so that type(HttpGet) is "function" as in Orthanc
         wrap = lua.eval("function(f) return function(...) return f(...) end end")
-        for name, fn in functions.items():
+        for name, fn in self._functions.table().items():
             g[name.encode()] = wrap(fn)
         if not self.allow_os_io:
             g.io = None
@@ -229,7 +215,7 @@ class LuaEngine:
             if self._callback_names is None:
                 self._callback_names = self.to_lua(CALLBACKS)
             names = self._functions_of(self._callback_names)
-            defined = frozenset(_text(names[i]) for i in range(1, len(names) + 1))
+            defined = frozenset(text(names[i]) for i in range(1, len(names) + 1))
         except Exception:  # noqa: BLE001 - keep the previous view
             log.exception("Lua: cannot list the defined callbacks")
             return
@@ -285,13 +271,15 @@ class LuaEngine:
             ``CANNOT_EXECUTE_LUA`` (500) with Lua's message (``[string "line"]:1: ...``, as
             Orthanc names the chunk).
         """
+        functions = self._functions
+
         def run():
-            previous, self._output = self._output, []
+            previous, functions.output = functions.output, []
             try:
                 self.lua.execute(code, name="=[string \"line\"]")
-                return "".join(self._output)
+                return "".join(functions.output)
             finally:
-                self._output = previous
+                functions.output = previous
         try:
             out = self._run(run, "execute-script")
         except _lua53.LuaError as e:
@@ -393,187 +381,12 @@ class LuaEngine:
         """
         return self._lazy_table(lambda: self.to_lua(loader()))
 
-    # --------------------------------------------------------------- conversions
-
-    def to_lua(self, value: Any) -> Any:  # noqa: C901
-        """A Python JSON-like value as a Lua value (strings as Lua strings, numbers as floats,
-        dicts and lists as tables, ``None`` as ``nil``), as Orthanc 1.10.1's ``PushJson``."""
-        if value is None or isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            return value.encode("utf-8")
-        if isinstance(value, int):
-            return float(value)  # as Orthanc 1.10.1, JSON numbers reach Lua as floats (print shows 1.0)
-        if isinstance(value, (bytes, float)):
-            return value
-        if isinstance(value, Mapping):
-            t = self.lua.table()
-            for k, v in value.items():
-                if v is not None:
-                    t[k.encode("utf-8") if isinstance(k, str) else k] = self.to_lua(v)
-            return t
-        if isinstance(value, (list, tuple)):
-            t = self.lua.table()
-            for i, v in enumerate(value, 1):
-                if v is not None:
-                    t[i] = self.to_lua(v)
-            return t
-        if _lupa_table(value):
-            return value
-        return value
-
-    def to_json(self, value: Any, keep_strings: bool = False) -> Any:
-        """A Lua value as JSON-like Python, as Orthanc's ``LuaContext::GetJson``.
-
-        Tables whose keys are exactly 1..n are arrays (an empty table is ``[]``); with
-        ``keep_strings`` false, numeric strings become numbers, and integral numbers
-        integers; with ``keep_strings`` true, numbers become strings.
-        """
-        kind = self._lua_type(value)
-        if kind == b"table":
-            keys, values = self._pairs_list(value)
-            n = len(keys)
-            items = [(keys[i], values[i]) for i in range(1, n + 1)]
-            names = [_text(self._tostring(k)) for k, _ in items]
-            if all(name.isdigit() and int(name) == i for i, name in enumerate(names, 1)):
-                ordered = sorted(zip(names, items), key=lambda p: int(p[0]))
-                return [self.to_json(v, keep_strings) for _, (_, v) in ordered]
-            return {name: self.to_json(v, keep_strings) for name, (_, v) in zip(names, items)}
-        if kind == b"nil":
-            return None
-        if kind == b"boolean":
-            return bool(value)
-        if not keep_strings and kind in (b"number", b"string"):
-            number = self._tonumber(value)
-            if number is not None:
-                if isinstance(number, int) or (math.isfinite(number) and number == int(number)
-                                               and abs(number) < 2 ** 31):
-                    return int(number)
-                return float(number)
-        if kind in (b"number", b"string"):
-            return _text(self._tostring(value))
-        log.warning("Unsupported Lua type when returning Json")
-        return None
-
-    # ----------------------------------------------------------- Lua functions
-
-    def _print(self, *args: Any) -> None:
-        line = ""
-        for a in args:  # as Orthanc: the separator only once something was written
-            s = self._tostring(a)
-            if line:
-                line += ", "
-            line += "<No conversion to string>" if s is None else _text(s)
-        log.warning("Lua says: %s", line)
-        if self._output is not None:
-            self._output.append(line + "\n")
-
-    def _parse_json(self, *args: Any) -> Any:
-        if len(args) != 1 or not isinstance(args[0], (bytes, int, float)):
-            return None
-        try:
-            return self.to_lua(json.loads(args[0] if isinstance(args[0], bytes) else str(args[0])))
-        except (ValueError, UnicodeDecodeError):
-            return None
-
-    def _dump_json(self, *args: Any) -> Any:
-        if len(args) not in (1, 2) or (len(args) == 2 and not isinstance(args[1], bool)):
-            return None
-        value = self.to_json(args[0], bool(args[1]) if len(args) == 2 else False)
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
-
-    def _rest(self, method: str) -> Callable[..., Any]:
-        has_body = method in ("POST", "PUT")
-        label = {"GET": "RestApiGet", "POST": "RestApiPost", "PUT": "RestApiPut",
-                 "DELETE": "RestApiDelete"}[method]
-
-        def call(*args: Any) -> Any:
-            n = 2 if has_body else 1
-            if len(args) < n or len(args) > n + 2 or not isinstance(args[0], (bytes, int, float)) \
-                    or (has_body and not isinstance(args[1], (bytes, int, float))) \
-                    or (len(args) > n and args[n] is not None and not isinstance(args[n], bool)):
-                log.error("Lua: Bad parameters to %s()", label)
-                return None
-            uri = _text(args[0] if isinstance(args[0], bytes) else str(args[0]).encode())
-            body = (args[1] if isinstance(args[1], bytes) else str(args[1]).encode()) if has_body else b""
-            builtin = bool(args[n]) if len(args) > n else False
-            headers = {}
-            if len(args) > n + 1 and self._lua_type(args[n + 1]) == b"table":
-                headers = {str(k).lower(): str(v) for k, v in (self.to_json(args[n + 1], True) or {}).items()}
-            try:
-                answer = call_rest_api(self.ctx.app, method, uri, body, headers, origin="Lua", builtin=builtin)
-            except Exception as e:  # noqa: BLE001 - a script never takes the server down
-                log.error("Lua: %s", e)
-                answer = None
-            if answer is not None and answer.status == 200:
-                return True if method == "DELETE" else answer.body
-            log.error("Lua: Error in %s() for URI: %s", label, uri)
-            return None
-        return call
-
-    def _http(self, method: str) -> Callable[..., Any]:
-        has_body = method in ("POST", "PUT")
-        label = {"GET": "HttpGet", "POST": "HttpPost", "PUT": "HttpPut", "DELETE": "HttpDelete"}[method]
-
-        def call(*args: Any) -> Any:
-            if not args or not isinstance(args[0], bytes) or len(args) > (3 if has_body else 2):
-                log.error("Lua: Bad parameters to %s()", label)
-                return None
-            url = _text(args[0])
-            body = None
-            if has_body and len(args) > 1 and args[1] is not None:
-                body = args[1] if isinstance(args[1], bytes) else str(args[1]).encode()
-            hpos = 2 if has_body else 1
-            headers = {}
-            if len(args) > hpos and self._lua_type(args[hpos]) == b"table":
-                headers = {str(k): str(v) for k, v in (self.to_json(args[hpos], True) or {}).items()}
-            try:
-                r = requests.request(method, url, data=body or None, headers=headers,
-                                     auth=self._http_auth, timeout=self._http_timeout or None)
-            except requests.RequestException as e:
-                log.error("Lua: Error in %s() for URL %s: %s", label, url, e)
-                return None
-            if method == "DELETE":
-                if r.ok:
-                    return b"SUCCESS"
-                log.error("Lua: Error in HttpDelete() for URL %s", url)
-                return None
-            return r.content  # as Orthanc 1.10.1: the body, whatever the HTTP status
-        return call
-
-    def _set_http_credentials(self, *args: Any) -> None:
-        if len(args) != 2 or not all(isinstance(a, (bytes, int, float)) for a in args):
-            log.error("Lua: Bad parameters to SetHttpCredentials()")
-            return
-        self._http_auth = tuple(_text(a) if isinstance(a, bytes) else str(a) for a in args)
-
-    def _set_http_timeout(self, *args: Any) -> None:
-        if len(args) != 1 or not isinstance(args[0], (int, float)):
-            log.error("Lua: Bad parameters to SetHttpTimeout()")
-            return
-        self._http_timeout = float(int(args[0])) or None
-
-    def _get_configuration(self) -> Any:
-        cfg = self.ctx.config
-        return self.to_lua({k: cfg[k] for k in cfg if cfg.is_set(k)})
-
-    def _generate_uid(self, *args: Any) -> bytes:
-        return pydicom.uid.generate_uid().encode()
-
-    def _get_transfer_syntax(self, *args: Any) -> Any:
-        """``GetTransferSyntaxUid(instanceId)``: the instance's transfer syntax UID, or nil."""
-        if len(args) != 1 or not isinstance(args[0], bytes):
-            return None
-        answer = call_rest_api(self.ctx.app, "GET", f"/instances/{_text(args[0])}/metadata/TransferSyntax",
-                               origin="Lua")
-        return answer.body if answer.status == 200 else None
-
     # ------------------------------------------------------------------ threads
 
     def start(self) -> None:
         """Start the event thread and the operations thread (and the heart beat)."""
         for target, name in ((self._event_loop, "pacsbox-lua-events"),
-                             (self._operations_loop, "pacsbox-lua-operations")):
+                             (self._operations.run, "pacsbox-lua-operations")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -588,7 +401,7 @@ class LuaEngine:
         deadline = time.monotonic() + timeout
         if self._threads:
             self._threads[0].join(max(0.0, deadline - time.monotonic()))
-        self._operations.put(None)
+        self._operations.finish()
         self._stop.set()
         for t in self._threads[1:]:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -607,7 +420,7 @@ class LuaEngine:
         """
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if self._events.unfinished_tasks == 0 and self._operations.unfinished_tasks == 0:
+            if self._events.unfinished_tasks == 0 and self._operations.idle():
                 return True
             time.sleep(0.01)
         return False
@@ -636,173 +449,15 @@ class LuaEngine:
         ops = self.to_json(table, True) if table is not None else []
         if isinstance(ops, dict) or not ops:
             return
-        self._operations.put([_normalize_operation(self, op) for op in ops])
-
-    def _operations_loop(self) -> None:
-        age = BATCH_AGE
-        while True:
-            first = self._operations.get()
-            batch = [first]
-            # take what is queued, and what keeps coming (until a pause of BATCH_GAP or an age
-            # of BATCH_AGE), to send it in as few associations as possible, as Orthanc's Lua
-            # job manager keeps its job and association open while instances keep arriving
-            # while the stream goes on, each batch may be twice as old as the previous one (up
-            # to BATCH_AGE_MAX): fewer associations for a long study, a short first send
-            end = time.monotonic() + age
-            paused = False
-            while first is not None:
-                try:
-                    batch.append(self._operations.get(timeout=max(0.0, min(BATCH_GAP, end - time.monotonic()))))
-                except queue.Empty:
-                    paused = time.monotonic() < end
-                    break
-                if batch[-1] is None or len(batch) >= 1000:
-                    break
-            age = BATCH_AGE if paused else min(BATCH_AGE_MAX, 2 * age)
-            stop = batch[-1] is None
-            jobs = [b for b in batch if b is not None]
-            try:
-                if jobs:
-                    self._run_jobs(jobs)
-            except Exception:  # noqa: BLE001
-                log.exception("Lua: error while running the operations of a script")
-            finally:
-                for _ in batch:
-                    self._operations.task_done()
-            if stop:
-                return
-
-    def _run_jobs(self, jobs: list[list[dict]]) -> None:
-        # first, the sends that start jobs, grouped by destination: one store request for all
-        sent: dict[tuple, set[str]] = {}
-        groups: dict[tuple, list[str]] = {}
-        for ops in jobs:
-            if ops and ops[0]["Operation"] in ("store-scu", "store-peer") and ops[0]["Resource"]:
-                key = _send_key(ops[0])
-                groups.setdefault(key, [])
-                if ops[0]["Resource"] not in groups[key]:
-                    groups[key].append(ops[0]["Resource"])
-        for key, ids in groups.items():
-            if len(ids) > 1 and self._send(key, ids):
-                sent[key] = set(ids)
-        for ops in jobs:
-            self._run_job(ops, sent)
-
-    def _run_job(self, ops: list[dict], sent: dict[tuple, set[str]]) -> None:
-        previous: list[str] = []
-        for i, op in enumerate(ops):
-            resource = op["Resource"]
-            inputs = [resource] if resource else (previous if i > 0 else [])
-            kind = op["Operation"]
-            if kind in ("store-scu", "store-peer"):
-                key = _send_key(op)
-                todo = [r for r in inputs if r not in sent.get(key, ())]
-                if todo and not self._send(key, todo):
-                    return  # a failed send stops the chain: nothing after it (e.g. Delete) runs
-                previous = inputs
-            elif kind == "delete":
-                for r in inputs:
-                    self._delete(r)
-                previous = []
-            elif kind == "modify":
-                previous = [n for n in (self._modify(r, op) for r in inputs) if n]
-                if inputs and not previous:
-                    return
-            elif kind == "call-system":
-                for r in inputs:
-                    self._call_system(r, op)
-                previous = inputs
-            else:
-                log.error("Lua: unknown operation %s", kind)
-                return
-
-    def _send(self, key: tuple, ids: list[str]) -> bool:
-        kind, target, local_aet = key
-        if kind == "store-scu":
-            uri, body = f"/modalities/{target}/store", {"Resources": ids, "Synchronous": True}
-            if local_aet:
-                body["LocalAet"] = local_aet
-        else:
-            uri, body = f"/peers/{target}/store", {"Resources": ids, "Synchronous": True}
-        answer = call_rest_api(self.ctx.app, "POST", uri, json.dumps(body), origin="Lua")
-        if answer.status != 200:
-            log.error("Lua: cannot send %d resource(s) with %s: %s %s", len(ids), uri, answer.status,
-                      answer.body[:500].decode("utf-8", "replace"))
-            return False
-        return True
-
-    def _delete(self, resource: str) -> None:
-        for level in ("instances", "series", "studies", "patients"):
-            answer = call_rest_api(self.ctx.app, "DELETE", f"/{level}/{resource}", origin="Lua")
-            if answer.status == 200:
-                return
-        log.error("Lua: cannot delete resource %s", resource)
-
-    def _modify(self, resource: str, op: dict) -> str | None:
-        body = {k: op[k] for k in ("Replace", "Remove", "RemovePrivateTags") if op.get(k) not in (None, {}, [])}
-        if "RemovePrivateTags" in body:
-            body["RemovePrivateTags"] = body["RemovePrivateTags"] not in (False, "false", "0", 0)
-        body["Force"] = True
-        modified = call_rest_api(self.ctx.app, "POST", f"/instances/{resource}/modify", json.dumps(body),
-                                 origin="Lua")
-        if modified.status != 200:
-            log.error("Lua: cannot modify instance %s: %s", resource, modified.body[:500])
-            return None
-        try:  # stored as Orthanc's Lua modify operation does: origin Lua, ModifiedFrom the source
-            result = self.ctx.ingest.store(modified.body, {"Origin": "Lua", "Metadata": {"ModifiedFrom": resource}})
-        except OrthancError as e:
-            log.error("Lua: cannot store the modified instance of %s: %s", resource, e)
-            return None
-        return result.answer().get("ID")
-
-    def _call_system(self, resource: str, op: dict) -> None:
-        if not self.allow_os_io:
-            log.error("Lua: CallSystem() needs LuaAllowOsAndIo")
-            return
-        answer = call_rest_api(self.ctx.app, "GET", f"/instances/{resource}/file", origin="Lua")
-        if answer.status != 200:
-            log.error("Lua: cannot read instance %s for CallSystem()", resource)
-            return
-        with tempfile.NamedTemporaryFile(suffix=".dcm", delete=False) as f:
-            f.write(answer.body)
-        try:
-            args = [str(a) for a in (op.get("Arguments") or [])]
-            subprocess.run([str(op["Command"]), *args, f.name], check=False, timeout=3600)
-        except (OSError, subprocess.SubprocessError) as e:
-            log.error("Lua: CallSystem(%s) failed: %s", op.get("Command"), e)
-        finally:
-            os.unlink(f.name)
-
-
-def _send_key(op: dict) -> tuple:
-    if op["Operation"] == "store-scu":
-        return ("store-scu", op.get("Modality") or "", op.get("LocalAet") or "")
-    return ("store-peer", op.get("Peer") or "", "")
-
-
-def _normalize_operation(engine: LuaEngine, op: Any) -> dict:
-    op = dict(op) if isinstance(op, dict) else {}
-    op.setdefault("Operation", "")
-    op["Resource"] = str(op.get("Resource") or "")
-    return op
-
-
-def _lupa_table(value: Any) -> bool:
-    return type(value).__name__ == "_LuaTable"
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
+        self._operations.submit(ops)
 
 
 def _message(error: BaseException) -> str:
     """Lua's error message, without lupa's traceback lines."""
-    text = str(error)
-    if text.startswith("error loading code: "):
-        text = text[len("error loading code: "):]
-    return text.split("\nstack traceback:")[0].strip()
+    message = str(error)
+    if message.startswith("error loading code: "):
+        message = message[len("error loading code: "):]
+    return message.split("\nstack traceback:")[0].strip()
 
 
 def simplified_tags(dataset: Any) -> dict[str, Any]:
