@@ -7,6 +7,7 @@ fail with a clear error (``MaxHttpRetries`` 0) or go on once the link is back.
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -133,7 +134,9 @@ def test_pause_resume_and_reload_continue_with_the_buckets_not_done(node, study_
     rx.store = slow_store
     job_id = _send(a, study)
     deadline = time.monotonic() + 20
-    while len(received) < 10:
+    # one thread: the 11th bucket is sent once the 10th was confirmed (with 10 received, the
+    # 10th could still be in flight, and its answer lost to the pause)
+    while len(received) < 11:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert requests.post(f"{a.url}/jobs/{job_id}/pause", json={}, timeout=10).status_code == 200
@@ -334,13 +337,17 @@ def test_pause_during_the_commit_then_resume(node, study_files):
     rx = transfers_state(b.ctx).transactions
     original_commit = rx.commit
     committing = []
+    release, committed = threading.Event(), threading.Event()
 
-    def slow_commit(tid):
+    def held_commit(tid):
         committing.append(tid)
-        time.sleep(1.0)
-        return original_commit(tid)
+        release.wait(60)      # the commit ends only when the test says so
+        try:
+            return original_commit(tid)
+        finally:
+            committed.set()
 
-    rx.commit = slow_commit
+    rx.commit = held_commit
     job_id = _send(a, study)
     deadline = time.monotonic() + 20
     while not committing:
@@ -349,7 +356,8 @@ def test_pause_during_the_commit_then_resume(node, study_files):
     assert requests.post(f"{a.url}/jobs/{job_id}/pause", json={}, timeout=10).status_code == 200
     assert wait_job(a.url, job_id, states=("Paused", "Success", "Failure"))["State"] == "Paused"
     rx.commit = original_commit
-    time.sleep(1.2)  # the first commit ends on the receiver
+    release.set()
+    assert committed.wait(60)  # the first commit ends on the receiver before the resume
     assert requests.post(f"{a.url}/jobs/{job_id}/resume", json={}, timeout=10).status_code == 200
     job = wait_job(a.url, job_id)
     assert job["State"] == "Success", job
