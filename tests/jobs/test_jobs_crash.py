@@ -8,8 +8,6 @@ half-made)."""
 from __future__ import annotations
 
 import io
-import json
-import sqlite3
 import time
 
 import numpy as np
@@ -21,6 +19,7 @@ from pydicom.uid import generate_uid
 from conftest import free_port
 from pacsbox.testing import ServeProcess
 from conftest import testfile as sample_path
+from saved_jobs import saved_state, wait_saved
 
 
 def make_study(n, patient_id, size=128, series=3):
@@ -56,6 +55,7 @@ def server(tmp_path):
            "StorageDirectory": str(tmp_path / "db"), "SaveJobs": True, "ConcurrentJobs": 1,
            "JobsHistorySize": 10, "StableAge": 60, "RemoteAccessAllowed": False}
     s = ServeProcess.write(tmp_path, cfg, tmp_path / "server.log")
+    s.storage = cfg["StorageDirectory"]
     yield s
     s.stop()
 
@@ -74,25 +74,6 @@ def wait_job(http, url, job_id, pred, timeout=120, interval=0.005):
             return d
         assert time.monotonic() < deadline, d
         time.sleep(interval)
-
-
-def wait_saved(server, states, timeout=30):
-    """Wait until the registry saved in the index (global property ``JobsRegistry``) holds
-    each job of ``states`` ({job ID: set of allowed states}) in one of its states."""
-    with open(server.config_path, encoding="utf-8") as f:
-        storage = json.load(f)["StorageDirectory"]
-    db = sqlite3.connect(f"file:{storage}/index.db?mode=ro", uri=True)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            row = db.execute("SELECT value FROM global_properties WHERE name = 'JobsRegistry'").fetchone()
-            saved = json.loads(row[0])["Jobs"] if row else {}
-            if all(saved.get(j, {}).get("State") in ok for j, ok in states.items()):
-                return
-            assert time.monotonic() < deadline, saved
-            time.sleep(0.005)
-    finally:
-        db.close()
 
 
 def anonymize(http, url, study_id):
@@ -132,7 +113,8 @@ def _scenario(server, url, http):
     assert others[p]["State"] == "Paused" and others[q]["State"] == "Pending"
     # killed as soon as the saved registry holds the three jobs in these states (saved
     # within 0.1 s of a change): a fixed sleep let a fast machine finish the big job first
-    wait_saved(server, {a: {"Running"}, p: {"Paused"}, q: {"Pending"}})
+    wait_saved(server.storage, lambda jobs: (saved_state(jobs, a), saved_state(jobs, p), saved_state(jobs, q))
+               == ("Running", "Paused", "Pending"))
     before = get_job(http, url, a)
     server.kill()
     assert before["State"] == "Running", before   # killed in the middle, not after the end

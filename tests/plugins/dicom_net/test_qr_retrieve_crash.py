@@ -12,6 +12,7 @@ import requests
 
 from pacsbox.testing import ServeProcess, free_port
 from qr_helpers import make_instances, start_scripted_qr, wait_for
+from saved_jobs import saved_position, wait_saved
 
 
 def test_sigkill_during_cmove_resumes_without_duplicates(tmp_path):
@@ -84,7 +85,11 @@ def test_sigkill_during_cmove_resumes_without_duplicates(tmp_path):
         q = requests.post(url + "/modalities/remote/query", json={"Level": "Study"}).json()["Path"]
         job_id = requests.post(f"{url}{q}/retrieve", json={"Asynchronous": True}).json()["ID"]
         wait_for(lambda: requests.get(url + "/statistics").json()["CountInstances"] == 3 + 6, timeout=30)
-        time.sleep(0.5)   # the registry is saved within 0.1 s of a snapshot
+        # killed once the saved registry holds the snapshot taken after the 1.2 s pause:
+        # study A done (Position 1), study B partly retrieved (a sleep for that save lost
+        # the race on a slow machine: then A is moved again after the restart)
+        wait_saved(tmp_path / "db", lambda jobs: saved_position(jobs, job_id) == 1
+                   and jobs[job_id]["Job"]["Partial"] is True)
         before = requests.get(f"{url}/jobs/{job_id}").json()
         assert before["State"] == "Running" and before["Progress"] >= 50, before
         server.kill()

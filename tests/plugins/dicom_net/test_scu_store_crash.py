@@ -12,6 +12,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from pacsbox.testing import ServeProcess, free_port
+from saved_jobs import saved_position, wait_saved
 
 N = 120
 
@@ -56,6 +57,10 @@ def test_store_job_resumes_after_sigkill(tmp_path, storage_scp):
         deadline = time.monotonic() + 30
         while len(scp.received) < N // 2 and time.monotonic() < deadline:
             time.sleep(0.01)
+        # and the saved registry holds a position past the start (saved at most every
+        # second: at ~50 instances with a margin of ~0.2 s, which a loaded saver thread
+        # could miss, and the whole job was sent again)
+        wait_saved(tmp_path / "db", lambda jobs: saved_position(jobs, job_id) > 0)
         server.kill()
         before = len(scp.received)
         assert N // 2 <= before < N
