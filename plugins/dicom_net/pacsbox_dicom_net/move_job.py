@@ -43,10 +43,11 @@ from pynetdicom.status import QR_GET_SERVICE_CLASS_STATUS, QR_MOVE_SERVICE_CLASS
 
 from pacsbox import ErrorCode, Job, OrthancError, StepResult, orthanc_id
 
+from .find_scu import run_find
 from .modalities import Modality, aet_equal, parse_modality
 from .part10 import part10
-from .query import (PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, answer_short,
-                    default_charset, find_identifier, move_identifier, run_find, short_keys)
+from .query_identifiers import (PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, answer_short,
+                                default_charset, find_identifier, move_identifier, short_keys)
 from .scu import open_association, scu_timeout
 from .state import plugin_state
 

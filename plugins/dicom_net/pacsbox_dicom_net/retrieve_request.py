@@ -15,8 +15,8 @@ from typing import Any, Mapping
 from pacsbox import ErrorCode, OrthancError, tag_to_key
 
 from .modalities import Modality
-from .query import (ACCESSION_NUMBER, PATIENT_ID, QUERY_RETRIEVE_LEVEL, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
-                    STUDY_INSTANCE_UID)
+from .query_identifiers import (ACCESSION_NUMBER, PATIENT_ID, QUERY_RETRIEVE_LEVEL, SERIES_INSTANCE_UID,
+                                SOP_INSTANCE_UID, STUDY_INSTANCE_UID)
 from .state import plugin_state
 
 #: Tags of a retrieve's ``Query`` content item (Orthanc ``DicomMoveScuJob::AddFindAnswer``).
