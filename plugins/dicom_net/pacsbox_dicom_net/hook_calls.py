@@ -1,7 +1,7 @@
 """Calls of the plugin's own chained and first-result hooks whose failures are blamed on
 the implementing plugin: the SCP's filters (``filter_incoming_find``,
 ``filter_incoming_worklist``, ``filter_incoming_cstore``) and the SCU's
-``filter_outgoing_find`` (:mod:`.query`).
+``filter_outgoing_find`` (:mod:`.find_scu`).
 
 A hook implementation that raises, or returns a value of the wrong type, becomes a
 :class:`HookFailed` naming its plugin; the caller turns it into a DIMSE failure status

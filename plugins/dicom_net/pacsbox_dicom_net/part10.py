@@ -1,6 +1,6 @@
 """A Part-10 file around a data set received in a C-STORE, without pydicom.
 
-The C-STORE SCP (:func:`pacsbox_dicom_net.handlers.part10_file`) and the C-GET SCU job
+The C-STORE SCP (:func:`pacsbox_dicom_net.store_scp.part10_file`) and the C-GET SCU job
 (:class:`pacsbox_dicom_net.move_job.DicomGetScuJob`) store what a peer sent byte for
 byte: :func:`part10` puts the preamble and the File Meta Information in front of the data
 set as received, encoded directly (byte-equal to pydicom's writer fed with pynetdicom's
