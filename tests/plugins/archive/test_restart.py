@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 
 import requests
 from archive_helpers import Serve, archive_app, open_zip, synth
 from conftest import free_port
+from saved_jobs import saved_position, saved_state, wait_saved
 
 ST = "1.2.826.0.1.3680043.8.498.601"
 COUNT = 400
 
 
-def _prepare(make_app, tmp_path) -> tuple[dict, str]:
+def _prepare(make_app, tmp_path) -> tuple[dict, str, list[str]]:
     """A storage with one study of COUNT instances (~130 KB of CT-like pixels each),
-    written in-process; returns the server configuration and the study ID."""
+    written in-process; returns the server configuration, the study ID and the paths of
+    the instances' files in the archive's order."""
     import numpy as np
     import pydicom
     from archive_helpers import sample_path
@@ -27,15 +30,40 @@ def _prepare(make_app, tmp_path) -> tuple[dict, str]:
               # slow on purpose: one thread, zlib's best (slowest) level
               "ZipLoaderThreads": 1, "Archive": {"Deflate": "zlib", "CompressionLevel": 9}}
     app = archive_app(make_app, config)
-    sid = None
+    sid, files = None, []
     for k in range(COUNT):
         noise = np.random.default_rng(k).integers(-3, 4, size=tile.shape).astype(np.int16)
         pixels = (tile + noise).tobytes()
         data = synth(patient_id="CRASH", study_uid=ST, series_uid="1.2.826.0.1.3680043.8.498.611",
                      instance_number=k + 1, pixel_bytes=pixels, extra={"Rows": 256, "Columns": 256})
-        sid = app.ctx.ingest.store(data).ids[1]
+        result = app.ctx.ingest.store(data)
+        sid = result.ids[1]
+        uuid = app.ctx.index.attachment_by_public_id(result.ids[3], 1).uuid
+        files.append(os.path.join(config["StorageDirectory"], uuid[:2], uuid[2:4], uuid))
     app.close()
-    return config, sid
+    assert all(os.path.isfile(f) for f in files)
+    return config, sid, files
+
+
+class FifoGate:
+    """Swaps a stored file for a named pipe: a server reading it waits until the test calls
+    :meth:`release` (then reads the file's bytes), so that a job cannot get past that file
+    however fast the machine is. :meth:`restore` puts the file back."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.saved = path, path + ".saved"
+        os.rename(path, self.saved)
+        os.mkfifo(path)
+
+    def release(self) -> None:
+        def feed():
+            with open(self.path, "wb") as fifo, open(self.saved, "rb") as f:   # open waits for the reader
+                fifo.write(f.read())
+        threading.Thread(target=feed, daemon=True).start()
+
+    def restore(self) -> None:
+        os.remove(self.path)
+        os.rename(self.saved, self.path)
 
 
 def _wait(serve: Serve, jid: str, pred, timeout: float = 120.0) -> dict:
@@ -65,17 +93,24 @@ def _check_output(serve: Serve, jid: str, sid: str) -> None:
 
 
 def test_sigkill_while_running_then_restart_finishes_the_archive(make_app, tmp_path):
-    config, sid = _prepare(make_app, tmp_path)
+    config, sid, files = _prepare(make_app, tmp_path)
+    # the job waits at entries COUNT/4 and COUNT/2 until the test lets it read them: it is
+    # still running at the kill whatever the machine's speed (the archive takes ~5 s here:
+    # killed after 1.5 s of running + 0.3 s, a machine 3 times faster had ended it)
+    first, second = FifoGate(files[COUNT // 4]), FifoGate(files[COUNT // 2])
     serve = Serve(tmp_path, config).start()
     try:
         r = requests.post(f"{serve.url}/studies/{sid}/archive", json={"Asynchronous": True}, timeout=30)
         jid = r.json()["ID"]
-        # past 1.5 s of running, the engine has saved a snapshot of the running job
-        j = _wait(serve, jid, lambda j: j["State"] != "Pending" and (j["EffectiveRuntime"] >= 1.5
-                                                                      or j["State"] != "Running"))
-        assert j["State"] == "Running", "the archive ended before it could be interrupted"
-        time.sleep(0.3)
+        # a snapshot of the running job is captured at a step more than PROGRESS_SAVE_PERIOD
+        # (1 s) after the previous one: let the job run that long before the first gate
+        _wait(serve, jid, lambda j: j["State"] == "Running" and j["EffectiveRuntime"] > 1.2)
+        first.release()
+        wait_saved(config["StorageDirectory"], lambda jobs: saved_position(jobs, jid) > 0)
+        assert serve.get(f"/jobs/{jid}")["State"] == "Running"   # held by the second gate
         serve.kill()
+        first.restore()
+        second.restore()
         serve = Serve(tmp_path, config).start()
         j = _wait(serve, jid, lambda j: j["State"] in ("Success", "Failure"))
         assert j["State"] == "Success", j
@@ -90,7 +125,7 @@ def test_sigkill_while_running_then_restart_finishes_the_archive(make_app, tmp_p
 
 
 def test_paused_archive_survives_sigkill_and_resumes(make_app, tmp_path):
-    config, sid = _prepare(make_app, tmp_path)
+    config, sid, _ = _prepare(make_app, tmp_path)
     serve = Serve(tmp_path, config).start()
     try:
         r = requests.post(f"{serve.url}/tools/create-archive", json={"Resources": [sid], "Asynchronous": True},
@@ -99,7 +134,9 @@ def test_paused_archive_survives_sigkill_and_resumes(make_app, tmp_path):
         _wait(serve, jid, lambda j: j["State"] == "Running" and j["Progress"] >= 10)
         assert requests.post(f"{serve.url}/jobs/{jid}/pause", timeout=10).status_code == 200
         paused = _wait(serve, jid, lambda j: j["State"] == "Paused")
-        time.sleep(0.5)          # the registry is saved within 100 ms of a state change
+        # killed once the pause is saved (it is within 100 ms of the change: a sleep of
+        # 0.5 s for it was a bet on the machine)
+        wait_saved(config["StorageDirectory"], lambda jobs: saved_state(jobs, jid) == "Paused")
         serve.kill()
         serve = Serve(tmp_path, config).start()
         j = serve.get(f"/jobs/{jid}")
