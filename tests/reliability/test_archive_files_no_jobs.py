@@ -8,11 +8,11 @@ them).
 from __future__ import annotations
 
 import os
-import time
 
 import requests
 
 from crash_helpers import make_server, make_study, upload, wait_job
+from saved_jobs import saved_state, wait_saved
 
 
 def _files(folder):
@@ -35,8 +35,10 @@ def test_sigkill_during_archive_then_no_jobs_leaves_no_archive_file(tmp_path):
             job = r.json()["ID"]
             d = wait_job(http, url, job, lambda d: d["State"] != "Pending" and d["Progress"] >= 10, interval=0.002)
             # the engine saves the jobs ~60 ms after a change: on a fast machine both jobs could
-            # still be unsaved here, and a job killed before its first save is lost by design
-            time.sleep(0.5)
+            # still be unsaved here, and a job killed before its first save is lost by design:
+            # killed once the saved registry holds both (a fixed sleep bet on the saver thread)
+            wait_saved(tmp_path / "db", lambda jobs: saved_state(jobs, done["ID"]) == "Success"
+                       and saved_state(jobs, job) is not None)
             server.kill()
             assert d["State"] == "Running", d
             assert len(_files(folder)) == 2

@@ -69,17 +69,16 @@ def test_client_hanging_up_cancels_the_job_and_frees_the_worker(live_server):
     running = [j for j in _jobs(server) if j["Type"] == "Archive"]
     assert len(running) == 1 and running[0]["State"] == "Running"
     sock.close()
-    hung_up = time.time()
-    deadline = hung_up + 10
+    # the job blocks on the full socket until the hang-up is seen: canceled, not finished
+    # (the deadline guards against a hang; how soon depends on the machine)
+    deadline = time.time() + 60
     while time.time() < deadline:
         job = [j for j in _jobs(server) if j["Type"] == "Archive"][0]
         if job["State"] != "Running":
             break
         time.sleep(0.05)
-    elapsed = time.time() - hung_up
     assert job["State"] == "Failure" and job["ErrorCode"] == 37, job
     assert job["ErrorDescription"] == "This job was canceled"
-    assert elapsed < 5, elapsed
     assert job["Progress"] < 100
     # the server still serves, and the single worker runs the next job
     assert requests.get(server.url + "/system", timeout=10).status_code == 200
