@@ -5,6 +5,7 @@ helpers do what their docstrings say.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import requests
@@ -84,6 +85,11 @@ def test_wait_helpers(pacsbox_make_app):
                                                   job_state_changed=lambda job_info: seen.append(job_info.state))])
     gate = threading.Event()
     rec = app.ctx.jobs.submit(Blocked(gate))
+    # running first (a worker slower than the timeout below left it Pending: "still Pending")
+    deadline = time.monotonic() + 60
+    while rec.state.value != "Running":
+        assert time.monotonic() < deadline, rec.state
+        time.sleep(0.005)
     with pytest.raises(TimeoutError, match=f"job {rec.id} is still Running"):
         wait_for_job(app, rec.id, timeout=0.3)
     gate.set()
