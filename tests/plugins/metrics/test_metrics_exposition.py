@@ -262,12 +262,20 @@ def test_over_real_http(live_server):
 
 
 def test_exposition_cache_option(make_app):
-    app = make_app(plugins=[metrics_plugin], config={"Metrics": {"ExpositionCacheMs": 300}})
+    # served again while it is cached: a lifetime (60 s) that no machine outlasts between
+    # two scrapes (with 300 ms, a stall of the test thread would render it again)
+    app = make_app(plugins=[metrics_plugin], config={"Metrics": {"ExpositionCacheMs": 60000}})
     client = falcon.testing.TestClient(app)
     first = scrape(client)
     app.ctx.metrics.declare(MetricSpec("fresh_metric", "gauge", "A new gauge"))
     app.ctx.metrics.set_value("fresh_metric", 1)
-    assert scrape(client) == first              # served again within 300 ms
+    assert scrape(client) == first
+    # rendered again once its lifetime is over: 300 ms, then a wait longer than that
+    app = make_app(plugins=[metrics_plugin], config={"Metrics": {"ExpositionCacheMs": 300}})
+    client = falcon.testing.TestClient(app)
+    assert "fresh_metric" not in names(scrape(client))     # rendered and cached
+    app.ctx.metrics.declare(MetricSpec("fresh_metric", "gauge", "A new gauge"))
+    app.ctx.metrics.set_value("fresh_metric", 1)
     time.sleep(0.35)
     assert value(scrape(client), "fresh_metric") == 1
     client.simulate_put("/tools/metrics", body="0")

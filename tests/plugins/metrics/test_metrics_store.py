@@ -4,9 +4,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import types
 
 import pytest
 
+import pacsbox.metrics as metrics_module
 from pacsbox import MetricSpec
 from pacsbox.metrics import DEFAULT_BUCKETS, DuplicateMetric, MetricsStore
 
@@ -70,23 +72,32 @@ def test_gauge_counter_values_and_timestamps():
     assert before <= series[()].timestamp_ms <= after
 
 
-def test_max_over_window_follows_orthanc_rule():
+def test_max_over_window_follows_orthanc_rule(monkeypatch):
     # Orthanc MetricsUpdatePolicy_MaxOver10Seconds: replaced when strictly larger, or when
-    # the stored value is older than the window (shortened to 0.3 s here).
+    # the stored value is older than the window (shortened to 0.3 s here). The store reads
+    # the test's clock: on the real one, a machine stalled for 0.3 s between two calls
+    # would see the stored value expire before the test looked.
+    clock = [1_700_000_000.0]
+    monkeypatch.setattr(metrics_module, "time", types.SimpleNamespace(time=lambda: clock[0],
+                                                                      perf_counter=time.perf_counter))
     store = MetricsStore(max_window_seconds=0.3)
     store.set_max("d_ms", 5)
     t_first = _series(store, "d_ms")[1][()].timestamp_ms
-    time.sleep(0.02)
+    assert t_first == 1_700_000_000_000
+    clock[0] += 0.02
     store.set_max("d_ms", 3)          # smaller: ignored
     store.set_max("d_ms", 5)          # equal: ignored, the timestamp stays
     s = _series(store, "d_ms")[1][()]
     assert (s.value, s.timestamp_ms) == (5, t_first)
     store.set_max("d_ms", 7)          # larger: replaces
     assert store.value("d_ms") == 7
-    time.sleep(0.35)
-    store.set_max("d_ms", 1)          # stored one expired: replaces although smaller
+    clock[0] += 0.25
+    store.set_max("d_ms", 1)          # smaller, stored one 0.25 s old: ignored
+    assert store.value("d_ms") == 7
+    clock[0] += 0.1
+    store.set_max("d_ms", 1)          # stored one expired (0.35 s): replaces although smaller
     s = _series(store, "d_ms")[1][()]
-    assert s.value == 1 and s.timestamp_ms > t_first + 300
+    assert s.value == 1 and s.timestamp_ms == t_first + 370
 
 
 def test_default_window_is_ten_seconds():
