@@ -281,20 +281,20 @@ def register_routes(ctx: ServerContext) -> Sequence[RouteSpec]:
 
     Calling convention: **collect-all**. The core gathers every declaration, refuses a
     duplicate URI template (the same path up to field names, and the same suffix)
-    naming both plugins, and only then mounts the resources on the falcon app.
+    naming both plugins, and only then mounts the routes on the falcon app.
 
     Parameters
     ----------
     ctx : ServerContext
-        Passed so that resource factories can capture services.
+        Passed so that route factories can capture services.
 
     Returns
     -------
     sequence of RouteSpec
         ``RouteSpec(path, factory, suffix=None)``: ``path`` is a falcon URI template
         such as ``"/studies/{id}/archive"``; ``factory(ctx)`` is called once and returns
-        a falcon resource whose ``on_get``/``on_post``/... (or ``on_get_<suffix>``)
-        responders serve it.
+        the route, an object (what falcon calls a resource; its class named ``...Route``)
+        whose ``on_get``/``on_post``/... (or ``on_get_<suffix>``) responders serve it.
 
     Raises
     ------
@@ -305,7 +305,7 @@ def register_routes(ctx: ServerContext) -> Sequence[RouteSpec]:
 
     Notes
     -----
-    At run time, exceptions raised by the resources become Orthanc JSON errors through
+    At run time, exceptions raised by the routes become Orthanc JSON errors through
     the core's single error handler (an :class:`~pacsbox.OrthancError` keeps its code;
     anything else is logged and answered 500 ``InternalError``); plugins never build
     error bodies. Plugin routes are subject to ``RemoteAccessAllowed``, HTTP

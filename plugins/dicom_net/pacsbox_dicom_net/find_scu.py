@@ -5,7 +5,7 @@ used dropped first).
 
 The identifier sent comes from :mod:`.query_identifiers`; it goes by Patient Root FIND for
 the patient level, Study Root FIND otherwise, Modality Worklist FIND for
-``find-worklist``. :mod:`.query_resources` holds the REST routes.
+``find-worklist``. :mod:`.query_routes` holds the REST routes.
 
 Before the identifier is built, :func:`run_query` (``/modalities/{id}/query`` and the child
 queries of ``/queries``) gives the keys to the chained filter ``filter_outgoing_find``, as

@@ -47,7 +47,7 @@ def _lookup(ctx: Any, name: str) -> Peer:
     return peer
 
 
-class PeersResource:
+class PeersRoute:
     """``GET /peers`` (``?expand``)."""
 
     def __init__(self, ctx: Any) -> None:
@@ -61,7 +61,7 @@ class PeersResource:
             send_json(resp, reg.names())
 
 
-class PeerResource:
+class PeerRoute:
     """``GET``/``PUT``/``DELETE /peers/{id}``."""
 
     def __init__(self, ctx: Any) -> None:
@@ -91,7 +91,7 @@ class PeerResource:
         send_text(resp, "")
 
 
-class PeerConfigurationResource:
+class PeerConfigurationRoute:
     """``GET /peers/{id}/configuration``: the public configuration."""
 
     def __init__(self, ctx: Any) -> None:
@@ -106,7 +106,7 @@ def _relay_error(resp: Any, r: requests.Response) -> None:
     resp.data = b""
 
 
-class PeerSystemResource:
+class PeerSystemRoute:
     """``GET /peers/{id}/system``: the peer's ``GET /system``, relayed.
 
     A connection failure → 500 (9) with the HTTP client's error as details; an HTTP
@@ -132,7 +132,7 @@ class PeerSystemResource:
             raise OrthancError(ErrorCode.NETWORK_PROTOCOL, f"The peer {id} did not answer JSON to /system") from None
 
 
-class PeerStoreStraightResource:
+class PeerStoreStraightRoute:
     """``POST /peers/{id}/store-straight``: the body (a DICOM file) is sent to the peer's
     ``POST /instances`` without being stored; the answer is the peer's answer."""
 
@@ -261,7 +261,7 @@ def resources_to_instances(ctx: Any, resource_ids: list[str], log_export_to: str
     return out
 
 
-class PeerStoreResource:
+class PeerStoreRoute:
     """``POST /peers/{id}/store``: an ``OrthancPeerStore`` job, synchronous by default.
 
     Checks in Orthanc's order: the body, the resources, ``Transcode``, ``Compress``,
@@ -293,12 +293,12 @@ class PeerStoreResource:
 def routes(ctx: Any) -> list[RouteSpec]:
     """The ``/peers`` routes (reference section 10.2)."""
     peer_registry(ctx)   # reads OrthancPeers (and the index) once, at start-up
-    return [RouteSpec("/peers", PeersResource),
-            RouteSpec("/peers/{id}", PeerResource),
-            RouteSpec("/peers/{id}/configuration", PeerConfigurationResource),
-            RouteSpec("/peers/{id}/system", PeerSystemResource),
-            RouteSpec("/peers/{id}/store", PeerStoreResource),
-            RouteSpec("/peers/{id}/store-straight", PeerStoreStraightResource)]
+    return [RouteSpec("/peers", PeersRoute),
+            RouteSpec("/peers/{id}", PeerRoute),
+            RouteSpec("/peers/{id}/configuration", PeerConfigurationRoute),
+            RouteSpec("/peers/{id}/system", PeerSystemRoute),
+            RouteSpec("/peers/{id}/store", PeerStoreRoute),
+            RouteSpec("/peers/{id}/store-straight", PeerStoreStraightRoute)]
 
 
 def job_types() -> list[type]:

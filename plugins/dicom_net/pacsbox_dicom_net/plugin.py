@@ -4,21 +4,21 @@ Only hook implementations live here. Each area of the plugin keeps its routes, j
 types and services in its own module, which exposes ``routes(ctx)``, ``job_types()``,
 ``start(ctx)`` and ``stop(ctx)`` as it needs:
 
-- :mod:`.scp` (the SCP), :mod:`.scp_resources` (``/tools/accepted-transfer-syntaxes``...);
-- :mod:`.modality_resources` (``/modalities``, ``/tools/dicom-echo``) and :mod:`.store_job`;
-- :mod:`.query_resources` (``/queries``) and :mod:`.move_job`;
+- :mod:`.scp` (the SCP), :mod:`.scp_routes` (``/tools/accepted-transfer-syntaxes``...);
+- :mod:`.modality_routes` (``/modalities``, ``/tools/dicom-echo``) and :mod:`.store_job`;
+- :mod:`.query_routes` (``/queries``) and :mod:`.move_job`;
 - :mod:`.peers` (``/peers``) and :mod:`.transfers` (``/transfers``).
 """
 from __future__ import annotations
 
 from pacsbox import OptionSpec, hookimpl
 
-from . import hookspecs, modality_resources, move_job, peers, query_resources, scp, scp_resources, store_job, transfers
+from . import hookspecs, modality_routes, move_job, peers, query_routes, scp, scp_routes, store_job, transfers
 from .state import plugin_state
 
-_ROUTE_MODULES = (scp_resources, modality_resources, query_resources, peers, transfers)
+_ROUTE_MODULES = (scp_routes, modality_routes, query_routes, peers, transfers)
 _JOB_MODULES = (store_job, move_job, peers, transfers)
-_SERVICE_MODULES = (scp, query_resources, transfers)
+_SERVICE_MODULES = (scp, query_routes, transfers)
 
 
 @hookimpl

@@ -3,7 +3,7 @@ C-MOVE / C-GET identifier, the request fields they are read from (``Level``, ``Q
 ``Resources``), and the answers read back (Orthanc's JSON, or tag -> value).
 
 No network and no falcon here: :mod:`.find_scu` sends the C-FIND and keeps the results,
-:mod:`.query_resources` holds the REST routes, :mod:`.move_job` the retrieve jobs. What is
+:mod:`.query_routes` holds the REST routes, :mod:`.move_job` the retrieve jobs. What is
 sent follows Orthanc 1.10.1 (``DicomControlUserConnection::Find``, ``FixFindQuery``,
 ``ConvertQueryFields``), checked against the real server by a recording SCP (reference
 section 9.5):

@@ -1,5 +1,5 @@
 """What the query/retrieve SCU routes read from a request, shared by
-:mod:`.query_resources`, :mod:`.retrieve_resources` and :mod:`.find_resources`: the JSON
+:mod:`.query_routes`, :mod:`.retrieve_routes` and :mod:`.find_routes`: the JSON
 object body, the ``Timeout`` and ``LocalAet`` fields (with the check of an empty
 ``LocalAet``), the ``{index}`` of an answer and the kept query of an ``{id}``.
 """

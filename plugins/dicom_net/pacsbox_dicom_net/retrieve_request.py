@@ -2,7 +2,7 @@
 identifier.
 
 The routes that start ``DicomMoveScu``/``DicomGetScu`` jobs
-(:mod:`.retrieve_resources`: ``/queries/{id}/retrieve``, ``/modalities/{id}/move``) choose
+(:mod:`.retrieve_routes`: ``/queries/{id}/retrieve``, ``/modalities/{id}/move``) choose
 the method with :func:`resolve_method` (the call, then the modality, then the
 ``RetrieveMethod`` option, Orthanc 1.12) and describe each identifier in the job content
 with :func:`content_item` (Orthanc ``DicomMoveScuJob::AddFindAnswer``); the jobs

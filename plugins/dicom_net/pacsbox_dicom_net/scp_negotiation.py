@@ -24,7 +24,7 @@ Once the association is accepted, its ``EVT_ACCEPTED`` handler (:func:`on_accept
 serves the accepted unknown SOP classes as storage.
 
 Also the SOP class and transfer syntax UIDs the SCP serves, which the SCP's routes
-(:mod:`.scp_resources`) report.
+(:mod:`.scp_routes`) report.
 """
 from __future__ import annotations
 

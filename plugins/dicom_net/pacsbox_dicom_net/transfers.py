@@ -322,7 +322,7 @@ def _peer(ctx: "ServerContext", name: str):
     return p
 
 
-class SendResource:
+class SendRoute:
     """``POST /transfers/send`` (the plugin's ``ScheduleSend``)."""
 
     def __init__(self, ctx: "ServerContext") -> None:
@@ -379,7 +379,7 @@ class SendResource:
         return {KEY_PEER: query[KEY_PEER], "RemoteJob": answer["ID"], "URL": peer.url + answer["Path"]}
 
 
-class PullResource:
+class PullRoute:
     """``POST /transfers/pull`` (the plugin's ``SchedulePull``)."""
 
     def __init__(self, ctx: "ServerContext") -> None:
@@ -401,7 +401,7 @@ class PullResource:
         send_json(resp, self.ctx.jobs.run_request(PullTransferJob(query), body, synchronous=False))
 
 
-class LookupResource:
+class LookupRoute:
     """``POST /transfers/lookup`` (the plugin's ``LookupInstances``)."""
 
     def __init__(self, ctx: "ServerContext") -> None:
@@ -432,7 +432,7 @@ def _size_arg(req, name: str) -> int | None:
     return int(v)
 
 
-class ChunksResource:
+class ChunksRoute:
     """``GET /transfers/chunks/{ids}`` (the plugin's ``ServeChunks``)."""
 
     def __init__(self, ctx: "ServerContext") -> None:
@@ -459,7 +459,7 @@ class ChunksResource:
         resp.data = data
 
 
-class PushCreateResource:
+class PushCreateRoute:
     """``POST /transfers/push`` (the plugin's ``CreatePush``)."""
 
     def __init__(self, ctx: "ServerContext") -> None:
@@ -486,7 +486,7 @@ class PushCreateResource:
         send_json(resp, {"ID": tid, "Path": f"{URI_PUSH}/{tid}"})
 
 
-class PushTransactionResource:
+class PushTransactionRoute:
     """``DELETE /transfers/push/{id}`` (``DiscardPush``), ``PUT /transfers/push/{id}/{n}``
     (``StorePush``) and ``POST /transfers/push/{id}/commit`` (``CommitPush``)."""
 
@@ -556,7 +556,7 @@ def probe_peer(ctx: "ServerContext", name: str, timeout: float) -> bool:
         client.close()
 
 
-class PeersResource:
+class TransfersPeersRoute:
     """``GET /transfers/peers`` (the plugin's ``ServePeers``)."""
 
     def __init__(self, ctx: "ServerContext") -> None:
@@ -587,12 +587,12 @@ class PeersResource:
 def routes(ctx: "ServerContext") -> list[RouteSpec]:
     """The accelerator's routes (see the module's docstring)."""
     return [
-        RouteSpec("/transfers/send", SendResource),
-        RouteSpec("/transfers/pull", PullResource),
-        RouteSpec("/transfers/lookup", LookupResource),
-        RouteSpec("/transfers/peers", PeersResource),
-        RouteSpec("/transfers/chunks/{ids}", ChunksResource),
-        RouteSpec("/transfers/push", PushCreateResource),
-        RouteSpec("/transfers/push/{id}", PushTransactionResource),
-        RouteSpec("/transfers/push/{id}/{part}", PushTransactionResource, suffix="part"),
+        RouteSpec("/transfers/send", SendRoute),
+        RouteSpec("/transfers/pull", PullRoute),
+        RouteSpec("/transfers/lookup", LookupRoute),
+        RouteSpec("/transfers/peers", TransfersPeersRoute),
+        RouteSpec("/transfers/chunks/{ids}", ChunksRoute),
+        RouteSpec("/transfers/push", PushCreateRoute),
+        RouteSpec("/transfers/push/{id}", PushTransactionRoute),
+        RouteSpec("/transfers/push/{id}/{part}", PushTransactionRoute, suffix="part"),
     ]

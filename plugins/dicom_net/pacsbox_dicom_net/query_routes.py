@@ -7,10 +7,10 @@ child queries ``/queries/{id}/answers/{index}/query-studies|query-series|
 query-instances``. Elsewhere:
 
 - the deprecated synchronous ``/modalities/{id}/find-patient|find-study|find-series|
-  find-instance|find`` and ``/modalities/{id}/find-worklist``: :mod:`.find_resources`;
+  find-instance|find`` and ``/modalities/{id}/find-worklist``: :mod:`.find_routes`;
 - retrieve: ``POST /queries/{id}/retrieve``, ``/queries/{id}/answers/{index}/retrieve``
   and ``POST /modalities/{id}/move`` (a job, as Orthanc 1.11+), by C-MOVE or C-GET:
-  :mod:`.retrieve_resources`;
+  :mod:`.retrieve_routes`;
 - what they all read from a request: :mod:`.query_requests`.
 
 Every answer, error, status code and identifier sent was compared with Orthanc 1.10.1
@@ -21,7 +21,7 @@ querying the same remote (``tests/plugins/dicom_net/test_qr_*_reference.py``,
   IMAGE-level C-FIND and C-MOVE identifiers, and shows ``MediaStorageSOPInstanceUID`` in
   instance-level answers (its answers are files whose meta header copies the SOP UIDs);
   pacsbox never sends group 0002 in an identifier nor shows it in an answer.
-- The differences of the retrieve routes are listed in :mod:`.retrieve_resources`.
+- The differences of the retrieve routes are listed in :mod:`.retrieve_routes`.
 """
 from __future__ import annotations
 
@@ -29,13 +29,13 @@ from typing import Any
 
 from pacsbox import ErrorCode, OrthancError, RouteSpec, query_flag, send_json, send_text
 
-from .find_resources import FIND_ROUTES, DeprecatedFind, DeprecatedFindAll, FindWorklist
+from .find_routes import FIND_ROUTES, DeprecatedFindRoute, DeprecatedFindAllRoute, FindWorklistRoute
 from .find_scu import QueryResult, get_modality, query_store, run_query
 from .query_identifiers import (LEVEL_NAMES, PATIENT_ID, QUERY_RETRIEVE_LEVEL, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
                                 SPECIFIC_CHARACTER_SET, STUDY_INSTANCE_UID, answer_short, parse_level, parse_tag_map,
                                 render)
 from .query_requests import answer_index, check_calling, json_object, local_aet_field, stored_query, timeout_field
-from .retrieve_resources import ModalityMove, QueryRetrieve
+from .retrieve_routes import ModalityMoveRoute, QueryRetrieveRoute
 from .state import plugin_state
 
 
@@ -52,7 +52,7 @@ def _answer_created(resp: Any, result: QueryResult) -> None:
 
 
 # ---- /modalities/{id}/query ------------------------------------------------------------
-class ModalityQuery:
+class ModalityQueryRoute:
     """``POST /modalities/{id}/query``: run a C-FIND, keep its answers in ``/queries``."""
 
     def __init__(self, ctx: Any) -> None:
@@ -78,7 +78,7 @@ class ModalityQuery:
 
 
 # ---- /queries ----------------------------------------------------------------------------
-class Queries:
+class QueriesRoute:
     """``GET /queries``: the IDs of the kept queries."""
 
     def __init__(self, ctx: Any) -> None:
@@ -89,7 +89,7 @@ class Queries:
         send_json(resp, query_store(self.ctx).ids())
 
 
-class QueryOne:
+class QueryOneRoute:
     """``GET /queries/{id}`` (its sub-routes) and ``DELETE /queries/{id}``."""
 
     def __init__(self, ctx: Any) -> None:
@@ -106,7 +106,7 @@ class QueryOne:
         send_text(resp, "")
 
 
-class QueryAnswers:
+class QueryAnswersRoute:
     """``GET /queries/{id}/answers``: ``["0", "1", ...]``, or with ``?expand`` the answers
     (full, ``?simplify``, ``?short``)."""
 
@@ -123,7 +123,7 @@ class QueryAnswers:
             send_json(resp, [str(i) for i in range(len(res.answers))])
 
 
-class QueryAnswer:
+class QueryAnswerRoute:
     """``GET /queries/{id}/answers/{index}``: the answer's sub-routes."""
 
     def __init__(self, ctx: Any) -> None:
@@ -143,7 +143,7 @@ class QueryAnswer:
         send_json(resp, out)
 
 
-class QueryAnswerContent:
+class QueryAnswerContentRoute:
     """``GET /queries/{id}/answers/{index}/content`` (full, ``?simplify``, ``?short``)."""
 
     def __init__(self, ctx: Any) -> None:
@@ -155,7 +155,7 @@ class QueryAnswerContent:
         send_json(resp, render(res.answer(answer_index(index)), _format(req)))
 
 
-class QueryLevel:
+class QueryLevelRoute:
     """``GET /queries/{id}/level`` (``text/plain``, e.g. ``Study``)."""
 
     def __init__(self, ctx: Any) -> None:
@@ -166,7 +166,7 @@ class QueryLevel:
         send_text(resp, stored_query(self.ctx, id).level)
 
 
-class QueryModality:
+class QueryModalityRoute:
     """``GET /queries/{id}/modality`` (``text/plain``, the symbolic name)."""
 
     def __init__(self, ctx: Any) -> None:
@@ -177,7 +177,7 @@ class QueryModality:
         send_text(resp, stored_query(self.ctx, id).modality_name)
 
 
-class QueryFilter:
+class QueryFilterRoute:
     """``GET /queries/{id}/query``: the filter as submitted (full, ``?simplify``, ``?short``)."""
 
     def __init__(self, ctx: Any) -> None:
@@ -198,7 +198,7 @@ _CHILDREN = {"query-studies": ("Study", ("Patient",)), "query-series": ("Series"
              "query-instances": ("Instance", ("Patient", "Study", "Series"))}
 
 
-class QueryChild:
+class QueryChildRoute:
     """``POST /queries/{id}/answers/{index}/query-studies|query-series|query-instances``:
     a new query one level down, constrained by the answer (Orthanc 1.5.0+)."""
 
@@ -233,25 +233,25 @@ class QueryChild:
 def routes(ctx: Any) -> list[RouteSpec]:
     """The query/retrieve routes (see the module docstring)."""
     out = [
-        RouteSpec("/modalities/{id}/query", ModalityQuery),
-        RouteSpec("/modalities/{id}/move", ModalityMove),
-        RouteSpec("/modalities/{id}/find", DeprecatedFindAll),
-        RouteSpec("/modalities/{id}/find-worklist", FindWorklist),
-        RouteSpec("/queries", Queries),
-        RouteSpec("/queries/{id}", QueryOne),
-        RouteSpec("/queries/{id}/answers", QueryAnswers),
-        RouteSpec("/queries/{id}/answers/{index}", QueryAnswer),
-        RouteSpec("/queries/{id}/answers/{index}/content", QueryAnswerContent),
-        RouteSpec("/queries/{id}/level", QueryLevel),
-        RouteSpec("/queries/{id}/modality", QueryModality),
-        RouteSpec("/queries/{id}/query", QueryFilter),
-        RouteSpec("/queries/{id}/retrieve", QueryRetrieve),
-        RouteSpec("/queries/{id}/answers/{index}/retrieve", QueryRetrieve, suffix="one"),
+        RouteSpec("/modalities/{id}/query", ModalityQueryRoute),
+        RouteSpec("/modalities/{id}/move", ModalityMoveRoute),
+        RouteSpec("/modalities/{id}/find", DeprecatedFindAllRoute),
+        RouteSpec("/modalities/{id}/find-worklist", FindWorklistRoute),
+        RouteSpec("/queries", QueriesRoute),
+        RouteSpec("/queries/{id}", QueryOneRoute),
+        RouteSpec("/queries/{id}/answers", QueryAnswersRoute),
+        RouteSpec("/queries/{id}/answers/{index}", QueryAnswerRoute),
+        RouteSpec("/queries/{id}/answers/{index}/content", QueryAnswerContentRoute),
+        RouteSpec("/queries/{id}/level", QueryLevelRoute),
+        RouteSpec("/queries/{id}/modality", QueryModalityRoute),
+        RouteSpec("/queries/{id}/query", QueryFilterRoute),
+        RouteSpec("/queries/{id}/retrieve", QueryRetrieveRoute),
+        RouteSpec("/queries/{id}/answers/{index}/retrieve", QueryRetrieveRoute, suffix="one"),
     ]
     for route in FIND_ROUTES:
-        out.append(RouteSpec(f"/modalities/{{id}}/{route}", lambda c, r=route: DeprecatedFind(c, r)))
+        out.append(RouteSpec(f"/modalities/{{id}}/{route}", lambda c, r=route: DeprecatedFindRoute(c, r)))
     for child in _CHILDREN:
-        out.append(RouteSpec(f"/queries/{{id}}/answers/{{index}}/{child}", lambda c, ch=child: QueryChild(c, ch)))
+        out.append(RouteSpec(f"/queries/{{id}}/answers/{{index}}/{child}", lambda c, ch=child: QueryChildRoute(c, ch)))
     return out
 
 

@@ -1,11 +1,11 @@
 """REST routes of retrieve as an SCU (reference section 9.6): ``POST /queries/{id}/retrieve``,
 ``/queries/{id}/answers/{index}/retrieve`` and ``POST /modalities/{id}/move``, each a
 ``DicomMoveScu`` (C-MOVE) or ``DicomGetScu`` (C-GET) job (as Orthanc 1.11+; the jobs are
-in :mod:`.move_job`). The route table is :func:`.query_resources.routes`.
+in :mod:`.move_job`). The route table is :func:`.query_routes.routes`.
 
 Compared with Orthanc 1.10.1 retrieving from the same remote
 (``tests/plugins/dicom_net/test_qr_*_reference.py``, ``test_qr_orthanc_remote.py``; see
-also :mod:`.query_resources`). The differences, all deliberate:
+also :mod:`.query_routes`). The differences, all deliberate:
 
 - A retrieve body that is valid JSON but not an object (``"AET"``, ``[1]``): Orthanc answers
   500 "Internal error", pacsbox 400 "Bad file format".
@@ -108,7 +108,7 @@ def _item(level: str, keys: Mapping[int, str], source: Mapping[int, Any]) -> dic
     return {"Level": level, "Keys": short_keys(keys), "Query": content_item(source)}
 
 
-class QueryRetrieve:
+class QueryRetrieveRoute:
     """``POST /queries/{id}/retrieve`` and ``/queries/{id}/answers/{index}/retrieve``: a
     retrieve job of all the answers, or one (synchronous by default)."""
 
@@ -137,7 +137,7 @@ class QueryRetrieve:
         self._run(req, resp, id, index)
 
 
-class ModalityMove:
+class ModalityMoveRoute:
     """``POST /modalities/{id}/move``: ``Level``, ``Resources`` (identifiers), ``TargetAet``,
     ``LocalAet``, ``Timeout``, ``RetrieveMethod``; a job with the 1.11+ ``Synchronous``/
     ``Asynchronous``/``Priority``/``Permissive`` fields (Orthanc 1.10.1 moved synchronously

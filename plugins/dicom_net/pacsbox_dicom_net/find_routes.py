@@ -2,7 +2,7 @@
 ``/modalities/{id}/find-patient|find-study|find-series|find-instance|find`` (Orthanc's
 ``DicomMap::SetupFind*Template`` keys, answers simplified) and
 ``/modalities/{id}/find-worklist`` (a Modality Worklist C-FIND). Their answers are not
-kept (``/queries`` are, see :mod:`.query_resources`, which holds the route table).
+kept (``/queries`` are, see :mod:`.query_routes`, which holds the route table).
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def _body_or_refuse(req: Any) -> Any:
         return None
 
 
-class DeprecatedFind:
+class DeprecatedFindRoute:
     """``POST /modalities/{id}/find-patient|find-study|find-series|find-instance``: a
     synchronous C-FIND answering an array of simplified answers (deprecated in Orthanc)."""
 
@@ -87,7 +87,7 @@ def _find(ctx: Any, name: str, level: str, fields: Mapping[int, str]) -> list:
     return run_find(ctx, modality, ident)
 
 
-class DeprecatedFindAll:
+class DeprecatedFindAllRoute:
     """``POST /modalities/{id}/find``: patients, each with its ``Studies``, each with its
     ``Series`` (simplified answers; deprecated in Orthanc)."""
 
@@ -118,7 +118,7 @@ class DeprecatedFindAll:
         send_json(resp, out)
 
 
-class FindWorklist:
+class FindWorklistRoute:
     """``POST /modalities/{id}/find-worklist``: a Modality Worklist C-FIND. Body: the
     query itself, or ``{"Query": {...}, "Short"|"Full"|"Simplify": true, "LocalAet",
     "Timeout"}`` (Orthanc 1.9.5+); answers an array (simplified by default)."""

@@ -143,7 +143,7 @@ def echo(ctx: Any, modality: Modality, *, timeout: float | None = None, check_fi
             assoc.release()
 
 
-class ModalitiesList:
+class ModalitiesListRoute:
     """``GET /modalities`` (``?expand``)."""
 
     def __init__(self, ctx: Any) -> None:
@@ -158,7 +158,7 @@ class ModalitiesList:
             send_json(resp, reg.names())
 
 
-class ModalityItem:
+class ModalityItemRoute:
     """``GET``/``PUT``/``DELETE /modalities/{id}``."""
 
     def __init__(self, ctx: Any) -> None:
@@ -183,7 +183,7 @@ class ModalityItem:
         send_text(resp, "")
 
 
-class ModalityConfiguration:
+class ModalityConfigurationRoute:
     """``GET /modalities/{id}/configuration``."""
 
     def __init__(self, ctx: Any) -> None:
@@ -201,7 +201,7 @@ def _echo_options(ctx: Any, body: Any) -> tuple[int | None, bool]:
     return timeout, check_find
 
 
-class ModalityEcho:
+class ModalityEchoRoute:
     """``POST /modalities/{id}/echo``: body ``{}`` or empty, optional ``Timeout``
     (seconds) and ``CheckFind``."""
 
@@ -217,7 +217,7 @@ class ModalityEcho:
         send_json(resp, {}, content_type=_ACTION_TYPE)
 
 
-class ToolsDicomEcho:
+class ToolsDicomEchoRoute:
     """``POST /tools/dicom-echo``: the modality in the body (either form), plus
     ``Timeout`` and ``CheckFind`` in the object form."""
 
@@ -276,7 +276,7 @@ def _export_identifiers(ctx: Any, res: Any) -> list[str]:
     return [str(r.main_tags.get(keys[r.level], "") or "") for r in chain]
 
 
-class ModalityStore:
+class ModalityStoreRoute:
     """``POST /modalities/{id}/store``: a ``DicomModalityStore`` job (synchronous by
     default), see :mod:`.store_job` and reference section 9.4."""
 
@@ -332,7 +332,7 @@ class ModalityStore:
         send_json(resp, ctx.jobs.run_request(job, body, synchronous=True))
 
 
-class ModalityStoreStraight:
+class ModalityStoreStraightRoute:
     """``POST /modalities/{id}/store-straight``: C-STORE of the DICOM file in the body,
     without storing it; answers ``{"SOPClassUID": ..., "SOPInstanceUID": ...}``."""
 
@@ -363,8 +363,8 @@ class ModalityStoreStraight:
 
 def routes(ctx: Any) -> list[RouteSpec]:
     """The routes of this module (see the module's table)."""
-    return [RouteSpec("/modalities", ModalitiesList), RouteSpec("/modalities/{id}", ModalityItem),
-            RouteSpec("/modalities/{id}/configuration", ModalityConfiguration),
-            RouteSpec("/modalities/{id}/echo", ModalityEcho), RouteSpec("/tools/dicom-echo", ToolsDicomEcho),
-            RouteSpec("/modalities/{id}/store", ModalityStore),
-            RouteSpec("/modalities/{id}/store-straight", ModalityStoreStraight)]
+    return [RouteSpec("/modalities", ModalitiesListRoute), RouteSpec("/modalities/{id}", ModalityItemRoute),
+            RouteSpec("/modalities/{id}/configuration", ModalityConfigurationRoute),
+            RouteSpec("/modalities/{id}/echo", ModalityEchoRoute), RouteSpec("/tools/dicom-echo", ToolsDicomEchoRoute),
+            RouteSpec("/modalities/{id}/store", ModalityStoreRoute),
+            RouteSpec("/modalities/{id}/store-straight", ModalityStoreStraightRoute)]

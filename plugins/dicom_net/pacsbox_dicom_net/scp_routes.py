@@ -55,7 +55,7 @@ def accepted_transfer_syntaxes(ctx: Any) -> list[str]:
     return expand_patterns(patterns)
 
 
-class AcceptedTransferSyntaxes:
+class AcceptedTransferSyntaxesRoute:
     """``GET``/``PUT /tools/accepted-transfer-syntaxes``."""
 
     def __init__(self, ctx: Any) -> None:
@@ -89,7 +89,7 @@ class AcceptedTransferSyntaxes:
 _BOOLEANS = {"1": True, "true": True, "0": False, "false": False}
 
 
-class UnknownSopClassAccepted:
+class UnknownSopClassAcceptedRoute:
     """``GET``/``PUT /tools/unknown-sop-class-accepted``."""
 
     def __init__(self, ctx: Any) -> None:
@@ -163,7 +163,7 @@ def conformance_statement(ctx: Any) -> str:
     return "\n".join(out)
 
 
-class DicomConformance:
+class DicomConformanceRoute:
     """``GET /tools/dicom-conformance``."""
 
     def __init__(self, ctx: Any) -> None:
@@ -175,6 +175,6 @@ class DicomConformance:
 
 def routes(ctx: Any) -> list[RouteSpec]:
     """The routes of this module."""
-    return [RouteSpec("/tools/accepted-transfer-syntaxes", AcceptedTransferSyntaxes),
-            RouteSpec("/tools/unknown-sop-class-accepted", UnknownSopClassAccepted),
-            RouteSpec("/tools/dicom-conformance", DicomConformance)]
+    return [RouteSpec("/tools/accepted-transfer-syntaxes", AcceptedTransferSyntaxesRoute),
+            RouteSpec("/tools/unknown-sop-class-accepted", UnknownSopClassAcceptedRoute),
+            RouteSpec("/tools/dicom-conformance", DicomConformanceRoute)]
