@@ -154,7 +154,7 @@ class BulkRoute:
         send_json(resp, ctx.jobs.run_request(job, body, synchronous=True))
 
 
-class ModifyInstance:
+class ModifyInstanceRoute:
     """``POST /instances/{id}/modify`` and ``.../anonymize``: answer the rewritten file
     (``application/dicom``) without storing it."""
 
@@ -320,8 +320,8 @@ def routes(ctx) -> list[RouteSpec]:
         out.append(RouteSpec(f"/{level.plural}/{{id}}/modify", lambda c, lv=level: ModifyRoute(c, lv, False)))
         out.append(RouteSpec(f"/{level.plural}/{{id}}/anonymize", lambda c, lv=level: ModifyRoute(c, lv, True)))
     out += [
-        RouteSpec("/instances/{id}/modify", lambda c: ModifyInstance(c, False)),
-        RouteSpec("/instances/{id}/anonymize", lambda c: ModifyInstance(c, True)),
+        RouteSpec("/instances/{id}/modify", lambda c: ModifyInstanceRoute(c, False)),
+        RouteSpec("/instances/{id}/anonymize", lambda c: ModifyInstanceRoute(c, True)),
         RouteSpec("/tools/bulk-modify", lambda c: BulkRoute(c, False)),
         RouteSpec("/tools/bulk-anonymize", lambda c: BulkRoute(c, True)),
         RouteSpec("/studies/{id}/split", SplitRoute),

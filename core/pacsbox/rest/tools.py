@@ -322,7 +322,7 @@ TOOLS = ["accepted-transfer-syntaxes", "bulk-anonymize", "bulk-content", "bulk-d
          "reconstruct", "reset", "shutdown", "unknown-sop-class-accepted"]
 
 
-class ExecuteScriptDisabled:
+class ExecuteScriptDisabledRoute:
     """``POST /tools/execute-script`` without a scripting plugin: 403 with an empty body, as
     Orthanc 1.10.1 answers when ``ExecuteLuaEnabled`` is false (the Lua plugin replaces it)."""
 
@@ -388,6 +388,6 @@ def routes(ctx) -> list[RouteSpec]:
         RouteSpec("/tools/now-local", lambda c: NowRoute(c, True)),
         RouteSpec("/tools/default-encoding", DefaultEncodingRoute),
         RouteSpec("/tools/log-level", LogLevelRoute),
-        RouteSpec("/tools/execute-script", ExecuteScriptDisabled, fallback=True),
+        RouteSpec("/tools/execute-script", ExecuteScriptDisabledRoute, fallback=True),
     ] + [RouteSpec(f"/tools/log-level-{category}", lambda c, k=category: LogLevelRoute(c, k))
          for category in LOG_CATEGORIES]

@@ -9,7 +9,7 @@ from pacsbox import Level, OptionSpec, RouteSpec, hookimpl
 
 from .dirworker import close_workers
 from .jobs import ArchiveJob, MediaJob
-from .routes import ResourceArchive, ToolsArchive
+from .routes import ResourceArchiveRoute, ToolsArchiveRoute
 
 
 @hookimpl
@@ -36,12 +36,12 @@ def register_routes(ctx):
     ``/tools/create-media``, ``/tools/create-media-extended`` (reference section 4.1)."""
     specs = []
     for level in (Level.PATIENT, Level.STUDY, Level.SERIES):
-        specs.append(RouteSpec(f"/{level.plural}/{{id}}/archive", lambda c, lv=level: ResourceArchive(c, lv, False)))
-        specs.append(RouteSpec(f"/{level.plural}/{{id}}/media", lambda c, lv=level: ResourceArchive(c, lv, True)))
+        specs.append(RouteSpec(f"/{level.plural}/{{id}}/archive", lambda c, lv=level: ResourceArchiveRoute(c, lv, False)))
+        specs.append(RouteSpec(f"/{level.plural}/{{id}}/media", lambda c, lv=level: ResourceArchiveRoute(c, lv, True)))
     specs += [
-        RouteSpec("/tools/create-archive", lambda c: ToolsArchive(c, False, False)),
-        RouteSpec("/tools/create-media", lambda c: ToolsArchive(c, True, False)),
-        RouteSpec("/tools/create-media-extended", lambda c: ToolsArchive(c, True, True)),
+        RouteSpec("/tools/create-archive", lambda c: ToolsArchiveRoute(c, False, False)),
+        RouteSpec("/tools/create-media", lambda c: ToolsArchiveRoute(c, True, False)),
+        RouteSpec("/tools/create-media-extended", lambda c: ToolsArchiveRoute(c, True, True)),
     ]
     return specs
 

@@ -167,7 +167,7 @@ def run_archive(ctx: "ServerContext", req, resp, job: ArchiveJob, *, synchronous
     resp.set_stream(f, os.fstat(f.fileno()).st_size)
 
 
-class ResourceArchive:
+class ResourceArchiveRoute:
     """``GET``/``POST /{patients|studies|series}/{id}/archive`` (``media`` when
     ``media`` is True)."""
 
@@ -204,7 +204,7 @@ class ResourceArchive:
                     filename=job.download_name or f"{rid}.zip")
 
 
-class ToolsArchive:
+class ToolsArchiveRoute:
     """``POST``/``GET /tools/create-archive``, ``/tools/create-media``,
     ``/tools/create-media-extended``."""
 

@@ -67,7 +67,7 @@ def engine_of(ctx: Any) -> LuaEngine | None:
     return ctx.stash.get(STASH_KEY)
 
 
-class ExecuteScript:
+class ExecuteScriptRoute:
     """``POST /tools/execute-script``: run the body in the shared interpreter, answer what it
     printed (``text/plain``); 403 with an empty body unless ``ExecuteLuaEnabled``."""
 
@@ -431,7 +431,7 @@ def register_options() -> list[OptionSpec]:
 @hookimpl
 def register_routes(ctx: Any) -> list[RouteSpec]:
     """``POST /tools/execute-script``."""
-    return [RouteSpec("/tools/execute-script", ExecuteScript)]
+    return [RouteSpec("/tools/execute-script", ExecuteScriptRoute)]
 
 
 @hookimpl
