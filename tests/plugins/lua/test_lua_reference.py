@@ -142,7 +142,7 @@ def test_filters_have_the_same_effect(pair):
 def test_on_stored_instance_gets_the_same_arguments(pair):
     seen = {}
     for url, name in _both(pair):
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             out = _exec(url, "for _, s in ipairs(Stored) do print(s) end").text
             if out:
@@ -232,9 +232,14 @@ def test_stable_and_job_callbacks_get_the_same_arguments(tmp_path, make_app):
         for name, server in (("orthanc", Ref()), ("pacsbox", Ours())):
             r = server.post("/instances", body=open(CT, "rb").read())
             study = (r.json() if name == "orthanc" else r.json)["ParentStudy"]
-            time.sleep(3.5)  # stable after 1 s (checked every second)
+            # the patient, study and series are stable (after 1 s, checked every second)
+            # before the modification (a sleep of 3.5 s for it was a bet on the machine)
+            deadline = time.monotonic() + 60
+            while server.post("/tools/execute-script", body=b"print(#Events)").text.strip() != "3":
+                assert time.monotonic() < deadline, name
+                time.sleep(0.1)
             server.post(f"/studies/{study}/modify", json_body={"Replace": {"StudyDescription": "x"}, "Asynchronous": True})
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 out = server.post("/tools/execute-script", body=b"for _, e in ipairs(Events) do print(e) end").text
                 if out.count("\n") >= 8:
