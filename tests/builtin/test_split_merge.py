@@ -142,12 +142,11 @@ def test_split_job_is_asynchronous_and_reloadable(client, app):
                                                                "Asynchronous": True, "KeepSource": True})
     job_id = r.json["ID"]
     import time
-    for _ in range(500):
-        job = client.simulate_get(f"/jobs/{job_id}").json
-        if job["State"] == "Success":
-            break
+    deadline = time.monotonic() + 60
+    while (job := client.simulate_get(f"/jobs/{job_id}").json)["State"] not in ("Success", "Failure"):
+        assert time.monotonic() < deadline, job
         time.sleep(0.01)
-    assert job["Type"] == "SplitStudy" and job["Content"]["InstancesCount"] == 3
+    assert job["State"] == "Success" and job["Type"] == "SplitStudy" and job["Content"]["InstancesCount"] == 3
     rec = app.ctx.jobs.get(job_id)
     again = SplitStudyJob.from_serialized(rec.job.serialize(), app.ctx)
     assert again.public_content() == job["Content"] and again.permissive is False

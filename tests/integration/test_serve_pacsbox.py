@@ -98,7 +98,7 @@ def test_serve_with_requests_and_pyorthanc(server):
     assert client.get_patients() == [orthanc_id("4MR1")]
     assert len(list((workdir / "storage").glob("??/??/*"))) == 1
     # stability with StableAge 1
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while not requests.get(url + f"/patients/{orthanc_id('4MR1')}", auth=AUTH, timeout=30).json()["IsStable"]:
         assert time.monotonic() < deadline
         time.sleep(0.2)

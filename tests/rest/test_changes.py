@@ -64,7 +64,7 @@ def quick(make_app):
     return falcon.testing.TestClient(app)
 
 
-def _wait_for(predicate, timeout=10.0):
+def _wait_for(predicate, timeout=60.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
