@@ -72,7 +72,7 @@ def test_asynchronous_cmove_runs_as_a_job(node, storage_scp):
     n, scp = _node(node, storage_scp, SynchronousCMove=False)
     final = _move(n, _study())[-1][0]
     assert final.Status == 0x0000 and final.NumberOfCompletedSuboperations == 1  # as Orthanc 1.10.1
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while not scp.received and time.monotonic() < deadline:
         time.sleep(0.02)
     (ds, info), = scp.received
