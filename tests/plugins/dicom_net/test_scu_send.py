@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import threading
 import time
@@ -161,32 +162,50 @@ def test_no_transcoding_when_modality_forbids(node, storage_scp):
 
 
 def test_interrupt_while_peer_never_answers(node, storage_scp):
+    """A send blocked on a peer that never answers ends with SendInterrupted when
+    interrupted once blocked there: long before the peer's timeout of 60 s (the bound of
+    30 s tells the two apart; it used to be 1.5 s, which a loaded machine can exceed)."""
     n = node()
     _upload(n, CT)
     ctx = n.ctx
     data = ctx.resources.read_file(ctx.index.list_public_ids(3)[0])
-    # 1) a TCP listener that never speaks DICOM
+
+    def interrupt_when(blocked, sender):
+        def run():
+            if blocked():
+                sender.interrupt()
+        threading.Thread(target=run, daemon=True).start()
+
+    # 1) a TCP listener that never speaks DICOM: interrupted once the connection waits on it
     lsock = socket.socket()
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(5)
-    mod = Modality("MUTE", "127.0.0.1", lsock.getsockname()[1], timeout=30)
+    mod = Modality("MUTE", "127.0.0.1", lsock.getsockname()[1], timeout=60)
     sender = StoreSender(ctx, mod)
-    threading.Timer(0.3, sender.interrupt).start()
+    interrupt_when(lambda: select.select([lsock], [], [], 30)[0], sender)
     t0 = time.monotonic()
     with pytest.raises(SendInterrupted):
         sender.send(data)
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 30
     lsock.close()
-    # 2) an SCP that accepts the association and never answers the C-STORE
+    # 2) an SCP that accepts the association and never answers the C-STORE: interrupted
+    # once the request is there
     scp = storage_scp("SILENT")
-    scp.silent = True
-    mod = Modality("SILENT", "127.0.0.1", scp.port, timeout=30)
+    arrived = threading.Event()
+
+    def never_answer(ds):
+        arrived.set()
+        scp.stop_event.wait(60)
+        return 0xC000
+
+    scp.status = never_answer
+    mod = Modality("SILENT", "127.0.0.1", scp.port, timeout=60)
     sender = StoreSender(ctx, mod)
-    threading.Timer(0.5, sender.interrupt).start()
+    interrupt_when(lambda: arrived.wait(30), sender)
     t0 = time.monotonic()
     with pytest.raises(SendInterrupted):
         sender.send(data)
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 30
     sender.close()
 
 
@@ -269,13 +288,13 @@ def test_peer_abort_during_a_store_is_a_network_error(node):
     port = free_port()
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     try:
-        mod = Modality("ABORTER", "127.0.0.1", port, timeout=5)
+        mod = Modality("ABORTER", "127.0.0.1", port, timeout=60)
         with StoreSender(ctx, mod) as sender:
             assert sender.send(data).ok
             t0 = time.monotonic()
             with pytest.raises(OrthancError, match="no response"):
                 sender.send(data)
-            assert time.monotonic() - t0 < 2
+            assert time.monotonic() - t0 < 30   # the abort seen, not the 60 s timeout
             assert sender.send(data).ok  # a new association
     finally:
         server.shutdown()
