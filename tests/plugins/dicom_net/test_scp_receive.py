@@ -7,7 +7,9 @@ cases real peers rarely produce (a command and its data set in one PDU, a comman
 split over two PDUs, a PDV running past its PDU) are sent exactly."""
 from __future__ import annotations
 
+import select
 import struct
+import threading
 import time
 from io import BytesIO
 
@@ -275,8 +277,15 @@ def test_c_cancel_reaches_a_c_find_served_in_place(node):
 
     from pacsbox.testing import inline_plugin
 
+    asked = threading.Event()
+
     def slow_answers(level, query, origin):
-        time.sleep(0.5)  # the C-CANCEL is on its way meanwhile
+        # the answers come once the peer's C-CANCEL is in the socket, unread (sent once
+        # the request was being served, so not read ahead with it): a sleep of 0.5 s for it
+        # was a bet that a slow machine could lose (all 50 answers, then the cancel)
+        asked.set()
+        (served,) = server_of(n.ctx).server.active_associations
+        select.select([served.dul.socket.socket], [], [], 30)
         out = []
         for i in range(50):
             ds = Dataset()
@@ -296,7 +305,7 @@ def test_c_cancel_reaches_a_c_find_served_in_place(node):
                             element(0x0700, us(0)), element(0x0800, us(0x0000))])
         cancel = command_set([element(0x0100, us(0x0FFF)), element(0x0120, us(21)), element(0x0800, us(0x0101))])
         write_pdus(assoc, _pdu(_pdv(cxs[FIND], 0x03, find)) + _pdu(_pdv(cxs[FIND], 0x02, encode(query, False, True))))
-        time.sleep(0.1)
+        assert asked.wait(30)
         write_pdus(assoc, _pdu(_pdv(cxs[FIND], 0x03, cancel)))
         statuses = []
         while True:
