@@ -8,6 +8,7 @@ half-made)."""
 from __future__ import annotations
 
 import io
+import os
 import time
 
 import numpy as np
@@ -19,7 +20,7 @@ from pydicom.uid import generate_uid
 from conftest import free_port
 from pacsbox.testing import ServeProcess
 from conftest import testfile as sample_path
-from saved_jobs import saved_state, wait_saved
+from saved_jobs import saved_position, saved_state, wait_saved
 
 
 def make_study(n, patient_id, size=128, series=3):
@@ -103,6 +104,17 @@ def _scenario(server, url, http):
     assert http.post(f"{url}/jobs/{a}/pause").status_code == 200
     paused = wait_job(http, url, a, lambda d: d["State"] == "Paused")
     assert 15 <= paused["Progress"] < 70
+    # while it is paused, the file of an instance it has still to read (the 10th from the
+    # end of its list) becomes a named pipe that nobody feeds: resumed, the job waits there,
+    # Running until the kill, however fast the machine (a fast one otherwise finished the
+    # remaining 30-85 % before the kill)
+    saved = wait_saved(server.storage, lambda jobs: saved_state(jobs, a) == "Paused")
+    order = saved[a]["Job"]["Instances"]
+    assert len(order) == 300 and saved_position(saved, a) < 290
+    uuid = http.get(f"{url}/instances/{order[-10]}/attachments/dicom/info").json()["Uuid"]
+    held = os.path.join(server.storage, uuid[:2], uuid[2:4], uuid)
+    os.rename(held, held + ".saved")
+    os.mkfifo(held)
     assert http.post(f"{url}/jobs/{a}/resume").status_code == 200
     wait_job(http, url, a, lambda d: d["State"] == "Running")
     # behind it: a paused job and a pending job (ConcurrentJobs 1)
@@ -118,6 +130,8 @@ def _scenario(server, url, http):
     before = get_job(http, url, a)
     server.kill()
     assert before["State"] == "Running", before   # killed in the middle, not after the end
+    os.remove(held)
+    os.rename(held + ".saved", held)
 
     server.start()
     assert sorted(http.get(f"{url}/jobs").json()) == sorted([a, p, q])
