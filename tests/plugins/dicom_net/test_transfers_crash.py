@@ -11,6 +11,7 @@ import requests
 from transfers_helpers import make_study, md5s, wait_job
 
 from pacsbox.testing import ServeProcess, free_port
+from saved_jobs import wait_saved
 from pacsbox_dicom_net.transfers import state as transfers_state
 
 
@@ -45,6 +46,9 @@ def test_sigkill_of_the_sender_mid_push(node, tmp_path):
         while len(received) < 40:  # about 2 s in: the engine saved the job's progress since
             assert time.monotonic() < deadline
             time.sleep(0.01)
+        # and that save is written (else every bucket is sent again)
+        wait_saved(tmp_path / "db", lambda jobs: bool(jobs.get(job_id, {}).get("Job", {}).get("pacsbox", {})
+                                                      .get("DoneBuckets")))
         serve.kill()
         time.sleep(0.3)
         at_kill = len(received)
