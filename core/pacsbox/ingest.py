@@ -7,12 +7,14 @@ if the commit fails or finds the instance already stored, the new file is remove
 """
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import io
 import logging
 import mmap
 import os
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import pydicom
 
-from .dicom import tags as T
+from .dicom import tags as dicom_tags
 from .dicom.ids import hierarchy_ids
 from .dicom.scan import DicomFormatError, scan, sop_class_from_meta
 from .errors import ErrorCode, OrthancError
@@ -49,6 +51,27 @@ COPY_CHUNK = 1024 * 1024
 #: Elements larger than this stay on disk when a filter reads a file of
 #: :meth:`Ingest.store_file` (pydicom's ``defer_size``).
 DEFER_SIZE = 1024 * 1024
+
+#: Bytes from which a stored file's MD5 is computed on another thread while the file is
+#: written (below it, handing the work over costs more than it saves).
+PARALLEL_MD5_BYTES = 256 * 1024
+
+_md5_executor: "concurrent.futures.ThreadPoolExecutor | None" = None
+_md5_executor_lock = threading.Lock()
+
+
+def _md5_hex(data: bytes | memoryview) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def _md5_pool() -> "concurrent.futures.ThreadPoolExecutor":
+    """The process's two hashing threads, started on first use."""
+    global _md5_executor
+    if _md5_executor is None:
+        with _md5_executor_lock:
+            if _md5_executor is None:
+                _md5_executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="pacsbox-md5")
+    return _md5_executor
 
 
 def spool_threshold(config: Any) -> int:
@@ -243,13 +266,13 @@ class Ingest:
             ``BAD_FILE_FORMAT`` (400) when ``data`` is not a complete DICOM file.
         """
         try:
-            res = scan(data, T.INGEST_TAGS)
+            res = scan(data, dicom_tags.INGEST_TAGS)
         except DicomFormatError as e:
             # Orthanc's wording in the answer; the scanner's reason goes to the log
             log.info("refused a DICOM file: %s", e)
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Cannot parse an invalid DICOM file (size: {len(data)} bytes)"
                                if len(data) else "Received an empty DICOM file") from None
-        return res, T.raw_encodings(res.raw, self.default_encoding)
+        return res, dicom_tags.raw_encodings(res.raw, self.default_encoding)
 
     def store_file(self, f: Any, size: int | None = None, origin: Mapping[str, Any] | None = None) -> StoreResult:
         """Store one DICOM file from an open file, without reading it whole into memory.
@@ -346,7 +369,7 @@ class Ingest:
                     idents.append("")
                     continue
                 raise OrthancError(ErrorCode.INEXISTENT_TAG)
-            v = T.raw_text(el, enc) or ""  # trailing padding only is stripped, as in Orthanc
+            v = dicom_tags.raw_text(el, enc) or ""  # trailing padding only is stripped, as in Orthanc
             if not v and i > 0:
                 raise OrthancError(ErrorCode.BAD_FILE_FORMAT,
                                    "missing StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID")
@@ -362,7 +385,7 @@ class Ingest:
         if not self.overwrite and index.exists(ids[3]):
             return StoreResult("AlreadyStored", ids)
 
-        levels = T.main_tags_from_raw(raw, enc)
+        levels = dicom_tags.main_tags_from_raw(raw, enc)
         levels[1].update(levels[0])  # a study keeps its own copy of the patient tags, as in Orthanc
         identifiers = ({"PatientID": idents[0]},
                        {"StudyInstanceUID": idents[1], **({"AccessionNumber": levels[1]["AccessionNumber"]}
@@ -409,12 +432,23 @@ class Ingest:
             removed_keys.extend(pending.begin(ctx, [(a.uuid, a.content_type) for a in atts]))
         try:
             if source is None:
-                md5 = hashlib.md5(data).hexdigest() if self.store_md5 else None
                 stored = data
                 if self.compress:  # StorageCompression: Orthanc's format (size prefix + zlib)
                     from .storage.filesystem import compress_blob
                     stored = compress_blob(data)
-                ctx.storage.create(att_uuid, stored, CONTENT_TYPE_DICOM)
+                md5 = None
+                if self.store_md5 and size >= PARALLEL_MD5_BYTES:
+                    # hashed on another core while this thread writes (and fsyncs) the file:
+                    # both release the GIL, and the hash of a 500 KB file costs ~1 ms
+                    md5_future = _md5_pool().submit(_md5_hex, data)
+                    try:
+                        ctx.storage.create(att_uuid, stored, CONTENT_TYPE_DICOM)
+                    finally:
+                        md5 = md5_future.result()
+                else:
+                    if self.store_md5:
+                        md5 = _md5_hex(data)
+                    ctx.storage.create(att_uuid, stored, CONTENT_TYPE_DICOM)
                 att = Attachment(CONTENT_TYPE_DICOM, att_uuid, len(stored), size, md5)
             else:
                 att = self._copy_to_storage(att_uuid, source)
@@ -492,7 +526,7 @@ class Ingest:
     def _sop_class(raw, res) -> str:
         el = raw.get(0x00080016)
         if el is not None:
-            v = T.raw_text(el, ["ascii"])
+            v = dicom_tags.raw_text(el, ["ascii"])
             if v:
                 return v
         return sop_class_from_meta(res)

@@ -294,3 +294,48 @@ def test_concurrent_first_uploads_of_one_new_patient(live_server):
     assert kinds.count("NewInstance") == 16
     series = requests.get(server.url + f"/series/{orthanc_id('PCONC', '9.9', '9.9.1')}", timeout=30).json()
     assert sorted(series["Instances"]) == sorted(orthanc_id("PCONC", "9.9", "9.9.1", f"9.9.1.{i}") for i in range(16))
+
+
+@pytest.mark.parametrize("rows", [16, 512])
+def test_stored_md5_of_small_and_large_files(client, rows):
+    """The MD5 of the stored file, computed inline below ``PARALLEL_MD5_BYTES`` and on a
+    hashing thread while the file is written above it (a 512 x 512 16-bit image: 512 KB)."""
+    import hashlib
+
+    import pydicom
+
+    from pacsbox.ingest import PARALLEL_MD5_BYTES
+    ds = pydicom.dcmread(io.BytesIO(read("MR_small.dcm")))
+    ds.Rows = ds.Columns = rows
+    ds.PixelData = bytes(range(256)) * (rows * rows * 2 // 256)
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    data = buf.getvalue()
+    assert (len(data) >= PARALLEL_MD5_BYTES) == (rows == 512)
+    r = client.simulate_post("/instances", body=data)
+    assert r.status_code == 200 and r.json["Status"] == "Success"
+    md5 = client.simulate_get(f"/instances/{r.json['ID']}/attachments/dicom/md5").text
+    assert md5 == hashlib.md5(data).hexdigest()
+    assert client.simulate_get(f"/instances/{r.json['ID']}/file").content == data
+
+
+def test_a_large_file_the_storage_refuses_leaves_nothing(client, app, monkeypatch):
+    """The hashing thread's work is collected when the write fails: the error is the
+    storage's, nothing is indexed, and the next upload is stored."""
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(read("MR_small.dcm")))
+    ds.Rows = ds.Columns = 512
+    ds.PixelData = bytes(512 * 512 * 2)
+    buf = io.BytesIO()
+    ds.save_as(buf)
+
+    def full(uuid, data, content_type=1):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(app.ctx.storage, "create", full)
+    r = client.simulate_post("/instances", body=buf.getvalue())
+    assert r.status_code >= 500, r.text
+    assert client.simulate_get("/instances").json == []
+    monkeypatch.undo()
+    assert client.simulate_post("/instances", body=buf.getvalue()).json["Status"] == "Success"
+    assert_still_serving(client)
