@@ -282,7 +282,7 @@ class ListJob(InstancesJob):
 JOB_TYPES = [StepsJob, GatedStepsJob, RestartingStepsJob, BlockerJob, RetryJob, PeerJob, OutputJob, ListJob]
 
 
-class SubmitResource:
+class SubmitRoute:
     """``POST /test-jobs/{kind}``: builds a job from the body and runs it as a
     job-creating route does (``ctx.jobs.run_request``), synchronous by default."""
 
@@ -313,7 +313,7 @@ class JobsTestPlugin:
 
     @hookimpl
     def register_routes(self, ctx):
-        return [RouteSpec("/test-jobs/{kind}", SubmitResource)]
+        return [RouteSpec("/test-jobs/{kind}", SubmitRoute)]
 
 
 class StateRecorder:
