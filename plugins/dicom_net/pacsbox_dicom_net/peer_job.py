@@ -3,7 +3,7 @@
 Differences from Orthanc 1.10.1's job, which sends one instance after the other:
 
 - **Several uploads in flight** on one pooled HTTP session (keep-alive connections), at
-  most ``OrthancPeerStoreConcurrency`` (default 8). Each upload runs in a worker thread;
+  most ``OrthancPeerStoreConcurrency`` (default 4). Each upload runs in a worker thread;
   the job's step waits at most :data:`STEP_WAIT` seconds for one to complete, so that a
   pause or a cancel applies within that delay.
 - **Transient errors are retried**: a connection error, a timeout, or an answer 429, 502,

@@ -276,7 +276,7 @@ HTTP_OPTIONS: dict[str, tuple[Any, str, str]] = {
     "HttpsCACertificates": ("", "str", "PEM bundle of the authorities trusted for HTTPS peers (\"\": the system's)"),
     "HttpProxy": ("", "str", "Proxy URL of the requests to the peers (\"\": none)"),
     "OrthancPeersInDatabase": (False, "bool", "Keep the peers in the index (edited through /peers), not the file"),
-    "OrthancPeerStoreConcurrency": (8, "int[1..64]", "Uploads in flight per /peers/{id}/store job"),
+    "OrthancPeerStoreConcurrency": (4, "int[1..64]", "Uploads in flight per /peers/{id}/store job"),
     "OrthancPeerStoreRetries": (3, "int[0..20]", "Retries of an upload to a peer after a transient error"),
 }
 
