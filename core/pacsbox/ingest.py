@@ -14,7 +14,6 @@ import logging
 import mmap
 import os
 import struct
-import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -56,22 +55,12 @@ DEFER_SIZE = 1024 * 1024
 #: written (below it, handing the work over costs more than it saves).
 PARALLEL_MD5_BYTES = 256 * 1024
 
-_md5_executor: "concurrent.futures.ThreadPoolExecutor | None" = None
-_md5_executor_lock = threading.Lock()
+#: The process's hashing threads (a pool starts its threads on the first submit only).
+_MD5_POOL = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="pacsbox-md5")
 
 
 def _md5_hex(data: bytes | memoryview) -> str:
     return hashlib.md5(data).hexdigest()
-
-
-def _md5_pool() -> "concurrent.futures.ThreadPoolExecutor":
-    """The process's two hashing threads, started on first use."""
-    global _md5_executor
-    if _md5_executor is None:
-        with _md5_executor_lock:
-            if _md5_executor is None:
-                _md5_executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="pacsbox-md5")
-    return _md5_executor
 
 
 def spool_threshold(config: Any) -> int:
@@ -440,7 +429,7 @@ class Ingest:
                 if self.store_md5 and size >= PARALLEL_MD5_BYTES:
                     # hashed on another core while this thread writes (and fsyncs) the file:
                     # both release the GIL, and the hash of a 500 KB file costs ~1 ms
-                    md5_future = _md5_pool().submit(_md5_hex, data)
+                    md5_future = _MD5_POOL.submit(_md5_hex, data)
                     try:
                         ctx.storage.create(att_uuid, stored, CONTENT_TYPE_DICOM)
                     finally:
